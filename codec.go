@@ -1,0 +1,117 @@
+package paddock
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/json"
+	"fmt"
+)
+
+// A Codec turns values into bytes and back. Values of type []byte and
+// string are stored as they are unless a Codec is set; every other type
+// uses [JSON] by default.
+//
+// Why JSON by default: for the small structs a cache mostly holds it
+// encodes and decodes faster than encoding/gob, whose per-stream type
+// descriptors dominate single-value encodes (see BenchmarkCodec), and its
+// bytes stay readable with redis-cli. Use [Gob] for values JSON cannot hold
+// (interfaces with registered types, non-string map keys of some kinds).
+type Codec interface {
+	// Marshal encodes v.
+	Marshal(v any) ([]byte, error)
+	// Unmarshal decodes data into the value v points to.
+	Unmarshal(data []byte, v any) error
+}
+
+// JSON is the [Codec] of encoding/json.
+var JSON Codec = jsonCodec{}
+
+// Gob is the [Codec] of encoding/gob: one self-describing stream per value.
+var Gob Codec = gobCodec{}
+
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
+func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+type gobCodec struct{}
+
+func (gobCodec) Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func (gobCodec) Unmarshal(data []byte, v any) error {
+	return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
+}
+
+// valueCodec encodes a Loader's values: a uvarint loader version, then the
+// payload. A different version decodes as an error, so a deploy that
+// changes T's shape (and bumps [Version]) never decodes the old bytes.
+type valueCodec[T any] struct {
+	version uint64
+	codec   Codec // nil: T is []byte or string, stored as is
+}
+
+func newValueCodec[T any](version uint64, codec Codec) valueCodec[T] {
+	if codec == nil {
+		var zero T
+		switch any(zero).(type) {
+		case []byte, string:
+		default:
+			codec = JSON
+		}
+	}
+	return valueCodec[T]{version: version, codec: codec}
+}
+
+func (vc valueCodec[T]) encode(v T) ([]byte, error) {
+	if vc.codec == nil {
+		var payload []byte
+		switch x := any(v).(type) {
+		case []byte:
+			payload = x
+		case string:
+			payload = []byte(x)
+		}
+		b := make([]byte, 0, binary.MaxVarintLen64+len(payload))
+		b = binary.AppendUvarint(b, vc.version)
+		return append(b, payload...), nil
+	}
+	payload, err := vc.codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("paddock: encode %T: %w", v, err)
+	}
+	b := make([]byte, 0, binary.MaxVarintLen64+len(payload))
+	b = binary.AppendUvarint(b, vc.version)
+	return append(b, payload...), nil
+}
+
+func (vc valueCodec[T]) decode(data []byte) (T, error) {
+	var v T
+	ver, n := binary.Uvarint(data)
+	if n <= 0 {
+		return v, fmt.Errorf("%w: value header", ErrCorrupt)
+	}
+	if ver != vc.version {
+		return v, fmt.Errorf("%w: value of version %d, loader is version %d", ErrCorrupt, ver, vc.version)
+	}
+	payload := data[n:]
+	if vc.codec == nil {
+		switch p := any(&v).(type) {
+		case *[]byte:
+			*p = payload // the store hands out its own copy
+		case *string:
+			*p = string(payload)
+		}
+		return v, nil
+	}
+	if err := vc.codec.Unmarshal(payload, &v); err != nil {
+		return v, fmt.Errorf("%w: decode %T: %v", ErrCorrupt, v, err)
+	}
+	return v, nil
+}

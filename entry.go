@@ -1,0 +1,225 @@
+package paddock
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// An Entry is what a store keeps under a key: the encoded value with the
+// ticket of the load that produced it, its tags and its time windows. The
+// instants are readings of the store's clock.
+type Entry struct {
+	// Value is the encoded value; nil for a negative entry.
+	Value []byte
+	// Negative marks a cached "not found".
+	Negative bool
+	// Ticket is the ticket of the load (or Set) that wrote the entry.
+	Ticket Ticket
+	// Tags are the entry's tags, as given to Fill.
+	Tags []string
+	// Created is when the entry was written.
+	Created time.Time
+	// FreshUntil is when the entry stops being fresh.
+	FreshUntil time.Time
+	// StaleUntil is when the entry stops being servable while refreshed.
+	StaleUntil time.Time
+	// ErrorUntil is when the entry stops being servable after a failed
+	// refresh.
+	ErrorUntil time.Time
+	// LoadDuration is how long the load that produced it took.
+	LoadDuration time.Duration
+}
+
+// NewEntry builds the entry that Fill f stores at now with ticket t. Stores
+// use it so that every store derives the windows the same way.
+func NewEntry(f *Fill, t Ticket, now time.Time) *Entry {
+	fresh := now.Add(f.TTL)
+	return &Entry{
+		Value:        f.Value,
+		Negative:     f.Negative,
+		Ticket:       t,
+		Tags:         f.Tags,
+		Created:      now,
+		FreshUntil:   fresh,
+		StaleUntil:   fresh.Add(f.Stale),
+		ErrorUntil:   fresh.Add(f.StaleIfError),
+		LoadDuration: f.LoadDuration,
+	}
+}
+
+// Expires is the last instant at which the entry is of any use.
+func (e *Entry) Expires() time.Time {
+	if e.ErrorUntil.After(e.StaleUntil) {
+		return e.ErrorUntil
+	}
+	return e.StaleUntil
+}
+
+// The envelope: how an Entry is laid out in bytes by stores that keep one
+// blob per key (memstore). Changing the layout means a new envelopeFormat;
+// bytes of any other format decode as ErrCorrupt, which callers count as a
+// miss.
+//
+//	magic "pd" | format (1) | flags | uvarint epoch | uvarint seq |
+//	varint created, fresh, stale, error (ns since the Unix epoch) |
+//	uvarint load duration (ns) | uvarint ntags, then per tag uvarint len, bytes |
+//	uvarint value length, value bytes
+const (
+	envelopeFormat = 1
+	flagNegative   = 1 << 0
+	maxTags        = 1 << 16
+)
+
+// ErrCorrupt is returned by [Entry.UnmarshalBinary] for bytes that are not
+// an entry of this format. The Cache counts such entries as misses.
+var ErrCorrupt = errors.New("paddock: corrupt or foreign entry")
+
+// MarshalBinary encodes e as an envelope. It implements
+// [encoding.BinaryMarshaler].
+func (e *Entry) MarshalBinary() ([]byte, error) {
+	n := 3 + 1 + 5*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64 + len(e.Value)
+	for _, t := range e.Tags {
+		n += binary.MaxVarintLen64 + len(t)
+	}
+	b := make([]byte, 0, n)
+	return e.AppendBinary(b)
+}
+
+// AppendBinary appends the envelope of e to b. It implements
+// [encoding.BinaryAppender].
+func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
+	if len(e.Tags) > maxTags {
+		return nil, fmt.Errorf("paddock: entry has %d tags, more than %d", len(e.Tags), maxTags)
+	}
+	var flags byte
+	if e.Negative {
+		flags |= flagNegative
+	}
+	b = append(b, 'p', 'd', envelopeFormat, flags)
+	b = binary.AppendUvarint(b, e.Ticket.Epoch)
+	b = binary.AppendUvarint(b, e.Ticket.Seq)
+	for _, t := range [...]time.Time{e.Created, e.FreshUntil, e.StaleUntil, e.ErrorUntil} {
+		b = binary.AppendVarint(b, t.UnixNano())
+	}
+	b = binary.AppendUvarint(b, uint64(max(e.LoadDuration, 0)))
+	b = binary.AppendUvarint(b, uint64(len(e.Tags)))
+	for _, t := range e.Tags {
+		b = binary.AppendUvarint(b, uint64(len(t)))
+		b = append(b, t...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Value)))
+	b = append(b, e.Value...)
+	return b, nil
+}
+
+// UnmarshalBinary decodes an envelope into e. e.Value aliases data. Bytes
+// that are not a well-formed envelope of this format give an error wrapping
+// [ErrCorrupt]; it never panics. It implements [encoding.BinaryUnmarshaler].
+func (e *Entry) UnmarshalBinary(data []byte) error {
+	d := decoder{b: data}
+	if len(data) < 4 || data[0] != 'p' || data[1] != 'd' {
+		return fmt.Errorf("%w: bad magic", ErrCorrupt)
+	}
+	if data[2] != envelopeFormat {
+		return fmt.Errorf("%w: format %d, want %d", ErrCorrupt, data[2], envelopeFormat)
+	}
+	flags := data[3]
+	if flags&^flagNegative != 0 {
+		return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
+	}
+	d.b = data[4:]
+	var out Entry
+	out.Negative = flags&flagNegative != 0
+	out.Ticket.Epoch = d.uvarint()
+	out.Ticket.Seq = d.uvarint()
+	for _, t := range [...]*time.Time{&out.Created, &out.FreshUntil, &out.StaleUntil, &out.ErrorUntil} {
+		*t = time.Unix(0, d.varint())
+	}
+	ld := d.uvarint()
+	if ld > math.MaxInt64 {
+		d.fail("load duration")
+	}
+	out.LoadDuration = time.Duration(ld)
+	ntags := d.uvarint()
+	if ntags > maxTags || ntags > uint64(len(d.b)) {
+		d.fail("tag count")
+	}
+	if d.err == nil && ntags > 0 {
+		out.Tags = make([]string, 0, ntags)
+		for range ntags {
+			out.Tags = append(out.Tags, string(d.bytes()))
+			if d.err != nil {
+				break
+			}
+		}
+	}
+	out.Value = d.bytes()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if out.Negative && len(out.Value) > 0 {
+		return fmt.Errorf("%w: negative entry with a value", ErrCorrupt)
+	}
+	if len(out.Value) == 0 && !out.Negative {
+		out.Value = []byte{}
+	}
+	*e = out
+	return nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: bad %s", ErrCorrupt, what)
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail("length")
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}

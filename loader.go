@@ -1,0 +1,654 @@
+package paddock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// A LoadFunc loads the value of one key from the source of truth. It runs
+// on a context detached from its callers' (with the load timeout), and may
+// name tags with [Tag] on that context. Returning [ErrNotFound] caches the
+// absence for the negative TTL.
+type LoadFunc[T any] func(ctx context.Context) (T, error)
+
+// Status says where a value came from.
+type Status uint8
+
+const (
+	// StatusHit: a fresh entry from the store.
+	StatusHit Status = iota + 1
+	// StatusStale: a stale entry (stale-while-revalidate or a soft
+	// invalidation), served at once while one refresh runs.
+	StatusStale
+	// StatusStaleIfError: a stale entry served because the load failed;
+	// Result.LoadErr holds the failure.
+	StatusStaleIfError
+	// StatusLoaded: this call's own load produced the value.
+	StatusLoaded
+	// StatusCoalesced: the value of a load run for another caller of this
+	// process.
+	StatusCoalesced
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusHit:
+		return "hit"
+	case StatusStale:
+		return "stale"
+	case StatusStaleIfError:
+		return "stale-if-error"
+	case StatusLoaded:
+		return "loaded"
+	case StatusCoalesced:
+		return "coalesced"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// Result is a value with where it came from.
+type Result[T any] struct {
+	Value  T
+	Status Status
+	// Age is how long ago the value was loaded, by the store's clock; zero
+	// for a value loaded by this call or a coalesced one.
+	Age time.Duration
+	// LoadErr, with StatusStaleIfError, is the error of the failed load.
+	LoadErr error
+	// FillErr reports that the loaded value could not be stored (too large
+	// for the store, store unavailable, encoding failed). The value is good;
+	// the next Get loads again.
+	FillErr error
+}
+
+// A LoaderOption configures a [Loader]. Every [GetOption] is also a
+// LoaderOption: given to [NewLoader] it sets the loader's default.
+type LoaderOption interface {
+	applyLoader(*loaderConfig)
+}
+
+type loaderConfig struct {
+	policy  policy
+	codec   Codec
+	version uint64
+	err     error
+}
+
+type loaderOptionFunc func(*loaderConfig)
+
+func (f loaderOptionFunc) applyLoader(lc *loaderConfig) { f(lc) }
+
+// WithCodec sets the codec of the loader's values. Default: none for
+// []byte and string, [JSON] for every other type.
+func WithCodec(c Codec) LoaderOption {
+	return loaderOptionFunc(func(lc *loaderConfig) {
+		if c == nil && lc.err == nil {
+			lc.err = invalid("WithCodec: nil codec")
+		}
+		lc.codec = c
+	})
+}
+
+// Version sets the loader's value version, like Django's version=. Bytes
+// written by a loader of another version are never decoded: they are a
+// miss, and the value is loaded again. Bump it when a deploy changes T's
+// shape. Default 0.
+func Version(v uint64) LoaderOption {
+	return loaderOptionFunc(func(lc *loaderConfig) { lc.version = v })
+}
+
+// A Loader is a typed view of a [Cache]: a namespace, a codec and default
+// options for values of type T. Its keys are stored as "namespace:key".
+//
+// A Loader is safe for concurrent use.
+type Loader[T any] struct {
+	c       *Cache
+	ns      string
+	prefix  string
+	vc      valueCodec[T]
+	policy  policy
+	flights *group[T]
+	st      *counters
+}
+
+// NewLoader returns the loader of namespace on c. The namespace must be
+// non-empty, without ':', and not taken by another loader of c.
+func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader[T], error) {
+	if c == nil {
+		return nil, invalid("NewLoader: nil Cache")
+	}
+	if namespace == "" || strings.ContainsAny(namespace, ":") {
+		return nil, invalid("NewLoader: namespace %q must be non-empty and without ':'", namespace)
+	}
+	lc := loaderConfig{policy: defaultPolicy()}
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("NewLoader: nil option")
+		}
+		o.applyLoader(&lc)
+	}
+	if lc.err != nil {
+		return nil, lc.err
+	}
+	if lc.policy.err != nil {
+		return nil, lc.policy.err
+	}
+	c.mu.Lock()
+	if c.namespaces == nil {
+		c.namespaces = make(map[string]bool)
+	}
+	taken := c.namespaces[namespace]
+	c.namespaces[namespace] = true
+	c.mu.Unlock()
+	if taken {
+		return nil, invalid("NewLoader: namespace %q already has a loader on this Cache", namespace)
+	}
+	return &Loader[T]{
+		c:       c,
+		ns:      namespace,
+		prefix:  namespace + ":",
+		vc:      newValueCodec[T](lc.version, lc.codec),
+		policy:  lc.policy,
+		flights: newGroup[T](),
+		st:      c.counters(namespace),
+	}, nil
+}
+
+// Namespace returns the loader's namespace.
+func (l *Loader[T]) Namespace() string { return l.ns }
+
+// Key returns the full store key of key: "namespace:key". It is what
+// [Cache.Invalidate] takes.
+func (l *Loader[T]) Key(key string) string { return l.prefix + key }
+
+func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
+	p := l.policy
+	for _, o := range opts {
+		if o.apply == nil {
+			return p, invalid("zero GetOption")
+		}
+		o.apply(&p)
+	}
+	return p, p.err
+}
+
+// Get returns the value of key, loading it with load if the cache has no
+// servable entry. See [Loader.Fetch] for the read path; Get is Fetch
+// without the metadata.
+func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (T, error) {
+	r, err := l.Fetch(ctx, key, load, opts...)
+	return r.Value, err
+}
+
+// Fetch returns the value of key with where it came from:
+//
+//  1. It asks the store. A fresh entry is returned (StatusHit). A stale one
+//     is returned at once (StatusStale) and, if this caller won the key's
+//     lease, refreshed in the background; so is a fresh one that XFetch
+//     picked for early refresh.
+//  2. Otherwise the caller joins the load already running for key in this
+//     process, or, holding the lease, starts it. Callers in other
+//     processes on a shared store wait for the lease holder's fill. The
+//     load runs once per key.
+//  3. The load's result is written back only if no invalidation of the key
+//     or of any of its tags happened since the load began (the fence), and
+//     returned to every caller allowed to take it (see the package doc).
+//
+// If ctx ends, Fetch returns ctx.Err() at once; the load goes on for the
+// other callers. If the load fails and the entry is inside its
+// stale-if-error window, the old value is returned (StatusStaleIfError)
+// with a nil error. If the store fails, Fetch loads without it. A load that
+// panics gives every caller a [*PanicError].
+//
+// WARNING: load runs on a context detached from ctx: canceling ctx does not
+// stop it. It ends after the load timeout.
+func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (Result[T], error) {
+	if load == nil {
+		return Result[T]{}, invalid("Get: nil load function")
+	}
+	if l.c.closed.Load() {
+		return Result[T]{}, ErrClosed
+	}
+	pol, err := l.policyFor(opts)
+	if err != nil {
+		return Result[T]{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Result[T]{}, err
+	}
+	full := l.prefix + key
+	w := work[T]{l: l, key: full, load: load, pol: &pol}
+
+	var (
+		j     Ticket // this caller's own ticket, once it has looked up
+		known bool
+	)
+	for attempt := 0; ; attempt++ {
+		var (
+			f      *flight[T]
+			joined uint64
+			owner  bool
+		)
+		// On a remote store, callers of one key in this process share one
+		// lookup (a stampede asks the store once). A background refresh is
+		// not waited for: the caller looks up and serves the stale value.
+		if l.c.remote && attempt == 0 {
+			if f, joined, owner = l.flights.joinOrStart(full, true); owner {
+				go w.run(ctx, f, plan{})
+			}
+		}
+		if f == nil {
+			token := l.c.token()
+			lk, ok, err := l.c.lookup(ctx, full, w.request(token), l.st)
+			switch {
+			case err != nil:
+				return Result[T]{}, err
+			case !ok: // store unavailable: load without it, still coalesced
+				if f, joined, owner = l.flights.joinOrStart(full, false); owner {
+					go w.run(ctx, f, plan{noStore: true})
+				}
+			default:
+				j, known = lk.Ticket, true
+				if r, err, done := w.serve(ctx, &lk, token); done {
+					return r, err
+				}
+				if lk.Lease {
+					f, owner = l.flights.start(full, false), true
+					go w.run(ctx, f, plan{lk: &lk, token: token})
+				} else if f, joined, owner = l.flights.joinOrStart(full, false); owner {
+					// The lease is held and no flight is registered here:
+					// the holder is another process, or a caller of this
+					// one between its lookup and flights.start. Either
+					// way this flight waits for the holder's fill through
+					// the store, and loads only once the lease is free, so
+					// loads of the key never overlap.
+					go w.run(ctx, f, plan{lk: &lk, token: token})
+				}
+			}
+		}
+
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Result[T]{}, ctx.Err()
+		}
+		o := &f.out
+		if owner || attempt > 0 || o.takeable(joined, j, known) {
+			return l.result(o, owner)
+		}
+	}
+}
+
+// result turns a flight's outcome into a caller's answer and counts it.
+func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
+	r := Result[T]{Value: o.val, Status: o.status, Age: o.age, LoadErr: o.loadErr, FillErr: o.fillErr}
+	switch o.status {
+	case StatusHit:
+		l.st.hits.Add(1)
+	case StatusStale, StatusStaleIfError:
+		l.st.staleHits.Add(1)
+	case StatusLoaded:
+		l.st.misses.Add(1)
+		if !owner {
+			r.Status = StatusCoalesced
+			l.st.coalesced.Add(1)
+		}
+	}
+	return r, o.err
+}
+
+// work is one Get's key, load and options, shared with its flight.
+type work[T any] struct {
+	l    *Loader[T]
+	key  string
+	load LoadFunc[T]
+	pol  *policy
+}
+
+func (w *work[T]) request(token uint64) LookupRequest {
+	return LookupRequest{Lease: token, LeaseTTL: w.l.c.cfg.leaseTTL, Early: w.pol.early(w.l.c.cfg.rand)}
+}
+
+// serve answers from a lookup when it can (done). A lease that came with a
+// servable entry starts a background refresh.
+func (w *work[T]) serve(ctx context.Context, lk *Lookup, token uint64) (r Result[T], err error, done bool) {
+	o, ok := w.read(lk, 0)
+	if !ok {
+		return r, nil, false
+	}
+	if lk.Lease {
+		w.refresh(ctx, lk, token)
+	}
+	r, err = w.l.result(&o, true)
+	return r, err, true
+}
+
+// read turns a servable entry into an outcome; ok is false when the entry
+// is not servable or does not decode.
+func (w *work[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
+	if lk.State != StateFresh && lk.State != StateStale {
+		return o, false
+	}
+	e := lk.Entry
+	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark}
+	if lk.State == StateStale {
+		o.status = StatusStale
+	}
+	if e.Negative {
+		o.err = ErrNotFound
+		return o, true
+	}
+	v, err := w.l.vc.decode(e.Value)
+	if err != nil {
+		w.l.st.decodeErrors.Add(1)
+		return o, false
+	}
+	o.val = v
+	return o, true
+}
+
+// refresh reloads the entry in the background with the lease lk granted
+// to token, while its old value is served.
+func (w *work[T]) refresh(ctx context.Context, lk *Lookup, token uint64) {
+	c := w.l.c
+	if c.closed.Load() {
+		c.release(ctx, w.key, token, w.l.st)
+		return
+	}
+	if lk.State == StateFresh {
+		w.l.st.earlyRefreshes.Add(1)
+	}
+	w.l.st.refreshes.Add(1)
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		f := w.l.flights.start(w.key, true)
+		w.run(ctx, f, plan{lk: lk, token: token, refresh: true})
+	}()
+}
+
+// plan is how a flight starts.
+type plan struct {
+	lk      *Lookup // a lookup already made for the flight; nil: look up first
+	token   uint64  // the lease token of lk
+	noStore bool    // the store is unavailable: load, do not fill
+	refresh bool    // a background refresh of a servable entry
+}
+
+var errGoexit = errors.New("paddock: load called runtime.Goexit")
+
+// run is the body of a flight: look up (or poll the lease holder), load,
+// fill, and publish the outcome. It runs on its own goroutine, on a context
+// detached from the caller that started it.
+func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
+	ctx = context.WithoutCancel(ctx)
+	l, c := w.l, w.l.c
+	var (
+		out      outcome[T]
+		finished bool
+		lease    uint64 // a lease to give back if the flight dies
+	)
+	defer func() {
+		if !finished { // the load called runtime.Goexit
+			c.release(ctx, w.key, lease, l.st)
+			l.flights.finish(w.key, f, outcome[T]{err: errGoexit})
+		}
+	}()
+
+	lk, token := p.lk, p.token
+	var waitUntil time.Time
+	backoff := time.Millisecond
+	for !p.noStore {
+		mark := uint64(0)
+		if lk == nil {
+			token = c.token()
+			mark = f.begin()
+			r, ok, _ := c.lookup(ctx, w.key, w.request(token), l.st)
+			if !ok {
+				p.noStore = true
+				break
+			}
+			lk = &r
+		}
+		// A lookup handed over in the plan was already found unservable
+		// by the caller (or is being refreshed); only our own lookups are
+		// read here.
+		if mark != 0 {
+			if o, ok := w.read(lk, mark); ok {
+				out = o
+				if lk.Lease {
+					// Looked up for the callers of a remote store: they
+					// get the stale (or early-refresh) value at once.
+					w.refresh(ctx, lk, token)
+				}
+				break
+			}
+		}
+		if lk.Lease || !lk.Held {
+			// Ours to load: with the lease, or without one when the entry
+			// did not decode (fenced by the ticket all the same).
+			if lk.Lease {
+				lease = token
+			} else {
+				token = 0
+			}
+			out = w.loadAndFill(ctx, f, lk, token, mark)
+			break
+		}
+		// Another caller (likely another process) holds the lease: wait
+		// for its fill, up to the wait bound, then load for ourselves.
+		if waitUntil.IsZero() {
+			waitUntil = time.Now().Add(c.cfg.waitTimeout)
+		} else if !time.Now().Before(waitUntil) {
+			out = w.loadAndFill(ctx, f, lk, 0, mark)
+			break
+		}
+		t := time.NewTimer(backoff)
+		<-t.C
+		backoff = min(2*backoff, 50*time.Millisecond)
+		lk = nil
+	}
+	if p.noStore {
+		out = w.loadAndFill(ctx, f, nil, 0, 0)
+	}
+	finished = true
+	l.flights.finish(w.key, f, out)
+}
+
+// loadAndFill runs the load and writes its result with lk's ticket, holding
+// lease (or none). Without lk (store unavailable) nothing is written.
+// fallbackMark is the mark of the read that produced lk, for a
+// stale-if-error value.
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64) outcome[T] {
+	lctx, cancel := context.WithTimeout(ctx, w.pol.loadTimeout)
+	defer cancel()
+	lctx, ts := withTags(lctx)
+	mark := f.begin()
+	start := time.Now()
+	v, err := callLoad(lctx, w.load)
+	w.l.st.loads.Add(1)
+	return w.settle(ctx, f, lk, lease, fallbackMark, loaded[T]{v, err, time.Since(start), ts.list(), mark})
+}
+
+// loaded is what a load produced, and the mark at which it began.
+type loaded[T any] struct {
+	val  T
+	err  error
+	dur  time.Duration
+	tags []string
+	mark uint64
+}
+
+// settle turns a load's result into the flight's outcome and, unless lk is
+// nil, fills the store with it (a negative entry for ErrNotFound).
+func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
+	l, c, pol := w.l, w.l.c, w.pol
+	out := outcome[T]{status: StatusLoaded, started: ld.mark, fenced: true}
+	if lk != nil {
+		out.ticket = lk.Ticket
+	}
+	fill := &Fill{Lease: lease, LoadDuration: ld.dur}
+	switch {
+	case ld.err == nil:
+		out.val = ld.val
+		fill.TTL, fill.Stale, fill.StaleIfError = pol.ttl, pol.stale, pol.staleIfError
+		fill.Value, out.fillErr = l.vc.encode(ld.val)
+	case errors.Is(ld.err, ErrNotFound):
+		out.err = ld.err
+		if pol.negativeTTL == 0 {
+			lk = nil // nothing to write
+		}
+		fill.Negative, fill.TTL = true, pol.negativeTTL
+	default:
+		l.st.loadErrors.Add(1)
+		if fb := w.fallback(lk, fallbackMark); fb != nil {
+			fb.loadErr = ld.err
+			out = *fb
+		} else {
+			out = outcome[T]{err: ld.err, status: StatusLoaded}
+		}
+		lk = nil
+	}
+	if lk == nil || out.fillErr != nil {
+		if out.fillErr != nil {
+			l.st.fillErrors.Add(1)
+		}
+		c.release(ctx, w.key, lease, l.st)
+		return out
+	}
+	fill.Ticket = lk.Ticket
+	fill.Tags = mergeTags(pol.tags, ld.tags)
+	fmark := f.begin()
+	ok, ferr := c.fill(ctx, w.key, fill, l.st)
+	switch {
+	case ferr != nil:
+		l.st.fillErrors.Add(1)
+		out.fillErr = ferr
+		c.cfg.logger.Warn("paddock: fill failed", "key", w.key, "err", ferr)
+		c.release(ctx, w.key, lease, l.st)
+	case ok:
+		out.filled = fmark
+	default:
+		l.st.fillsRefused.Add(1)
+	}
+	return out
+}
+
+// fallback returns the stale-if-error outcome of lk's entry, if it has one.
+func (w *work[T]) fallback(lk *Lookup, mark uint64) *outcome[T] {
+	if lk == nil || lk.Entry == nil || !lk.Now.Before(lk.Entry.ErrorUntil) {
+		return nil
+	}
+	e := lk.Entry
+	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark}
+	if e.Negative {
+		o.err = ErrNotFound
+		return o
+	}
+	v, err := w.l.vc.decode(e.Value)
+	if err != nil {
+		return nil
+	}
+	o.val = v
+	return o
+}
+
+// callLoad runs load, turning a panic into a *PanicError.
+func callLoad[T any](ctx context.Context, load LoadFunc[T]) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return load(ctx)
+}
+
+// ErrFenced is returned by [Loader.Set] when an invalidation of the key or
+// of one of its tags raced the write: the write was refused and the cache
+// stays empty for the key, which is correct. It needs no handling beyond
+// logging.
+var ErrFenced = errors.New("paddock: write refused: an invalidation raced it")
+
+// Peek returns the entry of key without loading it. found is false when the
+// cache has no servable entry. A cached "not found" is found, with
+// [ErrNotFound].
+func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bool, err error) {
+	if l.c.closed.Load() {
+		return r, false, ErrClosed
+	}
+	full := l.prefix + key
+	lk, ok, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	if err != nil {
+		return r, false, err
+	}
+	if !ok {
+		return r, false, ErrStoreUnavailable
+	}
+	w := work[T]{l: l, key: full}
+	o, ok := w.read(&lk, 0)
+	if !ok {
+		return r, false, nil
+	}
+	return Result[T]{Value: o.val, Status: o.status, Age: o.age}, true, o.err
+}
+
+// Set writes v under key as a versioned write: it is refused (with
+// [ErrFenced]) if an invalidation of key or of one of its tags lands
+// between the start of Set and its write, and once it is written no load
+// that began before it can overwrite it. Use it right after writing the
+// source of truth, instead of invalidating, when the new value is at hand.
+func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption) error {
+	if l.c.closed.Load() {
+		return ErrClosed
+	}
+	pol, err := l.policyFor(opts)
+	if err != nil {
+		return err
+	}
+	b, err := l.vc.encode(v)
+	if err != nil {
+		return err
+	}
+	full := l.prefix + key
+	lk, ok, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: set %s", ErrStoreUnavailable, full)
+	}
+	accepted, err := l.c.fill(ctx, full, &Fill{
+		Value: b, Tags: mergeTags(pol.tags, nil), Ticket: lk.Ticket, Set: true,
+		TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
+	}, l.st)
+	switch {
+	case err != nil:
+		return err
+	case !accepted:
+		l.st.fillsRefused.Add(1)
+		return ErrFenced
+	}
+	return nil
+}
+
+// Invalidate invalidates keys of this loader; see [Cache.Invalidate].
+func (l *Loader[T]) Invalidate(ctx context.Context, keys ...string) error {
+	return l.c.Invalidate(ctx, l.keys(keys)...)
+}
+
+// MarkStale soft-invalidates keys of this loader; see [Cache.MarkStale].
+func (l *Loader[T]) MarkStale(ctx context.Context, keys ...string) error {
+	return l.c.MarkStale(ctx, l.keys(keys)...)
+}
+
+func (l *Loader[T]) keys(keys []string) []string {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = l.prefix + k
+	}
+	return full
+}

@@ -1,0 +1,98 @@
+package paddock
+
+import "sync/atomic"
+
+// Stats counts what happened in one namespace since the Cache was created.
+type Stats struct {
+	// Hits: Gets served a fresh entry from the store.
+	Hits uint64
+	// StaleHits: Gets served a stale entry (stale-while-revalidate, a soft
+	// invalidation, or stale-if-error after a failed load).
+	StaleHits uint64
+	// Misses: Gets that found no servable entry.
+	Misses uint64
+	// Loads: load functions run (including background refreshes).
+	Loads uint64
+	// LoadErrors: loads that returned an error other than ErrNotFound, or
+	// panicked.
+	LoadErrors uint64
+	// Coalesced: Gets that took the result of a load run for another caller
+	// in this process.
+	Coalesced uint64
+	// FillsRefused: fills refused because an invalidation raced the load
+	// (the stale-set race, prevented).
+	FillsRefused uint64
+	// FillErrors: fills that failed (store error, value too large).
+	FillErrors uint64
+	// EarlyRefreshes: refreshes started early by XFetch while the entry was
+	// still fresh.
+	EarlyRefreshes uint64
+	// Refreshes: background refreshes started (stale-while-revalidate and
+	// early refresh).
+	Refreshes uint64
+	// Invalidations: keys invalidated in this namespace. Tag invalidations
+	// are counted, one per tag, under the empty namespace "".
+	Invalidations uint64
+	// DecodeErrors: entries whose bytes did not decode, treated as misses.
+	DecodeErrors uint64
+	// StoreErrors: store calls that failed and were worked around.
+	StoreErrors uint64
+	// Evictions: entries the store dropped for space or age, when the store
+	// reports them (see [StoreStats]).
+	Evictions uint64
+}
+
+type counters struct {
+	hits, staleHits, misses, loads, loadErrors, coalesced atomic.Uint64
+	fillsRefused, fillErrors, earlyRefreshes, refreshes   atomic.Uint64
+	invalidations, decodeErrors, storeErrors              atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Hits:           c.hits.Load(),
+		StaleHits:      c.staleHits.Load(),
+		Misses:         c.misses.Load(),
+		Loads:          c.loads.Load(),
+		LoadErrors:     c.loadErrors.Load(),
+		Coalesced:      c.coalesced.Load(),
+		FillsRefused:   c.fillsRefused.Load(),
+		FillErrors:     c.fillErrors.Load(),
+		EarlyRefreshes: c.earlyRefreshes.Load(),
+		Refreshes:      c.refreshes.Load(),
+		Invalidations:  c.invalidations.Load(),
+		DecodeErrors:   c.decodeErrors.Load(),
+		StoreErrors:    c.storeErrors.Load(),
+	}
+}
+
+// counters returns the counters of namespace ns, creating them.
+func (c *Cache) counters(ns string) *counters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.stats[ns]
+	if !ok {
+		s = new(counters)
+		c.stats[ns] = s
+	}
+	return s
+}
+
+// Stats returns the counters of every namespace that has seen traffic, by
+// namespace. Tag invalidations are counted under "".
+func (c *Cache) Stats() map[string]Stats {
+	c.mu.Lock()
+	out := make(map[string]Stats, len(c.stats))
+	for ns, s := range c.stats {
+		out[ns] = s.snapshot()
+	}
+	c.mu.Unlock()
+	if ss, ok := c.store.(StoreStats); ok {
+		for ns, n := range ss.Evictions() {
+			s := out[ns]
+			s.Evictions = n
+			out[ns] = s
+		}
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package paddock
+
+import (
+	"context"
+	"time"
+)
+
+// A Store keeps entries, leases and the version numbers that fence fills.
+// Every operation that must be atomic is one method call: a store never
+// relies on the Cache to lock around it. Stores live in subpackages
+// (memstore, redisstore); the conformance suite in storetest checks that a
+// Store keeps this contract.
+//
+// # The version protocol
+//
+// The store keeps a monotonic invalidation sequence seq (per epoch).
+// [Store.Invalidate] does, atomically for each key and tag it names:
+// s = ++seq; for each key, version(key) = s and the entry is dropped (hard)
+// or marked stale (soft); for each tag, version(tag) = s.
+//
+// [Store.Lookup] returns a [Ticket]: the sequence at the moment of the
+// lookup. A caller that is granted the lease loads with that ticket t0 and
+// [Store.Fill] refuses the write if version(key) > t0 or version(tag) > t0
+// for any tag of the fill. An entry remembers its ticket and tags, and a
+// lookup treats it as missing if any of its tags was hard-invalidated after
+// its ticket (and as stale if only soft-invalidated).
+//
+// Tickets of one key are comparable: a larger Seq in the same Epoch means a
+// later point in that key's history. Tickets of different keys need not be.
+//
+// # Time
+//
+// The store owns the clock that freshness is judged by: Fill takes
+// durations and the store turns them into instants with its own clock, and
+// Lookup judges freshness and reports that clock's reading. This keeps
+// decisions on a shared store (Redis) free of clock skew between nodes.
+type Store interface {
+	// Lookup reads key and decides, in one atomic step, the caller's role:
+	// serve the entry, serve it and refresh it, load it, or wait for the
+	// lease holder. It takes the lease only when req.Lease is non-zero. The
+	// returned Entry, its Value included, belongs to the caller.
+	Lookup(ctx context.Context, key string, req LookupRequest) (Lookup, error)
+
+	// Fill writes f under key unless an invalidation newer than f.Ticket
+	// touched key or any of f.Tags (or the epoch changed), and releases the
+	// lease f.Lease if it still holds it. It reports whether the write was
+	// accepted. A refused fill is not an error.
+	Fill(ctx context.Context, key string, f *Fill) (accepted bool, err error)
+
+	// Release gives up the lease token on key without writing, so that
+	// another caller may load at once. Releasing a lease that is no longer
+	// held is not an error.
+	Release(ctx context.Context, key string, lease uint64) error
+
+	// Invalidate applies inv atomically per key and per tag (see the
+	// version protocol above). Once it returns, no Fill with an older ticket
+	// for those keys or tags is accepted.
+	Invalidate(ctx context.Context, inv Invalidation) error
+
+	// Close releases the store's resources. The store is unusable after.
+	Close() error
+}
+
+// A Ticket marks a point in a store's invalidation history.
+type Ticket struct {
+	// Epoch names the store's version history. A store that loses its
+	// versions (a flushed or restarted Redis) starts a new epoch, and
+	// tickets and entries of another epoch are never trusted.
+	Epoch uint64
+	// Seq is the invalidation sequence at the time the ticket was taken.
+	Seq uint64
+}
+
+// AtLeast reports whether t is in the same epoch as u and not older.
+func (t Ticket) AtLeast(u Ticket) bool { return t.Epoch == u.Epoch && t.Seq >= u.Seq }
+
+// LookupRequest says what a caller of [Store.Lookup] wants beside the entry.
+type LookupRequest struct {
+	// Lease is a non-zero token that identifies the caller. When the entry
+	// must be loaded or refreshed and no one holds the key's lease, the
+	// store grants it to this token for LeaseTTL. Zero means: read only.
+	Lease uint64
+	// LeaseTTL is how long a granted lease lasts unless released.
+	LeaseTTL time.Duration
+	// Early asks for probabilistic early refresh (XFetch): a fresh entry
+	// counts as due for refresh when now + LoadDuration*Early reaches its
+	// FreshUntil. The caller draws Early as beta * -ln(rand()); zero
+	// disables early refresh.
+	Early float64
+}
+
+// State is the verdict of a [Store.Lookup] on an entry.
+type State uint8
+
+const (
+	// StateMiss: no servable entry. Entry may still be set, inside its
+	// error window, to be served only if the load fails (stale-if-error).
+	StateMiss State = iota
+	// StateFresh: the entry may be served as it is.
+	StateFresh
+	// StateStale: the entry is past FreshUntil but inside its stale window
+	// (or soft-invalidated); it may be served while one caller refreshes it.
+	StateStale
+)
+
+func (s State) String() string {
+	switch s {
+	case StateFresh:
+		return "fresh"
+	case StateStale:
+		return "stale"
+	default:
+		return "miss"
+	}
+}
+
+// Lookup is the answer of [Store.Lookup].
+type Lookup struct {
+	// Entry is the stored entry, or nil. See [State] for when it may be
+	// served.
+	Entry *Entry
+	// State is the store's verdict on Entry at Now.
+	State State
+	// Lease reports that the caller was granted the key's lease: it must
+	// load and Fill (or Release) with Ticket. A fresh entry comes with a
+	// lease only when early refresh fell due.
+	Lease bool
+	// Held reports that another caller holds the key's lease: the value is
+	// being loaded elsewhere.
+	Held bool
+	// Ticket is the store's ticket at the lookup. With Lease it is the
+	// ticket the load must fill with.
+	Ticket Ticket
+	// Now is the store clock's reading at the lookup.
+	Now time.Time
+}
+
+// Fill is a conditional write given to [Store.Fill].
+type Fill struct {
+	// Value is the encoded value; nil for a negative entry.
+	Value []byte
+	// Negative marks a cached "not found".
+	Negative bool
+	// Tags are the entry's tags: a later invalidation of any of them
+	// invalidates the entry.
+	Tags []string
+	// Ticket is the ticket the load took before it began reading.
+	Ticket Ticket
+	// Lease is the token to release, or zero.
+	Lease uint64
+	// TTL is how long the entry is fresh, from the store's now.
+	TTL time.Duration
+	// Stale is how long after TTL the entry may be served stale while it
+	// is refreshed.
+	Stale time.Duration
+	// StaleIfError is how long after TTL the entry may be served when its
+	// refresh fails.
+	StaleIfError time.Duration
+	// LoadDuration is how long the load took (for early refresh).
+	LoadDuration time.Duration
+	// Set makes the fill a versioned write: if accepted, the store also
+	// advances the key's version (s = ++seq, version(key) = s) and stores
+	// the entry with ticket s, so that no load that began earlier can
+	// overwrite it.
+	Set bool
+}
+
+// Invalidation names what [Store.Invalidate] drops.
+type Invalidation struct {
+	// Keys are full store keys.
+	Keys []string
+	// Tags are tag names; every entry that carries one is invalidated.
+	Tags []string
+	// Soft marks the entries stale instead of dropping them: they may still
+	// be served inside their stale window while one refresh runs. Fills of
+	// older loads are refused either way.
+	Soft bool
+}
+
+// StoreStats is optionally implemented by stores that count evictions
+// (entries dropped for space or age) per namespace, the part of a key before
+// its first ':'. [Cache.Stats] reports them.
+type StoreStats interface {
+	Evictions() map[string]uint64
+}
+
+// Remote is optionally implemented by stores whose calls cross a network.
+// For them the Cache lets concurrent callers of one key in a process share
+// one Lookup, so that a stampede asks the store once.
+type Remote interface {
+	Remote() bool
+}
