@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 // A LoadFunc loads the value of one key from the source of truth. It runs
@@ -310,6 +312,9 @@ type work[T any] struct {
 }
 
 func (w *work[T]) request(token uint64) LookupRequest {
+	if hooks.NoLease.Load() {
+		token = 0
+	}
 	return LookupRequest{Lease: token, LeaseTTL: w.l.c.cfg.leaseTTL, Early: w.pol.early(w.l.c.cfg.rand)}
 }
 
@@ -521,6 +526,14 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 		return out
 	}
 	fill.Ticket = lk.Ticket
+	if hooks.NoFence.Load() {
+		if now, ok, _ := c.lookup(ctx, w.key, LookupRequest{}, l.st); ok {
+			fill.Ticket = now.Ticket
+		}
+	}
+	if hooks.IgnoreLoadTags.Load() {
+		ld.tags = nil
+	}
 	fill.Tags = mergeTags(pol.tags, ld.tags)
 	fmark := f.begin()
 	ok, ferr := c.fill(ctx, w.key, fill, l.st)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 // Defaults of the Cache options.
@@ -207,6 +209,9 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 		if t == "" {
 			return invalid("empty tag")
 		}
+	}
+	if hooks.HardAsSoft.Load() {
+		inv.Soft = true
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 	defer cancel()
