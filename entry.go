@@ -166,7 +166,10 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	if out.Negative && len(out.Value) > 0 {
 		return fmt.Errorf("%w: negative entry with a value", ErrCorrupt)
 	}
-	if len(out.Value) == 0 && !out.Negative {
+	switch {
+	case out.Negative:
+		out.Value = nil
+	case len(out.Value) == 0:
 		out.Value = []byte{}
 	}
 	*e = out

@@ -187,8 +187,9 @@ func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
 }
 
 // MarkStale is a soft [Cache.Invalidate]: the entries stay servable as stale
-// inside their stale window while one refresh runs, and loads that began
-// before it still cannot fill them.
+// until their stale window ends (the end of their original TTL plus the
+// [Stale] window) while one refresh runs, and loads that began before it
+// still cannot fill them.
 func (c *Cache) MarkStale(ctx context.Context, keys ...string) error {
 	return c.invalidate(ctx, Invalidation{Keys: keys, Soft: true})
 }

@@ -25,8 +25,10 @@ import (
 // lookup treats it as missing if any of its tags was hard-invalidated after
 // its ticket (and as stale if only soft-invalidated).
 //
-// Tickets of one key are comparable: a larger Seq in the same Epoch means a
-// later point in that key's history. Tickets of different keys need not be.
+// Tickets and tag versions of one epoch are on one scale: a fill of any key
+// compares its ticket with the versions of tags that other keys share, so a
+// store spread over several nodes (Redis Cluster) still needs one sequence.
+// A larger Seq in the same Epoch is a later point in the history.
 //
 // # Time
 //
@@ -44,7 +46,8 @@ type Store interface {
 	// Fill writes f under key unless an invalidation newer than f.Ticket
 	// touched key or any of f.Tags (or the epoch changed), and releases the
 	// lease f.Lease if it still holds it. It reports whether the write was
-	// accepted. A refused fill is not an error.
+	// accepted. A refused fill is not an error. The store does not keep f or
+	// f.Value after Fill returns.
 	Fill(ctx context.Context, key string, f *Fill) (accepted bool, err error)
 
 	// Release gives up the lease token on key without writing, so that
@@ -172,8 +175,9 @@ type Invalidation struct {
 	// Tags are tag names; every entry that carries one is invalidated.
 	Tags []string
 	// Soft marks the entries stale instead of dropping them: they may still
-	// be served inside their stale window while one refresh runs. Fills of
-	// older loads are refused either way.
+	// be served, until their stale window ends (the end of their original
+	// TTL plus the Stale window), while one refresh runs. Fills of older
+	// loads are refused either way.
 	Soft bool
 }
 

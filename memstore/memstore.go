@@ -1,0 +1,677 @@
+// Package memstore is the in-process [paddock.Store]: entries live in
+// github.com/allegro/bigcache/v3 within a memory bound, and leases and
+// version numbers live beside them in maps behind striped locks. The
+// stripe lock of a key is what makes each Store call atomic.
+//
+// # Use
+//
+//	s, err := memstore.New(memstore.MaxBytes(64 << 20))
+//	if err != nil { ... }
+//	defer s.Close() // the Cache does not own its store
+//	c, err := paddock.New(s)
+//
+// Options ([MaxBytes], [MaxEntryBytes], [Shards], [LifeWindow], [Clock],
+// [MaxVersions]) have the defaults written on each of them. Beside the
+// [paddock.Store] methods, a Store counts evictions per namespace
+// ([Store.Evictions], which implements [paddock.StoreStats]) and entries
+// that failed to decode ([Store.Corrupt]).
+//
+// # How the protocol is kept
+//
+// The store has one sequence seq and an epoch, a random non-zero number
+// chosen by New; a ticket is {epoch, seq}. Keys hash to one of 256 stripes,
+// each with a lock, the key's leases and the key's versions; tags hash to
+// one of 256 shards, each with a lock and the tags' versions. Locks are
+// always taken stripes first, then tag shards, each in ascending order, so
+// that calls that lock several never deadlock.
+//
+//   - Lookup holds the key's stripe (a read lock for plain hits, the write
+//     lock to grant a lease or drop a dead entry) and reads the versions of
+//     the entry's tags.
+//   - Fill holds the key's stripe and read locks on the shards of its tags
+//     from the version check to the write, so no invalidation falls
+//     between them.
+//   - Invalidate holds the stripes of its keys and the shards of its tags
+//     while it takes s = ++seq and writes the versions. It never scans
+//     entries: an entry's tags are checked against the tag versions when
+//     it is read. It leaves leases alone: a load in flight stays the one
+//     load, and its fill is refused.
+//
+// A soft invalidation of a key rewrites the entry with FreshUntil moved to
+// now (its ticket unchanged), so that it is stale until its StaleUntil,
+// exactly as a soft-invalidated tag makes it. Comparing the key's version
+// with the entry's ticket would do the same, but the version of a key can
+// be raised by an overflow of the version map (see [MaxVersions]), which
+// would then turn good entries stale.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/allegro/bigcache/v3"
+	"github.com/paddockcache/paddock"
+)
+
+const (
+	numStripes   = 256
+	numTagShards = 256
+)
+
+// A Store is an in-process [paddock.Store] with a memory bound. Create one
+// with [New]; it is safe for concurrent use, and Close releases it.
+//
+// Store calls never block on I/O: they take locks, work in memory and
+// return, so they ignore their context.
+type Store struct {
+	cache    *bigcache.BigCache
+	clock    func() time.Time
+	maxEntry int
+	// shards is the number of bigcache shards, and shardBytes the size of
+	// one (see fits).
+	shards, shardBytes int
+
+	seed  maphash.Seed
+	epoch atomic.Uint64
+	seq   atomic.Uint64
+
+	stripes [numStripes]stripe
+	tags    [numTagShards]tagShard
+
+	corrupt atomic.Uint64
+	closed  atomic.Bool
+
+	evictMu   sync.Mutex
+	evictions map[string]uint64
+}
+
+var (
+	_ paddock.Store      = (*Store)(nil)
+	_ paddock.StoreStats = (*Store)(nil)
+)
+
+// stripe holds what the store knows about the keys that hash to it. Its
+// lock also guards those keys' entries in bigcache.
+type stripe struct {
+	mu     sync.RWMutex
+	leases map[string]lease
+	// sweepAt is the number of leases at which the next grant first drops
+	// the expired ones (leases whose holders never filled or released).
+	sweepAt  int
+	versions versions
+}
+
+type lease struct {
+	token uint64
+	until time.Time
+}
+
+// versions remembers at most max versions. When it would hold more, it
+// forgets them all and keeps their maximum as floor: the version of every
+// name it does not hold. Versions only grow, so floor is never below the
+// version it stands for.
+type versions struct {
+	m     map[string]uint64
+	floor uint64
+	top   uint64 // the largest version in m
+	max   int
+}
+
+func (v *versions) get(name string) uint64 { return max(v.m[name], v.floor) }
+
+func (v *versions) set(name string, s uint64) {
+	if _, ok := v.m[name]; !ok && len(v.m) >= v.max {
+		v.floor = max(v.floor, v.top, s)
+		clear(v.m)
+		return
+	}
+	v.m[name] = max(v.m[name], s)
+	v.top = max(v.top, s)
+}
+
+func (v *versions) reset() {
+	clear(v.m)
+	v.floor, v.top = 0, 0
+}
+
+// tagShard holds the versions of the tags that hash to it. A tag's soft
+// version is the last invalidation of it, soft or hard; its hard version
+// the last hard one. Each has its own floor, so an overflow of soft
+// versions never makes entries read as hard-invalidated.
+type tagShard struct {
+	mu   sync.RWMutex
+	soft versions
+	hard versions
+}
+
+// New returns an empty store configured by opts. A bad option gives an
+// error wrapping [paddock.ErrInvalidOption].
+func New(opts ...Option) (*Store, error) {
+	c := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil Option")
+		}
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		clock:      c.clock,
+		maxEntry:   c.maxEntryBytes,
+		shards:     c.shards,
+		shardBytes: c.shardBytes(c.shards),
+		seed:       maphash.MakeSeed(),
+		evictions:  make(map[string]uint64),
+	}
+	s.epoch.Store(newEpoch(0))
+	perStripe := (c.maxVersions + numStripes - 1) / numStripes
+	for i := range s.stripes {
+		s.stripes[i].leases = make(map[string]lease)
+		s.stripes[i].versions = versions{m: make(map[string]uint64), max: perStripe}
+	}
+	perShard := (c.maxVersions + numTagShards - 1) / numTagShards
+	for i := range s.tags {
+		s.tags[i].soft = versions{m: make(map[string]uint64), max: perShard}
+		s.tags[i].hard = versions{m: make(map[string]uint64), max: perShard}
+	}
+	cfg := bigcache.Config{
+		Shards:     c.shards,
+		LifeWindow: c.lifeWindow,
+		// bigcache has a one-second resolution; a cleanup a minute is
+		// cheap (each shard looks at its oldest entries only).
+		CleanWindow:      min(max(c.lifeWindow/2, time.Second), time.Minute),
+		MaxEntrySize:     min(c.maxEntryBytes, 1024), // initial sizing only
+		HardMaxCacheSize: c.hardMaxMiB(),
+		OnRemoveWithReason: func(key string, _ []byte, reason bigcache.RemoveReason) {
+			s.evicted(key)
+		},
+		Hasher: hasher{seed: maphash.MakeSeed()},
+	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
+	cache, err := bigcache.New(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("memstore: %w: bigcache: %v", paddock.ErrInvalidOption, err)
+	}
+	s.cache = cache
+	return s, nil
+}
+
+// hasher is bigcache's key hash. maphash is faster than bigcache's FNV
+// and, with a random seed, keeps keys that collide (and so push each
+// other out) from being chosen from outside.
+type hasher struct{ seed maphash.Seed }
+
+func (h hasher) Sum64(key string) uint64 { return maphash.String(h.seed, key) }
+
+func newEpoch(old uint64) uint64 {
+	for {
+		if e := rand.Uint64(); e != 0 && e != old {
+			return e
+		}
+	}
+}
+
+func (s *Store) stripeOf(key string) int {
+	return int(maphash.String(s.seed, key) % numStripes)
+}
+
+func (s *Store) shardOf(tag string) int {
+	// A different function from stripeOf, so that a key and a tag of the
+	// same name do not always meet in the same slots.
+	return int(maphash.String(s.seed, "\x00tag\x00"+tag) % numTagShards)
+}
+
+var errClosed = fmt.Errorf("memstore: %w", paddock.ErrClosed)
+
+// Lookup implements [paddock.Store]. It judges the key's entry by the
+// store's clock:
+//
+//   - no entry, an entry of another epoch or that fails to decode, an entry
+//     with a tag hard-invalidated after its ticket, or past its last window:
+//     State Miss and no Entry (the dead entry is dropped);
+//   - before FreshUntil and not soft-invalidated: Fresh;
+//   - soft-invalidated (key or tag) or past FreshUntil, before StaleUntil:
+//     Stale;
+//   - past StaleUntil, before ErrorUntil: State Miss with the Entry, for
+//     stale-if-error.
+//
+// In every case but a Fresh entry not yet due for early refresh, a caller
+// with a non-zero req.Lease is granted the key's lease if no one holds it
+// (or if it holds it itself: the lease is renewed), and is told Held
+// otherwise. Held reports a live lease of another token whatever the
+// verdict, for read-only lookups and fresh entries too. A non-zero
+// req.Lease needs a positive req.LeaseTTL.
+func (s *Store) Lookup(_ context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+	if s.closed.Load() {
+		return paddock.Lookup{}, errClosed
+	}
+	if req.Lease != 0 && req.LeaseTTL <= 0 {
+		return paddock.Lookup{}, invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
+	}
+	st := &s.stripes[s.stripeOf(key)]
+	// The fast path: a read lock serves hits and lookups that find the
+	// lease held. Granting a lease or dropping an entry needs the write
+	// lock, and everything is decided again under it, since the entry and
+	// the lease may have changed in between.
+	st.mu.RLock()
+	res, write := s.lookup(st, key, req, false)
+	st.mu.RUnlock()
+	if !write {
+		return res, nil
+	}
+	st.mu.Lock()
+	res, _ = s.lookup(st, key, req, true)
+	st.mu.Unlock()
+	return res, nil
+}
+
+// lookup decides a Lookup with st locked: exclusively if excl, else for
+// reading, in which case it changes nothing and reports whether it needs
+// the write lock instead.
+func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl bool) (res paddock.Lookup, needWrite bool) {
+	now := s.clock()
+	epoch := s.epoch.Load()
+	res = paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
+
+	e, found := s.read(key, epoch, excl)
+	if found && e == nil {
+		// Bytes that are corrupt or of another epoch.
+		if !excl {
+			return res, true
+		}
+		_ = s.cache.Delete(key)
+	}
+	wantLease := true
+	if e != nil {
+		hard, soft := s.tagState(e)
+		switch {
+		case hard || !now.Before(e.Expires()):
+			if !excl {
+				return res, true
+			}
+			_ = s.cache.Delete(key)
+		case now.Before(e.FreshUntil) && !soft:
+			res.Entry, res.State = e, paddock.StateFresh
+			wantLease = dueEarly(e, now, req.Early)
+		case now.Before(e.StaleUntil):
+			res.Entry, res.State = e, paddock.StateStale
+		default: // inside the error window
+			res.Entry, res.State = e, paddock.StateMiss
+		}
+	}
+
+	l, leased := st.leases[key]
+	live := leased && now.Before(l.until)
+	switch {
+	case live && l.token != req.Lease:
+		res.Held = true
+	case wantLease && req.Lease != 0:
+		if !excl {
+			return res, true
+		}
+		st.grant(key, lease{token: req.Lease, until: now.Add(req.LeaseTTL)}, now)
+		res.Lease = true
+	}
+	return res, false
+}
+
+// dueEarly reports whether a fresh entry is due for early refresh: now +
+// LoadDuration*early reaches FreshUntil. It compares in floating point so
+// that no early factor overflows a Duration.
+func dueEarly(e *paddock.Entry, now time.Time, early float64) bool {
+	if !(early > 0) {
+		return false
+	}
+	return float64(e.LoadDuration)*early >= float64(e.FreshUntil.Sub(now))
+}
+
+// read returns the entry under key if there is one of this epoch that
+// decodes. found reports whether there were bytes at all; found with a nil
+// entry means bytes to drop, and they are counted as corrupt when count is
+// set (the caller then drops them).
+func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found bool) {
+	b, err := s.cache.Get(key)
+	if err != nil {
+		// bigcache.ErrEntryNotFound, or a read of an index that the
+		// queue no longer holds: a miss either way.
+		return nil, false
+	}
+	e = new(paddock.Entry)
+	if err := e.UnmarshalBinary(b); err != nil {
+		if count {
+			s.corrupt.Add(1)
+		}
+		return nil, true
+	}
+	if e.Ticket.Epoch != epoch {
+		return nil, true
+	}
+	if e.Negative {
+		e.Value = nil
+	}
+	return e, true
+}
+
+// tagState reports whether a tag of e was hard- or soft-invalidated after
+// e's ticket. The caller holds e's stripe; each tag shard is read-locked in
+// turn (one at a time, so the lock order holds).
+func (s *Store) tagState(e *paddock.Entry) (hard, soft bool) {
+	for _, tag := range e.Tags {
+		sh := &s.tags[s.shardOf(tag)]
+		sh.mu.RLock()
+		h, v := sh.hard.get(tag), sh.soft.get(tag)
+		sh.mu.RUnlock()
+		if h > e.Ticket.Seq {
+			return true, true
+		}
+		if v > e.Ticket.Seq {
+			soft = true
+		}
+	}
+	return false, soft
+}
+
+// grant gives the lease on key, first dropping expired leases if the
+// stripe holds many: a holder that died leaves its lease behind.
+func (st *stripe) grant(key string, l lease, now time.Time) {
+	if len(st.leases) >= st.sweepAt {
+		for k, old := range st.leases {
+			if !now.Before(old.until) {
+				delete(st.leases, k)
+			}
+		}
+		st.sweepAt = max(2*len(st.leases), 64)
+	}
+	st.leases[key] = l
+}
+
+func (st *stripe) release(key string, token uint64) {
+	if l, ok := st.leases[key]; ok && l.token == token {
+		delete(st.leases, key)
+	}
+}
+
+// Fill implements [paddock.Store]. It refuses (false, nil) a fill whose
+// ticket is of another epoch, older than the key's version or the version
+// of any of f.Tags, or newer than any ticket the store has issued. Otherwise it stores [paddock.NewEntry] with
+// the fill's ticket, or for a Set fill with a new ticket s = ++seq, which
+// also becomes the key's version. An accepted fill whose entry would
+// already be past its last window stores nothing and drops the key's entry
+// (a Set still advances the version).
+//
+// An entry larger than MaxEntryBytes (or, with its key, than a shard can
+// take; keys are at most 65535 bytes) is not stored, and Fill returns an
+// error wrapping [paddock.ErrTooLarge]. A negative fill with a value is an
+// error wrapping [paddock.ErrInvalidOption].
+//
+// Whatever the outcome, the lease f.Lease on key is released if it is
+// still held by that token.
+func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted bool, err error) {
+	if s.closed.Load() {
+		return false, errClosed
+	}
+	if f == nil {
+		return false, invalid("Fill: nil *Fill")
+	}
+	st := &s.stripes[s.stripeOf(key)]
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if f.Lease != 0 {
+		defer st.release(key, f.Lease)
+	}
+	// Hold the shards of the fill's tags, read-locked, from the check to
+	// the write. Without them a Set fill could interleave with an
+	// InvalidateTags like this:
+	//
+	//	fill:       version(tag) = 4 <= ticket 5: accept
+	//	invalidate: s = ++seq = 6; version(tag) = 6; return
+	//	fill:       s = ++seq = 7; write the entry with ticket 7
+	//
+	// and the entry, newer than the invalidation by its ticket but older by
+	// its value, would be served fresh. A plain fill would be hidden on
+	// read by its ticket 5, but it would still report "accepted" after the
+	// invalidation returned, and the Cache trusts that answer.
+	for _, i := range s.shardsOf(f.Tags) {
+		sh := &s.tags[i]
+		sh.mu.RLock()
+		defer sh.mu.RUnlock()
+	}
+	if !s.admits(st, key, f) {
+		return false, nil
+	}
+	if f.Negative && len(f.Value) > 0 {
+		return false, invalid("Fill(%q): a negative fill has a value", key)
+	}
+	if len(key) > maxKeyLen {
+		return false, fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrTooLarge)
+	}
+	now := s.clock()
+	t := f.Ticket
+	if f.Set {
+		// A gap in seq (if the write below fails) is harmless.
+		t.Seq = s.seq.Add(1)
+	}
+	e := paddock.NewEntry(f, t, now)
+	if !now.Before(e.Expires()) {
+		_ = s.cache.Delete(key)
+	} else {
+		b, err := e.MarshalBinary()
+		if err != nil {
+			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
+		}
+		if len(b) > s.maxEntry {
+			return false, fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
+				len(b), key, s.maxEntry, paddock.ErrTooLarge)
+		}
+		if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
+			return false, fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
+				len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
+		}
+		if err := s.cache.Set(key, b); err != nil {
+			// Only "entry is bigger than max shard size", which fits
+			// rules out; the key's old entry is gone either way.
+			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
+		}
+	}
+	if f.Set {
+		st.versions.set(key, t.Seq)
+	}
+	return true, nil
+}
+
+// admits reports whether fill f of key passes the fence. The caller holds
+// key's stripe and the shards of f.Tags.
+//
+// A ticket beyond the current seq was not issued by this store (seq only
+// grows); it is refused too, since its entry would outrank invalidations
+// still to come and escape the read-side tag check.
+func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
+	if f.Ticket.Epoch != s.epoch.Load() || f.Ticket.Seq > s.seq.Load() ||
+		st.versions.get(key) > f.Ticket.Seq {
+		return false
+	}
+	for _, tag := range f.Tags {
+		if s.tags[s.shardOf(tag)].soft.get(tag) > f.Ticket.Seq {
+			return false
+		}
+	}
+	return true
+}
+
+// Release implements [paddock.Store]: it drops key's lease if token holds
+// it.
+func (s *Store) Release(_ context.Context, key string, token uint64) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	st := &s.stripes[s.stripeOf(key)]
+	st.mu.Lock()
+	st.release(key, token)
+	st.mu.Unlock()
+	return nil
+}
+
+// Invalidate implements [paddock.Store]. With s = ++seq, taken while it
+// holds the stripes of inv.Keys and the shards of inv.Tags, it sets each
+// key's version and each tag's version to s (and the tag's hard version,
+// unless inv.Soft). A hard invalidation drops the keys' entries; a soft
+// one moves their FreshUntil to now. It does not touch leases. An empty
+// Invalidation does nothing.
+func (s *Store) Invalidate(_ context.Context, inv paddock.Invalidation) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if len(inv.Keys) == 0 && len(inv.Tags) == 0 {
+		return nil
+	}
+	for _, i := range s.stripesOf(inv.Keys) {
+		st := &s.stripes[i]
+		st.mu.Lock()
+		defer st.mu.Unlock()
+	}
+	for _, i := range s.shardsOf(inv.Tags) {
+		sh := &s.tags[i]
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+	}
+	seq := s.seq.Add(1)
+	now := s.clock()
+	epoch := s.epoch.Load()
+	for _, key := range inv.Keys {
+		s.stripes[s.stripeOf(key)].versions.set(key, seq)
+		if inv.Soft {
+			s.soften(key, epoch, now)
+		} else {
+			_ = s.cache.Delete(key)
+		}
+	}
+	for _, tag := range inv.Tags {
+		sh := &s.tags[s.shardOf(tag)]
+		sh.soft.set(tag, seq)
+		if !inv.Soft {
+			sh.hard.set(tag, seq)
+		}
+	}
+	return nil
+}
+
+// soften makes key's entry stale from now on, keeping it until its
+// StaleUntil. The caller holds the key's stripe.
+func (s *Store) soften(key string, epoch uint64, now time.Time) {
+	e, found := s.read(key, epoch, true)
+	if !found {
+		return
+	}
+	if e == nil || !now.Before(e.Expires()) {
+		_ = s.cache.Delete(key)
+		return
+	}
+	if !now.Before(e.FreshUntil) {
+		return
+	}
+	e.FreshUntil = now
+	b, err := e.MarshalBinary()
+	if err == nil {
+		err = s.cache.Set(key, b)
+	}
+	if err != nil {
+		// It fitted before and is no larger now; should it fail, a miss
+		// is as good as stale.
+		_ = s.cache.Delete(key)
+	}
+}
+
+// stripesOf returns the stripe indexes of keys, sorted and without
+// duplicates: the order in which to lock them.
+func (s *Store) stripesOf(keys []string) []int {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		idx = append(idx, s.stripeOf(k))
+	}
+	slices.Sort(idx)
+	return slices.Compact(idx)
+}
+
+// shardsOf returns the shard indexes of tags, sorted and without
+// duplicates.
+func (s *Store) shardsOf(tags []string) []int {
+	idx := make([]int, 0, len(tags))
+	for _, t := range tags {
+		idx = append(idx, s.shardOf(t))
+	}
+	slices.Sort(idx)
+	return slices.Compact(idx)
+}
+
+// Close stops the store's cleanup goroutine. Every call after the first,
+// and every other method after Close, returns an error wrapping
+// [paddock.ErrClosed].
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return errClosed
+	}
+	return s.cache.Close()
+}
+
+// Evictions returns, per namespace (the part of a key before its first
+// ':', or "" for keys without one), how many entries were dropped for
+// space or for age (LifeWindow). Invalidations and replaced entries are
+// not evictions. It implements [paddock.StoreStats]; the map is the
+// caller's.
+func (s *Store) Evictions() map[string]uint64 {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	return maps.Clone(s.evictions)
+}
+
+// evicted counts an eviction of key. bigcache calls it with one of its
+// shard locks held, so it takes no lock but its own.
+func (s *Store) evicted(key string) {
+	ns, _, ok := strings.Cut(key, ":")
+	if !ok {
+		ns = ""
+	}
+	s.evictMu.Lock()
+	s.evictions[ns]++
+	s.evictMu.Unlock()
+}
+
+// Corrupt returns how many entries failed to decode (bytes of another
+// format, or damaged) and were dropped as misses.
+func (s *Store) Corrupt() uint64 { return s.corrupt.Load() }
+
+// flush makes the store lose everything, as a restarted server would: its
+// entries, leases and versions, and its epoch, so that tickets and entries
+// from before are never trusted again. The conformance suite uses it.
+func (s *Store) flush() {
+	for i := range s.stripes {
+		s.stripes[i].mu.Lock()
+		defer s.stripes[i].mu.Unlock()
+	}
+	for i := range s.tags {
+		s.tags[i].mu.Lock()
+		defer s.tags[i].mu.Unlock()
+	}
+	s.epoch.Store(newEpoch(s.epoch.Load()))
+	_ = s.cache.Reset()
+	for i := range s.stripes {
+		st := &s.stripes[i]
+		clear(st.leases)
+		st.versions.reset()
+	}
+	for i := range s.tags {
+		s.tags[i].soft.reset()
+		s.tags[i].hard.reset()
+	}
+}

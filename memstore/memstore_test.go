@@ -1,0 +1,553 @@
+package memstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/storetest"
+)
+
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		// An origin far from the wall clock: the suite must read Now.
+		clock := &fakeClock{now: time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC)}
+		s, err := New(Clock(clock.Now), MaxBytes(16<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storetest.Harness{Store: s, Advance: clock.Advance, Flush: s.flush}
+	})
+}
+
+func newStore(t *testing.T, opts ...Option) *Store {
+	t.Helper()
+	s, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func leaseOf(t *testing.T, s *Store, key string, token uint64) paddock.Lookup {
+	t.Helper()
+	r, err := s.Lookup(t.Context(), key, paddock.LookupRequest{Lease: token, LeaseTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func fill(t *testing.T, s *Store, key string, f *paddock.Fill) bool {
+	t.Helper()
+	ok, err := s.Fill(t.Context(), key, f)
+	if err != nil {
+		t.Fatalf("Fill(%q): %v", key, err)
+	}
+	return ok
+}
+
+func invalidate(t *testing.T, s *Store, inv paddock.Invalidation) {
+	t.Helper()
+	if err := s.Invalidate(t.Context(), inv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts []Option
+	}{
+		{"MaxBytes(0)", []Option{MaxBytes(0)}},
+		{"MaxBytes(-1)", []Option{MaxBytes(-1)}},
+		{"MaxEntryBytes(0)", []Option{MaxEntryBytes(0)}},
+		{"MaxEntryBytes(-5)", []Option{MaxEntryBytes(-5)}},
+		{"Shards(0)", []Option{Shards(0)}},
+		{"Shards(3)", []Option{Shards(3)}},
+		{"Shards(-4)", []Option{Shards(-4)}},
+		{"LifeWindow(0)", []Option{LifeWindow(0)}},
+		{"LifeWindow(500ms)", []Option{LifeWindow(500 * time.Millisecond)}},
+		{"Clock(nil)", []Option{Clock(nil)}},
+		{"MaxVersions(0)", []Option{MaxVersions(0)}},
+		{"nil option", []Option{nil}},
+		{"entry as large as the store", []Option{MaxBytes(1 << 20), MaxEntryBytes(1 << 20)}},
+		{"entry larger than half a shard", []Option{MaxBytes(1 << 20), Shards(1024), MaxEntryBytes(1 << 10)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := New(c.opts...)
+			if err == nil {
+				s.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+			if !errors.Is(err, paddock.ErrInvalidOption) || !strings.HasPrefix(err.Error(), "memstore: ") {
+				t.Fatalf("New: %v; want a \"memstore: \" error wrapping ErrInvalidOption", err)
+			}
+		})
+	}
+
+	// Good options, and the default shard counts.
+	for _, c := range []struct {
+		opts   []Option
+		shards int
+	}{
+		{nil, 64},
+		{[]Option{MaxBytes(1 << 30)}, 256},
+		{[]Option{MaxBytes(1 << 20), MaxEntryBytes(64 << 10)}, 4},
+		{[]Option{MaxBytes(1), MaxEntryBytes(1)}, 1024}, // rounded up to 1 MiB
+		{[]Option{MaxBytes(1 << 20), MaxEntryBytes(400 << 10)}, 1},
+		{[]Option{Shards(8), LifeWindow(time.Second), MaxVersions(1), Clock(time.Now)}, 8},
+	} {
+		s := newStore(t, c.opts...)
+		if s.shards != c.shards {
+			t.Errorf("New(%d options): %d shards, want %d", len(c.opts), s.shards, c.shards)
+		}
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), MaxEntryBytes(1<<10))
+	ctx := t.Context()
+	k := "big:k"
+	r := leaseOf(t, s, k, 1)
+	ok, err := s.Fill(ctx, k, &paddock.Fill{Value: make([]byte, 2<<10), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	if ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("Fill of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	// Nothing stored, and the lease was released.
+	r = leaseOf(t, s, k, 2)
+	if r.Entry != nil || !r.Lease {
+		t.Fatalf("after a too-large fill: %+v, want a miss with the lease", r)
+	}
+	// Tags count towards the size.
+	tags := make([]string, 200)
+	for i := range tags {
+		tags[i] = fmt.Sprintf("tag-%d", i)
+	}
+	if ok, err := s.Fill(ctx, k, &paddock.Fill{Value: []byte("v"), Tags: tags, Ticket: r.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("Fill with 200 tags = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	// Just under the bound is fine.
+	if !fill(t, s, k, &paddock.Fill{Value: make([]byte, 900), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+		t.Fatal("fill refused")
+	}
+	// A key longer than bigcache can index.
+	long := strings.Repeat("k", 1<<16)
+	r = leaseOf(t, s, long, 3)
+	if ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("Fill with a 64 KiB key = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	if r := leaseOf(t, s, long, 4); !r.Lease {
+		t.Fatal("the long key's lease was not released")
+	}
+}
+
+func TestBadFillAndLookup(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	if _, err := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1}); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("Lookup with a lease and no TTL: %v, want ErrInvalidOption", err)
+	}
+	r := leaseOf(t, s, "k", 1)
+	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Negative: true, Value: []byte("x"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("negative Fill with a value = %v, %v; want false, ErrInvalidOption", ok, err)
+	}
+	if ok, err := s.Fill(ctx, "k", nil); ok || !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("Fill(nil) = %v, %v; want false, ErrInvalidOption", ok, err)
+	}
+	if r := leaseOf(t, s, "k", 2); !r.Lease {
+		t.Error("the bad fill did not release the lease")
+	}
+}
+
+// TestFutureTicket: a ticket the store never issued is refused.
+func TestFutureTicket(t *testing.T) {
+	s := newStore(t)
+	r := leaseOf(t, s, "k", 1)
+	future := paddock.Ticket{Epoch: r.Ticket.Epoch, Seq: r.Ticket.Seq + 1}
+	for _, set := range []bool{false, true} {
+		if fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: future, TTL: time.Hour, Set: set}) {
+			t.Fatalf("fill (Set %v) with a ticket from the future accepted", set)
+		}
+	}
+	if !fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
+		t.Fatal("fill with the current ticket refused")
+	}
+}
+
+func TestExpiredFillDropsEntry(t *testing.T) {
+	s := newStore(t)
+	r := leaseOf(t, s, "k", 1)
+	fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+	// A fill whose windows are all over already: accepted, stores nothing.
+	if !fill(t, s, "k", &paddock.Fill{Value: []byte("w"), Ticket: r.Ticket, TTL: 0}) {
+		t.Fatal("refused")
+	}
+	if _, err := s.cache.Get("k"); err == nil {
+		t.Fatal("entry still in bigcache")
+	}
+	// A Set fill with no TTL still fences older loads.
+	w := leaseOf(t, s, "k", 2)
+	if !fill(t, s, "k", &paddock.Fill{Ticket: w.Ticket, Set: true}) {
+		t.Fatal("Set refused")
+	}
+	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
+		t.Fatal("fill older than a Set accepted")
+	}
+}
+
+func TestMemoryBound(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10))
+	const n = 100
+	value := bytes.Repeat([]byte("x"), 32<<10)
+	for i := range n {
+		k := fmt.Sprintf("big:%d", i)
+		r := leaseOf(t, s, k, 1)
+		if !fill(t, s, k, &paddock.Fill{Value: value, Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
+			t.Fatal("refused")
+		}
+	}
+	ev := s.Evictions()
+	if ev["big"] == 0 {
+		t.Fatalf("Evictions() = %v, want evictions in namespace big", ev)
+	}
+	held := s.cache.Len()
+	if held*len(value) > 1<<20 || held+int(ev["big"]) != n {
+		t.Fatalf("bigcache holds %d entries with %d evicted, of %d; want at most %d", held, ev["big"], n, (1<<20)/len(value))
+	}
+	// The newest entry is there, the oldest is gone.
+	if r := leaseOf(t, s, fmt.Sprintf("big:%d", n-1), 2); r.State != paddock.StateFresh {
+		t.Errorf("newest entry: %v, want fresh", r.State)
+	}
+	if r := leaseOf(t, s, "big:0", 2); r.Entry != nil || !r.Lease {
+		t.Errorf("oldest entry: %+v, want a miss with the lease", r)
+	}
+	// The map is a copy, and other namespaces are apart.
+	ev["big"] = 0
+	if s.Evictions()["big"] == 0 {
+		t.Error("Evictions() returned the store's own map")
+	}
+	s.evicted("nocolon")
+	s.evicted("a:b:c")
+	if ev := s.Evictions(); ev[""] != 1 || ev["a"] != 1 {
+		t.Errorf("Evictions() = %v, want \"\" and \"a\" counted once", ev)
+	}
+}
+
+func TestLifeWindowEvictions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := New(LifeWindow(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		r := leaseOf(t, s, "old:k", 1)
+		fill(t, s, "old:k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+		time.Sleep(3 * time.Second) // bigcache's cleanup runs every second
+		synctest.Wait()
+		if ev := s.Evictions(); ev["old"] != 1 {
+			t.Fatalf("Evictions() = %v, want old: 1", ev)
+		}
+		if r := leaseOf(t, s, "old:k", 2); r.Entry != nil {
+			t.Fatalf("entry older than LifeWindow served: %+v", r)
+		}
+	})
+}
+
+// TestDefaultClock runs the windows and leases on the default clock,
+// time.Now, inside a synctest bubble.
+func TestDefaultClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ctx := t.Context()
+		r := leaseOf(t, s, "k", 1)
+		if !r.Now.Equal(time.Now()) {
+			t.Fatalf("Now = %v, want %v", r.Now, time.Now())
+		}
+		fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Minute, Stale: time.Minute})
+		time.Sleep(time.Minute - time.Nanosecond)
+		if r := leaseOf(t, s, "k", 2); r.State != paddock.StateFresh || r.Lease {
+			t.Fatalf("1ns before FreshUntil: %v lease %v, want fresh without lease", r.State, r.Lease)
+		}
+		time.Sleep(time.Nanosecond)
+		r = leaseOf(t, s, "k", 2)
+		if r.State != paddock.StateStale || !r.Lease {
+			t.Fatalf("at FreshUntil: %v lease %v, want stale with the lease", r.State, r.Lease)
+		}
+		// The lease lasts its TTL by the store's clock.
+		req := paddock.LookupRequest{Lease: 3, LeaseTTL: time.Hour}
+		time.Sleep(59 * time.Second)
+		if r, _ := s.Lookup(ctx, "k", req); !r.Held {
+			t.Fatal("lease 2 lost before its TTL")
+		}
+		if r, _ := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); !r.Lease {
+			t.Fatal("the holder's own lookup was not given its lease back")
+		}
+	})
+}
+
+func TestCorrupt(t *testing.T) {
+	s := newStore(t)
+	r := leaseOf(t, s, "ns:ok", 1)
+	fill(t, s, "ns:ok", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+	good, err := s.cache.Get("ns:ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range [][]byte{
+		[]byte("garbage"),
+		{},
+		good[:len(good)-1],
+		append(append([]byte{}, good...), 0),
+	} {
+		k := fmt.Sprintf("ns:bad%d", i)
+		if err := s.cache.Set(k, b); err != nil {
+			t.Fatal(err)
+		}
+		r := leaseOf(t, s, k, 1)
+		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease {
+			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease", i, r)
+		}
+		if got := s.Corrupt(); got != uint64(i+1) {
+			t.Fatalf("Corrupt() = %d, want %d", got, i+1)
+		}
+		if _, err := s.cache.Get(k); err == nil {
+			t.Fatalf("corrupt entry %d still in bigcache", i)
+		}
+	}
+	// Soft invalidation of a corrupt entry drops it too.
+	s.cache.Set("ns:soft", []byte("garbage"))
+	invalidate(t, s, paddock.Invalidation{Keys: []string{"ns:soft"}, Soft: true})
+	if _, err := s.cache.Get("ns:soft"); err == nil || s.Corrupt() != 5 {
+		t.Fatalf("soft-invalidated corrupt entry: still there %v, Corrupt() = %d", err == nil, s.Corrupt())
+	}
+	// A read-only lookup counts and drops as well, once.
+	s.cache.Set("ns:peek", []byte("garbage"))
+	for range 2 {
+		r, err := s.Lookup(t.Context(), "ns:peek", paddock.LookupRequest{})
+		if err != nil || r.Entry != nil || r.State != paddock.StateMiss {
+			t.Fatalf("peek of a corrupt entry: %+v, %v", r, err)
+		}
+	}
+	if s.Corrupt() != 6 {
+		t.Fatalf("Corrupt() = %d, want 6", s.Corrupt())
+	}
+}
+
+// TestForeignEpoch: an entry written in another epoch is a miss, dropped,
+// and not corrupt.
+func TestForeignEpoch(t *testing.T) {
+	s := newStore(t)
+	r := leaseOf(t, s, "k", 1)
+	e := paddock.NewEntry(&paddock.Fill{Value: []byte("v"), TTL: time.Hour},
+		paddock.Ticket{Epoch: r.Ticket.Epoch + 1, Seq: r.Ticket.Seq}, r.Now)
+	b, _ := e.MarshalBinary()
+	s.cache.Set("k", b)
+	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss {
+		t.Fatalf("foreign entry: %+v, want a miss", r)
+	}
+	if s.Corrupt() != 0 {
+		t.Fatal("foreign entry counted as corrupt")
+	}
+	if _, err := s.cache.Get("k"); err == nil {
+		t.Fatal("foreign entry kept")
+	}
+}
+
+func TestVersionOverflow(t *testing.T) {
+	s := newStore(t, MaxVersions(1))
+	const others = 4000 // far more than 256 stripes of one version each
+
+	// A key: a load in flight, an invalidation, then so many others that
+	// every stripe forgets its versions.
+	old := leaseOf(t, s, "k", 1)
+	invalidate(t, s, paddock.Invalidation{Keys: []string{"k"}})
+	for i := range others {
+		invalidate(t, s, paddock.Invalidation{Keys: []string{fmt.Sprint("other", i)}})
+	}
+	for i := range s.stripes {
+		if n := len(s.stripes[i].versions.m); n > 1 {
+			t.Fatalf("stripe %d holds %d versions, bound 1", i, n)
+		}
+	}
+	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
+		t.Fatal("fill older than a forgotten invalidation accepted")
+	}
+	r := leaseOf(t, s, "k", 2)
+	if !fill(t, s, "k", &paddock.Fill{Value: []byte("new"), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+		t.Fatal("fill newer than every invalidation refused")
+	}
+
+	// A tag, the same way.
+	old = leaseOf(t, s, "t", 1)
+	invalidate(t, s, paddock.Invalidation{Tags: []string{"tag"}})
+	for i := range others {
+		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("othertag", i)}})
+	}
+	for i := range s.tags {
+		if n := len(s.tags[i].soft.m) + len(s.tags[i].hard.m); n > 2 {
+			t.Fatalf("tag shard %d holds %d versions, bound 1+1", i, n)
+		}
+	}
+	if fill(t, s, "t", &paddock.Fill{Value: []byte("old"), Tags: []string{"tag"}, Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
+		t.Fatal("fill older than a forgotten tag invalidation accepted")
+	}
+	r = leaseOf(t, s, "t", 2)
+	if !fill(t, s, "t", &paddock.Fill{Value: []byte("new"), Tags: []string{"tag"}, Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+		t.Fatal("fill newer than every tag invalidation refused")
+	}
+	if r := leaseOf(t, s, "t", 3); r.State != paddock.StateFresh {
+		t.Fatalf("entry filled after the overflow: %v, want fresh", r.State)
+	}
+
+	// Soft invalidations that overflow make older tagged entries stale,
+	// not missing.
+	r = leaseOf(t, s, "soft", 1)
+	fill(t, s, "soft", &paddock.Fill{Value: []byte("v"), Tags: []string{"keep"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour, Stale: time.Hour})
+	for i := range others {
+		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("softtag", i)}, Soft: true})
+	}
+	if r := leaseOf(t, s, "soft", 2); r.State != paddock.StateStale || r.Entry == nil {
+		t.Fatalf("entry with a tag forgotten by soft invalidations: %v, want stale", r.State)
+	}
+	// And hard ones make them missing: conservative, never stale data.
+	for i := range others {
+		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("hardtag", i)}})
+	}
+	if r := leaseOf(t, s, "soft", 3); r.Entry != nil {
+		t.Fatalf("entry with a tag forgotten by hard invalidations: %v, want a miss", r.State)
+	}
+}
+
+func TestLeaseSweep(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	s := newStore(t, Clock(clock.Now))
+	ctx := t.Context()
+	// Holders that die: leases nobody releases.
+	for i := range 10000 {
+		if _, err := s.Lookup(ctx, fmt.Sprint("dead", i), paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Hour)
+	for i := range 10000 {
+		if r := leaseOf(t, s, fmt.Sprint("live", i), 2); !r.Lease {
+			t.Fatal("no lease")
+		}
+	}
+	total := 0
+	for i := range s.stripes {
+		total += len(s.stripes[i].leases)
+	}
+	if total > 15000 {
+		t.Fatalf("%d leases held after 10000 expired and 10000 live, want the expired mostly swept", total)
+	}
+}
+
+func TestClose(t *testing.T) {
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); !errors.Is(err, paddock.ErrClosed) {
+		t.Fatalf("second Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestConcurrency hammers a few keys and tags from many goroutines with
+// every operation, multi-key invalidations in clashing orders included, to
+// let -race and the deadlock detector speak.
+func TestConcurrency(t *testing.T) {
+	s := newStore(t, MaxBytes(4<<20), MaxVersions(64))
+	ctx := t.Context()
+	keys := []string{"a:1", "a:2", "b:1", "b:2", "c:1", "c:2", "d:1", "d:2"}
+	tags := []string{"t1", "t2", "t3", "t4", "t5"}
+	pick := func(r *rand.Rand, from []string) []string {
+		n := r.IntN(len(from) + 1)
+		out := make([]string, n)
+		for i := range out {
+			out[i] = from[r.IntN(len(from))]
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range 2000 {
+				k := keys[r.IntN(len(keys))]
+				token := uint64(g*100000 + i + 1)
+				switch r.IntN(6) {
+				case 0, 1, 2:
+					l, err := s.Lookup(ctx, k, paddock.LookupRequest{Lease: token, LeaseTTL: time.Minute, Early: r.Float64()})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if r.IntN(4) == 0 {
+						err = s.Release(ctx, k, token)
+					} else {
+						_, err = s.Fill(ctx, k, &paddock.Fill{
+							Value: []byte(k), Tags: pick(r, tags), Ticket: l.Ticket, Lease: token,
+							TTL: time.Duration(r.IntN(3)) * time.Second, Stale: time.Second, Set: r.IntN(8) == 0,
+						})
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				case 3, 4:
+					if err := s.Invalidate(ctx, paddock.Invalidation{Keys: pick(r, keys), Tags: pick(r, tags), Soft: r.IntN(2) == 0}); err != nil {
+						t.Error(err)
+						return
+					}
+				case 5:
+					if _, err := s.Lookup(ctx, k, paddock.LookupRequest{}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 200 {
+			s.Evictions()
+			s.Corrupt()
+		}
+	})
+	wg.Wait()
+}

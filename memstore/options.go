@@ -1,0 +1,172 @@
+package memstore
+
+import (
+	"fmt"
+	"math/bits"
+	"time"
+
+	"github.com/paddockcache/paddock"
+)
+
+// An Option configures a [Store] in [New]. An option given a bad value
+// makes New return an error wrapping [paddock.ErrInvalidOption].
+type Option func(*config) error
+
+type config struct {
+	maxBytes      int
+	maxEntryBytes int
+	shards        int // 0: chosen from maxBytes and maxEntryBytes
+	lifeWindow    time.Duration
+	clock         func() time.Time
+	maxVersions   int
+}
+
+const (
+	defaultMaxBytes      = 256 << 20
+	defaultMaxEntryBytes = 1 << 20
+	defaultLifeWindow    = 24 * time.Hour
+	defaultMaxVersions   = 1 << 18
+	maxDefaultShards     = 1024
+	mib                  = 1 << 20
+)
+
+func defaultConfig() config {
+	return config{
+		maxBytes:      defaultMaxBytes,
+		maxEntryBytes: defaultMaxEntryBytes,
+		lifeWindow:    defaultLifeWindow,
+		clock:         time.Now,
+		maxVersions:   defaultMaxVersions,
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("memstore: %w: %s", paddock.ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// MaxBytes bounds the memory that entries take, in bytes, rounded up to a
+// whole MiB. When it is reached, the oldest entries are evicted (and
+// counted, see [Store.Evictions]). The bound covers the entries' bytes, not
+// the maps of leases and versions beside them (see [MaxVersions]). It must
+// be positive; the default is 256 MiB.
+func MaxBytes(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return invalid("MaxBytes(%d): must be positive", n)
+		}
+		c.maxBytes = n
+		return nil
+	}
+}
+
+// MaxEntryBytes bounds the size of one encoded entry (value, tags and
+// about 60 bytes of envelope). [Store.Fill] of a larger entry stores
+// nothing and returns an error wrapping [paddock.ErrTooLarge]. It must be
+// positive and, with the key, fit in less than half of a shard
+// (MaxBytes/Shards); the default is 1 MiB.
+func MaxEntryBytes(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return invalid("MaxEntryBytes(%d): must be positive", n)
+		}
+		c.maxEntryBytes = n
+		return nil
+	}
+}
+
+// Shards sets the number of bigcache shards, a power of two. Each shard
+// holds MaxBytes/Shards bytes and evicts on its own. The default is the
+// largest power of two up to 1024 whose shards hold more than two entries
+// of MaxEntryBytes (64 with the default sizes).
+func Shards(n int) Option {
+	return func(c *config) error {
+		if n <= 0 || bits.OnesCount(uint(n)) != 1 {
+			return invalid("Shards(%d): must be a power of two", n)
+		}
+		c.shards = n
+		return nil
+	}
+}
+
+// LifeWindow is the longest an entry stays in memory, whatever its own
+// windows say: bigcache drops entries older than this (counted as
+// evictions). It must be at least one second, bigcache's resolution; the
+// default is 24 hours.
+func LifeWindow(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second {
+			return invalid("LifeWindow(%v): must be at least 1s", d)
+		}
+		c.lifeWindow = d
+		return nil
+	}
+}
+
+// Clock sets the clock by which the store judges freshness and leases. It
+// must not be nil; the default is [time.Now], which is already a fake
+// clock inside a testing/synctest bubble. (LifeWindow is kept by bigcache
+// on its own clock, time.Now.)
+func Clock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return invalid("Clock(nil)")
+		}
+		c.clock = now
+		return nil
+	}
+}
+
+// MaxVersions bounds how many key versions the store remembers, and
+// separately how many tag versions (soft and hard versions each: a tag
+// hard-invalidated has both). The versions are spread over 256 stripes
+// (keys) and 256 shards (tags), each holding at most ceil(n/256) of a kind. When one
+// overflows it forgets its versions and keeps only their maximum as a
+// floor that every name in it is taken to have reached. That is
+// conservative: fills of loads in flight over a forgotten key or tag may
+// be refused, and entries with a forgotten tag may read as invalidated
+// (hard, if the floor came from a hard invalidation; else stale), but a
+// stale fill is never accepted. It must be positive; the default is 1<<18
+// (262144).
+func MaxVersions(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return invalid("MaxVersions(%d): must be positive", n)
+		}
+		c.maxVersions = n
+		return nil
+	}
+}
+
+// Sizes in bigcache: each entry is wrapped with a header (timestamp, hash,
+// key length) and the key, and the queue prefixes it with a varint length.
+const (
+	wrapOverhead = 8 + 8 + 2 + 5
+	keyBudget    = 256 // a key length the shard size must allow for in New
+	maxKeyLen    = 1<<16 - 1
+)
+
+// hardMaxMiB is MaxBytes in bigcache's unit.
+func (c *config) hardMaxMiB() int { return (c.maxBytes + mib - 1) / mib }
+
+func (c *config) shardBytes(shards int) int { return c.hardMaxMiB() * mib / shards }
+
+// fits reports whether an entry of n wrapped bytes always fits in a shard
+// of shardBytes. bigcache evicts the oldest entries of a full shard until
+// a new one fits, but its queue refuses an entry that, from an empty
+// queue, needs to grow past the bound: that never happens below half of
+// it.
+func fits(n, shardBytes int) bool { return 2*n+2 < shardBytes }
+
+// finish checks the options together and picks the shard count.
+func (c *config) finish() error {
+	need := c.maxEntryBytes + keyBudget + wrapOverhead
+	if c.shards == 0 {
+		for c.shards = maxDefaultShards; c.shards > 1 && !fits(need, c.shardBytes(c.shards)); c.shards /= 2 {
+		}
+	}
+	if !fits(need, c.shardBytes(c.shards)) {
+		return invalid("MaxEntryBytes(%d) does not fit in shards of %d bytes (MaxBytes %d MiB / Shards %d): an entry must take less than half a shard",
+			c.maxEntryBytes, c.shardBytes(c.shards), c.hardMaxMiB(), c.shards)
+	}
+	return nil
+}

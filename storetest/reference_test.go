@@ -1,0 +1,189 @@
+package storetest_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/storetest"
+)
+
+// refStore is the simplest store that keeps the contract: one mutex around
+// plain maps, no bounds. It checks the suite against something other than
+// memstore, and shows the other way to do soft key invalidation: an entry
+// is stale when its key's version is newer than its ticket.
+type refStore struct {
+	mu      sync.Mutex
+	now     time.Time
+	epoch   uint64
+	seq     uint64
+	entries map[string]paddock.Entry
+	leases  map[string]refLease
+	keyVer  map[string]uint64
+	tagVer  map[string]uint64 // last invalidation, soft or hard
+	tagHard map[string]uint64
+	closed  bool
+}
+
+type refLease struct {
+	token uint64
+	until time.Time
+}
+
+func newRefStore(epoch uint64) *refStore {
+	s := &refStore{now: time.Date(1999, 12, 31, 23, 0, 0, 0, time.UTC)}
+	s.reset(epoch)
+	return s
+}
+
+func (s *refStore) reset(epoch uint64) {
+	s.epoch = epoch
+	s.entries = map[string]paddock.Entry{}
+	s.leases = map[string]refLease{}
+	s.keyVer = map[string]uint64{}
+	s.tagVer = map[string]uint64{}
+	s.tagHard = map[string]uint64{}
+}
+
+func (s *refStore) Lookup(_ context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return paddock.Lookup{}, paddock.ErrClosed
+	}
+	now := s.now
+	res := paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: s.epoch, Seq: s.seq}}
+	wantLease := true
+	if e, ok := s.entries[key]; ok {
+		hard, soft := false, s.keyVer[key] > e.Ticket.Seq
+		for _, t := range e.Tags {
+			hard = hard || s.tagHard[t] > e.Ticket.Seq
+			soft = soft || s.tagVer[t] > e.Ticket.Seq
+		}
+		e.Value = slices.Clone(e.Value)
+		switch {
+		case hard || !now.Before(e.Expires()):
+			delete(s.entries, key)
+		case now.Before(e.FreshUntil) && !soft:
+			res.Entry, res.State = &e, paddock.StateFresh
+			wantLease = req.Early > 0 && float64(e.LoadDuration)*req.Early >= float64(e.FreshUntil.Sub(now))
+		case now.Before(e.StaleUntil):
+			res.Entry, res.State = &e, paddock.StateStale
+		default:
+			res.Entry = &e
+		}
+	}
+	l, ok := s.leases[key]
+	switch {
+	case ok && now.Before(l.until) && l.token != req.Lease:
+		res.Held = true
+	case wantLease && req.Lease != 0:
+		s.leases[key] = refLease{req.Lease, now.Add(req.LeaseTTL)}
+		res.Lease = true
+	}
+	return res, nil
+}
+
+func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, paddock.ErrClosed
+	}
+	if l, ok := s.leases[key]; ok && l.token == f.Lease {
+		delete(s.leases, key)
+	}
+	if f.Ticket.Epoch != s.epoch || s.keyVer[key] > f.Ticket.Seq {
+		return false, nil
+	}
+	for _, t := range f.Tags {
+		if s.tagVer[t] > f.Ticket.Seq {
+			return false, nil
+		}
+	}
+	t := f.Ticket
+	if f.Set {
+		s.seq++
+		t.Seq = s.seq
+		s.keyVer[key] = s.seq
+	}
+	e := paddock.NewEntry(f, t, s.now)
+	e.Value = slices.Clone(e.Value)
+	e.Tags = slices.Clone(e.Tags)
+	s.entries[key] = *e
+	return true, nil
+}
+
+func (s *refStore) Release(_ context.Context, key string, token uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return paddock.ErrClosed
+	}
+	if l, ok := s.leases[key]; ok && l.token == token {
+		delete(s.leases, key)
+	}
+	return nil
+}
+
+func (s *refStore) Invalidate(_ context.Context, inv paddock.Invalidation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return paddock.ErrClosed
+	}
+	s.seq++
+	for _, k := range inv.Keys {
+		s.keyVer[k] = s.seq
+		if !inv.Soft {
+			delete(s.entries, k)
+		}
+	}
+	for _, t := range inv.Tags {
+		s.tagVer[t] = s.seq
+		if !inv.Soft {
+			s.tagHard[t] = s.seq
+		}
+	}
+	return nil
+}
+
+func (s *refStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return paddock.ErrClosed
+	}
+	s.closed = true
+	return nil
+}
+
+func TestReference(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		s := newRefStore(1)
+		return storetest.Harness{
+			Store: s,
+			Advance: func(d time.Duration) {
+				s.mu.Lock()
+				s.now = s.now.Add(d)
+				s.mu.Unlock()
+			},
+			Flush: func() {
+				s.mu.Lock()
+				s.reset(s.epoch + 1)
+				s.mu.Unlock()
+			},
+		}
+	})
+}
+
+// TestOptionalControls runs the suite without Advance and Flush: the
+// subtests that need them are skipped, the others pass.
+func TestOptionalControls(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		return storetest.Harness{Store: newRefStore(7)}
+	})
+}
