@@ -48,7 +48,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 			continue
 		}
 		seen[k] = true
-		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: &pol}
+		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: pol}
 		token := l.c.token()
 		lk, ok, err := l.c.lookup(ctx, w.key, w.request(token), l.st)
 		if err != nil {
@@ -59,8 +59,11 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 			others = append(others, k)
 			continue
 		}
-		if r, err, done := w.serve(ctx, &lk, token); done {
-			if err == nil {
+		if o, ok := l.read(&lk, 0); ok {
+			if lk.Lease {
+				w.refresh(ctx, lk, token)
+			}
+			if r, err := l.result(&o, true); err == nil {
 				out[k] = r.Value
 			}
 			continue

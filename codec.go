@@ -6,6 +6,7 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"unsafe"
 )
 
 // A Codec turns values into bytes and back. Values of type []byte and
@@ -55,18 +56,32 @@ func (gobCodec) Unmarshal(data []byte, v any) error {
 type valueCodec[T any] struct {
 	version uint64
 	codec   Codec // nil: T is []byte or string, stored as is
+	raw     rawKind
 }
 
+// rawKind says which of the types stored without a codec T is.
+type rawKind uint8
+
+const (
+	rawNone rawKind = iota
+	rawBytes
+	rawString
+)
+
 func newValueCodec[T any](version uint64, codec Codec) valueCodec[T] {
+	vc := valueCodec[T]{version: version, codec: codec}
 	if codec == nil {
 		var zero T
 		switch any(zero).(type) {
-		case []byte, string:
+		case []byte:
+			vc.raw = rawBytes
+		case string:
+			vc.raw = rawString
 		default:
-			codec = JSON
+			vc.codec = JSON
 		}
 	}
-	return valueCodec[T]{version: version, codec: codec}
+	return vc
 }
 
 func (vc valueCodec[T]) encode(v T) ([]byte, error) {
@@ -92,24 +107,37 @@ func (vc valueCodec[T]) encode(v T) ([]byte, error) {
 }
 
 func (vc valueCodec[T]) decode(data []byte) (T, error) {
-	var v T
 	ver, n := binary.Uvarint(data)
 	if n <= 0 {
-		return v, fmt.Errorf("%w: value header", ErrCorrupt)
+		var zero T
+		return zero, fmt.Errorf("%w: value header", ErrCorrupt)
 	}
 	if ver != vc.version {
-		return v, fmt.Errorf("%w: value of version %d, loader is version %d", ErrCorrupt, ver, vc.version)
+		var zero T
+		return zero, fmt.Errorf("%w: value of version %d, loader is version %d", ErrCorrupt, ver, vc.version)
 	}
-	payload := data[n:]
 	if vc.codec == nil {
-		switch p := any(&v).(type) {
-		case *[]byte:
-			*p = payload // the store hands out its own copy
-		case *string:
-			*p = string(payload)
-		}
-		return v, nil
+		return vc.decodeRaw(data[n:]), nil
 	}
+	return vc.decodeCodec(data[n:])
+}
+
+// decodeRaw returns payload as T, which is []byte or string. The store
+// hands out its own copy of the bytes, so the value may alias them: nothing
+// else holds or changes them.
+func (vc valueCodec[T]) decodeRaw(payload []byte) (v T) {
+	switch vc.raw {
+	case rawBytes:
+		v = *(*T)(unsafe.Pointer(&payload))
+	case rawString:
+		str := unsafe.String(unsafe.SliceData(payload), len(payload))
+		v = *(*T)(unsafe.Pointer(&str))
+	}
+	return v
+}
+
+func (vc valueCodec[T]) decodeCodec(payload []byte) (T, error) {
+	var v T
 	if err := vc.codec.Unmarshal(payload, &v); err != nil {
 		return v, fmt.Errorf("%w: decode %T: %v", ErrCorrupt, v, err)
 	}

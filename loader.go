@@ -168,6 +168,9 @@ func (l *Loader[T]) Namespace() string { return l.ns }
 func (l *Loader[T]) Key(key string) string { return l.prefix + key }
 
 func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
+	if len(opts) == 0 {
+		return l.policy, nil
+	}
 	p := l.policy
 	for _, o := range opts {
 		if o.apply == nil {
@@ -223,7 +226,15 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		return Result[T]{}, err
 	}
 	full := l.prefix + key
-	w := work[T]{l: l, key: full, load: load, pol: &pol}
+	// The work of a flight is built only on the paths that need one, so
+	// that a hit allocates nothing here.
+	var w *work[T]
+	flightWork := func() *work[T] {
+		if w == nil {
+			w = &work[T]{l: l, key: full, load: load, pol: pol}
+		}
+		return w
+	}
 
 	var (
 		j     Ticket // this caller's own ticket, once it has looked up
@@ -240,27 +251,30 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		// not waited for: the caller looks up and serves the stale value.
 		if l.c.remote && attempt == 0 {
 			if f, joined, owner = l.flights.joinOrStart(full, true); owner {
-				go w.run(ctx, f, plan{})
+				go flightWork().run(ctx, f, plan{})
 			}
 		}
 		if f == nil {
 			token := l.c.token()
-			lk, ok, err := l.c.lookup(ctx, full, w.request(token), l.st)
+			lk, ok, err := l.c.lookup(ctx, full, l.request(&pol, token), l.st)
 			switch {
 			case err != nil:
 				return Result[T]{}, err
 			case !ok: // store unavailable: load without it, still coalesced
 				if f, joined, owner = l.flights.joinOrStart(full, false); owner {
-					go w.run(ctx, f, plan{noStore: true})
+					go flightWork().run(ctx, f, plan{noStore: true})
 				}
 			default:
 				j, known = lk.Ticket, true
-				if r, err, done := w.serve(ctx, &lk, token); done {
-					return r, err
+				if o, ok := l.read(&lk, 0); ok {
+					if lk.Lease {
+						flightWork().refresh(ctx, lk, token)
+					}
+					return l.result(&o, true)
 				}
 				if lk.Lease {
 					f, owner = l.flights.start(full, false), true
-					go w.run(ctx, f, plan{lk: &lk, token: token})
+					go flightWork().run(ctx, f, plan{lk: escape(lk), token: token})
 				} else if f, joined, owner = l.flights.joinOrStart(full, false); owner {
 					// The lease is held and no flight is registered here:
 					// the holder is another process, or a caller of this
@@ -268,7 +282,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 					// way this flight waits for the holder's fill through
 					// the store, and loads only once the lease is free, so
 					// loads of the key never overlap.
-					go w.run(ctx, f, plan{lk: &lk, token: token})
+					go flightWork().run(ctx, f, plan{lk: escape(lk), token: token})
 				}
 			}
 		}
@@ -284,6 +298,10 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		}
 	}
 }
+
+// escape returns a heap copy of lk for a flight, so that the caller's own
+// lk stays on its stack.
+func escape(lk Lookup) *Lookup { return &lk }
 
 // result turns a flight's outcome into a caller's answer and counts it.
 func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
@@ -303,38 +321,27 @@ func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
 	return r, o.err
 }
 
-// work is one Get's key, load and options, shared with its flight.
+// work is one Get's key, load and options, shared with its flights.
 type work[T any] struct {
 	l    *Loader[T]
 	key  string
 	load LoadFunc[T]
-	pol  *policy
+	pol  policy
 }
 
-func (w *work[T]) request(token uint64) LookupRequest {
+func (w *work[T]) request(token uint64) LookupRequest { return w.l.request(&w.pol, token) }
+
+// request is the lookup a Get makes with lease token.
+func (l *Loader[T]) request(pol *policy, token uint64) LookupRequest {
 	if hooks.NoLease.Load() {
 		token = 0
 	}
-	return LookupRequest{Lease: token, LeaseTTL: w.l.c.cfg.leaseTTL, Early: w.pol.early(w.l.c.cfg.rand)}
-}
-
-// serve answers from a lookup when it can (done). A lease that came with a
-// servable entry starts a background refresh.
-func (w *work[T]) serve(ctx context.Context, lk *Lookup, token uint64) (r Result[T], err error, done bool) {
-	o, ok := w.read(lk, 0)
-	if !ok {
-		return r, nil, false
-	}
-	if lk.Lease {
-		w.refresh(ctx, lk, token)
-	}
-	r, err = w.l.result(&o, true)
-	return r, err, true
+	return LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
 }
 
 // read turns a servable entry into an outcome; ok is false when the entry
 // is not servable or does not decode.
-func (w *work[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
+func (l *Loader[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
 	if lk.State != StateFresh && lk.State != StateStale {
 		return o, false
 	}
@@ -347,9 +354,9 @@ func (w *work[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
 		o.err = ErrNotFound
 		return o, true
 	}
-	v, err := w.l.vc.decode(e.Value)
+	v, err := l.vc.decode(e.Value)
 	if err != nil {
-		w.l.st.decodeErrors.Add(1)
+		l.st.decodeErrors.Add(1)
 		return o, false
 	}
 	o.val = v
@@ -358,7 +365,7 @@ func (w *work[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
 
 // refresh reloads the entry in the background with the lease lk granted
 // to token, while its old value is served.
-func (w *work[T]) refresh(ctx context.Context, lk *Lookup, token uint64) {
+func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
 	c := w.l.c
 	if c.closed.Load() {
 		c.release(ctx, w.key, token, w.l.st)
@@ -372,7 +379,7 @@ func (w *work[T]) refresh(ctx context.Context, lk *Lookup, token uint64) {
 	go func() {
 		defer c.bg.Done()
 		f := w.l.flights.start(w.key, true)
-		w.run(ctx, f, plan{lk: lk, token: token, refresh: true})
+		w.run(ctx, f, plan{lk: &lk, token: token, refresh: true})
 	}()
 }
 
@@ -423,12 +430,12 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		// by the caller (or is being refreshed); only our own lookups are
 		// read here.
 		if mark != 0 {
-			if o, ok := w.read(lk, mark); ok {
+			if o, ok := l.read(lk, mark); ok {
 				out = o
 				if lk.Lease {
 					// Looked up for the callers of a remote store: they
 					// get the stale (or early-refresh) value at once.
-					w.refresh(ctx, lk, token)
+					w.refresh(ctx, *lk, token)
 				}
 				break
 			}
@@ -491,7 +498,7 @@ type loaded[T any] struct {
 // settle turns a load's result into the flight's outcome and, unless lk is
 // nil, fills the store with it (a negative entry for ErrNotFound).
 func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
-	l, c, pol := w.l, w.l.c, w.pol
+	l, c, pol := w.l, w.l.c, &w.pol
 	out := outcome[T]{status: StatusLoaded, started: ld.mark, fenced: true}
 	if lk != nil {
 		out.ticket = lk.Ticket
@@ -601,8 +608,7 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 	if !ok {
 		return r, false, ErrStoreUnavailable
 	}
-	w := work[T]{l: l, key: full}
-	o, ok := w.read(&lk, 0)
+	o, ok := l.read(&lk, 0)
 	if !ok {
 		return r, false, nil
 	}

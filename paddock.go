@@ -82,8 +82,9 @@ func WaitTimeout(d time.Duration) Option {
 	}
 }
 
-// StoreTimeout bounds each store call. A call that fails or times out is
-// worked around: Get loads without the store. Default [DefaultStoreTimeout].
+// StoreTimeout bounds each call to a store that crosses a network (one
+// that implements [Remote]). A call that fails or times out is worked
+// around: Get loads without the store. Default [DefaultStoreTimeout].
 func StoreTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -214,7 +215,7 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 	if hooks.HardAsSoft.Load() {
 		inv.Soft = true
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	sctx, cancel := c.storeContext(ctx)
 	defer cancel()
 	// An invalidation is never skipped by the breaker: it is the write
 	// that keeps readers correct, and the caller must learn if it failed.
@@ -242,6 +243,15 @@ func (c *Cache) Close() error {
 	return nil
 }
 
+// storeContext bounds a store call by the store timeout. A local store
+// (one that is not [Remote]) never waits on I/O, and is spared the timer.
+func (c *Cache) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !c.remote {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.storeTimeout)
+}
+
 func (c *Cache) token() uint64 { return c.tokens.Add(1)<<1 | 1 }
 
 // lookup asks the store, unless the breaker is open. ok is false when the
@@ -250,7 +260,7 @@ func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *c
 	if !c.breaker.allow() {
 		return Lookup{}, false, nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	sctx, cancel := c.storeContext(ctx)
 	lk, err := c.store.Lookup(sctx, key, req)
 	cancel()
 	if err != nil {
@@ -268,7 +278,7 @@ func (c *Cache) fill(ctx context.Context, key string, f *Fill, st *counters) (bo
 	if !c.breaker.allow() {
 		return false, ErrStoreUnavailable
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	sctx, cancel := c.storeContext(ctx)
 	ok, err := c.store.Fill(sctx, key, f)
 	cancel()
 	if err != nil {
@@ -287,7 +297,7 @@ func (c *Cache) release(ctx context.Context, key string, lease uint64, st *count
 	if lease == 0 || !c.breaker.allow() {
 		return
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	sctx, cancel := c.storeContext(ctx)
 	err := c.store.Release(sctx, key, lease)
 	cancel()
 	if err != nil {
