@@ -64,7 +64,8 @@ func (e *Entry) Expires() time.Time {
 // miss.
 //
 //	magic "pd" | format (1) | flags | uvarint epoch | uvarint seq |
-//	varint created, fresh, stale, error (ns since the Unix epoch) |
+//	created, fresh, stale, error: each varint seconds since the Unix epoch,
+//	uvarint nanoseconds (< 1e9) |
 //	uvarint load duration (ns) | uvarint ntags, then per tag uvarint len, bytes |
 //	uvarint value length, value bytes
 const (
@@ -102,7 +103,11 @@ func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, e.Ticket.Epoch)
 	b = binary.AppendUvarint(b, e.Ticket.Seq)
 	for _, t := range [...]time.Time{e.Created, e.FreshUntil, e.StaleUntil, e.ErrorUntil} {
-		b = binary.AppendVarint(b, t.UnixNano())
+		// Seconds and nanoseconds, not UnixNano: that overflows outside
+		// 1678–2262, and a TTL of centuries (or the zero time) must
+		// survive the round trip.
+		b = binary.AppendVarint(b, t.Unix())
+		b = binary.AppendUvarint(b, uint64(t.Nanosecond()))
 	}
 	b = binary.AppendUvarint(b, uint64(max(e.LoadDuration, 0)))
 	b = binary.AppendUvarint(b, uint64(len(e.Tags)))
@@ -136,7 +141,11 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	out.Ticket.Epoch = d.uvarint()
 	out.Ticket.Seq = d.uvarint()
 	for _, t := range [...]*time.Time{&out.Created, &out.FreshUntil, &out.StaleUntil, &out.ErrorUntil} {
-		*t = time.Unix(0, d.varint())
+		sec, nsec := d.varint(), d.uvarint()
+		if nsec >= 1e9 {
+			d.fail("nanoseconds")
+		}
+		*t = time.Unix(sec, int64(nsec))
 	}
 	ld := d.uvarint()
 	if ld > math.MaxInt64 {
