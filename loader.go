@@ -251,7 +251,9 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		// not waited for: the caller looks up and serves the stale value.
 		if l.c.remote && attempt == 0 {
 			if f, joined, owner = l.flights.joinOrStart(full, true); owner {
-				go flightWork().run(ctx, f, plan{})
+				if r, err, done := l.ownerLookup(ctx, f, &pol, flightWork); done {
+					return r, err
+				}
 			}
 		}
 		if f == nil {
@@ -265,7 +267,10 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 					go flightWork().run(ctx, f, plan{noStore: true})
 				}
 			default:
-				j, known = lk.Ticket, true
+				// A lookup that serves an entry may report a lower bound
+				// of the ticket (redisstore on Cluster); only a miss's or
+				// a lease's ticket is exact enough to judge flights by.
+				j, known = lk.Ticket, lk.State == StateMiss || lk.Lease
 				if o, ok := l.read(&lk, 0); ok {
 					if lk.Lease {
 						flightWork().refresh(ctx, lk, token)
@@ -297,6 +302,38 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 			return l.result(o, owner)
 		}
 	}
+}
+
+// ownerLookup makes the first lookup of a flight on a remote store in the
+// owner's own goroutine, so that a hit costs no goroutine. If the entry is
+// servable it settles the flight with it (done); otherwise the flight goes
+// on in the background to load or wait, and the owner waits on it like any
+// caller. If the owner's context ends during the lookup, the flight is
+// handed to a goroutine so that its joiners are not stranded.
+func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, flightWork func() *work[T]) (r Result[T], err error, done bool) {
+	mark := f.begin()
+	token := l.c.token()
+	lk, ok, err := l.c.lookup(ctx, f.key, l.request(pol, token), l.st)
+	switch {
+	case err != nil:
+		// The lookup may have been granted the lease: look up again with
+		// the same token, which gets it back.
+		go flightWork().run(ctx, f, plan{token: token})
+		return r, err, true
+	case !ok:
+		go flightWork().run(ctx, f, plan{noStore: true})
+		return r, nil, false
+	}
+	if o, ok := l.read(&lk, mark); ok {
+		if lk.Lease {
+			flightWork().refresh(ctx, lk, token)
+		}
+		l.flights.finish(f.key, f, o)
+		r, err = l.result(&o, true)
+		return r, err, true
+	}
+	go flightWork().run(ctx, f, plan{lk: escape(lk), mark: mark, token: token})
+	return r, nil, false
 }
 
 // escape returns a heap copy of lk for a flight, so that the caller's own
@@ -386,7 +423,8 @@ func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
 // plan is how a flight starts.
 type plan struct {
 	lk      *Lookup // a lookup already made for the flight; nil: look up first
-	token   uint64  // the lease token of lk
+	mark    uint64  // the flight's mark when lk was sent (0: before the flight)
+	token   uint64  // the lease token of lk, or the token to look up with
 	noStore bool    // the store is unavailable: load, do not fill
 	refresh bool    // a background refresh of a servable entry
 }
@@ -411,25 +449,27 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		}
 	}()
 
-	lk, token := p.lk, p.token
+	lk, token, mark := p.lk, p.token, p.mark
 	var waitUntil time.Time
 	backoff := time.Millisecond
 	for !p.noStore {
-		mark := uint64(0)
+		own := false
 		if lk == nil {
-			token = c.token()
+			if token == 0 {
+				token = c.token()
+			}
 			mark = f.begin()
 			r, ok, _ := c.lookup(ctx, w.key, w.request(token), l.st)
 			if !ok {
 				p.noStore = true
 				break
 			}
-			lk = &r
+			lk, own = &r, true
 		}
 		// A lookup handed over in the plan was already found unservable
 		// by the caller (or is being refreshed); only our own lookups are
 		// read here.
-		if mark != 0 {
+		if own {
 			if o, ok := l.read(lk, mark); ok {
 				out = o
 				if lk.Lease {
@@ -517,7 +557,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 		fill.Negative, fill.TTL = true, pol.negativeTTL
 	default:
 		l.st.loadErrors.Add(1)
-		if fb := w.fallback(lk, fallbackMark); fb != nil {
+		if fb := w.fallback(lk, fallbackMark, ld.dur); fb != nil {
 			fb.loadErr = ld.err
 			out = *fb
 		} else {
@@ -558,9 +598,12 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 	return out
 }
 
-// fallback returns the stale-if-error outcome of lk's entry, if it has one.
-func (w *work[T]) fallback(lk *Lookup, mark uint64) *outcome[T] {
-	if lk == nil || lk.Entry == nil || !lk.Now.Before(lk.Entry.ErrorUntil) {
+// fallback returns the stale-if-error outcome of lk's entry, if it is
+// still inside its error window now that the load, which took dur after
+// the lookup, has failed. (The window is judged when the load fails, not
+// when it began: a load that outlives the window returns its error.)
+func (w *work[T]) fallback(lk *Lookup, mark uint64, dur time.Duration) *outcome[T] {
+	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
 		return nil
 	}
 	e := lk.Entry

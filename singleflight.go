@@ -37,6 +37,7 @@ import (
 // flight is one load (or store read) for one key, shared by the callers of
 // one process.
 type flight[T any] struct {
+	key  string
 	done chan struct{} // closed when out is set
 	out  outcome[T]
 
@@ -122,7 +123,7 @@ func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], j
 		}
 		return f, f.starts.Load(), false
 	}
-	f = &flight[T]{done: make(chan struct{})}
+	f = &flight[T]{key: key, done: make(chan struct{})}
 	s.m[key] = f
 	return f, 0, true
 }
@@ -144,7 +145,7 @@ func (g *group[T]) join(key string) (f *flight[T], joined uint64) {
 // elsewhere), the new flight runs unregistered: the lease makes it the one
 // load, and the other flight will see its fill.
 func (g *group[T]) start(key string, background bool) *flight[T] {
-	f := &flight[T]{done: make(chan struct{}), background: background}
+	f := &flight[T]{key: key, done: make(chan struct{}), background: background}
 	s := &g.shards[g.shard(key)]
 	s.mu.Lock()
 	if _, ok := s.m[key]; !ok {

@@ -132,7 +132,12 @@ type Lookup struct {
 	// being loaded elsewhere.
 	Held bool
 	// Ticket is the store's ticket at the lookup. With Lease it is the
-	// ticket the load must fill with.
+	// ticket the load must fill with. When the lookup serves the entry
+	// (StateFresh or StateStale) without granting the lease, a store may
+	// report a lower bound instead (never a later ticket): redisstore on
+	// Cluster reports the entry's own ticket so that hits need not read the
+	// sequence. Epochs may differ between keys (one per Cluster slot); Seq
+	// is on one scale for all keys of a store.
 	Ticket Ticket
 	// Now is the store clock's reading at the lookup.
 	Now time.Time
