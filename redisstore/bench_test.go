@@ -1,0 +1,186 @@
+package redisstore_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/redisstore/internal/redistest"
+)
+
+// BenchmarkRedis measures paddock on one local redis-server (unix socket)
+// next to a plain GET of the same value in the same run:
+//
+//	go test -run xxx -bench . -benchmem -count 6 ./redisstore/ | tee new.txt
+//	benchstat -col /impl new.txt
+//
+// op=hit is a warm Get of a 1 KiB value (one script call; impl=store-lookup
+// is the Store's Lookup alone, without the Cache); op=miss a Get of a cold
+// key (lookup, load, fill: two calls); op=stampede a fleet of 4 Caches × 8
+// callers on one cold key per iteration, reporting loads/op.
+func BenchmarkRedis(b *testing.B) {
+	// Each run (of -count) gets its own prefix: a run never finds the keys
+	// of the one before.
+	var runs atomic.Int64
+	prefix := func() redisstore.Option {
+		return redisstore.Prefix("bench" + strconv.FormatInt(runs.Add(1), 10) + ":")
+	}
+	srv := redistest.Start(b)
+	client := srv.Client(b, nil)
+	ctx := context.Background()
+	value := strings.Repeat("x", 1024)
+
+	b.Run("op=hit/impl=raw-get", func(b *testing.B) {
+		if err := client.Set(ctx, "raw:k", value, 0).Err(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if v, err := client.Get(ctx, "raw:k").Result(); err != nil || len(v) != len(value) {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("op=hit/impl=paddock", func(b *testing.B) {
+		s := newStore(b, client, prefix())
+		l := newLoader(b, newCache(b, s), "hit", paddock.Beta(0), paddock.TTL(time.Hour))
+		load := func(context.Context) (string, error) { return value, nil }
+		if _, err := l.Get(ctx, "k", load); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if v, err := l.Get(ctx, "k", load); err != nil || len(v) != len(value) {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("op=hit/impl=store-lookup", func(b *testing.B) {
+		// The Store alone, without the Cache: one script call.
+		s := newStore(b, client, prefix())
+		lk, err := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: []byte(value), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		req := paddock.LookupRequest{Lease: 2, LeaseTTL: time.Minute}
+		b.ReportAllocs()
+		for b.Loop() {
+			if lk, err := s.Lookup(ctx, "k", req); err != nil || lk.State != paddock.StateFresh {
+				b.Fatal(lk.State, err)
+			}
+		}
+	})
+	b.Run("op=hit/impl=paddock-nofailovercheck", func(b *testing.B) {
+		s := newStore(b, client, prefix(), redisstore.SkipFailoverCheck())
+		l := newLoader(b, newCache(b, s), "hit", paddock.Beta(0), paddock.TTL(time.Hour))
+		load := func(context.Context) (string, error) { return value, nil }
+		if _, err := l.Get(ctx, "k", load); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if v, err := l.Get(ctx, "k", load); err != nil || len(v) != len(value) {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("op=hit/impl=paddock/parallel", func(b *testing.B) {
+		s := newStore(b, client, prefix())
+		l := newLoader(b, newCache(b, s), "hitp", paddock.Beta(0), paddock.TTL(time.Hour))
+		load := func(context.Context) (string, error) { return value, nil }
+		for i := range 64 {
+			if _, err := l.Get(ctx, strconv.Itoa(i), load); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportAllocs()
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			key := strconv.Itoa(int(n.Add(1)) % 64)
+			for pb.Next() {
+				if _, err := l.Get(ctx, key, load); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("op=hit/impl=raw-get/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := client.Get(ctx, "raw:k").Err(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("op=miss/impl=paddock", func(b *testing.B) {
+		s := newStore(b, client, prefix())
+		l := newLoader(b, newCache(b, s), "miss", paddock.Beta(0), paddock.TTL(time.Minute))
+		load := func(context.Context) (string, error) { return value, nil }
+		var i int
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			if _, err := l.Get(ctx, strconv.Itoa(i), load); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=miss/impl=raw-get-set", func(b *testing.B) {
+		// The naive read-through: GET (nil), load, SET. No lease, no fence.
+		var i int
+		run := strconv.FormatInt(runs.Add(1), 10)
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			k := "rawmiss:" + run + ":" + strconv.Itoa(i)
+			if err := client.Get(ctx, k).Err(); err == nil {
+				b.Fatal("hit")
+			}
+			if err := client.Set(ctx, k, value, time.Minute).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=stampede/impl=paddock", func(b *testing.B) {
+		const nodes, callers = 4, 8
+		ls := make([]*paddock.Loader[string], nodes)
+		p := prefix()
+		for i := range ls {
+			s := newStore(b, srv.Client(b, nil), p)
+			ls[i] = newLoader(b, newCache(b, s, paddock.WaitTimeout(time.Minute)), "stampede", paddock.Beta(0))
+		}
+		var loads atomic.Int64
+		load := func(context.Context) (string, error) { loads.Add(1); return value, nil }
+		var i int
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			key := strconv.Itoa(i)
+			var wg sync.WaitGroup
+			for _, l := range ls {
+				for range callers {
+					wg.Go(func() {
+						if _, err := l.Get(ctx, key, load); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(loads.Load())/float64(i), "loads/op")
+	})
+}

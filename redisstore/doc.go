@@ -1,0 +1,123 @@
+// Package redisstore is a [paddock.Store] on Redis
+// (github.com/redis/go-redis/v9): every process of an application that
+// shares one Redis and one [Prefix] shares the cache, with the guarantees
+// of one process.
+//
+//   - One load per key for the fleet. Callers of one process share one
+//     lookup (the Store is [paddock.Remote]); the processes share a lease
+//     in Redis. The others wait for the holder's fill, or serve the stale
+//     value when the entry has one; a holder that dies is replaced when its
+//     lease expires, and a caller that reaches its wait bound loads for
+//     itself.
+//   - No stale fill, ever. Fills are fenced by the version protocol of
+//     [paddock.Store], in Lua, atomic on the server.
+//   - One background refresh per key for the fleet in the stale window.
+//   - Freshness is judged by the server's clock (TIME), never by the
+//     process's: clock skew between application nodes changes nothing.
+//
+// Create one with [New] on a *redis.Client (standalone, or a Sentinel
+// failover client) or a *redis.ClusterClient, then give it to [paddock.New].
+//
+// # Round trips
+//
+// Standalone and Sentinel:
+//
+//   - A warm hit is one script call that returns the entry after checking
+//     it against the versions of its tags.
+//   - A miss is one script call that answers "miss: you hold the lease,
+//     here is your ticket", "wait: the lease is held", or "here is the
+//     stale value" (with the lease for one background refresh).
+//   - A fill is one conditional script call; an invalidation is one script
+//     call for all its keys and tags.
+//
+// Cluster adds calls only where a step spans slots (see below): a hit is
+// one call, plus one call per other node holding some of the entry's tags
+// (sent in parallel); a miss that loads is two (the lookup, then the
+// sequence); a fill is one, plus one per other node holding its tags (in
+// parallel, before); an invalidation is two (the sequence, then one
+// pipeline to the nodes named, in parallel).
+//
+// # Layout and epochs
+//
+// Everything about one key lives under one hash tag, "{key}": the entry (a
+// hash of value, ticket, windows in µs of server time, tags and the last
+// load's duration), the key's version and its lease. A tag's versions live
+// under "{tag}". Braces and '%' in keys and tags are escaped. The
+// invalidation sequence is one key, "{_}:seq"; it never goes back, even if
+// it is lost: it restarts a day ahead of the server's clock and each step
+// is at least that clock.
+//
+// An epoch marker names the history of the versions. Every script checks
+// it first: if it is missing (FLUSHALL, a restart without persistence, an
+// eviction) or was written under another replication ID (a failover: the
+// promoted replica has a new one, and may lack the last writes of the old
+// master), a new epoch starts. Entries and tickets of another epoch are
+// never trusted, so an invalidation that the old master acknowledged and
+// lost cannot bring back the entry it dropped. (A master also takes a new
+// replication ID when its first replica attaches: one new epoch then, a
+// cache that starts cold.) The check costs the server an INFO per script;
+// [SkipFailoverCheck] turns it off where failovers cannot lose writes.
+//
+// # Cluster
+//
+// Entries live in their key's slot and tag versions in their tag's slot,
+// so the atomic steps of the standalone scripts are split, ordered so that
+// the version protocol still holds. What it costs and why:
+//
+//   - One sequence for the whole cluster, in the slot of "{_}". Tickets and
+//     versions of all slots are on its scale, so a ticket taken for a key
+//     on one master compares with a tag version on another without any
+//     clock. Its master serves one GET per load and one call per
+//     invalidation (not per hit).
+//   - A miss reads the sequence in a second call, after the lease was
+//     granted: the extra round trip of Cluster. A lookup that serves an
+//     entry without a load reports the entry's ticket (a lower bound of
+//     the sequence) instead, so hits do not touch the sequence's master.
+//     The Cache takes a ticket from such a lookup only to fill, where a
+//     lower bound can refuse a good fill but never accept a stale one.
+//   - An invalidation first advances the sequence (s), then writes s to
+//     the versions of every key and tag named, one script per slot; the
+//     write also drops (or marks stale) every entry of the slot's keys
+//     whose ticket is below s. A fill that lands between the two steps is
+//     dropped by the second.
+//   - A fill checks the versions of its tags in other slots before its
+//     conditional write (one call per node, in parallel). An invalidation
+//     of such a tag can land between the check and the write: the read-side
+//     check catches it, because a hit compares the entry's ticket with the
+//     current versions of its tags in other slots (one more call per node,
+//     in parallel) before serving it. Tags in the key's own slot are
+//     checked inside the scripts. Naming a tag like the key (or choosing
+//     keys and tags that share a hash slot) keeps hits at one call.
+//   - Every slot has its own epoch marker (under a hash tag chosen to hash
+//     to that slot). A node that loses its data (or fails over, or a slot
+//     that moves to another node) makes its slots' markers missing or
+//     foreign; the first call that finds one fences every such slot: a new
+//     epoch, and a floor, a sequence number taken after the loss was seen.
+//     Tickets and entries of the old epoch are not trusted in the slot, and
+//     a tag in a fenced slot refuses every fill, and hides every entry,
+//     whose ticket is below the floor, since the versions it lost could
+//     have fenced them. Fencing writes 16384 small markers (once per
+//     prefix, then once per loss); the fill that saw the loss is refused.
+//   - The sequence's own master losing its data is covered by the
+//     sequence restarting ahead: this assumes that master's clock does not
+//     go back across the loss by more than a day, the only place where a
+//     clock enters the fencing.
+//
+// # Operating notes
+//
+//   - Redis 7.0 or later (the Cluster fence uses a script flag from 7.0).
+//   - Give the client ContextTimeoutEnabled: without it a slow Redis holds
+//     a Get for the client's ReadTimeout instead of the Cache's
+//     StoreTimeout. [New] refuses such a client unless told
+//     [AllowNoContextTimeout].
+//   - Use maxmemory-policy noeviction or a volatile-* policy: entries and
+//     leases expire and may be evicted; versions, markers and the sequence
+//     have no TTL and must not be. (An evicted marker only starts a new
+//     epoch; an evicted version could let a stale fill in.)
+//   - Versions are kept without expiry: one small key per key or tag ever
+//     invalidated.
+//   - Values larger than [MaxValueSize] are not stored (an error wrapping
+//     [paddock.ErrTooLarge]).
+//   - A *redis.Ring is not supported: its shards have no common atomic
+//     step and no common sequence.
+package redisstore

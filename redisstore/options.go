@@ -1,0 +1,111 @@
+package redisstore
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/paddockcache/paddock"
+)
+
+// Defaults of the options.
+const (
+	// DefaultPrefix starts every Redis key the store writes.
+	DefaultPrefix = "paddock:"
+	// DefaultMaxValueSize is the largest encoded value Fill accepts.
+	DefaultMaxValueSize = 1 << 20
+	// MaxValueSizeLimit is the largest MaxValueSize: Redis's own limit on
+	// one string (proto-max-bulk-len).
+	MaxValueSizeLimit = 512 << 20
+	// DefaultLeaseTTL is the lease TTL used when a LookupRequest names
+	// none.
+	DefaultLeaseTTL = paddock.DefaultLeaseTTL
+)
+
+// An Option configures a [Store].
+type Option func(*config) error
+
+type config struct {
+	prefix        string
+	maxValueSize  int
+	offset        func() time.Duration
+	checkFailover bool
+	allowNoCtx    bool
+	forceCluster  bool
+}
+
+func defaultConfig() config {
+	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("redisstore: %w: "+format, append([]any{paddock.ErrInvalidOption}, args...)...)
+}
+
+// Prefix sets the prefix of every Redis key the store writes. Two stores
+// with different prefixes share nothing, not even the epoch. The prefix may
+// not contain '{' or '}': the store places the hash tags itself. Default
+// [DefaultPrefix].
+func Prefix(p string) Option {
+	return func(c *config) error {
+		if strings.ContainsAny(p, "{}") {
+			return invalid("Prefix %q contains a brace", p)
+		}
+		c.prefix = p
+		return nil
+	}
+}
+
+// MaxValueSize sets the largest encoded value, in bytes, that Fill writes.
+// A larger one is not written: Fill returns an error wrapping
+// [paddock.ErrTooLarge] (the Cache still returns the loaded value, with
+// Result.FillErr set). Default [DefaultMaxValueSize]; at most
+// [MaxValueSizeLimit].
+func MaxValueSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > MaxValueSizeLimit {
+			return invalid("MaxValueSize must be in [1, %d], got %d", MaxValueSizeLimit, n)
+		}
+		c.maxValueSize = n
+		return nil
+	}
+}
+
+// TimeOffset adds f() to the server's clock for every decision the store
+// makes (freshness, windows, leases). It is for tests, which move time
+// forward without sleeping; f must never go back. Default: no offset.
+func TimeOffset(f func() time.Duration) Option {
+	return func(c *config) error {
+		if f == nil {
+			return invalid("TimeOffset is nil")
+		}
+		c.offset = f
+		return nil
+	}
+}
+
+// SkipFailoverCheck turns off the check, on every call, that the server
+// holding a key is still the one that wrote its epoch marker (same
+// replication ID). Without it a failover does not start a new epoch, so an
+// invalidation acknowledged by the old master but not yet replicated can be
+// lost, and the entry it dropped served again. Use it only when Redis has
+// no replicas, or when every invalidation is made durable on them. It saves
+// the server an INFO per script (about 10% of a hit's server time).
+func SkipFailoverCheck() Option {
+	return func(c *config) error {
+		c.checkFailover = false
+		return nil
+	}
+}
+
+// AllowNoContextTimeout accepts a client whose options leave
+// ContextTimeoutEnabled false. By default [New] refuses such a client:
+// it ignores the deadline of the context on socket reads, so a slow Redis
+// would hold a Get for the client's ReadTimeout instead of the Cache's
+// StoreTimeout.
+func AllowNoContextTimeout() Option {
+	return func(c *config) error {
+		c.allowNoCtx = true
+		return nil
+	}
+}

@@ -1,0 +1,169 @@
+package redisstore_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/redisstore/internal/redistest"
+)
+
+func wantCalls(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: calls %q, want %q", what, got, want)
+	} else {
+		t.Logf("%s: %d round trip(s): %s", what, len(got), strings.Join(got, ", "))
+	}
+}
+
+// TestRoundTrips counts, with a go-redis hook, the calls each store
+// operation makes on a standalone server: every one is a single script.
+func TestRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	rec := new(calls)
+	client.AddHook(rec)
+	s := newStore(t, client)
+	ctx := t.Context()
+	warm(t, s)
+	rec.take()
+
+	req := paddock.LookupRequest{Lease: 7, LeaseTTL: time.Minute}
+	lk, err := s.Lookup(ctx, "rt:k", req)
+	if err != nil || !lk.Lease {
+		t.Fatalf("miss: %+v, %v", lk, err)
+	}
+	wantCalls(t, "miss (lease + ticket)", rec.take(), "lookup")
+
+	if _, err := s.Lookup(ctx, "rt:k", paddock.LookupRequest{Lease: 8, LeaseTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls(t, "miss (wait: lease held)", rec.take(), "lookup")
+
+	ok, err := s.Fill(ctx, "rt:k", &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute,
+		Tags: []string{"rt-a", "rt-b"}, Stale: time.Minute})
+	if err != nil || !ok {
+		t.Fatalf("fill: %v, %v", ok, err)
+	}
+	wantCalls(t, "fill (2 tags)", rec.take(), "fill")
+
+	if lk, err = s.Lookup(ctx, "rt:k", req); err != nil || lk.State != paddock.StateFresh {
+		t.Fatalf("hit: %+v, %v", lk, err)
+	}
+	wantCalls(t, "hit (2 tags checked)", rec.take(), "lookup")
+
+	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{"rt:k", "rt:x"}, Tags: []string{"rt-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls(t, "invalidate (2 keys, 1 tag)", rec.take(), "invalidate")
+
+	if err := s.Release(ctx, "rt:k", 7); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls(t, "release", rec.take(), "release")
+}
+
+// warm runs every script once on s's server, so that later calls find
+// them cached (EVALSHA, not NOSCRIPT then EVAL).
+func warm(t testing.TB, s *redisstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	lk, err := s.Lookup(ctx, "warm:k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Fill(ctx, "warm:k", &paddock.Fill{Value: []byte("x"), Ticket: lk.Ticket, TTL: time.Second, Tags: []string{"warm-t"}, Set: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "warm:k", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{"warm:k"}, Tags: []string{"warm-t"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCacheRoundTrips counts the calls of Gets through a Cache: a warm hit
+// is one call; a cold Get is one lookup and one fill; a stampede of one
+// process on a cold key asks Redis once.
+func TestCacheRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	rec := new(calls)
+	client.AddHook(rec)
+	s := newStore(t, client)
+	warm(t, s)
+	c := newCache(t, s)
+	l := newLoader(t, c, "art", paddock.Beta(0))
+	ctx := t.Context()
+	rec.take()
+
+	load := func(context.Context) (string, error) { return strings.Repeat("x", 1024), nil }
+	if _, err := l.Get(ctx, "1", load); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls(t, "cold Get", rec.take(), "lookup", "fill")
+	for range 3 {
+		r, err := l.Fetch(ctx, "1", load)
+		if err != nil || r.Status != paddock.StatusHit {
+			t.Fatalf("warm Get: %v, %v", r.Status, err)
+		}
+		wantCalls(t, "warm Get", rec.take(), "lookup")
+	}
+
+	// A stampede of 64 callers in one process on a cold key.
+	const callers = 64
+	var (
+		loads   atomic.Int64
+		entered sync.WaitGroup
+		release = make(gate)
+		wg      sync.WaitGroup
+		status  = make([]paddock.Status, callers)
+	)
+	entered.Add(callers)
+	for i := range callers {
+		wg.Go(func() {
+			entered.Done()
+			r, err := l.Fetch(ctx, "2", func(ctx context.Context) (string, error) {
+				loads.Add(1)
+				return "v2", release.wait(ctx)
+			})
+			if err != nil || r.Value != "v2" {
+				t.Errorf("caller %d: %q, %v", i, r.Value, err)
+			}
+			status[i] = r.Status
+		})
+	}
+	entered.Wait()
+	release.open()
+	wg.Wait()
+	if loads.Load() != 1 {
+		t.Fatalf("stampede: %d loads, want 1", loads.Load())
+	}
+	// Callers that joined the process's flight made no call; one that came
+	// after the load finished looked up for itself and hit.
+	var hits int
+	for _, st := range status {
+		if st == paddock.StatusHit {
+			hits++
+		}
+	}
+	got := rec.take()
+	lookups := 0
+	for _, c := range got {
+		if c == "lookup" {
+			lookups++
+		}
+	}
+	if lookups != 1+hits || len(got) != lookups+1 {
+		t.Fatalf("stampede of %d callers (%d late hits): calls %q, want %d lookups and one fill", callers, hits, got, 1+hits)
+	}
+	t.Logf("stampede of %d callers in one process: %d load, %d round trips (%d late hits)", callers, loads.Load(), len(got), hits)
+}
