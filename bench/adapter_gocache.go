@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/eko/gocache/lib/v4/cache"
+	"github.com/eko/gocache/lib/v4/store"
+	gocachestore "github.com/eko/gocache/store/go_cache/v4"
+	redisstore "github.com/eko/gocache/store/redis/v4"
+	gocache "github.com/patrickmn/go-cache"
+	"github.com/redis/go-redis/v9"
+)
+
+// github.com/eko/gocache/lib/v4 with its loadable cache, as its README
+// shows it: cache.NewLoadable(loadFunction, cache.New(store)). A miss runs
+// the load function inside a singleflight.Group and hands the value to a
+// background setter. The load function is fixed per cache, so the adapter
+// passes each Get's load to it through the context; gocache's own tags
+// (store.WithTags, Invalidate(WithInvalidateTags)) are used for the tag
+// scenario. It has no refresh option and no fence.
+
+func init() {
+	register(Lib{
+		Name:   "gocache-mem",
+		Module: "github.com/eko/gocache/lib/v4 + store/go_cache/v4",
+		Peer:   true,
+		Notes:  "`cache.NewLoadable(load, cache.New[[]byte](go_cache store))`; `Get`; `Delete` on write; tags with `store.WithTags`",
+		New: func(cfg Config) (Cache, error) {
+			s := gocachestore.NewGoCache(gocache.New(cfg.TTL, time.Minute))
+			return newGocache(s, cfg, nil), nil
+		},
+	})
+	register(Lib{
+		Name:   "gocache-redis",
+		Module: "github.com/eko/gocache/lib/v4 + store/redis/v4",
+		Redis:  true,
+		Peer:   true,
+		Notes:  "`cache.NewLoadable(load, cache.New[[]byte](redis store))`; `Get`; `Delete` on write; tags with `store.WithTags`",
+		New: func(cfg Config) (Cache, error) {
+			if cfg.Redis == "" {
+				return nil, errNoRedis
+			}
+			rdb := newRedisClient(cfg.Redis, 0)
+			return newGocache(redisstore.NewRedis(rdb), cfg, rdb), nil
+		},
+	})
+}
+
+type gocacheCache struct {
+	base *cache.Cache[[]byte]
+	l    *cache.LoadableCache[[]byte]
+	rdb  *redis.Client
+}
+
+type gocacheLoadKey struct{}
+
+type gocacheLoad struct {
+	load LoadFunc
+	tags []string
+}
+
+func newGocache(s store.StoreInterface, cfg Config, rdb *redis.Client) *gocacheCache {
+	ttl := cfg.TTL
+	base := cache.New[[]byte](s)
+	load := func(ctx context.Context, _ any) ([]byte, []store.Option, error) {
+		gl := ctx.Value(gocacheLoadKey{}).(*gocacheLoad)
+		v, err := gl.load(ctx)
+		opts := []store.Option{store.WithExpiration(ttl)}
+		if len(gl.tags) > 0 {
+			opts = append(opts, store.WithTags(gl.tags))
+		}
+		return v, opts, err
+	}
+	return &gocacheCache{base: base, l: cache.NewLoadable[[]byte](load, base), rdb: rdb}
+}
+
+func (c *gocacheCache) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	return c.GetTagged(ctx, key, nil, load)
+}
+
+func (c *gocacheCache) GetTagged(ctx context.Context, key string, tags []string, load LoadFunc) ([]byte, error) {
+	return c.l.Get(context.WithValue(ctx, gocacheLoadKey{}, &gocacheLoad{load, tags}), key)
+}
+
+func (c *gocacheCache) Invalidate(ctx context.Context, key string) error {
+	return c.l.Delete(ctx, key)
+}
+
+func (c *gocacheCache) InvalidateTag(ctx context.Context, tag string) error {
+	return c.l.Invalidate(ctx, store.WithInvalidateTags([]string{tag}))
+}
+
+// Settle waits until the background setter has written key to the store.
+func (c *gocacheCache) Settle(ctx context.Context, key string) error {
+	for {
+		if _, err := c.base.Get(ctx, key); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (c *gocacheCache) Close() error {
+	err := c.l.Close()
+	if c.rdb != nil {
+		err = c.rdb.Close()
+	}
+	return err
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkWarmHit reads warm entries through every library and the raw
+// baselines, named for benchstat:
+//
+//	go test -run '^$' -bench WarmHit -count 10 | tee warm.txt
+//	benchstat -col /lib warm.txt      # libraries side by side
+//	benchstat -col /mode warm.txt     # serial against parallel
+func BenchmarkWarmHit(b *testing.B) {
+	prefix := fmt.Sprintf("bt%d", time.Now().UnixNano()%1e9)
+	for _, name := range warmTargetNames(ordered()) {
+		b.Run("lib="+name, func(b *testing.B) {
+			addr := ""
+			if isRedisTarget(name) {
+				addr = requireRedis(b)
+			}
+			t, err := newWarmTarget(context.Background(), name, addr, prefix)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer t.close()
+			b.Run("mode=serial", func(b *testing.B) { benchWarm(b, t, false) })
+			b.Run("mode=parallel", func(b *testing.B) { benchWarm(b, t, true) })
+		})
+	}
+}

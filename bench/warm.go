@@ -1,0 +1,248 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/allegro/bigcache/v3"
+)
+
+// Warm hits: every Get finds a fresh entry. warmKeys keys of 1 KiB are
+// filled first, then read round-robin (serial) or from random offsets
+// (parallel, one goroutine per P). The same functions back
+// BenchmarkWarmHit in bench_test.go and this program's table.
+
+const (
+	warmKeys  = 1024
+	warmValue = 1024
+)
+
+// A warmTarget is a library (or a raw baseline) ready for warm reads.
+type warmTarget struct {
+	get   func(ctx context.Context, key string) ([]byte, error)
+	keys  []string
+	loads *atomic.Int64 // loads after the fill: should stay 0
+	close func()
+}
+
+// warmTargetNames lists the lib= names of the warm benchmarks: the raw
+// baselines, then the libraries.
+func warmTargetNames(libs []Lib) []string {
+	names := []string{"raw-mutexmap", "raw-bigcache"}
+	for _, l := range libs {
+		if !l.Redis {
+			names = append(names, l.Name)
+		}
+	}
+	names = append(names, "raw-redis-get")
+	for _, l := range libs {
+		if l.Redis {
+			names = append(names, l.Name)
+		}
+	}
+	return names
+}
+
+func isRedisTarget(name string) bool {
+	if name == "raw-redis-get" {
+		return true
+	}
+	l, err := lookupLib(name)
+	return err == nil && l.Redis
+}
+
+// newWarmTarget builds and fills the target named name; prefix makes its
+// keys unique.
+func newWarmTarget(ctx context.Context, name, redisAddr, prefix string) (*warmTarget, error) {
+	keys := make([]string, warmKeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%s:warm:%s:%d", prefix, name, i)
+	}
+	val := value(warmValue, "v")
+	t := &warmTarget{keys: keys, loads: new(atomic.Int64)}
+	switch name {
+	case "raw-mutexmap":
+		var mu sync.RWMutex
+		m := make(map[string][]byte, len(keys))
+		for _, k := range keys {
+			m[k] = val
+		}
+		t.get = func(_ context.Context, key string) ([]byte, error) {
+			mu.RLock()
+			v := m[key]
+			mu.RUnlock()
+			return v, nil
+		}
+		t.close = func() {}
+		return t, nil
+	case "raw-bigcache":
+		bc, err := bigcache.New(ctx, bigcache.DefaultConfig(time.Hour))
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			bc.Set(k, val)
+		}
+		t.get = func(_ context.Context, key string) ([]byte, error) { return bc.Get(key) }
+		t.close = func() { bc.Close() }
+		return t, nil
+	case "raw-redis-get":
+		if redisAddr == "" {
+			return nil, errNoRedis
+		}
+		rdb := newRedisClient(redisAddr, 0)
+		for _, k := range keys {
+			if err := rdb.Set(ctx, k, val, 0).Err(); err != nil {
+				rdb.Close()
+				return nil, err
+			}
+		}
+		t.get = func(ctx context.Context, key string) ([]byte, error) { return rdb.Get(ctx, key).Bytes() }
+		t.close = func() { rdb.Close() }
+		return t, nil
+	}
+	lib, err := lookupLib(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := lib.New(Config{TTL: time.Hour, Stale: time.Hour, Entries: warmKeys, ValueSize: warmValue, Redis: redisAddr})
+	if err != nil {
+		return nil, err
+	}
+	load := func(context.Context) ([]byte, error) {
+		t.loads.Add(1)
+		return val, nil
+	}
+	for _, k := range keys {
+		if _, err := c.Get(ctx, k, load); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if s, ok := c.(settler); ok {
+		for _, k := range keys {
+			if err := s.Settle(ctx, k); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+	}
+	t.loads.Store(0)
+	t.get = func(ctx context.Context, key string) ([]byte, error) { return c.Get(ctx, key, load) }
+	t.close = func() { c.Close() }
+	return t, nil
+}
+
+// settler is implemented by adapters whose library writes loaded values in
+// the background: Settle waits until key is written.
+type settler interface {
+	Settle(ctx context.Context, key string) error
+}
+
+// benchWarm reads t's keys in b's loop.
+func benchWarm(b *testing.B, t *warmTarget, parallel bool) {
+	ctx := context.Background()
+	mask := len(t.keys) - 1
+	b.ReportAllocs()
+	if !parallel {
+		i := 0
+		for b.Loop() {
+			v, err := t.get(ctx, t.keys[i&mask])
+			if err != nil || len(v) != warmValue {
+				b.Fatalf("get: %d bytes, %v", len(v), err)
+			}
+			i++
+		}
+	} else {
+		b.RunParallel(func(pb *testing.PB) {
+			i := rand.IntN(len(t.keys))
+			for pb.Next() {
+				v, err := t.get(ctx, t.keys[i&mask])
+				if err != nil || len(v) != warmValue {
+					b.Errorf("get: %d bytes, %v", len(v), err)
+					return
+				}
+				i++
+			}
+		})
+	}
+	if n := t.loads.Load(); n > 0 {
+		b.ReportMetric(float64(n)/float64(b.N), "loads/op")
+	}
+}
+
+func runWarm(ctx context.Context, e *env) error {
+	reps := e.pick(1, 3)
+	fmt.Fprintf(e.out, "Warm hits on %d keys of %d B, via testing.Benchmark (benchtime %s, the median of %d runs); parallel is b.RunParallel with GOMAXPROCS goroutines. "+
+		"× raw is the ratio to the raw baseline of the same kind (RWMutex map in process, GET on Redis). "+
+		"goredis-cache and rueidisaside answer these hits from process memory (a TinyLFU; Redis client-side caching), not from Redis.\n\n",
+		warmKeys, warmValue, e.pickStr("100ms", "1s"), reps)
+	t := newTable("library", "store", "serial ns/op", "× raw", "allocs/op", "B/op", "parallel ns/op", "× raw", "allocs/op")
+	var base [2]testing.BenchmarkResult
+	for _, name := range warmTargetNames(e.libs) {
+		isRedis := isRedisTarget(name)
+		if isRedis && e.redis == "" {
+			continue
+		}
+		tg, err := newWarmTarget(ctx, name, e.redis, e.run)
+		if err != nil {
+			t.add(name, kind(isRedis), e.failed(name, err), "", "", "", "", "", "")
+			continue
+		}
+		var res [2]testing.BenchmarkResult
+		for i, par := range []bool{false, true} {
+			// The median of reps runs, by ns/op: the machine is shared.
+			runs := make([]testing.BenchmarkResult, reps)
+			for j := range runs {
+				runs[j] = testing.Benchmark(func(b *testing.B) { benchWarm(b, tg, par) })
+			}
+			slices.SortFunc(runs, func(a, b testing.BenchmarkResult) int { return cmp.Compare(nsop(a), nsop(b)) })
+			res[i] = runs[reps/2]
+		}
+		tg.close()
+		switch name {
+		case "raw-mutexmap", "raw-redis-get":
+			base = res
+		}
+		ratio := func(i int) string {
+			if base[i].N == 0 || res[i].N == 0 {
+				return ""
+			}
+			return fmt.Sprintf("%.2g", nsop(res[i])/nsop(base[i]))
+		}
+		t.add(name, kind(isRedis), fmt.Sprintf("%.0f", nsop(res[0])), ratio(0), res[0].AllocsPerOp(), res[0].AllocedBytesPerOp(),
+			fmt.Sprintf("%.0f", nsop(res[1])), ratio(1), res[1].AllocsPerOp())
+		e.note(name, "warm", fmtDur(time.Duration(nsop(res[0]))))
+		e.logf("   %-16s serial %.0f ns/op %d allocs; parallel %.0f ns/op", name, nsop(res[0]), res[0].AllocsPerOp(), nsop(res[1]))
+	}
+	t.print(e.out)
+	return nil
+}
+
+func kind(redis bool) string {
+	if redis {
+		return "Redis"
+	}
+	return "in-process"
+}
+
+func nsop(r testing.BenchmarkResult) float64 {
+	if r.N == 0 {
+		return 0
+	}
+	return float64(r.T.Nanoseconds()) / float64(r.N)
+}
+
+func (e *env) pickStr(quick, full string) string {
+	if e.quick {
+		return quick
+	}
+	return full
+}
