@@ -1,0 +1,371 @@
+package proptest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"pgregory.net/rapid"
+)
+
+// weights makes rapid draw some actions more often than others: rapid
+// draws action names uniformly, so an action of weight w gets w names.
+var weights = map[string]int{"Get": 4, "Step": 4, "Invalidate": 2}
+
+func actions(m *machine) map[string]func(*rapid.T) {
+	acts := rapid.StateMachineActions(m)
+	for name, w := range weights {
+		for i := 2; i <= w; i++ {
+			acts[fmt.Sprintf("%s%d", name, i)] = acts[name]
+		}
+	}
+	return acts
+}
+
+// Get starts a Get of a row on a node. It returns at once if the value is
+// at hand, or blocks on a load, which rapid moves on with Step.
+func (m *machine) Get(t *rapid.T) {
+	n := m.drawNode(t)
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	m.begin("get %s on node %d", key, n.id)
+	m.mu.Lock()
+	m.nextID++
+	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
+	m.gets = append(m.gets, g)
+	m.logf("  get %d starts", g.id)
+	m.mu.Unlock()
+
+	ctx := context.WithValue(context.Background(), getIDKey{}, g.id)
+	opts := []paddock.GetOption{}
+	if tags := earlyTags[key]; len(tags) > 0 {
+		opts = append(opts, paddock.Tags(tags...))
+	}
+	go func() {
+		r, err := n.loader.Fetch(ctx, key, m.loadFunc(n, key, g.id), opts...)
+		m.getDone(g, r, err)
+	}()
+	m.settle()
+}
+
+// Peek reads a row on a node without loading it. What it finds obeys the
+// same invariants as what a Get returns.
+func (m *machine) Peek(t *rapid.T) {
+	n := m.drawNode(t)
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	m.begin("peek %s on node %d", key, n.id)
+	m.mu.Lock()
+	m.nextID++
+	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
+	m.gets = append(m.gets, g)
+	m.mu.Unlock()
+	r, found, err := n.loader.Peek(context.Background(), key)
+	if !found && err == nil {
+		err = errNothing
+	}
+	m.getDone(g, r, err)
+	m.settle()
+}
+
+// GetMany starts a GetMany of every row on a node: one batch load for the
+// keys it holds the leases of, and one Get for each of the others.
+func (m *machine) GetMany(t *rapid.T) {
+	n := m.drawNode(t)
+	m.begin("get-many %v on node %d", rowKeys, n.id)
+	m.mu.Lock()
+	m.nextID++
+	gid := m.nextID
+	var recs []*getRec
+	var early []string
+	for _, key := range rowKeys {
+		g := &getRec{id: gid, node: n, key: key, start: m.step, startAt: time.Now(), many: true}
+		m.gets = append(m.gets, g)
+		recs = append(recs, g)
+		early = append(early, earlyTags[key]...)
+	}
+	m.logf("  get-many %d starts", gid)
+	m.mu.Unlock()
+
+	ctx := context.WithValue(context.Background(), getIDKey{}, gid)
+	go func() {
+		vals, err := n.loader.GetMany(ctx, rowKeys, m.batchFunc(n, gid), paddock.Tags(early...))
+		for _, g := range recs {
+			v, ok := vals[g.key]
+			switch {
+			case ok:
+				m.getDone(g, paddock.Result[string]{Value: v}, nil)
+			case err != nil:
+				m.getDone(g, paddock.Result[string]{}, err)
+			default:
+				m.getDone(g, paddock.Result[string]{}, paddock.ErrNotFound)
+			}
+		}
+	}()
+	m.settle()
+}
+
+// Step moves a load on by one step: a load that has not read its row
+// reads it (and names its late tags); one that has returns its value.
+// Now and then the load fails instead.
+func (m *machine) Step(t *rapid.T) {
+	s := m.drawSource(t, func(s *source) bool { return s.state == running || s.state == hasRead })
+	m.mu.Lock()
+	st := s.state
+	m.mu.Unlock()
+	if rapid.IntRange(0, 5).Draw(t, "fail") == 5 {
+		m.begin("load %d fails", s.id)
+		s.cmds <- cmdFail
+	} else if st == running {
+		m.begin("load %d reads row %s", s.id, s.key)
+		s.cmds <- cmdRead
+	} else {
+		m.begin("load %d finishes", s.id)
+		s.cmds <- cmdFinish
+	}
+	m.settle()
+}
+
+// Write commits a new version of a row without telling the cache. A Get
+// may keep returning the old row until the key or a tag is invalidated.
+func (m *machine) Write(t *rapid.T) {
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	m.begin("write row %s", key)
+	m.mu.Lock()
+	m.db[key]++
+	m.logf("  row %s is v%d", key, m.db[key])
+	m.mu.Unlock()
+	m.settle()
+}
+
+// Invalidate invalidates a key or a tag from a node, hard or soft
+// (MarkStale), after writing the rows it covers (the writer's order:
+// commit, then invalidate) or not.
+func (m *machine) Invalidate(t *rapid.T) {
+	n := m.drawNode(t)
+	byTag := rapid.Bool().Draw(t, "byTag")
+	var keys, tags []string
+	if byTag {
+		tags = []string{rapid.SampledFrom(rowTags).Draw(t, "tag")}
+	} else {
+		keys = []string{rapid.SampledFrom(rowKeys).Draw(t, "key")}
+	}
+	write := rapid.Bool().Draw(t, "writeFirst")
+	soft := rapid.IntRange(0, 3).Draw(t, "soft") == 0
+	kind := "invalidate"
+	if soft {
+		kind = "mark-stale"
+	}
+	m.begin("%s keys %v tags %v from node %d (write first: %v)", kind, keys, tags, n.id, write)
+	touched := keys
+	for _, tag := range tags {
+		touched = append(touched, keysOf(tag)...)
+	}
+	if write {
+		m.mu.Lock()
+		for _, k := range touched {
+			m.db[k]++
+			m.logf("  row %s is v%d", k, m.db[k])
+		}
+		m.mu.Unlock()
+	}
+
+	ctx := context.Background()
+	var err error
+	switch full := n.fullKeys(keys); {
+	case soft && byTag:
+		err = n.cache.MarkStaleTags(ctx, tags...)
+	case soft:
+		err = n.cache.MarkStale(ctx, full...)
+	case byTag:
+		err = n.cache.InvalidateTags(ctx, tags...)
+	default:
+		err = n.cache.Invalidate(ctx, full...)
+	}
+	m.mu.Lock()
+	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil, vers: make(map[string]int)}
+	for _, k := range touched {
+		inv.vers[k] = m.db[k]
+	}
+	m.invs = append(m.invs, inv)
+	m.logf("  %s returned %v", kind, err)
+	m.count(fmt.Sprintf("%s ok %v", kind, err == nil))
+	m.mu.Unlock()
+	m.settle()
+}
+
+// Set writes a new version of a row and puts it in the cache with
+// Loader.Set, naming every tag of the row.
+func (m *machine) Set(t *rapid.T) {
+	n := m.drawNode(t)
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	m.begin("set row %s from node %d", key, n.id)
+	m.mu.Lock()
+	m.db[key]++
+	m.nextID++
+	s := &source{id: m.nextID, set: true, node: n, key: key, begin: m.step, beginAt: time.Now(),
+		read: m.step, ver: m.db[key], end: m.step, state: finished}
+	m.srcs[s.id] = s
+	m.logf("  row %s is v%d; set %d", key, m.db[key], s.id)
+	m.mu.Unlock()
+
+	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tagsOf(key)...))
+
+	m.mu.Lock()
+	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil,
+		vers: map[string]int{key: m.db[key]}})
+	m.logf("  set returned %v", err)
+	m.mu.Unlock()
+	m.settle()
+}
+
+// Advance moves time forward: within the fresh window, past the lease, to
+// the end of the fresh window, into and past the stale window.
+func (m *machine) Advance(t *rapid.T) {
+	d := rapid.SampledFrom([]time.Duration{
+		time.Second, 3 * time.Second, leaseTTL, ttl, staleFor,
+	}).Draw(t, "by")
+	m.begin("advance %v", d)
+	m.env.advance(d)
+	time.Sleep(d)
+	m.settle()
+}
+
+// Fault brings the store back if it is down; otherwise it crashes a node,
+// cuts the nodes off the store, or (where the store supports it) flushes
+// or restarts the store.
+func (m *machine) Fault(t *rapid.T) {
+	m.mu.Lock()
+	down := m.down
+	m.mu.Unlock()
+	if down {
+		m.outage(false)
+		return
+	}
+	kinds := []string{"crash", "outage"}
+	if m.env.flush != nil {
+		kinds = append(kinds, "flush")
+	}
+	if m.env.restart != nil {
+		kinds = append(kinds, "restart")
+	}
+	if m.env.flushNode != nil {
+		kinds = append(kinds, "flush-node")
+	}
+	switch rapid.SampledFrom(kinds).Draw(t, "fault") {
+	case "crash":
+		m.crash(m.drawNode(t))
+	case "outage":
+		m.outage(true)
+	case "flush":
+		m.begin("flush the store")
+		m.env.flush()
+		m.lose()
+		m.settle()
+	case "restart":
+		m.begin("restart the store")
+		m.env.restart()
+		m.lose()
+		m.settle()
+	case "flush-node":
+		i := rapid.IntRange(0, 2).Draw(t, "storeNode")
+		m.begin("flush store node %d", i)
+		m.env.flushNode(i)
+		m.lose()
+		m.settle()
+	}
+}
+
+// lose records that the store lost everything: entries, versions and
+// leases. Loads that began before hold no lease any more.
+func (m *machine) lose() {
+	m.mu.Lock()
+	m.lost = m.step
+	m.mu.Unlock()
+}
+
+// crash drops node n: it makes no more store calls, its loads never
+// return and its leases expire on their own. A fresh node takes its slot.
+func (m *machine) crash(n *node) {
+	m.begin("crash node %d", n.id)
+	m.mu.Lock()
+	n.crashed = true
+	for _, s := range m.sortedSources() {
+		if s.node == n && (s.state == running || s.state == hasRead) {
+			s.state = crashed
+		}
+	}
+	m.mu.Unlock()
+	nn := m.newNode(n.slot)
+	m.mu.Lock()
+	m.nodes[n.slot] = nn
+	m.logf("  node %d takes slot %d", nn.id, n.slot)
+	m.mu.Unlock()
+	m.settle()
+}
+
+// outage cuts every node off the store, or reconnects them. The store
+// keeps its state.
+func (m *machine) outage(down bool) {
+	m.begin("store down: %v", down)
+	if m.env.setDown != nil {
+		m.env.setDown(down)
+	}
+	m.mu.Lock()
+	m.down = down
+	m.mu.Unlock()
+	m.settle()
+}
+
+func (m *machine) drawNode(t *rapid.T) *node {
+	m.mu.Lock()
+	nodes := slices.Clone(m.nodes)
+	m.mu.Unlock()
+	return nodes[rapid.IntRange(0, len(nodes)-1).Draw(t, "node")]
+}
+
+// drawSource draws a load in a state that ok accepts, or skips the action.
+// Loads are ordered by when they began, key and node, not by id, so that a
+// draw means the same load however the scheduler numbered them.
+func (m *machine) drawSource(t *rapid.T, ok func(*source) bool) *source {
+	m.mu.Lock()
+	var cands []*source
+	for _, s := range m.sortedSources() {
+		if !s.set && !s.node.crashed && s.batch[0] == s && ok(s) {
+			cands = append(cands, s)
+		}
+	}
+	m.mu.Unlock()
+	if len(cands) == 0 {
+		t.Skip("no such load")
+	}
+	slices.SortStableFunc(cands, func(a, b *source) int {
+		switch {
+		case a.begin != b.begin:
+			return a.begin - b.begin
+		case a.key != b.key:
+			return strings.Compare(a.key, b.key)
+		default:
+			return a.node.slot - b.node.slot
+		}
+	})
+	return cands[rapid.IntRange(0, len(cands)-1).Draw(t, "load")]
+}
+
+func (m *machine) sortedSources() []*source {
+	ss := make([]*source, 0, len(m.srcs))
+	for _, s := range m.srcs {
+		ss = append(ss, s)
+	}
+	slices.SortFunc(ss, func(a, b *source) int { return a.id - b.id })
+	return ss
+}
+
+func (n *node) fullKeys(keys []string) []string {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = n.loader.Key(k)
+	}
+	return full
+}

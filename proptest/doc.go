@@ -1,0 +1,22 @@
+// Package proptest checks paddock's ordering guarantee against adversarial
+// interleavings. It holds tests only; docs/guarantees.md states the
+// guarantee and maps each part to the test that checks it.
+//
+// A rapid state machine drives a small world: a "database" of versioned
+// rows, two or three nodes (one paddock.Cache each) over one shared store,
+// and loads that rapid steps one at a time (begin, read the row, finish or
+// fail), so that rapid, not the scheduler, decides how loads interleave with
+// writes, invalidations, Sets, the passing of time, node crashes and store
+// outages. Each check runs in a testing/synctest bubble; after every action
+// the machine waits for every goroutine to settle and checks its invariants
+// against a model of what each Get may return.
+//
+// The same machine runs on every store: a store is a backend (open a store,
+// move its clock, flush or restart it), and its test is one line
+// (TestMemstore, TestRedis, TestRedisCluster). TestCanFail switches off one
+// safety mechanism at a time (internal/hooks) and checks that the machine
+// then finds a counterexample.
+//
+// Failing cases are saved under testdata/rapid and replayed first on every
+// run. A long run: go test ./proptest -run TestMemstore -rapid.checks=100000.
+package proptest

@@ -1,0 +1,445 @@
+package proptest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/paddockcache/paddock"
+	"pgregory.net/rapid"
+)
+
+// The world's constants. Durations are whole seconds and every Advance
+// moves time by whole seconds, so that events happen on a coarse grid and a
+// store whose clock drifts a little (a real server) agrees with the model.
+const (
+	ttl         = 10 * time.Second
+	staleFor    = 20 * time.Second // the stale window, after ttl
+	leaseTTL    = 5 * time.Second
+	waitTimeout = 24 * time.Hour // waiters load on their own only when the lease is free
+	coolDown    = time.Second    // the breaker's
+	namespace   = "row"
+)
+
+// The rows and their tags. A row's tags never change. Some are named by
+// the Get (paddock.Tags, known before the load) and some by the load after
+// it read the row (paddock.Tag, "late" tags), so both paths are fenced:
+//
+//	a: t0 (late)
+//	b: t0 (early), t1 (late)
+var (
+	rowKeys   = []string{"a", "b"}
+	rowTags   = []string{"t0", "t1"}
+	earlyTags = map[string][]string{"a": nil, "b": {"t0"}}
+	lateTags  = map[string][]string{"a": {"t0"}, "b": {"t1"}}
+)
+
+// tagsOf returns every tag of row key, sorted.
+func tagsOf(key string) []string {
+	t := append(slices.Clone(earlyTags[key]), lateTags[key]...)
+	slices.Sort(t)
+	return t
+}
+
+// keysOf returns the rows that carry tag.
+func keysOf(tag string) []string {
+	var ks []string
+	for _, k := range rowKeys {
+		if slices.Contains(tagsOf(k), tag) {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+var (
+	errLoad    = errors.New("proptest: load failed")
+	errDown    = errors.New("proptest: store unavailable")
+	errCrashed = errors.New("proptest: node crashed")
+	errNothing = errors.New("proptest: Peek found nothing")
+)
+
+// cmd is what the machine tells a blocked load to do next.
+type cmd uint8
+
+const (
+	cmdRead cmd = iota + 1
+	cmdFinish
+	cmdFail
+)
+
+type srcState uint8
+
+const (
+	running  srcState = iota // begun, has not read the row
+	hasRead                  // read the row, not returned
+	finished                 // returned its value
+	failed                   // returned an error
+	crashed                  // its node crashed while it ran: it never returns
+)
+
+func (s srcState) String() string {
+	return [...]string{"running", "read", "finished", "failed", "crashed"}[s]
+}
+
+// A source is where a value comes from: a load or a Loader.Set. Values are
+// "key#id@vN": the source's id and the row version it read, so the model
+// can tell the provenance of anything a Get returns or the store holds.
+type source struct {
+	id    int
+	set   bool
+	node  *node
+	key   string
+	owner int // the Get whose flight runs the load (0 for a Set)
+
+	begin   int // step at which the load was called (or the Set made)
+	beginAt time.Time
+	read    int // step of the row read; 0 before
+	ver     int // the row version read
+	end     int
+	endAt   time.Time
+	state   srcState
+
+	// How the load's flight stood with the store when the load began.
+	leased   bool      // its own lookup, a moment before, granted the lease
+	degraded bool      // its lookup failed or was skipped (store down, breaker open)
+	leaseAt  time.Time // the store's clock at that lookup (when the lease began)
+
+	filled bool      // a fill of this value was accepted (or may have been)
+	fillAt time.Time // when
+
+	cmds  chan cmd
+	batch []*source // the sources of one load of several keys (GetMany), in order
+}
+
+func (s *source) value() string { return fmt.Sprintf("%s#%d@v%d", s.key, s.id, s.ver) }
+
+func (s *source) String() string {
+	kind := "load"
+	if s.set {
+		kind = "set"
+	}
+	return fmt.Sprintf("%s %d (key %s, node %d, began step %d, read v%d at step %d, %v)",
+		kind, s.id, s.key, s.node.id, s.begin, s.ver, s.read, s.state)
+}
+
+// parseValue returns the source id in an encoded value (the Loader's value
+// version header, then "key#id@vN").
+func parseValue(b []byte) (id int, ok bool) {
+	_, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, false
+	}
+	return parseString(string(b[n:]))
+}
+
+func parseString(v string) (id int, ok bool) {
+	_, rest, ok := strings.Cut(v, "#")
+	if !ok {
+		return 0, false
+	}
+	var ver int
+	if _, err := fmt.Sscanf(rest, "%d@v%d", &id, &ver); err != nil {
+		return 0, false
+	}
+	return id, true
+}
+
+// A getRec is one Get and what it returned.
+type getRec struct {
+	id      int
+	node    *node
+	key     string
+	start   int
+	startAt time.Time
+	done    bool
+	end     int
+	val     string
+	err     error
+	status  paddock.Status // 0 for a GetMany, which does not report it
+	many    bool           // one key of a GetMany
+	stuck   bool           // reported by checkLive
+}
+
+// An invRec is an invalidation (or a Set, which is a versioned write that
+// fences older loads of its key like an invalidation).
+type invRec struct {
+	step int
+	kind string // "invalidate", "mark-stale", "set"
+	keys []string
+	tags []string
+	soft bool
+	ok   bool           // acknowledged: the call returned nil
+	vers map[string]int // row versions of the rows it touches, when it returned
+}
+
+// affects reports whether inv fences row key: it names the key or one of
+// the row's tags.
+func (inv *invRec) affects(key string) bool {
+	if slices.Contains(inv.keys, key) {
+		return true
+	}
+	for _, t := range inv.tags {
+		if slices.Contains(tagsOf(key), t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (inv *invRec) String() string {
+	var what []string
+	for _, k := range inv.keys {
+		what = append(what, "key "+k)
+	}
+	for _, t := range inv.tags {
+		what = append(what, "tag "+t)
+	}
+	return fmt.Sprintf("%s of %s at step %d", inv.kind, strings.Join(what, ", "), inv.step)
+}
+
+// A node is one process: a Cache and its Loader over the shared store,
+// through a nodeStore that can crash it or cut it off.
+type node struct {
+	id      int
+	slot    int
+	cache   *paddock.Cache
+	loader  *paddock.Loader[string]
+	crashed bool
+	// lookups is the last lookup each Get's flight made through this node,
+	// by Get id (the id rides on the context) and key.
+	lookups map[lookupKey]lookupObs
+}
+
+type lookupKey struct {
+	gid int
+	key string
+}
+
+type lookupObs struct {
+	step     int
+	at       time.Time // the bubble's clock
+	storeNow time.Time // the store's clock (Lookup.Now)
+	ok       bool
+	lease    bool
+}
+
+type getIDKey struct{}
+
+// config is what rapid draws once per check.
+type config struct {
+	nodes        int
+	remote       bool // nodes share one lookup per key (the Remote path), for stores that are not remote
+	loadTimeout  time.Duration
+	staleIfError time.Duration
+	beta         float64 // early refresh (with Rand fixed at 0.5)
+}
+
+// machine is the state machine. Its exported methods of type func(*rapid.T)
+// are the actions; Check holds the invariants.
+type machine struct {
+	t     *rapid.T
+	tally *tally
+	env   *env
+	cfg   config
+	start time.Time // the bubble's clock when the check began
+
+	// dead is closed at teardown: what a crashed node blocks on, and what
+	// every load still blocked gives up on.
+	dead chan struct{}
+
+	mu         sync.Mutex // guards everything below; Gets, flights and loads report under it
+	step       int
+	db         map[string]int
+	nodes      []*node // the live node in each slot
+	all        []*node // every node ever, crashed ones included
+	gets       []*getRec
+	srcs       map[int]*source
+	invs       []*invRec
+	down       bool // the store is unavailable to the nodes
+	lost       int  // the last step at which the store lost its state (flush, restart)
+	closing    bool
+	nextID     int
+	violations []string
+	history    []string
+}
+
+// runMachine runs the state machine against the store of b, each check in
+// its own synctest bubble.
+func runMachine(t *testing.T, b backend) {
+	t.Helper()
+	open := b.setup(t)
+	tl := new(tally)
+	defer func() { t.Logf("what the checks did:%v", tl) }()
+	withChecks(b.checks, func() {
+		rapid.Check(t, func(rt *rapid.T) {
+			rapid.SyncTest(rt, func(rt *rapid.T) {
+				m := newMachine(rt, open(rt))
+				m.tally = tl
+				defer m.teardown(rt)
+				rt.Repeat(actions(m))
+			})
+		})
+	})
+}
+
+func newMachine(t *rapid.T, e *env) *machine {
+	m := &machine{
+		t:     t,
+		env:   e,
+		dead:  make(chan struct{}),
+		db:    make(map[string]int),
+		srcs:  make(map[int]*source),
+		start: time.Now(),
+	}
+	m.cfg.nodes = rapid.IntRange(2, 3).Draw(t, "nodes")
+	if r, ok := e.store.(paddock.Remote); ok && r.Remote() {
+		m.cfg.remote = true
+	} else {
+		m.cfg.remote = rapid.Bool().Draw(t, "remote")
+	}
+	// A load that honors its context ends at the load timeout: before its
+	// lease expires, or after (a slow load that outlives its lease).
+	m.cfg.loadTimeout = 45 * time.Second
+	if rapid.IntRange(0, 3).Draw(t, "shortLoadTimeout") == 0 {
+		m.cfg.loadTimeout = 3 * time.Second
+	}
+	m.cfg.staleIfError = rapid.SampledFrom([]time.Duration{0, 40 * time.Second}).Draw(t, "staleIfError")
+	m.cfg.beta = rapid.SampledFrom([]float64{0, 1}).Draw(t, "beta")
+	for _, k := range rowKeys {
+		m.db[k] = 1
+	}
+	for i := range m.cfg.nodes {
+		m.nodes = append(m.nodes, m.newNode(i))
+	}
+	return m
+}
+
+func (m *machine) newNode(slot int) *node {
+	m.nextID++
+	n := &node{id: m.nextID, slot: slot, lookups: make(map[lookupKey]lookupObs)}
+	c, err := paddock.New(&nodeStore{m: m, n: n},
+		paddock.LeaseTTL(leaseTTL),
+		paddock.WaitTimeout(waitTimeout),
+		paddock.StoreTimeout(time.Second),
+		paddock.Breaker(2, coolDown),
+		paddock.Rand(func() float64 { return 0.5 }),
+	)
+	if err != nil {
+		m.t.Fatalf("paddock.New: %v", err)
+	}
+	l, err := paddock.NewLoader[string](c, namespace,
+		paddock.TTL(ttl), paddock.Stale(staleFor), paddock.Beta(m.cfg.beta),
+		paddock.StaleIfError(m.cfg.staleIfError),
+		paddock.LoadTimeout(m.cfg.loadTimeout), paddock.NegativeTTL(0))
+	if err != nil {
+		m.t.Fatalf("paddock.NewLoader: %v", err)
+	}
+	n.cache, n.loader = c, l
+	m.all = append(m.all, n)
+	return n
+}
+
+// begin starts an action: a new step.
+func (m *machine) begin(format string, args ...any) {
+	m.mu.Lock()
+	m.step++
+	m.logf(format, args...)
+	m.count("action " + strings.Fields(fmt.Sprintf(format, args...))[0])
+	m.mu.Unlock()
+}
+
+func (m *machine) count(what string) {
+	if m.tally != nil && !m.closing {
+		m.tally.add(what)
+	}
+}
+
+// settle waits until every goroutine of the bubble (Gets, flights, loads,
+// background refreshes) is blocked: the action's effects are complete.
+func (m *machine) settle() { synctest.Wait() }
+
+// logf records an event in the history printed with a counterexample. The
+// caller holds m.mu.
+func (m *machine) logf(format string, args ...any) {
+	m.history = append(m.history, fmt.Sprintf("%3d %6s  ", m.step, m.elapsed())+fmt.Sprintf(format, args...))
+}
+
+// elapsed is the bubble's time since the check began.
+func (m *machine) elapsed() string { return m.since(time.Now()) }
+
+// violate records a broken invariant: kind names it, the same way every
+// time (rapid tells failures apart by their message, and shrinks a
+// counterexample only into one that fails the same way); the details go to
+// the history. The caller holds m.mu. Kinds start with the invariant's
+// label ("I2 one-load: ..."); with only set (the can-fail tests), the
+// others are not reported.
+func (m *machine) violate(kind, format string, args ...any) {
+	if m.closing {
+		return
+	}
+	if only != "" && !strings.HasPrefix(kind, only+" ") || ignore != "" && strings.Contains(kind, ignore) {
+		return
+	}
+	m.violations = append(m.violations, kind)
+	m.logf("VIOLATION %s\n%12s%s", kind, "", fmt.Sprintf(format, args...))
+}
+
+func (m *machine) since(at time.Time) string {
+	return at.Sub(m.start).Truncate(time.Millisecond).String()
+}
+
+func (m *machine) historyString() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.history, "\n")
+}
+
+// teardown ends the check: it releases every blocked load and crashed
+// node, lets the Gets finish (leases of crashed nodes expire on the way),
+// and closes the caches and the store. Nothing outlives the bubble.
+func (m *machine) teardown(t *rapid.T) {
+	if os.Getenv("PADDOCK_PROPTEST_TRACE") != "" {
+		fmt.Printf("---- check\n%s\n", m.historyString())
+	}
+	m.mu.Lock()
+	m.closing = true
+	m.down = false
+	m.mu.Unlock()
+	if m.env.setDown != nil {
+		m.env.setDown(false)
+	}
+	close(m.dead)
+	synctest.Wait()
+	for i := 0; ; i++ {
+		m.mu.Lock()
+		pending := 0
+		for _, g := range m.gets {
+			if !g.done {
+				pending++
+			}
+		}
+		m.mu.Unlock()
+		if pending == 0 {
+			break
+		}
+		if i == 10 {
+			t.Errorf("%d Gets still blocked after %v", pending, time.Duration(i)*leaseTTL)
+			break
+		}
+		m.env.advance(leaseTTL)
+		time.Sleep(leaseTTL)
+		synctest.Wait()
+	}
+	for _, n := range m.all {
+		n.cache.Close()
+	}
+	m.env.close()
+}

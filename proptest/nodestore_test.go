@@ -1,0 +1,99 @@
+package proptest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/paddockcache/paddock"
+)
+
+// nodeStore is a node's view of the shared store: it reports calls to the
+// model, fails them while the store is down, and blocks them forever once
+// the node crashed (a dead process makes no calls).
+type nodeStore struct {
+	m *machine
+	n *node
+}
+
+var _ paddock.Remote = (*nodeStore)(nil)
+
+func (s *nodeStore) Remote() bool { return s.m.cfg.remote }
+
+func (s *nodeStore) gate() error {
+	s.m.mu.Lock()
+	// A store that can be made unavailable for real (env.setDown) is
+	// reached as it is; for the others the nodes' calls fail here.
+	crashed, down := s.n.crashed, s.m.down && s.m.env.setDown == nil
+	s.m.mu.Unlock()
+	if crashed {
+		<-s.m.dead
+		return errCrashed
+	}
+	if down {
+		return errDown
+	}
+	return nil
+}
+
+func (s *nodeStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+	var lk paddock.Lookup
+	err := s.gate()
+	if err == nil {
+		lk, err = s.m.env.store.Lookup(ctx, key, req)
+	}
+	if gid, ok := ctx.Value(getIDKey{}).(int); ok {
+		s.m.mu.Lock()
+		s.n.lookups[lookupKey{gid, strings.TrimPrefix(key, namespace+":")}] = lookupObs{step: s.m.step, at: time.Now(), storeNow: lk.Now, ok: err == nil, lease: lk.Lease}
+		s.m.mu.Unlock()
+	}
+	return lk, err
+}
+
+func (s *nodeStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
+	if err := s.gate(); err != nil {
+		return false, err
+	}
+	ok, err := s.m.env.store.Fill(ctx, key, f)
+	s.m.filled(s.n, key, f, ok, err)
+	return ok, err
+}
+
+func (s *nodeStore) Release(ctx context.Context, key string, lease uint64) error {
+	if err := s.gate(); err != nil {
+		return err
+	}
+	return s.m.env.store.Release(ctx, key, lease)
+}
+
+func (s *nodeStore) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
+	if err := s.gate(); err != nil {
+		return err
+	}
+	return s.m.env.store.Invalidate(ctx, inv)
+}
+
+func (s *nodeStore) Close() error { return nil }
+
+// filled records a fill. A fill that failed with an error may still have
+// been written (the reply was lost), so it counts as a possible write.
+func (m *machine) filled(n *node, key string, f *paddock.Fill, ok bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, parsed := parseValue(f.Value)
+	s := m.srcs[id]
+	if !parsed || s == nil {
+		m.violate("I0 model: a fill of a value of no known source", "node %d filled %s with %q", n.id, key, f.Value)
+		return
+	}
+	switch {
+	case ok || err != nil:
+		s.filled, s.fillAt = true, time.Now()
+		m.logf("  fill of %s by %d on node %d: accepted %v, err %v", key, id, n.id, ok, err)
+		m.count(fmt.Sprintf("fill accepted %v err %v", ok, err != nil))
+	default:
+		m.logf("  fill of %s by %d on node %d refused", key, id, n.id)
+		m.count("fill refused")
+	}
+}
