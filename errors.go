@@ -42,6 +42,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error returns the panic value and the load's stack.
 func (p *PanicError) Error() string {
 	return fmt.Sprintf("paddock: load panicked: %v\n\n%s", p.Value, p.Stack)
 }

@@ -36,6 +36,8 @@ const (
 	StatusCoalesced
 )
 
+// String returns the status in words: "hit", "stale", "stale-if-error",
+// "loaded" or "coalesced".
 func (s Status) String() string {
 	switch s {
 	case StatusHit:

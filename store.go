@@ -106,6 +106,7 @@ const (
 	StateStale
 )
 
+// String returns "miss", "fresh" or "stale".
 func (s State) String() string {
 	switch s {
 	case StateFresh:
