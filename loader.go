@@ -1,6 +1,7 @@
 package paddock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -418,7 +419,11 @@ func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
 	go func() {
 		defer c.bg.Done()
 		f := w.l.flights.start(w.key, true)
-		w.run(ctx, f, plan{lk: &lk, token: token, refresh: true})
+		w.run(ctx, f, plan{lk: &lk, token: token})
+		// Nobody waits for a background refresh: report its failure.
+		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) {
+			c.cfg.logger.Warn("paddock: background refresh failed", "key", w.key, "err", err)
+		}
 	}()
 }
 
@@ -428,7 +433,6 @@ type plan struct {
 	mark    uint64  // the flight's mark when lk was sent (0: before the flight)
 	token   uint64  // the lease token of lk, or the token to look up with
 	noStore bool    // the store is unavailable: load, do not fill
-	refresh bool    // a background refresh of a servable entry
 }
 
 var errGoexit = errors.New("paddock: load called runtime.Goexit")

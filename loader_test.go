@@ -1,10 +1,13 @@
 package paddock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1037,4 +1040,32 @@ func TestClosed(t *testing.T) {
 	if err := c.Invalidate(ctx, "p:k"); !errors.Is(err, paddock.ErrClosed) {
 		t.Errorf("Invalidate after Close = %v", err)
 	}
+}
+
+func TestFailedRefreshIsLogged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logged bytes.Buffer
+		c := newCache(t, nil, paddock.Logger(slog.New(slog.NewTextHandler(&logged, nil))))
+		l := newLoader[string](t, c, "p", paddock.TTL(time.Minute), paddock.Stale(time.Hour), paddock.Beta(0))
+		var fail atomic.Bool
+		load := func(context.Context) (string, error) {
+			if fail.Load() {
+				return "", errors.New("db down")
+			}
+			return "v1", nil
+		}
+		l.Get(ctx, "k", load)
+		fail.Store(true)
+		time.Sleep(2 * time.Minute)
+		if r, err := l.Fetch(ctx, "k", load); err != nil || r.Status != paddock.StatusStale {
+			t.Fatalf("Fetch = %+v, %v", r, err)
+		}
+		synctest.Wait()
+		if !strings.Contains(logged.String(), "background refresh failed") || !strings.Contains(logged.String(), "db down") {
+			t.Errorf("log = %q, want the failed refresh", logged.String())
+		}
+		if st := c.Stats()["p"]; st.LoadErrors != 1 {
+			t.Errorf("LoadErrors = %d", st.LoadErrors)
+		}
+	})
 }
