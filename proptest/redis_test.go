@@ -1,17 +1,8 @@
 package proptest
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +11,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
 )
 
@@ -46,41 +38,64 @@ func (quiet) Printf(context.Context, string, ...any) {}
 const redisCallTimeout = 5 * time.Second
 
 // A redisDeployment is a running Redis and what the machine can do to it.
+// Its functions panic if they fail.
 type redisDeployment struct {
 	client    func() redis.UniversalClient // a new client
-	flushAll  func() error
+	flushAll  func()
 	setDown   func(down bool) // nil: the machine cuts the nodes off instead
 	restart   func()          // nil: not supported
 	flushNode func(i int)     // nil: not supported
 }
 
 func standalone(t *testing.T) redisDeployment {
-	srv := startRedis(t)
-	admin := redis.NewClient(srv.options())
+	srv := redistest.Start(t)
+	ft := fatalPanics{t}
+	options := func() *redis.Options {
+		o := srv.Options()
+		// Fail fast while the server is away: no retries.
+		o.MaxRetries, o.DialerRetries, o.DialerRetryTimeout = -1, 1, time.Millisecond
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = time.Second, 2*time.Second, 2*time.Second
+		return o
+	}
+	admin := redis.NewClient(options())
 	t.Cleanup(func() { admin.Close() })
 	return redisDeployment{
-		client: func() redis.UniversalClient { return redis.NewClient(srv.options()) },
-		flushAll: func() error {
+		client: func() redis.UniversalClient { return redis.NewClient(options()) },
+		flushAll: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
 			defer cancel()
-			return admin.FlushAll(ctx).Err()
+			if err := admin.FlushAll(ctx).Err(); err != nil {
+				panic(fmt.Sprintf("FLUSHALL: %v", err))
+			}
 		},
-		setDown: srv.setDown,
-		restart: srv.restart,
+		// Down, the server keeps its data; new connections fail at once
+		// and open ones are closed.
+		setDown: func(down bool) {
+			if down {
+				srv.Disconnect(ft)
+			} else {
+				srv.Reconnect(ft)
+			}
+		},
+		// Restart kills the server and starts an empty one on the same
+		// socket.
+		restart: func() { srv.Restart(ft) },
 	}
 }
 
 func cluster(t *testing.T) redisDeployment {
-	c := startCluster(t, 3)
+	c := redistest.StartCluster(t, 3)
+	ft := fatalPanics{t}
 	return redisDeployment{
 		client: func() redis.UniversalClient {
-			return redis.NewClusterClient(&redis.ClusterOptions{
-				Addrs: c.addrs, ContextTimeoutEnabled: true,
-				MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond,
-			})
+			o := c.Options()
+			o.MaxRetries, o.DialerRetries, o.DialerRetryTimeout = -1, 1, time.Millisecond
+			return redis.NewClusterClient(o)
 		},
-		flushAll:  c.flushAll,
-		flushNode: c.flushNode,
+		flushAll: func() { c.FlushAll(ft) },
+		// One master (i modulo their number) loses its data, the others
+		// keep theirs.
+		flushNode: func(i int) { c.FlushNode(ft, c.Addrs[i%len(c.Addrs)]) },
 	}
 }
 
@@ -126,11 +141,7 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 					rt.Fatalf("redisstore.New: %v", err)
 				}
 				flush := func() {
-					out.do(func() {
-						if err := d.flushAll(); err != nil {
-							panic(fmt.Sprintf("FLUSHALL: %v", err))
-						}
-					})
+					out.do(d.flushAll)
 				}
 				flush()
 				p := &outsideStore{out: out, s: s, tick: tick}
@@ -248,278 +259,13 @@ func (p *outsideStore) Invalidate(_ context.Context, inv paddock.Invalidation) (
 
 func (p *outsideStore) Close() error { return p.s.Close() }
 
-// redisServer is a redis-server on a unix socket in a short temporary
-// directory, without persistence, killed when the test ends.
-//
-// (redisstore/internal/redistest does the same for redisstore's own tests;
-// an internal package there cannot be imported from here.)
-type redisServer struct {
-	bin, dir, sock string
+// fatalPanics is the t of the redistest calls that the machine makes
+// through outside.do. They run on goroutines of their own, where t.Fatal
+// must not be called, so a failure panics instead; outside.do raises the
+// panic again in the check, where rapid reports it.
+type fatalPanics struct{ testing.TB }
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *bytes.Buffer
-	down   bool
-	admin  *redis.Client // on the hidden socket while the server is "down"
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not on PATH (CI=true): %v", err)
-		}
-		t.Skipf("redis-server is not on PATH: %v", err)
-	}
-	// A unix socket path is limited to about 100 bytes: a short
-	// directory, not t.TempDir().
-	dir, err := os.MkdirTemp("", "pt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &redisServer{bin: bin, dir: dir, sock: filepath.Join(dir, "s")}
-	t.Cleanup(func() {
-		s.stop()
-		os.RemoveAll(dir)
-	})
-	if err := s.start(); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *redisServer) options() *redis.Options {
-	return &redis.Options{
-		Network: "unix", Addr: s.sock, ContextTimeoutEnabled: true,
-		// Fail fast while the server is away: no retries.
-		MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond,
-		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
-	}
-}
-
-func (s *redisServer) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	os.Remove(s.sock)
-	cmd := exec.Command(s.bin, "--port", "0", "--unixsocket", s.sock, "--unixsocketperm", "700",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
-	log := new(bytes.Buffer)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	s.cmd, s.exited, s.log = cmd, exited, log
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.sock, MaxRetries: -1})
-	defer c.Close()
-	for backoff, deadline := 5*time.Millisecond, time.Now().Add(20*time.Second); ; backoff = min(2*backoff, 200*time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server exited: %v\n%s", err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("redis-server not ready: %v\n%s", err, log)
-		}
-		time.Sleep(backoff) // polling a starting process, not ordering events
-	}
-}
-
-func (s *redisServer) stop() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	if s.admin != nil {
-		s.admin.Close()
-		s.admin = nil
-	}
-	s.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Kill()
-		<-exited
-	}
-}
-
-// restart kills the server and starts an empty one on the same socket.
-func (s *redisServer) restart() {
-	s.stop()
-	if err := s.start(); err != nil {
-		panic(err)
-	}
-}
-
-// setDown makes the server unreachable, keeping its data: new connections
-// fail at once (its socket is renamed) and open ones are closed (CLIENT
-// KILL). Up again, the socket is back under its name.
-func (s *redisServer) setDown(down bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if down == s.down {
-		return
-	}
-	s.down = down
-	hidden := s.sock + ".off"
-	ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
-	defer cancel()
-	if down {
-		if err := os.Rename(s.sock, hidden); err != nil {
-			panic(err)
-		}
-		s.admin = redis.NewClient(&redis.Options{Network: "unix", Addr: hidden})
-		if err := s.admin.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
-			panic(fmt.Sprintf("CLIENT KILL: %v", err))
-		}
-		return
-	}
-	if s.admin != nil {
-		s.admin.Close()
-		s.admin = nil
-	}
-	if err := os.Rename(hidden, s.sock); err != nil {
-		panic(err)
-	}
-}
-
-// redisCluster is a Redis Cluster of masters without replicas on loopback
-// ports, killed when the test ends.
-type redisCluster struct {
-	addrs []string
-	cmds  []*exec.Cmd
-	waits []chan struct{}
-}
-
-func startCluster(t *testing.T, n int) *redisCluster {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err == nil {
-		_, err = exec.LookPath("redis-cli")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server or redis-cli is not on PATH (CI=true): %v", err)
-		}
-		t.Skipf("redis-server or redis-cli is not on PATH: %v", err)
-	}
-	var last error
-	for range 5 { // a port picked free may be taken before the server binds it
-		c := &redisCluster{}
-		if last = c.start(t, bin, n); last == nil {
-			t.Cleanup(c.stop)
-			return c
-		}
-		c.stop()
-	}
-	t.Fatalf("redis cluster: %v", last)
-	return nil
-}
-
-func (c *redisCluster) start(t *testing.T, bin string, n int) error {
-	dir := t.TempDir()
-	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if port+10000 > 65535 { // the cluster bus listens on port+10000
-			return fmt.Errorf("port %d too high for a cluster bus", port)
-		}
-		nd := filepath.Join(dir, strconv.Itoa(i))
-		if err := os.Mkdir(nd, 0o700); err != nil {
-			return err
-		}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-			"--save", "", "--appendonly", "no", "--dir", nd)
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		w := make(chan struct{})
-		go func() {
-			cmd.Wait()
-			close(w)
-		}()
-		c.cmds, c.waits = append(c.cmds, cmd), append(c.waits, w)
-		c.addrs = append(c.addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	}
-	if err := c.each(func(cl *redis.Client) error { return cl.Ping(context.Background()).Err() }); err != nil {
-		return err
-	}
-	args := append([]string{"--cluster", "create"}, c.addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	return c.each(func(cl *redis.Client) error {
-		info, err := cl.ClusterInfo(context.Background()).Result()
-		if err == nil && !strings.Contains(info, "cluster_state:ok") {
-			err = errors.New("cluster_state is not ok")
-		}
-		return err
-	})
-}
-
-// each runs f on a client of every master until it succeeds on all, or
-// twenty seconds pass.
-func (c *redisCluster) each(f func(*redis.Client) error) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range c.addrs {
-		cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		for {
-			err := f(cl)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				cl.Close()
-				return fmt.Errorf("%s: %v", addr, err)
-			}
-			time.Sleep(20 * time.Millisecond) // polling a starting server, not ordering events
-		}
-		cl.Close()
-	}
-	return nil
-}
-
-func (c *redisCluster) flushAll() error {
-	return c.each(func(cl *redis.Client) error {
-		ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
-		defer cancel()
-		return cl.FlushAll(ctx).Err()
-	})
-}
-
-// flushNode empties master i (modulo their number): one node that lost its
-// data, the others keeping theirs.
-func (c *redisCluster) flushNode(i int) {
-	cl := redis.NewClient(&redis.Options{Addr: c.addrs[i%len(c.addrs)], MaxRetries: -1})
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
-	defer cancel()
-	if err := cl.FlushAll(ctx).Err(); err != nil {
-		panic(fmt.Sprintf("FLUSHALL on %s: %v", c.addrs[i%len(c.addrs)], err))
-	}
-}
-
-func (c *redisCluster) stop() {
-	for i, cmd := range c.cmds {
-		cmd.Process.Kill()
-		<-c.waits[i]
-	}
-	c.cmds, c.waits = nil, nil
-}
+func (fatalPanics) Helper()                           {}
+func (fatalPanics) FailNow()                          { panic("redistest: FailNow") }
+func (fatalPanics) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
+func (fatalPanics) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
-	"github.com/paddockcache/paddock/redisstore/internal/redistest"
 )
 
 // BenchmarkRedis measures paddock on one local redis-server (unix socket)

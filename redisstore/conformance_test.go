@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
-	"github.com/paddockcache/paddock/redisstore/internal/redistest"
 	"github.com/paddockcache/paddock/storetest"
 )
 

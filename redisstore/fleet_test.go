@@ -15,8 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
-	"github.com/paddockcache/paddock/redisstore/internal/redistest"
 )
 
 // node is one member of a simulated fleet: its own client, store and

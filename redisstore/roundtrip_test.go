@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
-	"github.com/paddockcache/paddock/redisstore/internal/redistest"
 )
 
 func wantCalls(t *testing.T, what string, got []string, want ...string) {

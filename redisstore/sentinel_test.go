@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/paddockcache/paddock"
-	"github.com/paddockcache/paddock/redisstore/internal/redistest"
+	"github.com/paddockcache/paddock/internal/redistest"
 )
 
 // TestSentinel runs a Cache on a Sentinel failover client: the standalone

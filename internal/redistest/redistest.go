@@ -42,6 +42,10 @@ func Require(tb testing.TB) string {
 // startupWait bounds how long a server may take to answer its first PING.
 const startupWait = 20 * time.Second
 
+// adminWait bounds one administrative command (FLUSHALL, CLIENT KILL), so
+// that a hung server fails the test instead of hanging it.
+const adminWait = 5 * time.Second
+
 // Server is one standalone redis-server listening on a unix socket.
 type Server struct {
 	// Socket is the path of the server's unix socket.
@@ -55,6 +59,7 @@ type Server struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *bytes.Buffer
+	off    bool // disconnected: the socket is at offSocket
 }
 
 // Start starts a redis-server for tb and kills it when tb ends. extra are
@@ -165,7 +170,7 @@ func (s *Server) Client(tb testing.TB, edit func(*redis.Options)) *redis.Client 
 func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
+	s.cmd, s.off = nil, false
 	s.mu.Unlock()
 	if cmd == nil {
 		return
@@ -195,6 +200,54 @@ func (s *Server) Resume(tb testing.TB) {
 	tb.Helper()
 	s.signal(tb, syscall.SIGCONT)
 }
+
+// Disconnect makes the server unreachable on its socket while it keeps
+// running with its data: the socket is renamed, so new connections fail at
+// once (no such file), and its open client connections are closed (CLIENT
+// KILL). Unlike [Server.Pause], clients get errors right away, and nothing
+// they sent meanwhile runs later. [Server.Reconnect] undoes it, and so do
+// [Server.Stop] and [Server.Restart]. Disconnecting a disconnected server
+// does nothing. A port opened with [Server.ListenTCP] stays reachable.
+func (s *Server) Disconnect(tb testing.TB) {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		tb.Fatal("redistest: server not running")
+	}
+	if s.off {
+		return
+	}
+	if err := os.Rename(s.Socket, s.offSocket()); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	s.off = true
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.offSocket(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), adminWait)
+	defer cancel()
+	if err := c.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		tb.Fatalf("redistest: CLIENT KILL: %v", err)
+	}
+}
+
+// Reconnect makes a disconnected server reachable again: its socket is
+// back under its name. Reconnecting a connected server does nothing.
+func (s *Server) Reconnect(tb testing.TB) {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.off {
+		return
+	}
+	if err := os.Rename(s.offSocket(), s.Socket); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	s.off = false
+}
+
+// offSocket is where the socket is while the server is disconnected.
+func (s *Server) offSocket() string { return s.Socket + ".off" }
 
 func (s *Server) signal(tb testing.TB, sig syscall.Signal) {
 	tb.Helper()
@@ -344,21 +397,18 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 func (c *Cluster) FlushAll(tb testing.TB) {
 	tb.Helper()
 	for _, addr := range c.Addrs {
-		cl := redis.NewClient(&redis.Options{Addr: addr})
-		err := cl.FlushAll(context.Background()).Err()
-		_ = cl.Close()
-		if err != nil {
-			tb.Fatalf("redistest: FLUSHALL on %s: %v", addr, err)
-		}
+		c.FlushNode(tb, addr)
 	}
 }
 
 // FlushNode empties the master at addr only: one node that lost its data.
 func (c *Cluster) FlushNode(tb testing.TB, addr string) {
 	tb.Helper()
-	cl := redis.NewClient(&redis.Options{Addr: addr})
+	cl := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer cl.Close()
-	if err := cl.FlushAll(context.Background()).Err(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), adminWait)
+	defer cancel()
+	if err := cl.FlushAll(ctx).Err(); err != nil {
 		tb.Fatalf("redistest: FLUSHALL on %s: %v", addr, err)
 	}
 }
