@@ -109,14 +109,13 @@ var tests = []struct {
 	{"FillCopiesValue", 0, testFillCopiesValue},
 	{"FillReleasesLease", 0, testFillReleasesLease},
 	{"FillReleasesOnlyItsLease", needsAdvance, testFillReleasesOnlyItsLease},
-	{"RefusedFillReleasesLease", 0, testRefusedFillReleasesLease},
 	{"InvalidateKeyDropsEntry", 0, testInvalidateKeyDropsEntry},
 	{"InvalidateKeyFencesFill", 0, testInvalidateKeyFencesFill},
 	{"InvalidateTagFencesFill", 0, testInvalidateTagFencesFill},
 	{"HardTagInvalidationHidesEntry", 0, testHardTagInvalidation},
 	{"SoftKeyInvalidation", 0, testSoftKeyInvalidation},
 	{"SoftTagInvalidation", 0, testSoftTagInvalidation},
-	{"InvalidateKeepsLease", 0, testInvalidateKeepsLease},
+	{"InvalidateKeepsLeaseRefusedFillReleasesIt", 0, testInvalidateKeepsLease},
 	{"SetBumpsVersion", 0, testSetBumpsVersion},
 	{"Release", 0, testRelease},
 	{"LeaseExpiry", needsAdvance, testLeaseExpiry},
@@ -418,15 +417,6 @@ func testFillReleasesOnlyItsLease(s *suite) {
 	s.wantValue(r, "v")
 }
 
-func testRefusedFillReleasesLease(s *suite) {
-	k := s.key("k")
-	r := s.lease(k, 1)
-	s.invalidate(paddock.Invalidation{Keys: []string{k}})
-	s.want(s.lease(k, 2), paddock.StateMiss, false, true)
-	s.mustRefuse(k, loaded("old", r.Ticket, 1))
-	s.want(s.lease(k, 2), paddock.StateMiss, true, false)
-}
-
 func testInvalidateKeyDropsEntry(s *suite) {
 	k, other := s.key("k"), s.key("other")
 	for _, key := range []string{k, other} {
@@ -558,8 +548,8 @@ func testSoftTagInvalidation(s *suite) {
 
 func testInvalidateKeepsLease(s *suite) {
 	// A load in flight stays the one load for its key: an invalidation
-	// does not hand the lease to another caller; the load's fill will be
-	// refused and the lease released with it.
+	// does not hand the lease to another caller. The load's fill is then
+	// refused, and a refused fill releases the lease like an accepted one.
 	k := s.key("k")
 	r := s.lease(k, 1)
 	s.invalidate(paddock.Invalidation{Keys: []string{k}})
