@@ -59,10 +59,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 			others = append(others, k)
 			continue
 		}
-		if o, ok := l.read(&lk, 0); ok {
-			if lk.Lease {
-				w.refresh(ctx, lk, token)
-			}
+		if o, ok := l.serve(ctx, &lk, token, 0, w.self); ok {
 			if r, err := l.result(&o, true); err == nil {
 				out[k] = r.Value
 			}

@@ -274,10 +274,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 				// of the ticket (redisstore on Cluster); only a miss's or
 				// a lease's ticket is exact enough to judge flights by.
 				j, known = lk.Ticket, lk.State == StateMiss || lk.Lease
-				if o, ok := l.read(&lk, 0); ok {
-					if lk.Lease {
-						flightWork().refresh(ctx, lk, token)
-					}
+				if o, ok := l.serve(ctx, &lk, token, 0, flightWork); ok {
 					return l.result(&o, true)
 				}
 				if lk.Lease {
@@ -327,10 +324,7 @@ func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, 
 		go flightWork().run(ctx, f, plan{noStore: true})
 		return r, nil, false
 	}
-	if o, ok := l.read(&lk, mark); ok {
-		if lk.Lease {
-			flightWork().refresh(ctx, lk, token)
-		}
+	if o, ok := l.serve(ctx, &lk, token, mark, flightWork); ok {
 		l.flights.finish(f.key, f, o)
 		r, err = l.result(&o, true)
 		return r, err, true
@@ -369,6 +363,8 @@ type work[T any] struct {
 	pol  policy
 }
 
+func (w *work[T]) self() *work[T] { return w }
+
 func (w *work[T]) request(token uint64) LookupRequest { return w.l.request(&w.pol, token) }
 
 // request is the lookup a Get makes with lease token.
@@ -377,6 +373,18 @@ func (l *Loader[T]) request(pol *policy, token uint64) LookupRequest {
 		token = 0
 	}
 	return LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
+}
+
+// serve reads a servable entry from lk (see read) and, if the lookup also
+// granted the lease (the entry is stale, or due for early refresh), starts
+// its background refresh with w(). w is called only then, so a plain hit
+// builds no flight work.
+func (l *Loader[T]) serve(ctx context.Context, lk *Lookup, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
+	o, ok := l.read(lk, mark)
+	if ok && lk.Lease {
+		w().refresh(ctx, *lk, token)
+	}
+	return o, ok
 }
 
 // read turns a servable entry into an outcome; ok is false when the entry
@@ -476,13 +484,11 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		// by the caller (or is being refreshed); only our own lookups are
 		// read here.
 		if own {
-			if o, ok := l.read(lk, mark); ok {
+			// On a remote store this lookup was made for the flight's
+			// callers: a stale (or early-refresh) value reaches them at
+			// once.
+			if o, ok := l.serve(ctx, lk, token, mark, w.self); ok {
 				out = o
-				if lk.Lease {
-					// Looked up for the callers of a remote store: they
-					// get the stale (or early-refresh) value at once.
-					w.refresh(ctx, *lk, token)
-				}
 				break
 			}
 		}
