@@ -142,6 +142,11 @@ type Lookup struct {
 	Ticket Ticket
 	// Now is the store clock's reading at the lookup.
 	Now time.Time
+	// Corrupt reports that the store found data under key that did not
+	// parse (damaged bytes, fields missing, a value of another type) and
+	// dropped it: the lookup is a miss, which the Cache counts in
+	// [Stats].DecodeErrors. A problem with one key is never a store error.
+	Corrupt bool
 }
 
 // Fill is a conditional write given to [Store.Fill].

@@ -16,6 +16,10 @@ var (
 	// JoinOldFlights makes a caller take any flight's result, however old
 	// the load behind it.
 	JoinOldFlights atomic.Bool
+	// RetryTakesAny makes a caller's retry take any flight's result, as if
+	// every flight found on a retry had begun after the caller (not true of
+	// a background refresh started from an older lookup).
+	RetryTakesAny atomic.Bool
 	// NoLease makes lookups ask for no lease: every process loads a missing
 	// key for itself.
 	NoLease atomic.Bool
@@ -24,11 +28,41 @@ var (
 	HardAsSoft atomic.Bool
 	// IgnoreLoadTags drops the tags a load names with paddock.Tag.
 	IgnoreLoadTags atomic.Bool
+	// DropFailedInvalidations makes the Cache forget an invalidation the
+	// store did not acknowledge, instead of keeping it pending and retrying
+	// it.
+	DropFailedInvalidations atomic.Bool
+	// SetKeepsOld makes a refused Set leave the key's older entry in place.
+	SetKeepsOld atomic.Bool
+	// FillTagGap makes memstore's Fill release the locks of its tags
+	// between the fence check and the write.
+	FillTagGap atomic.Bool
+	// FillFirstTagOnly makes redisstore's fill check only the first of
+	// the fill's tags.
+	FillFirstTagOnly atomic.Bool
+	// NoClusterPreFill makes redisstore on Cluster skip the fill's
+	// pre-check of tags kept in other slots.
+	NoClusterPreFill atomic.Bool
 )
+
+// All lists every switch, by name.
+var All = map[string]*atomic.Bool{
+	"NoFence":                 &NoFence,
+	"JoinOldFlights":          &JoinOldFlights,
+	"RetryTakesAny":           &RetryTakesAny,
+	"NoLease":                 &NoLease,
+	"HardAsSoft":              &HardAsSoft,
+	"IgnoreLoadTags":          &IgnoreLoadTags,
+	"DropFailedInvalidations": &DropFailedInvalidations,
+	"SetKeepsOld":             &SetKeepsOld,
+	"FillTagGap":              &FillTagGap,
+	"FillFirstTagOnly":        &FillFirstTagOnly,
+	"NoClusterPreFill":        &NoClusterPreFill,
+}
 
 // Reset turns every switch off.
 func Reset() {
-	for _, b := range []*atomic.Bool{&NoFence, &JoinOldFlights, &NoLease, &HardAsSoft, &IgnoreLoadTags} {
+	for _, b := range All {
 		b.Store(false)
 	}
 }
