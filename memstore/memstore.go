@@ -303,7 +303,7 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
 			res.Entry, res.State = e, paddock.StateFresh
-			wantLease = dueEarly(e, now, req.Early)
+			wantLease = req.Refresh || dueEarly(e, now, req.Early)
 		case now.Before(e.StaleUntil):
 			res.Entry, res.State = e, paddock.StateStale
 		default: // inside the error window
