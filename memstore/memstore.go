@@ -239,7 +239,9 @@ var errClosed = fmt.Errorf("memstore: %w", paddock.ErrClosed)
 //
 //   - no entry, an entry of another epoch or that fails to decode, an entry
 //     with a tag hard-invalidated after its ticket, or past its last window:
-//     State Miss and no Entry (the dead entry is dropped);
+//     State Miss and no Entry (the dead entry is dropped; bytes that fail to
+//     decode are counted in [Store.Corrupt] and reported by Corrupt, by the
+//     lookup that drops them);
 //   - before FreshUntil and not soft-invalidated: Fresh;
 //   - soft-invalidated (key or tag) or past FreshUntil, before StaleUntil:
 //     Stale;
@@ -284,13 +286,14 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 	epoch := s.epoch.Load()
 	res = paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
 
-	e, found := s.read(key, epoch, excl)
+	e, found, corrupt := s.read(key, epoch, excl)
 	if found && e == nil {
 		// Bytes that are corrupt or of another epoch.
 		if !excl {
 			return res, true
 		}
 		_ = s.cache.Delete(key)
+		res.Corrupt = corrupt
 	}
 	wantLease := true
 	if e != nil {
@@ -338,29 +341,30 @@ func dueEarly(e *paddock.Entry, now time.Time, early float64) bool {
 
 // read returns the entry under key if there is one of this epoch that
 // decodes. found reports whether there were bytes at all; found with a nil
-// entry means bytes to drop, and they are counted as corrupt when count is
-// set (the caller then drops them).
-func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found bool) {
+// entry means bytes to drop: of another epoch, or corrupt (bytes that do
+// not decode), which are counted when count is set (the caller then drops
+// them).
+func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found, corrupt bool) {
 	b, err := s.cache.Get(key)
 	if err != nil {
 		// bigcache.ErrEntryNotFound, or a read of an index that the
 		// queue no longer holds: a miss either way.
-		return nil, false
+		return nil, false, false
 	}
 	e = new(paddock.Entry)
 	if err := e.UnmarshalBinary(b); err != nil {
 		if count {
 			s.corrupt.Add(1)
 		}
-		return nil, true
+		return nil, true, true
 	}
 	if e.Ticket.Epoch != epoch {
-		return nil, true
+		return nil, true, false
 	}
 	if e.Negative {
 		e.Value = nil
 	}
-	return e, true
+	return e, true, false
 }
 
 // tagState reports whether a tag of e was hard- or soft-invalidated after
@@ -569,7 +573,7 @@ func (s *Store) Invalidate(_ context.Context, inv paddock.Invalidation) error {
 // soften makes key's entry stale from now on, keeping it until its
 // StaleUntil. The caller holds the key's stripe.
 func (s *Store) soften(key string, epoch uint64, now time.Time) {
-	e, found := s.read(key, epoch, true)
+	e, found, _ := s.read(key, epoch, true)
 	if !found {
 		return
 	}

@@ -335,8 +335,8 @@ func TestCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := leaseOf(t, s, k, 1)
-		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease {
-			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease", i, r)
+		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease || !r.Corrupt {
+			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease, Corrupt", i, r)
 		}
 		if got := s.Corrupt(); got != uint64(i+1) {
 			t.Fatalf("Corrupt() = %d, want %d", got, i+1)
@@ -353,10 +353,10 @@ func TestCorrupt(t *testing.T) {
 	}
 	// A read-only lookup counts and drops as well, once.
 	s.cache.Set("ns:peek", []byte("garbage"))
-	for range 2 {
+	for i := range 2 {
 		r, err := s.Lookup(t.Context(), "ns:peek", paddock.LookupRequest{})
-		if err != nil || r.Entry != nil || r.State != paddock.StateMiss {
-			t.Fatalf("peek of a corrupt entry: %+v, %v", r, err)
+		if err != nil || r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt != (i == 0) {
+			t.Fatalf("peek %d of a corrupt entry: %+v, %v; want a miss, Corrupt only the first time", i, r, err)
 		}
 	}
 	if s.Corrupt() != 6 {
@@ -373,8 +373,8 @@ func TestForeignEpoch(t *testing.T) {
 		paddock.Ticket{Epoch: r.Ticket.Epoch + 1, Seq: r.Ticket.Seq}, r.Now)
 	b, _ := e.MarshalBinary()
 	s.cache.Set("k", b)
-	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss {
-		t.Fatalf("foreign entry: %+v, want a miss", r)
+	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt {
+		t.Fatalf("foreign entry: %+v, want a miss, not Corrupt", r)
 	}
 	if s.Corrupt() != 0 {
 		t.Fatal("foreign entry counted as corrupt")
