@@ -59,6 +59,7 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 const (
@@ -408,11 +409,13 @@ func (st *stripe) release(key string, token uint64) {
 
 // Fill implements [paddock.Store]. It refuses (false, nil) a fill whose
 // ticket is of another epoch, older than the key's version or the version
-// of any of f.Tags, or newer than any ticket the store has issued. Otherwise it stores [paddock.NewEntry] with
-// the fill's ticket, or for a Set fill with a new ticket s = ++seq, which
-// also becomes the key's version. An accepted fill whose entry would
-// already be past its last window stores nothing and drops the key's entry
-// (a Set still advances the version).
+// of any of f.Tags, or newer than any ticket the store has issued; a
+// refused Set fill also drops the key's entry unless the entry's ticket is
+// newer than the Set's. Otherwise it stores [paddock.NewEntry] with the
+// fill's ticket, or for a Set fill with a new ticket s = ++seq, which also
+// becomes the key's version. An accepted fill whose entry would already be
+// past its last window stores nothing and drops the key's entry (a Set
+// still advances the version).
 //
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
 // take; keys are at most 65535 bytes) is not stored, and Fill returns an
@@ -452,6 +455,9 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 		defer sh.mu.RUnlock()
 	}
 	if !s.admits(st, key, f) {
+		if f.Set && !hooks.SetKeepsOld.Load() {
+			s.dropPredating(key, f.Ticket)
+		}
 		return false, nil
 	}
 	if f.Negative && len(f.Value) > 0 {
@@ -511,6 +517,21 @@ func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
 		}
 	}
 	return true
+}
+
+// dropPredating drops key's entry unless it is newer than ticket t, the
+// ticket of a refused Set. The Set followed a write to the source of truth,
+// so an entry of ticket t or older holds the value that write replaced:
+// left in place, it would be served (fresh, when the invalidation that
+// refused the Set was of a tag only the new value carries). An entry of a
+// later ticket, or of this epoch when t is of another, was loaded or set
+// after t was taken, and stays. The caller holds key's stripe.
+func (s *Store) dropPredating(key string, t paddock.Ticket) {
+	e, found, _ := s.read(key, s.epoch.Load(), true)
+	if !found || (e != nil && (e.Ticket.Epoch != t.Epoch || e.Ticket.Seq > t.Seq)) {
+		return
+	}
+	_ = s.cache.Delete(key)
 }
 
 // Release implements [paddock.Store]: it drops key's lease if token holds

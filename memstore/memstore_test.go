@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/storetest"
 )
 
@@ -550,4 +551,24 @@ func TestConcurrency(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// TestSetKeepsOld checks the switch that the property tests turn on: with
+// it, a refused Set leaves the older entry, served fresh.
+func TestSetKeepsOld(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		hooks.SetKeepsOld.Store(keep)
+		t.Cleanup(func() { hooks.SetKeepsOld.Store(false) })
+		s := newStore(t)
+		r := leaseOf(t, s, "k", 1)
+		fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+		w := leaseOf(t, s, "k", 0)
+		invalidate(t, s, paddock.Invalidation{Tags: []string{"new"}})
+		if fill(t, s, "k", &paddock.Fill{Value: []byte("new"), Tags: []string{"new"}, Ticket: w.Ticket, TTL: time.Hour, Set: true}) {
+			t.Fatal("Set accepted after an invalidation of its tag")
+		}
+		if r := leaseOf(t, s, "k", 0); (r.State == paddock.StateFresh) != keep {
+			t.Fatalf("SetKeepsOld %v: after the refused Set, %v; want fresh only with the switch on", keep, r.State)
+		}
+	}
 }
