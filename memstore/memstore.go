@@ -51,6 +51,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -449,16 +450,17 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	// its value, would be served fresh. A plain fill would be hidden on
 	// read by its ticket 5, but it would still report "accepted" after the
 	// invalidation returned, and the Cache trusts that answer.
-	for _, i := range s.shardsOf(f.Tags) {
-		sh := &s.tags[i]
-		sh.mu.RLock()
-		defer sh.mu.RUnlock()
-	}
+	shards := s.shardsOf(f.Tags)
+	s.rlockShards(shards)
+	defer s.runlockShards(shards)
 	if !s.admits(st, key, f) {
 		if f.Set && !hooks.SetKeepsOld.Load() {
 			s.dropPredating(key, f.Ticket)
 		}
 		return false, nil
+	}
+	if hooks.FillTagGap.Load() {
+		s.fillGap(st, shards)
 	}
 	if f.Negative && len(f.Value) > 0 {
 		return false, invalid("Fill(%q): a negative fill has a value", key)
@@ -498,6 +500,37 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 		st.versions.set(key, t.Seq)
 	}
 	return true, nil
+}
+
+// fillGap opens the race that Fill's comment writes out, for the property
+// tests that check it is caught (see hooks.FillTagGap): it releases the
+// tag shards after the check, yields, and takes them again for the write. If
+// hooks.FillGap is set, it releases the key's stripe too and calls it with
+// no lock held, so that the callback may make any store call; what it does
+// lands between the check and the write. The callback is called only
+// here: with FillTagGap off, never.
+func (s *Store) fillGap(st *stripe, shards []int) {
+	s.runlockShards(shards)
+	if gap := hooks.FillGap.Load(); gap != nil {
+		st.mu.Unlock()
+		(*gap)()
+		st.mu.Lock()
+	} else {
+		runtime.Gosched() // widen the gap for a racing invalidation
+	}
+	s.rlockShards(shards)
+}
+
+func (s *Store) rlockShards(shards []int) {
+	for _, i := range shards {
+		s.tags[i].mu.RLock()
+	}
+}
+
+func (s *Store) runlockShards(shards []int) {
+	for _, i := range shards {
+		s.tags[i].mu.RUnlock()
+	}
 }
 
 // admits reports whether fill f of key passes the fence. The caller holds

@@ -572,3 +572,92 @@ func TestSetKeepsOld(t *testing.T) {
 		}
 	}
 }
+
+// TestFillTagGap checks the switch that reopens the race written out in
+// Fill (hooks.FillTagGap): an invalidation of a fill's tag that lands
+// between the fill's check and its write. hooks.FillGap runs the
+// invalidation there.
+func TestFillTagGap(t *testing.T) {
+	t.Cleanup(hooks.Reset)
+	ctx := t.Context()
+	setFill := func(tag string, w paddock.Ticket, set bool) *paddock.Fill {
+		return &paddock.Fill{Value: []byte("v"), Tags: []string{tag}, Ticket: w, TTL: time.Hour, Set: set}
+	}
+
+	t.Run("on", func(t *testing.T) {
+		hooks.FillTagGap.Store(true)
+		t.Cleanup(hooks.Reset)
+		s := newStore(t)
+		for _, set := range []bool{true, false} {
+			k, tag := fmt.Sprint("k", set), fmt.Sprint("t", set)
+			w := leaseOf(t, s, k, 0)
+			acked := false
+			gap := func() {
+				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+					t.Error(err)
+				}
+				acked = true
+			}
+			hooks.FillGap.Store(&gap)
+			ok := fill(t, s, k, setFill(tag, w.Ticket, set))
+			hooks.FillGap.Store(nil)
+			if !acked {
+				t.Fatal("FillGap not called with FillTagGap on")
+			}
+			// Both break the promise of Invalidate: a fill with an older
+			// ticket is accepted after it returned, and a Set's entry
+			// outlives it, fresh.
+			if !ok {
+				t.Fatalf("Set %v: fill refused; want accepted, its check passed before the invalidation", set)
+			}
+			if r := leaseOf(t, s, k, 0); (r.State == paddock.StateFresh) != set {
+				t.Fatalf("Set %v: after the fill, %v; want fresh for a Set (its ticket is newer than the invalidation), else a miss", set, r.State)
+			}
+		}
+	})
+
+	t.Run("off", func(t *testing.T) {
+		s := newStore(t)
+		gap := func() { t.Error("FillGap called with FillTagGap off") }
+		hooks.FillGap.Store(&gap)
+		t.Cleanup(hooks.Reset)
+		// A Set and an invalidation of its tag, started together: the
+		// invalidation lands before the check (the Set is refused) or
+		// after the write (the entry is hidden), never between.
+		var before, after int
+		for i := range 1000 {
+			k, tag := fmt.Sprint("k", i), fmt.Sprint("t", i)
+			w := leaseOf(t, s, k, 0)
+			var (
+				ok    bool
+				wg    sync.WaitGroup
+				start = make(chan struct{})
+			)
+			wg.Go(func() {
+				<-start
+				var err error
+				if ok, err = s.Fill(ctx, k, setFill(tag, w.Ticket, true)); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() {
+				<-start
+				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+					t.Error(err)
+				}
+			})
+			close(start)
+			wg.Wait()
+			r := leaseOf(t, s, k, 0)
+			switch {
+			case !ok:
+				before++
+			case r.State == paddock.StateMiss:
+				after++
+			default:
+				t.Fatalf("round %d: the Set's entry is %v after an invalidation of its tag returned", i, r.State)
+			}
+		}
+		t.Logf("invalidation before the check: %d, after the write: %d", before, after)
+	})
+}
