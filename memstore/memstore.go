@@ -419,9 +419,11 @@ func (st *stripe) release(key string, token uint64) {
 // still advances the version).
 //
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
-// take; keys are at most 65535 bytes) is not stored, and Fill returns an
-// error wrapping [paddock.ErrTooLarge]. A negative fill with a value is an
-// error wrapping [paddock.ErrInvalidOption].
+// take) is not stored, and Fill returns an error wrapping
+// [paddock.ErrTooLarge]. A key longer than 65517 bytes, or a negative fill
+// with a value, is an error wrapping [paddock.ErrInvalidOption], whether
+// or not the fence would refuse the fill. (Lookup and Invalidate take such
+// a key: it never has an entry.)
 //
 // Whatever the outcome, the lease f.Lease on key is released if it is
 // still held by that token.
@@ -453,6 +455,9 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	shards := s.shardsOf(f.Tags)
 	s.rlockShards(shards)
 	defer s.runlockShards(shards)
+	if err := checkFill(key, f); err != nil {
+		return false, err
+	}
 	if !s.admits(st, key, f) {
 		if f.Set && !hooks.SetKeepsOld.Load() {
 			s.dropPredating(key, f.Ticket)
@@ -461,12 +466,6 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	}
 	if hooks.FillTagGap.Load() {
 		s.fillGap(st, shards)
-	}
-	if f.Negative && len(f.Value) > 0 {
-		return false, invalid("Fill(%q): a negative fill has a value", key)
-	}
-	if len(key) > maxKeyLen {
-		return false, fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrTooLarge)
 	}
 	now := s.clock()
 	t := f.Ticket
@@ -531,6 +530,19 @@ func (s *Store) runlockShards(shards []int) {
 	for _, i := range shards {
 		s.tags[i].mu.RUnlock()
 	}
+}
+
+// checkFill reports a fill that no store state could make valid, before
+// the fence is checked, so that it is an error whether or not the fill
+// would have been refused.
+func checkFill(key string, f *paddock.Fill) error {
+	if len(key) > maxKeyLen {
+		return fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrInvalidOption)
+	}
+	if f.Negative && len(f.Value) > 0 {
+		return invalid("Fill(%q): a negative fill has a value", key)
+	}
+	return nil
 }
 
 // admits reports whether fill f of key passes the fence. The caller holds

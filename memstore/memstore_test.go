@@ -158,14 +158,43 @@ func TestTooLarge(t *testing.T) {
 	if !fill(t, s, k, &paddock.Fill{Value: make([]byte, 900), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
 		t.Fatal("fill refused")
 	}
-	// A key longer than bigcache can index.
-	long := strings.Repeat("k", 1<<16)
-	r = leaseOf(t, s, long, 3)
-	if ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
-		t.Fatalf("Fill with a 64 KiB key = %v, %v; want false, ErrTooLarge", ok, err)
+}
+
+// TestKeyTooLong: a key longer than bigcache can read back is bad input,
+// not a value too large, and Fill reports it before it writes anything.
+func TestKeyTooLong(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	long := strings.Repeat("k", 65518)
+	r := leaseOf(t, s, long, 3)
+	if !r.Lease || r.Entry != nil {
+		t.Fatalf("Lookup of a 65518-byte key: %+v, want a miss with the lease", r)
 	}
-	if r := leaseOf(t, s, long, 4); !r.Lease {
-		t.Fatal("the long key's lease was not released")
+	for _, set := range []bool{false, true} {
+		ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour, Set: set})
+		if ok || !errors.Is(err, paddock.ErrInvalidOption) || errors.Is(err, paddock.ErrTooLarge) ||
+			err.Error() != "memstore: key of 65518 bytes, more than 65517: paddock: invalid option" {
+			t.Fatalf("Fill (Set %v) with a 65518-byte key = %v, %v; want false and a key error wrapping ErrInvalidOption", set, ok, err)
+		}
+	}
+	// Nothing was written: the Set did not take a version, the lease is
+	// free.
+	if r2 := leaseOf(t, s, long, 4); !r2.Lease || r2.Ticket != r.Ticket {
+		t.Fatalf("after the fills: %+v; want the lease released and the ticket %+v unchanged", r2, r.Ticket)
+	}
+	// Also when the fence would refuse it.
+	invalidate(t, s, paddock.Invalidation{Keys: []string{long}})
+	if _, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour}); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Fatalf("fenced Fill with a 65518-byte key: %v, want ErrInvalidOption", err)
+	}
+	// The longest key that bigcache reads back is fine.
+	k := long[:65517]
+	r = leaseOf(t, s, k, 5)
+	if !fill(t, s, k, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 5, TTL: time.Hour}) {
+		t.Fatal("fill with a 65517-byte key refused")
+	}
+	if r := leaseOf(t, s, k, 6); r.State != paddock.StateFresh {
+		t.Fatalf("65517-byte key: %v, want fresh", r.State)
 	}
 }
 

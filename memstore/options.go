@@ -142,7 +142,10 @@ func MaxVersions(n int) Option {
 const (
 	wrapOverhead = 8 + 8 + 2 + 5
 	keyBudget    = 256 // a key length the shard size must allow for in New
-	maxKeyLen    = 1<<16 - 1
+	// maxKeyLen is the longest key bigcache reads back: it adds the key's
+	// uint16 length to its 18-byte header in uint16, so a longer key
+	// overflows the sum and panics the next read that meets its entry.
+	maxKeyLen = 1<<16 - 1 - (8 + 8 + 2)
 )
 
 // hardMaxMiB is MaxBytes in bigcache's unit.
