@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +133,103 @@ func TestNewOptions(t *testing.T) {
 		if s.shards != c.shards {
 			t.Errorf("New(%d options): %d shards, want %d", len(c.opts), s.shards, c.shards)
 		}
+	}
+}
+
+// TestNewSizes: sizes left to their defaults adapt to those that were
+// set, and an error about sizes names an option that was set, with fixes
+// that work.
+func TestNewSizes(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		opts             []Option
+		shards, maxEntry int
+	}{
+		{"MaxBytes(2 MiB)", []Option{MaxBytes(2 << 20)}, 1, 1<<20 - 281},
+		{"MaxBytes(1)", []Option{MaxBytes(1)}, 1, 1<<19 - 281},
+		{"MaxBytes(3 MiB)", []Option{MaxBytes(3 << 20)}, 1, 1 << 20},
+		{"MaxBytes(1 MiB), Shards(1024)", []Option{MaxBytes(1 << 20), Shards(1024)}, 1024, 1<<9 - 281},
+		{"Shards(1)", []Option{Shards(1)}, 1, 1 << 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStore(t, c.opts...)
+			if s.shards != c.shards || s.maxEntry != c.maxEntry {
+				t.Fatalf("%d shards, MaxEntryBytes %d; want %d, %d", s.shards, s.maxEntry, c.shards, c.maxEntry)
+			}
+			// An entry of MaxEntryBytes is stored, one byte more is too
+			// large.
+			r := leaseOf(t, s, "k", 1)
+			f := &paddock.Fill{Value: make([]byte, c.maxEntry-64), Ticket: r.Ticket, TTL: time.Hour}
+			b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary()
+			f.Value = make([]byte, len(f.Value)+c.maxEntry-len(b))
+			if b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary(); len(b) != c.maxEntry {
+				t.Fatalf("test entry of %d bytes, want %d", len(b), c.maxEntry)
+			}
+			if !fill(t, s, "k", f) {
+				t.Fatal("refused")
+			}
+			if r := leaseOf(t, s, "k", 2); r.State != paddock.StateFresh || len(r.Entry.Value) != len(f.Value) {
+				t.Fatalf("entry of MaxEntryBytes: %v, want fresh", r.State)
+			}
+			f.Value = append(f.Value, 0)
+			if ok, err := s.Fill(t.Context(), "k", f); ok || !errors.Is(err, paddock.ErrTooLarge) {
+				t.Fatalf("Fill of MaxEntryBytes+1 = %v, %v; want ErrTooLarge", ok, err)
+			}
+		})
+	}
+
+	fix := regexp.MustCompile(`^(?:MaxEntryBytes\((\d+)\) or less|Shards\((\d+)\) or fewer|MaxBytes of (\d+) MiB or more)$`)
+	for _, c := range []struct {
+		name  string
+		opts  []Option
+		blame string // the option the error is about
+	}{
+		{"entry as large as the store", []Option{MaxBytes(1 << 20), MaxEntryBytes(1 << 20)}, "MaxEntryBytes(1048576)"},
+		{"entry larger than half a shard", []Option{MaxBytes(1 << 20), Shards(1024), MaxEntryBytes(1 << 10)}, "MaxEntryBytes(1024)"},
+		{"entry larger than the default store", []Option{MaxEntryBytes(1 << 30)}, "MaxEntryBytes(1073741824)"},
+		{"entry too large to count", []Option{MaxEntryBytes(math.MaxInt)}, fmt.Sprintf("MaxEntryBytes(%d)", math.MaxInt)},
+		{"shards too small for any entry", []Option{MaxBytes(1 << 20), Shards(4096)}, "Shards(4096)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := New(c.opts...)
+			if err == nil {
+				s.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+			msg := err.Error()
+			what, fixes, ok := strings.Cut(msg, "; use ")
+			if !errors.Is(err, paddock.ErrInvalidOption) || !ok ||
+				!strings.HasPrefix(what, "memstore: paddock: invalid option: "+c.blame+" ") {
+				t.Fatalf("New: %v; want an error about %s, with fixes", err, c.blame)
+			}
+			if strings.Contains(what, "MaxEntryBytes") && !strings.HasPrefix(c.blame, "MaxEntryBytes") {
+				t.Fatalf("New: %v; names MaxEntryBytes, which was not set", err)
+			}
+			for _, f := range strings.Split(fixes, ", or ") {
+				m := fix.FindStringSubmatch(f)
+				if m == nil {
+					t.Fatalf("fix %q of %q is none of the three kinds", f, msg)
+				}
+				n := make([]int, 3)
+				for i := range n {
+					n[i], _ = strconv.Atoi(m[i+1])
+				}
+				opts := slices.Clone(c.opts)
+				switch {
+				case n[0] > 0:
+					opts = append(opts, MaxEntryBytes(n[0]))
+				case n[1] > 0:
+					opts = append(opts, Shards(n[1]))
+				default:
+					opts = append(opts, MaxBytes(n[2]<<20))
+				}
+				s, err := New(opts...)
+				if err != nil {
+					t.Fatalf("with the fix %q: %v", f, err)
+				}
+				s.Close()
+			}
+		})
 	}
 }
 
