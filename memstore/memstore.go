@@ -203,7 +203,7 @@ func New(opts ...Option) (*Store, error) {
 	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
 	cache, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("memstore: %w: bigcache: %v", paddock.ErrInvalidOption, err)
+		return nil, fmt.Errorf("memstore: %w: bigcache: %w", paddock.ErrInvalidOption, err)
 	}
 	s.cache = cache
 	return s, nil
@@ -420,7 +420,8 @@ func (st *stripe) release(key string, token uint64) {
 //
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
 // take) is not stored, and Fill returns an error wrapping
-// [paddock.ErrTooLarge]. A key longer than 65517 bytes, or a negative fill
+// [paddock.ErrTooLarge]; a Set fill then still drops the key's entry and
+// advances its version, as an invalidation of the key would. A key longer than 65517 bytes, or a negative fill
 // with a value, is an error wrapping [paddock.ErrInvalidOption], whether
 // or not the fence would refuse the fill. (Lookup and Invalidate take such
 // a key: it never has an entry.)
@@ -474,31 +475,48 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 		t.Seq = s.seq.Add(1)
 	}
 	e := paddock.NewEntry(f, t, now)
+	var werr error
 	if !now.Before(e.Expires()) {
 		_ = s.cache.Delete(key)
-	} else {
-		b, err := e.MarshalBinary()
-		if err != nil {
-			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
-		}
-		if len(b) > s.maxEntry {
-			return false, fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
-				len(b), key, s.maxEntry, paddock.ErrTooLarge)
-		}
-		if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
-			return false, fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
-				len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
-		}
-		if err := s.cache.Set(key, b); err != nil {
-			// Only "entry is bigger than max shard size", which fits
-			// rules out; the key's old entry is gone either way.
-			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
-		}
+	} else if werr = s.write(key, e); werr != nil && f.Set {
+		// A Set that cannot store its entry still replaces the key's:
+		// it follows a write to the source of truth, so the old entry
+		// goes, and the version advances below, as for an invalidation
+		// of the key, so that no load that began before the Set fills
+		// the value it replaced either.
+		_ = s.cache.Delete(key)
 	}
 	if f.Set {
 		st.versions.set(key, t.Seq)
 	}
+	if werr != nil {
+		return false, werr
+	}
 	return true, nil
+}
+
+// write stores e under key. The caller holds key's stripe. An entry that
+// is too large is an error wrapping [paddock.ErrTooLarge], and the key's
+// old entry, if any, stays.
+func (s *Store) write(key string, e *paddock.Entry) error {
+	b, err := e.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+	}
+	if len(b) > s.maxEntry {
+		return fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
+			len(b), key, s.maxEntry, paddock.ErrTooLarge)
+	}
+	if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
+		return fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
+			len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
+	}
+	if err := s.cache.Set(key, b); err != nil {
+		// Only "entry is bigger than max shard size", which fits rules
+		// out. bigcache has already dropped the old entry.
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+	}
+	return nil
 }
 
 // fillGap opens the race that Fill's comment writes out, for the property
@@ -509,15 +527,18 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 // lands between the check and the write. The callback is called only
 // here: with FillTagGap off, never.
 func (s *Store) fillGap(st *stripe, shards []int) {
+	// Deferred, so that a callback that panics leaves the locks as Fill's
+	// own defers expect them (unlocking an unlocked mutex is fatal).
 	s.runlockShards(shards)
-	if gap := hooks.FillGap.Load(); gap != nil {
-		st.mu.Unlock()
-		(*gap)()
-		st.mu.Lock()
-	} else {
+	defer s.rlockShards(shards)
+	gap := hooks.FillGap.Load()
+	if gap == nil {
 		runtime.Gosched() // widen the gap for a racing invalidation
+		return
 	}
-	s.rlockShards(shards)
+	st.mu.Unlock()
+	defer st.mu.Lock()
+	(*gap)()
 }
 
 func (s *Store) rlockShards(shards []int) {

@@ -261,6 +261,41 @@ func TestTooLarge(t *testing.T) {
 	}
 }
 
+// TestSetTooLarge: a Set whose entry is too large to store still replaces
+// the key's old entry, as an invalidation of the key would: the old entry
+// is gone, and a load that began before the Set cannot fill. (The Set
+// followed a write to the source of truth: both would serve the value it
+// replaced.) A plain fill too large leaves the old entry.
+func TestSetTooLarge(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), MaxEntryBytes(1<<10))
+	ctx := t.Context()
+	r := leaseOf(t, s, "k", 1)
+	fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	w := leaseOf(t, s, "k", 0) // the ticket of the Set, and of a load in flight
+	big := make([]byte, 2<<10)
+	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("plain Fill of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	if r := leaseOf(t, s, "k", 0); r.State != paddock.StateFresh {
+		t.Fatalf("after a plain fill too large: %v, want the old entry fresh", r.State)
+	}
+	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour, Set: true}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("Set of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	if r := leaseOf(t, s, "k", 0); r.Entry != nil {
+		t.Fatalf("after a Set too large: %v %q, want no entry", r.State, r.Entry.Value)
+	}
+	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
+		t.Fatal("a load older than the Set too large filled")
+	}
+	// An encoding error keeps its cause.
+	tags := make([]string, 1<<16+1)
+	_, err := s.Fill(ctx, "k2", &paddock.Fill{Tags: tags, Ticket: leaseOf(t, s, "k2", 0).Ticket, TTL: time.Hour})
+	if !errors.Is(err, paddock.ErrTooLarge) || !strings.Contains(err.Error(), "65537 tags") {
+		t.Fatalf("Fill with 65537 tags: %v, want ErrTooLarge saying why", err)
+	}
+}
+
 // TestKeyTooLong: a key longer than bigcache can read back is bad input,
 // not a value too large, and Fill reports it before it writes anything.
 func TestKeyTooLong(t *testing.T) {
@@ -743,6 +778,30 @@ func TestFillTagGap(t *testing.T) {
 			if r := leaseOf(t, s, k, 0); (r.State == paddock.StateFresh) != set {
 				t.Fatalf("Set %v: after the fill, %v; want fresh for a Set (its ticket is newer than the invalidation), else a miss", set, r.State)
 			}
+		}
+	})
+
+	t.Run("panic", func(t *testing.T) {
+		// A callback that panics leaves the store usable: Fill's locks
+		// are released, its lease too.
+		hooks.FillTagGap.Store(true)
+		t.Cleanup(hooks.Reset)
+		s := newStore(t)
+		gap := func() { panic("in the gap") }
+		hooks.FillGap.Store(&gap)
+		r := leaseOf(t, s, "k", 1)
+		func() {
+			defer func() {
+				if p := recover(); p != "in the gap" {
+					t.Fatalf("recovered %v, want the callback's panic", p)
+				}
+			}()
+			s.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Tags: []string{"t"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+		}()
+		hooks.Reset()
+		invalidate(t, s, paddock.Invalidation{Tags: []string{"t"}})
+		if r := leaseOf(t, s, "k", 2); !r.Lease {
+			t.Fatalf("after the panic: %+v, want the lease free", r)
 		}
 	})
 
