@@ -152,7 +152,10 @@ func TestNewSizes(t *testing.T) {
 		{"Shards(1)", []Option{Shards(1)}, 1, 1 << 20},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s := newStore(t, c.opts...)
+			// A clock that stands still: an entry's encoded size depends
+			// on its instants.
+			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			s := newStore(t, append(c.opts, Clock(clock.Now))...)
 			if s.shards != c.shards || s.maxEntry != c.maxEntry {
 				t.Fatalf("%d shards, MaxEntryBytes %d; want %d, %d", s.shards, s.maxEntry, c.shards, c.maxEntry)
 			}
