@@ -421,10 +421,10 @@ func (st *stripe) release(key string, token uint64) {
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
 // take) is not stored, and Fill returns an error wrapping
 // [paddock.ErrTooLarge]; a Set fill then still drops the key's entry and
-// advances its version, as an invalidation of the key would. A key longer than 65517 bytes, or a negative fill
-// with a value, is an error wrapping [paddock.ErrInvalidOption], whether
-// or not the fence would refuse the fill. (Lookup and Invalidate take such
-// a key: it never has an entry.)
+// advances its version, as an invalidation of the key would. A key longer
+// than 65517 bytes, or a negative fill with a value, is an error wrapping
+// [paddock.ErrInvalidOption], whether or not the fence would refuse the
+// fill. (Lookup and Invalidate take such a key: it never has an entry.)
 //
 // Whatever the outcome, the lease f.Lease on key is released if it is
 // still held by that token.
@@ -471,7 +471,6 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	now := s.clock()
 	t := f.Ticket
 	if f.Set {
-		// A gap in seq (if the write below fails) is harmless.
 		t.Seq = s.seq.Add(1)
 	}
 	e := paddock.NewEntry(f, t, now)
@@ -496,8 +495,8 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 }
 
 // write stores e under key. The caller holds key's stripe. An entry that
-// is too large is an error wrapping [paddock.ErrTooLarge], and the key's
-// old entry, if any, stays.
+// is too large is an error wrapping [paddock.ErrTooLarge]; the key's old
+// entry may stay.
 func (s *Store) write(key string, e *paddock.Entry) error {
 	b, err := e.MarshalBinary()
 	if err != nil {
@@ -521,10 +520,10 @@ func (s *Store) write(key string, e *paddock.Entry) error {
 
 // fillGap opens the race that Fill's comment writes out, for the property
 // tests that check it is caught (see hooks.FillTagGap): it releases the
-// tag shards after the check, yields, and takes them again for the write. If
-// hooks.FillGap is set, it releases the key's stripe too and calls it with
-// no lock held, so that the callback may make any store call; what it does
-// lands between the check and the write. The callback is called only
+// tag shards after the check, yields, and takes them again for the write.
+// If hooks.FillGap is set, it releases the key's stripe too and calls it
+// with no lock held, so that the callback may make any store call; what it
+// does lands between the check and the write. The callback is called only
 // here: with FillTagGap off, never.
 func (s *Store) fillGap(st *stripe, shards []int) {
 	// Deferred, so that a callback that panics leaves the locks as Fill's
