@@ -103,6 +103,30 @@
 //     go back across the loss by more than a day, the only place where a
 //     clock enters the fencing.
 //
+// # Corrupt data
+//
+// Whatever is found under the store's key names (damaged fields, a
+// missing field, a key of another Redis type), no call fails because of
+// it, and nothing old is served because of it:
+//
+//   - An entry that does not parse (any field malformed or missing, the
+//     negative flag set beside a value, a tag list that does not decode or
+//     does not match the entry's tags) is deleted: the lookup is a miss
+//     with [paddock.Lookup].Corrupt set, and the next fill replaces it.
+//   - A lease that does not parse is deleted: nobody holds it.
+//   - A key's or a tag's version that does not parse is repaired as "very
+//     high", never as zero, since the invalidation it recorded is unknown:
+//     standalone it becomes a new sequence number (above every ticket
+//     issued, so every load and entry older than the repair is fenced, and
+//     no later one); on Cluster the slot is fenced as if its node had lost
+//     its data. Entries carrying the tag are then misses, and at most one
+//     load per key that began before the repair is refused.
+//   - An epoch marker that does not parse starts a new epoch, as a missing
+//     one does; a sequence that does not parse restarts ahead, as a lost
+//     one does.
+//
+// The checks run inside the scripts: a hit costs no extra round trip.
+//
 // # Operating notes
 //
 //   - Redis 7.0 or later (the Cluster fence uses a script flag from 7.0).
