@@ -48,12 +48,12 @@ var (
 // [Store.Close] leaves it open.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
-		return nil, invalid("New: nil client")
+		return nil, invalid("nil client")
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o == nil {
-			return nil, invalid("New: nil option")
+			return nil, invalid("nil option")
 		}
 		if err := o(&cfg); err != nil {
 			return nil, err
@@ -68,10 +68,10 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	case *redis.Client:
 		ctxTimeout = c.Options().ContextTimeoutEnabled
 	case *redis.Ring:
-		return nil, invalid("New: a *redis.Ring has no atomic step across its shards; use a *redis.ClusterClient")
+		return nil, invalid("a *redis.Ring has no atomic step across its shards; use a *redis.ClusterClient")
 	}
 	if !ctxTimeout && !cfg.allowNoCtx {
-		return nil, invalid("New: the client's ContextTimeoutEnabled is false, so store timeouts would not bound its calls; " +
+		return nil, invalid("the client's ContextTimeoutEnabled is false, so store timeouts would not bound its calls; " +
 			"set it in the client's options, or pass AllowNoContextTimeout()")
 	}
 	if cfg.forceCluster {
