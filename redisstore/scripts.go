@@ -259,8 +259,9 @@ end
 // now, version|false, corrupt, [e, q, g, c, f, s, x, d, n, tg, v,
 // tk|false]}; state 0 miss, 1 fresh, 2 stale. Standalone gives the
 // sequence, Cluster the key's version and the entry's tag keys. corrupt
-// is 1 when the script dropped or repaired something that did not parse:
-// the reply is then a miss.
+// is 1 when the script dropped or repaired something that did not parse
+// (the reply is then a miss), and on Cluster, when that was a tag whose
+// versions do not parse, the tag's key, for the client to repair.
 //
 // Corruption, key by key: an entry that does not parse is deleted; a lease
 // that does not parse is deleted (nobody holds it); the key's version (read
@@ -275,7 +276,7 @@ local E, seq, corrupt = epoch(KEYS[4], ARGV[3], ARGV[4], cluster)
 if not E then return uninit(corrupt) end
 local t = now(tonumber(ARGV[2]))
 local ent = redis.pcall('HMGET', KEYS[1], 'e', 'q', 'g', 'c', 'f', 's', 'x', 'd', 'n', 'k', 'tg', 'tk', 'v')
-local p = nil
+local p, badtag = nil, nil
 if bad(ent) then
   redis.call('DEL', KEYS[1])
   corrupt = true
@@ -299,13 +300,15 @@ if p then
     for _, tk in ipairs(p.tks) do
       local h, s = tagv(tk)
       if not h then
-        -- Another type, a garbage version, or (Cluster) a key of another
-        -- slot that the entry's tag keys should not name.
-        local ty = redis.pcall('TYPE', tk)
-        if bad(ty) then
-          drop = true
-        elseif not repair(tk, KEYS[4], true, cluster) then
-          return uninit(true)
+        -- Standalone the tag is repaired here. On Cluster the script
+        -- cannot be sure that tk is in its slot (a damaged tk may name a
+        -- tag of another slot, which the server may or may not let it
+        -- read): it names the tag in its reply, and the client repairs
+        -- it in the tag's own slot before it reads the ticket.
+        if cluster then
+          badtag = tk
+        else
+          repair(tk, KEYS[4], true, false)
         end
         corrupt, drop = true, true
         break
@@ -371,7 +374,7 @@ else
   seq = seq or '0'
 end
 local c = 0
-if corrupt then c = 1 end
+if badtag then c = badtag elseif corrupt then c = 1 end
 local out = {'ok', state, lease, held, E, seq, fmt(t), ver, c}
 if has then
   for _, i in ipairs({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13}) do out[#out + 1] = ent[i] end

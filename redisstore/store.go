@@ -102,7 +102,10 @@ func (s *Store) Close() error {
 // call. On Cluster it is one call, plus one to read the sequence when the
 // caller must load (a miss, a granted lease, or req.Lease zero), plus one
 // per other node holding the entry's tags, in parallel, when the entry has
-// tags outside its slot (see the package doc).
+// tags outside its slot (see the package doc). Data under the key's names
+// that does not parse makes the lookup a miss with Corrupt set, never an
+// error (see "Corrupt data" in the package doc); on Cluster, repairing a
+// tag's versions costs one call to the tag's node and a second lookup.
 func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
 	if s.closed.Load() {
 		return paddock.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, paddock.ErrClosed)
@@ -140,6 +143,19 @@ func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupReque
 		}
 		granted = granted || r.lk.Lease
 		corrupt = corrupt || r.lk.Corrupt
+		if r.badTag != "" {
+			// The script dropped the entry. Repair the tag in its own
+			// slot (the tag check fences the slot), then ask again: the
+			// key's slot may be the one fenced, and the ticket of the
+			// load this lookup grants must be of its new epoch.
+			if _, _, err := s.readTags(ctx, map[uint16][]string{tagKeySlot(r.badTag): {r.badTag}}); err != nil {
+				return lk, granted, err
+			}
+			if try == maxTries {
+				return lk, granted, errors.New("tag versions stay corrupt")
+			}
+			continue
+		}
 		if r.badEntry || s.cluster && r.lk.Entry != nil && len(r.lk.Entry.Tags) > 0 {
 			var hard, soft uint64
 			if r.badEntry {
@@ -214,6 +230,7 @@ type lookupResult struct {
 	guard    uint64 // the entry's guard seq
 	tk       string // the entry's tag keys (Cluster)
 	badEntry bool   // the script returned an entry that does not parse
+	badTag   string // the key of a tag whose versions do not parse (Cluster)
 }
 
 // lookupOnce runs the lookup script, fencing the key's slot first if it
@@ -267,7 +284,13 @@ func parseLookup(v []any) (lookupResult, error) {
 	if v[7] != nil {
 		r.version = unum(v[7])
 	}
-	r.lk.Corrupt = num(v[8]) == 1
+	switch c := str(v[8]); c {
+	case "0":
+	case "1":
+		r.lk.Corrupt = true
+	default:
+		r.lk.Corrupt, r.badTag = true, c
+	}
 	if len(v) == 9 {
 		return r, nil
 	}
@@ -544,7 +567,7 @@ func uninit(v []any) (u, corrupt bool) {
 // 2^53.
 func parseSeq(v string) (uint64, bool) {
 	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n >= 1<<53 || v == "" || v[0] == '+' {
+	if err != nil || n >= 1<<53 {
 		return 0, false
 	}
 	return n, true
