@@ -304,7 +304,7 @@ if p then
         -- cannot be sure that tk is in its slot (a damaged tk may name a
         -- tag of another slot, which the server may or may not let it
         -- read): it names the tag in its reply, and the client repairs
-        -- it in the tag's own slot before it reads the ticket.
+        -- it in the tag's own slot, then looks up again.
         if cluster then
           badtag = tk
         else
