@@ -27,14 +27,58 @@ func actions(m *machine) map[string]func(*rapid.T) {
 
 // Get starts a Get of a row on a node. It returns at once if the value is
 // at hand, or blocks on a load, which rapid moves on with Step.
+//
+// On the Remote path (whose store calls time out) the reply of the Get's
+// first lookup (its own, its flight's, or its retry's) may be slow: the
+// store answers at once, the node hears the answer after the next one to
+// three actions, or loses it if time passes first (the call times out).
+//
+// Half the time it reads the row the last Get read, on the same node, so
+// that Gets often meet in one flight.
 func (m *machine) Get(t *rapid.T) {
-	n := m.drawNode(t)
-	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
-	m.begin("get %s on node %d", key, n.id)
+	var n *node
+	var key string
+	m.mu.Lock()
+	last := m.lastGet
+	m.mu.Unlock()
+	if last != nil && !last.node.crashed && rapid.Bool().Draw(t, "again") {
+		n, key = last.node, last.key
+	} else {
+		n = m.drawNode(t)
+		key = rapid.SampledFrom(rowKeys).Draw(t, "key")
+	}
+	m.startGet(n, key, m.drawSlow(t))
+	m.settle()
+}
+
+// drawSlow draws how many actions later a Get's first lookup reply
+// arrives: 0 (at once) or, on the Remote path, one to three.
+func (m *machine) drawSlow(t *rapid.T) int {
+	if m.cfg.remote && rapid.IntRange(0, 2).Draw(t, "slowLookup") == 0 {
+		return rapid.IntRange(1, 3).Draw(t, "replyAfter")
+	}
+	return 0
+}
+
+// startGet starts a Get of key on n, the reply of its first lookup held
+// for slow actions, and returns without waiting for anything.
+func (m *machine) startGet(n *node, key string, slow int) *getRec {
+	switch slow {
+	case 0:
+		m.begin("get %s on node %d", key, n.id)
+	case holdUntilDelivered:
+		m.begin("get %s on node %d (its first lookup reply held)", key, n.id)
+	default:
+		m.begin("get %s on node %d (its first lookup reply arrives %d actions later)", key, n.id, slow)
+	}
 	m.mu.Lock()
 	m.nextID++
 	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
 	m.gets = append(m.gets, g)
+	m.lastGet = g
+	if slow > 0 {
+		m.holdFor[g.id] = slow
+	}
 	m.logf("  get %d starts", g.id)
 	m.mu.Unlock()
 
@@ -47,6 +91,42 @@ func (m *machine) Get(t *rapid.T) {
 		r, err := n.loader.Fetch(ctx, key, m.loadFunc(n, key, g.id), opts...)
 		m.getDone(g, r, err)
 	}()
+	return g
+}
+
+// Overtake is a Get whose first lookup reply is overtaken: the store
+// answers it at once, but before the node hears the answer an invalidation
+// of the row (or of one of its tags) returns, and perhaps a second Get of
+// the row starts on the node, which on the Remote path joins the first
+// Get's flight (its own first lookup reply slow too). Then the first reply
+// arrives. Only on the Remote path, whose store calls time out.
+func (m *machine) Overtake(t *rapid.T) {
+	if !m.cfg.remote {
+		t.Skip("a local store's calls do not time out")
+	}
+	n := m.drawNode(t)
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	g := m.startGet(n, key, holdUntilDelivered)
+	m.settle()
+	var keys, tags []string
+	if rapid.Bool().Draw(t, "byTag") {
+		tags = []string{rapid.SampledFrom(tagsOf(key)).Draw(t, "tag")}
+	} else {
+		keys = []string{key}
+	}
+	m.invalidate(m.drawNode(t), keys, tags, rapid.Bool().Draw(t, "writeFirst"), rapid.IntRange(0, 3).Draw(t, "soft") == 0)
+	if rapid.IntRange(0, 3).Draw(t, "secondGet") > 0 {
+		m.startGet(n, key, m.drawSlow(t))
+		m.settle()
+	}
+	m.mu.Lock()
+	m.logf("  the first lookup reply of get %d arrives", g.id)
+	for i := range m.replies {
+		if m.replies[i].gid == g.id {
+			m.replies[i].due = m.step
+		}
+	}
+	m.mu.Unlock()
 	m.settle()
 }
 
@@ -108,13 +188,19 @@ func (m *machine) GetMany(t *rapid.T) {
 
 // Step moves a load on by one step: a load that has not read its row
 // reads it (and names its late tags); one that has returns its value.
-// Now and then the load fails instead.
+// Now and then the load fails instead; a background refresh fails more
+// often (its callers got the stale value; a caller that joins it later
+// may get the value again, as stale-if-error, when it fails).
 func (m *machine) Step(t *rapid.T) {
 	s := m.drawSource(t, func(s *source) bool { return s.state == running || s.state == hasRead })
 	m.mu.Lock()
-	st := s.state
+	st, refresh := s.state, s.refresh
 	m.mu.Unlock()
-	if rapid.IntRange(0, 5).Draw(t, "fail") == 5 {
+	failOdds := 5
+	if refresh {
+		failOdds = 1
+	}
+	if rapid.IntRange(0, failOdds).Draw(t, "fail") == failOdds {
 		m.begin("load %d fails", s.id)
 		s.cmds <- cmdFail
 	} else if st == running {
@@ -144,21 +230,27 @@ func (m *machine) Write(t *rapid.T) {
 // commit, then invalidate) or not.
 func (m *machine) Invalidate(t *rapid.T) {
 	n := m.drawNode(t)
-	byTag := rapid.Bool().Draw(t, "byTag")
 	var keys, tags []string
-	if byTag {
+	if rapid.Bool().Draw(t, "byTag") {
 		tags = []string{rapid.SampledFrom(rowTags).Draw(t, "tag")}
 	} else {
 		keys = []string{rapid.SampledFrom(rowKeys).Draw(t, "key")}
 	}
 	write := rapid.Bool().Draw(t, "writeFirst")
 	soft := rapid.IntRange(0, 3).Draw(t, "soft") == 0
+	m.invalidate(n, keys, tags, write, soft)
+}
+
+// invalidate invalidates keys and tags from node n, hard or soft, after
+// writing the rows they cover if write.
+func (m *machine) invalidate(n *node, keys, tags []string, write, soft bool) {
+	byTag := len(tags) > 0
 	kind := "invalidate"
 	if soft {
 		kind = "mark-stale"
 	}
 	m.begin("%s keys %v tags %v from node %d (write first: %v)", kind, keys, tags, n.id, write)
-	touched := keys
+	touched := slices.Clone(keys)
 	for _, tag := range tags {
 		touched = append(touched, keysOf(tag)...)
 	}

@@ -7,20 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
-
-	"github.com/paddockcache/paddock/internal/hooks"
 )
-
-// switches are the safety mechanisms the can-fail tests turn off, by name.
-var switches = map[string]*atomic.Bool{
-	"NoFence":        &hooks.NoFence,
-	"JoinOldFlights": &hooks.JoinOldFlights,
-	"NoLease":        &hooks.NoLease,
-	"HardAsSoft":     &hooks.HardAsSoft,
-	"IgnoreLoadTags": &hooks.IgnoreLoadTags,
-}
 
 // canFail pairs each invariant with a mechanism whose absence it must
 // catch. A property test that cannot fail proves nothing.
@@ -36,6 +24,7 @@ var canFail = []struct {
 	{"TestMemstore", "I1", "IgnoreLoadTags", "load that began before", "the entry lacks the tag the load named late; invalidating the tag leaves it"},
 	{"TestMemstore", "I2", "NoLease", "in flight", "two nodes load the same key at once"},
 	{"TestMemstore", "I3", "HardAsSoft", "older than a hard invalidation", "a hard invalidation leaves the entry servable as stale"},
+	{"TestMemstore", "I3", "RetryTakesAny", "older than a hard invalidation", "a Get that rejected an old flight's result retries, joins a refresh begun from a lookup older than the invalidation, and takes its stale-if-error value"},
 	{"TestMemstore", "I4", "NoFence", "before the last invalidation", "the store keeps a value from a load older than the invalidation"},
 	{"TestRedis", "I1", "NoFence", "load that began before", "as on memstore, on a real redis-server"},
 	{"TestRedis", "I2", "NoLease", "in flight", "as on memstore, on a real redis-server"},

@@ -96,7 +96,7 @@ func (m *machine) checkOneLoad(s *source) {
 		if o.node == s.node {
 			where = "in one process"
 		}
-		if o.begin < m.lost {
+		if o.asked < m.lost {
 			continue // the store lost o's lease (flush, restart)
 		}
 		if o.degraded || s.degraded {
@@ -143,6 +143,12 @@ func (m *machine) checkLive() {
 			keys = rowKeys
 		}
 		busy, inFlight := g.startAt, false
+		for _, k := range keys {
+			// A held lookup reply stands for a slow store call: the Get
+			// (or the flight it waits on) is still busy with it.
+			inFlight = inFlight || m.held[k] > 0
+			busy = later(busy, m.heldUntil[k])
+		}
 		for _, s := range m.srcs {
 			if s.set || !slices.Contains(keys, s.key) {
 				continue

@@ -98,6 +98,8 @@ type source struct {
 	node  *node
 	key   string
 	owner int // the Get whose flight runs the load (0 for a Set)
+	// refresh: a background refresh (its Get had returned when it began)
+	refresh bool
 
 	begin   int // step at which the load was called (or the Set made)
 	beginAt time.Time
@@ -111,6 +113,7 @@ type source struct {
 	leased   bool      // its own lookup, a moment before, granted the lease
 	degraded bool      // its lookup failed or was skipped (store down, breaker open)
 	leaseAt  time.Time // the store's clock at that lookup (when the lease began)
+	asked    int       // the step of that lookup at the store
 
 	filled bool      // a fill of this value was accepted (or may have been)
 	fillAt time.Time // when
@@ -224,7 +227,8 @@ type lookupKey struct {
 }
 
 type lookupObs struct {
-	step     int
+	step     int       // when the node heard the reply
+	asked    int       // when the store answered (earlier if the reply was held)
 	at       time.Time // the bubble's clock
 	storeNow time.Time // the store's clock (Lookup.Now)
 	ok       bool
@@ -261,10 +265,15 @@ type machine struct {
 	nodes      []*node // the live node in each slot
 	all        []*node // every node ever, crashed ones included
 	gets       []*getRec
+	lastGet    *getRec // the last Get action's
 	srcs       map[int]*source
 	invs       []*invRec
-	down       bool // the store is unavailable to the nodes
-	lost       int  // the last step at which the store lost its state (flush, restart)
+	down       bool                 // the store is unavailable to the nodes
+	holdFor    map[int]int          // Gets whose first lookup reply is to be held, for how many actions
+	replies    []heldReply          // the lookup replies held
+	held       map[string]int       // lookup replies held, by row key
+	heldUntil  map[string]time.Time // when the last held reply of a row key was delivered or lost
+	lost       int                  // the last step at which the store lost its state (flush, restart)
 	closing    bool
 	nextID     int
 	violations []string
@@ -298,6 +307,10 @@ func newMachine(t *rapid.T, e *env) *machine {
 		db:    make(map[string]int),
 		srcs:  make(map[int]*source),
 		start: time.Now(),
+
+		holdFor:   make(map[int]int),
+		held:      make(map[string]int),
+		heldUntil: make(map[string]time.Time),
 	}
 	m.cfg.nodes = rapid.IntRange(2, 3).Draw(t, "nodes")
 	if r, ok := e.store.(paddock.Remote); ok && r.Remote() {
@@ -362,9 +375,34 @@ func (m *machine) count(what string) {
 	}
 }
 
-// settle waits until every goroutine of the bubble (Gets, flights, loads,
-// background refreshes) is blocked: the action's effects are complete.
-func (m *machine) settle() { synctest.Wait() }
+// holdUntilDelivered holds a Get's first lookup reply until the action
+// that started it delivers it.
+const holdUntilDelivered = 1 << 30
+
+// settle delivers the lookup replies held until this step, and waits
+// until every goroutine of the bubble (Gets, flights, loads, background
+// refreshes) is blocked: the action's effects are complete.
+func (m *machine) settle() {
+	m.mu.Lock()
+	kept := m.replies[:0]
+	for _, r := range m.replies {
+		if r.due <= m.step {
+			close(r.deliver)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	m.replies = kept
+	m.mu.Unlock()
+	synctest.Wait()
+}
+
+// A heldReply is a lookup reply the store sent and the node has not heard.
+type heldReply struct {
+	gid     int           // the Get it was made for
+	due     int           // the step after whose action it arrives
+	deliver chan struct{} // closed when it arrives
+}
 
 // logf records an event in the history printed with a counterexample. The
 // caller holds m.mu.
