@@ -2,6 +2,7 @@ package proptest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -276,7 +277,9 @@ func (m *machine) invalidate(n *node, keys, tags []string, write, soft bool) {
 		err = n.cache.Invalidate(ctx, full...)
 	}
 	m.mu.Lock()
-	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil, vers: make(map[string]int)}
+	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil,
+		pending: err != nil && !soft && errors.Is(err, paddock.ErrStoreUnavailable),
+		node:    n, at: time.Now(), vers: make(map[string]int)}
 	for _, k := range touched {
 		inv.vers[k] = m.db[k]
 	}
@@ -305,7 +308,7 @@ func (m *machine) Set(t *rapid.T) {
 	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tagsOf(key)...))
 
 	m.mu.Lock()
-	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil,
+	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
 		vers: map[string]int{key: m.db[key]}})
 	m.logf("  set returned %v", err)
 	m.mu.Unlock()
@@ -382,7 +385,7 @@ func (m *machine) lose() {
 func (m *machine) crash(n *node) {
 	m.begin("crash node %d", n.id)
 	m.mu.Lock()
-	n.crashed = true
+	n.crashed, n.crashedAt = true, time.Now()
 	for _, s := range m.sortedSources() {
 		if s.node == n && (s.state == running || s.state == hasRead) {
 			s.state = crashed
@@ -406,6 +409,11 @@ func (m *machine) outage(down bool) {
 	}
 	m.mu.Lock()
 	m.down = down
+	if down {
+		m.outages = append(m.outages, outageRec{from: time.Now()})
+	} else {
+		m.outages[len(m.outages)-1].to = time.Now()
+	}
 	m.mu.Unlock()
 	m.settle()
 }

@@ -23,6 +23,85 @@ func (m *machine) lastInv(key string, before int, soft bool) *invRec {
 	return nil
 }
 
+// lastHard returns the last hard invalidation (or Set) of row key that
+// binds: one that binds says so.
+func (m *machine) lastHard(key string, binds func(*invRec) bool) *invRec {
+	for i := len(m.invs) - 1; i >= 0; i-- {
+		inv := m.invs[i]
+		if !inv.soft && inv.affects(key) && binds(inv) {
+			return inv
+		}
+	}
+	return nil
+}
+
+// bindsGet reports whether the hard invalidation inv binds Get g: it was
+// acknowledged before g began; or it failed (the store did not acknowledge
+// it), and then it binds g at once if g runs on the node that made it (the
+// Cache keeps it pending), and a Get on another node once the pending
+// invalidation has reached the store (see fleetAt).
+func (m *machine) bindsGet(inv *invRec, g *getRec) bool {
+	switch {
+	case inv.step >= g.start:
+		return false
+	case inv.ok:
+		return true
+	case !inv.pending:
+		return false
+	case inv.node == g.node:
+		return true
+	}
+	at, ok := m.fleetAt(inv)
+	return ok && !g.startAt.Before(at)
+}
+
+// bindsStore reports whether the hard invalidation inv binds the store's
+// entries now: it was acknowledged, or it was pending and has reached the
+// store since.
+func (m *machine) bindsStore(inv *invRec) bool {
+	if inv.ok {
+		return true
+	}
+	if !inv.pending {
+		return false
+	}
+	at, ok := m.fleetAt(inv)
+	return ok && !time.Now().Before(at)
+}
+
+// fleetAt returns when a failed invalidation, which its node keeps pending
+// and retries, has surely reached the store: retryBound after the store was
+// first reachable again (and stayed so for retryBound) after the call
+// returned. ok is false if that has not happened yet, or if the node
+// crashed before: a pending invalidation lives in its process's memory.
+// The caller holds m.mu.
+func (m *machine) fleetAt(inv *invRec) (at time.Time, ok bool) {
+	cands := []time.Time{inv.at}
+	for _, o := range m.outages {
+		if !o.to.IsZero() && o.to.After(inv.at) {
+			cands = append(cands, o.to)
+		}
+	}
+	for _, up := range cands {
+		end := up.Add(retryBound)
+		reachable := true
+		for _, o := range m.outages {
+			// Down at up, or down again before the retry surely landed.
+			if !o.from.After(up) && (o.to.IsZero() || up.Before(o.to)) || !o.from.Before(up) && o.from.Before(end) {
+				reachable = false
+			}
+		}
+		if !reachable {
+			continue
+		}
+		if inv.node.crashed && inv.node.crashedAt.Before(end) {
+			return at, false
+		}
+		return end, true
+	}
+	return at, false
+}
+
 // checkGet checks what Get g returned (invariants 1 and 3). The caller
 // holds m.mu.
 func (m *machine) checkGet(g *getRec) {
@@ -44,7 +123,7 @@ func (m *machine) checkGet(g *getRec) {
 	if g.status == paddock.StatusStale || g.status == paddock.StatusStaleIfError {
 		kind = "I3 stale-window: a Get returned a stale value older than a hard invalidation that returned before the Get began"
 	}
-	if h := m.lastInv(g.key, g.start, false); h != nil {
+	if h := m.lastHard(g.key, func(inv *invRec) bool { return m.bindsGet(inv, g) }); h != nil {
 		if s.begin < h.step {
 			m.violate(kind, "get %d (started step %d) returned %s as %v from %v, which began before the %v", g.id, g.start, g.val, g.status, s, h)
 		} else if s.ver < h.vers[g.key] {
@@ -231,7 +310,7 @@ func (m *machine) checkStore() {
 		case !ok || s == nil:
 			m.violate("I0 model: the store holds a value of no known source", "the store holds %q under %s", lk.Entry.Value, key)
 		default:
-			if h := m.lastInv(key, m.step+1, false); h != nil && s.begin < h.step {
+			if h := m.lastHard(key, m.bindsStore); h != nil && s.begin < h.step {
 				m.violate("I4 cached-values: the store serves a value from a load that began before the last invalidation of its key or tags",
 					"the store holds %s (%v) under %s, from %v, which began before the %v",
 					s.value(), lk.State, key, s, h)

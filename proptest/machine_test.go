@@ -26,6 +26,10 @@ const (
 	waitTimeout = 24 * time.Hour // waiters load on their own only when the lease is free
 	coolDown    = time.Second    // the breaker's
 	namespace   = "row"
+	// retryBound is how long after the store is reachable again a node's
+	// pending invalidation (one whose call failed) surely reaches it: the
+	// Cache retries it with a backoff capped at this.
+	retryBound = time.Second
 )
 
 // The rows and their tags. A row's tags never change. Some are named by
@@ -179,8 +183,13 @@ type invRec struct {
 	keys []string
 	tags []string
 	soft bool
-	ok   bool           // acknowledged: the call returned nil
-	vers map[string]int // row versions of the rows it touches, when it returned
+	ok   bool // acknowledged: the call returned nil
+	// pending: a hard invalidation whose call failed; the node that made
+	// it keeps it and retries it until the store acknowledges it
+	pending bool
+	node    *node          // the node that made it
+	at      time.Time      // when the call returned
+	vers    map[string]int // row versions of the rows it touches, when it returned
 }
 
 // affects reports whether inv fences row key: it names the key or one of
@@ -208,14 +217,19 @@ func (inv *invRec) String() string {
 	return fmt.Sprintf("%s of %s at step %d", inv.kind, strings.Join(what, ", "), inv.step)
 }
 
+// An outageRec is a time the store was unavailable to the nodes, from
+// the instant it went down to the instant it came back (zero while down).
+type outageRec struct{ from, to time.Time }
+
 // A node is one process: a Cache and its Loader over the shared store,
 // through a nodeStore that can crash it or cut it off.
 type node struct {
-	id      int
-	slot    int
-	cache   *paddock.Cache
-	loader  *paddock.Loader[string]
-	crashed bool
+	id        int
+	slot      int
+	cache     *paddock.Cache
+	loader    *paddock.Loader[string]
+	crashed   bool
+	crashedAt time.Time
 	// lookups is the last lookup each Get's flight made through this node,
 	// by Get id (the id rides on the context) and key.
 	lookups map[lookupKey]lookupObs
@@ -269,6 +283,7 @@ type machine struct {
 	srcs       map[int]*source
 	invs       []*invRec
 	down       bool                 // the store is unavailable to the nodes
+	outages    []outageRec          // every time it was, in order
 	holdFor    map[int]int          // Gets whose first lookup reply is to be held, for how many actions
 	replies    []heldReply          // the lookup replies held
 	held       map[string]int       // lookup replies held, by row key
