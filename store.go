@@ -90,6 +90,10 @@ type LookupRequest struct {
 	// FreshUntil. The caller draws Early as beta * -ln(rand()); zero
 	// disables early refresh.
 	Early float64
+	// Refresh makes a fresh entry due for refresh: the caller will not
+	// serve it (an invalidation of it is pending in the caller's process)
+	// and asks for the lease as for a miss.
+	Refresh bool
 }
 
 // State is the verdict of a [Store.Lookup] on an entry.
@@ -175,7 +179,12 @@ type Fill struct {
 	// Set makes the fill a versioned write: if accepted, the store also
 	// advances the key's version (s = ++seq, version(key) = s) and stores
 	// the entry with ticket s, so that no load that began earlier can
-	// overwrite it.
+	// overwrite it. If the fill is refused, the store also drops the key's
+	// entry unless that entry's ticket is newer than Ticket (same Epoch,
+	// larger Seq): a Set follows a write to the source of truth, so an
+	// older entry holds the value it replaced. If it is accepted but
+	// cannot be stored, the store drops the entry and advances the key's
+	// version as an invalidation would.
 	Set bool
 }
 
