@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"pgregory.net/rapid"
 )
 
@@ -245,6 +247,13 @@ func (m *machine) Invalidate(t *rapid.T) {
 // invalidate invalidates keys and tags from node n, hard or soft, after
 // writing the rows they cover if write.
 func (m *machine) invalidate(n *node, keys, tags []string, write, soft bool) {
+	m.invalidateNow(n, keys, tags, write, soft)
+	m.settle()
+}
+
+// invalidateNow is invalidate without waiting for the effects to settle:
+// it may run inside a store call.
+func (m *machine) invalidateNow(n *node, keys, tags []string, write, soft bool) {
 	byTag := len(tags) > 0
 	kind := "invalidate"
 	if soft {
@@ -287,15 +296,48 @@ func (m *machine) invalidate(n *node, keys, tags []string, write, soft bool) {
 	m.logf("  %s returned %v", kind, err)
 	m.count(fmt.Sprintf("%s ok %v", kind, err == nil))
 	m.mu.Unlock()
-	m.settle()
 }
 
 // Set writes a new version of a row and puts it in the cache with
-// Loader.Set, naming every tag of the row.
+// Loader.Set, naming every tag of the row and, half the time, an extra tag
+// that no row has (a listing the value appears in, say), so that the new
+// value can carry a tag the key's old entry lacks.
+//
+// The Set may race an invalidation (after a write of the rows it covers,
+// or not) of its key or one of its tags: landing between the Set's lookup
+// and its fill (the Set must then be refused, and a refused Set leaves no
+// entry of the key that predates it); or, when the store offers a gap
+// inside its fill (memstore with hooks.FillTagGap), landing in that gap,
+// and otherwise right before or right after the Set.
 func (m *machine) Set(t *rapid.T) {
 	n := m.drawNode(t)
 	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
-	m.begin("set row %s from node %d", key, n.id)
+	tags := tagsOf(key)
+	if rapid.Bool().Draw(t, "extraTag") {
+		tags = append(tags, extraTag)
+	}
+	race := rapid.SampledFrom([]string{"none", "none", "midway", "gap"}).Draw(t, "race")
+	var racer func()
+	if race != "none" {
+		rn := m.drawNode(t)
+		var rkeys, rtags []string
+		if rapid.Bool().Draw(t, "raceByTag") {
+			rtags = []string{rapid.SampledFrom(tags).Draw(t, "raceTag")}
+		} else {
+			rkeys = []string{key}
+		}
+		write := rapid.Bool().Draw(t, "raceWriteFirst")
+		racer = func() { m.invalidateNow(rn, rkeys, rtags, write, false) }
+		if race == "gap" && !(m.env.fillGap && hooks.FillTagGap.Load()) {
+			race = rapid.SampledFrom([]string{"before", "after"}).Draw(t, "raceAt")
+		}
+	}
+	if race == "before" {
+		racer()
+		racer = nil
+		m.settle()
+	}
+	m.begin("set row %s from node %d, tags %v (racing invalidation: %s)", key, n.id, tags, race)
 	m.mu.Lock()
 	m.db[key]++
 	m.nextID++
@@ -305,14 +347,41 @@ func (m *machine) Set(t *rapid.T) {
 	m.logf("  row %s is v%d; set %d", key, m.db[key], s.id)
 	m.mu.Unlock()
 
-	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tagsOf(key)...))
+	// The racing invalidation runs once, in the Set's own goroutine, at
+	// the point drawn; if the Set never gets there (the store is down), it
+	// does not run.
+	var ran sync.Once
+	once := func() {
+		if racer != nil {
+			ran.Do(racer)
+		}
+	}
+	switch race {
+	case "midway":
+		m.mu.Lock()
+		n.beforeSetFill = once
+		m.mu.Unlock()
+		defer func() {
+			m.mu.Lock()
+			n.beforeSetFill = nil
+			m.mu.Unlock()
+		}()
+	case "gap":
+		hooks.FillGap.Store(&once)
+		defer hooks.FillGap.Store(nil)
+	}
+	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tags...))
 
 	m.mu.Lock()
 	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
-		vers: map[string]int{key: m.db[key]}})
+		vers: map[string]int{key: s.ver}, refused: errors.Is(err, paddock.ErrFenced), setBegin: s.begin, src: s})
 	m.logf("  set returned %v", err)
 	m.mu.Unlock()
 	m.settle()
+	if race == "after" {
+		once()
+		m.settle()
+	}
 }
 
 // Advance moves time forward: within the fresh window, past the lease, to

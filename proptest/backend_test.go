@@ -62,6 +62,9 @@ type env struct {
 	flushNode func(i int)
 	// close releases the store at the end of the check.
 	close func()
+	// fillGap: the store calls hooks.FillGap inside its Fill when
+	// hooks.FillTagGap is on (memstore).
+	fillGap bool
 }
 
 // memstoreBackend is the in-process store. It reads time.Now, which inside
@@ -80,7 +83,8 @@ var memstoreBackend = backend{
 				peek: func(ctx context.Context, key string) (paddock.Lookup, error) {
 					return s.Lookup(ctx, key, paddock.LookupRequest{})
 				},
-				close: func() { s.Close() },
+				close:   func() { s.Close() },
+				fillGap: true,
 			}
 		}
 	},

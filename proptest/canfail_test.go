@@ -23,6 +23,8 @@ var canFail = []struct {
 	{"TestMemstore", "I1", "JoinOldFlights", "load that began before", "a Get that starts after the invalidation joins the old load's flight"},
 	{"TestMemstore", "I1", "IgnoreLoadTags", "load that began before", "the entry lacks the tag the load named late; invalidating the tag leaves it"},
 	{"TestMemstore", "I1", "DropFailedInvalidations", "load that began before", "an invalidation the store did not acknowledge is forgotten; a later Get on its node hits the old entry"},
+	{"TestMemstore", "I1", "SetKeepsOld", "predates a refused Set", "a Set refused because a tag only the new value carries was invalidated leaves the old entry; a later Get hits it"},
+	{"TestMemstore", "I1", "FillTagGap", "load that began before", "an invalidation of a tag lands between a Set's fence check and its write; the Set is accepted and a later Get hits the old row"},
 	{"TestMemstore", "I2", "NoLease", "in flight", "two nodes load the same key at once"},
 	{"TestMemstore", "I3", "HardAsSoft", "older than a hard invalidation", "a hard invalidation leaves the entry servable as stale"},
 	{"TestMemstore", "I3", "RetryTakesAny", "older than a hard invalidation", "a Get that rejected an old flight's result retries, joins a refresh begun from a lookup older than the invalidation, and takes its stale-if-error value"},

@@ -123,11 +123,19 @@ func (m *machine) checkGet(g *getRec) {
 	if g.status == paddock.StatusStale || g.status == paddock.StatusStaleIfError {
 		kind = "I3 stale-window: a Get returned a stale value older than a hard invalidation that returned before the Get began"
 	}
-	if h := m.lastHard(g.key, func(inv *invRec) bool { return m.bindsGet(inv, g) }); h != nil {
+	if h := m.lastHard(g.key, func(inv *invRec) bool { return inv.src != s && m.bindsGet(inv, g) }); h != nil {
 		if s.begin < h.step {
 			m.violate(kind, "get %d (started step %d) returned %s as %v from %v, which began before the %v", g.id, g.start, g.val, g.status, s, h)
 		} else if s.ver < h.vers[g.key] {
 			m.violate(kind, "get %d (started step %d) returned row %s v%d, older than v%d at the %v", g.id, g.start, g.key, s.ver, h.vers[g.key], h)
+		}
+	}
+	// A Set refused with ErrFenced leaves no entry of its key that
+	// predates it.
+	if g.status == paddock.StatusHit || g.status == paddock.StatusStale || g.status == paddock.StatusStaleIfError {
+		if rs := m.refusedSet(g.key, g.start, s); rs != nil {
+			m.violate("I1 refused-set: a Get returned an entry that predates a refused Set of its key",
+				"get %d (started step %d) returned %s as %v, filled at step %d, before the %v, refused", g.id, g.start, g.val, g.status, s.fillStep, rs)
 		}
 	}
 	// Invariant 3: a value older than a soft invalidation is served only
@@ -159,6 +167,18 @@ func (m *machine) checkGet(g *getRec) {
 				g.id, m.since(g.startAt), g.val, g.status, m.since(s.fillAt), m.since(end))
 		}
 	}
+}
+
+// refusedSet returns a Set of row key refused (ErrFenced) before step
+// before that began after source s's fill, if any: the fill's entry must
+// be gone. The caller holds m.mu.
+func (m *machine) refusedSet(key string, before int, s *source) *invRec {
+	for _, inv := range m.invs {
+		if inv.refused && inv.step < before && inv.keys[0] == key && s.filled && s.fillStep < inv.setBegin {
+			return inv
+		}
+	}
+	return nil
 }
 
 // checkOneLoad checks invariant 2 when load s begins: no other load of the
@@ -310,10 +330,14 @@ func (m *machine) checkStore() {
 		case !ok || s == nil:
 			m.violate("I0 model: the store holds a value of no known source", "the store holds %q under %s", lk.Entry.Value, key)
 		default:
-			if h := m.lastHard(key, m.bindsStore); h != nil && s.begin < h.step {
+			if h := m.lastHard(key, func(inv *invRec) bool { return inv.src != s && m.bindsStore(inv) }); h != nil && s.begin < h.step {
 				m.violate("I4 cached-values: the store serves a value from a load that began before the last invalidation of its key or tags",
 					"the store holds %s (%v) under %s, from %v, which began before the %v",
 					s.value(), lk.State, key, s, h)
+			}
+			if rs := m.refusedSet(key, m.step+1, s); rs != nil {
+				m.violate("I4 cached-values: the store serves an entry that predates a refused Set of its key",
+					"the store holds %s (%v) under %s, filled at step %d, before the %v, refused", s.value(), lk.State, key, s.fillStep, rs)
 			}
 			if sv := m.lastInv(key, m.step+1, true); sv != nil && sv.soft && s.begin < sv.step && lk.State == paddock.StateFresh {
 				m.violate("I4 cached-values: the store serves as fresh a value older than a soft invalidation",

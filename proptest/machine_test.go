@@ -45,6 +45,10 @@ var (
 	lateTags  = map[string][]string{"a": {"t0"}, "b": {"t1"}}
 )
 
+// extraTag is a tag no row has, which a Set may name on top of its row's:
+// the key's entries from loads lack it.
+const extraTag = "t2"
+
 // tagsOf returns every tag of row key, sorted.
 func tagsOf(key string) []string {
 	t := append(slices.Clone(earlyTags[key]), lateTags[key]...)
@@ -121,6 +125,8 @@ type source struct {
 
 	filled bool      // a fill of this value was accepted (or may have been)
 	fillAt time.Time // when
+	// fillStep is the step of that fill
+	fillStep int
 
 	cmds  chan cmd
 	batch []*source // the sources of one load of several keys (GetMany), in order
@@ -187,9 +193,14 @@ type invRec struct {
 	// pending: a hard invalidation whose call failed; the node that made
 	// it keeps it and retries it until the store acknowledges it
 	pending bool
-	node    *node          // the node that made it
-	at      time.Time      // when the call returned
-	vers    map[string]int // row versions of the rows it touches, when it returned
+	node    *node     // the node that made it
+	at      time.Time // when the call returned
+	// refused: a Set refused with ErrFenced, which must leave no entry of
+	// the key from a fill before setBegin, the step at which the Set began
+	refused  bool
+	setBegin int
+	src      *source        // a Set's own value
+	vers     map[string]int // row versions of the rows it touches, when it returned
 }
 
 // affects reports whether inv fences row key: it names the key or one of
@@ -230,6 +241,8 @@ type node struct {
 	loader    *paddock.Loader[string]
 	crashed   bool
 	crashedAt time.Time
+	// beforeSetFill, if set, runs before the store sees a Set's fill.
+	beforeSetFill func()
 	// lookups is the last lookup each Get's flight made through this node,
 	// by Get id (the id rides on the context) and key.
 	lookups map[lookupKey]lookupObs

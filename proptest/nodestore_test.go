@@ -109,6 +109,14 @@ func (s *nodeStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool
 	if err := s.gate(); err != nil {
 		return false, err
 	}
+	if f.Set {
+		s.m.mu.Lock()
+		before := s.n.beforeSetFill
+		s.m.mu.Unlock()
+		if before != nil {
+			before()
+		}
+	}
 	ok, err := s.m.env.store.Fill(ctx, key, f)
 	s.m.filled(s.n, key, f, ok, err)
 	return ok, err
@@ -143,7 +151,7 @@ func (m *machine) filled(n *node, key string, f *paddock.Fill, ok bool, err erro
 	}
 	switch {
 	case ok || err != nil:
-		s.filled, s.fillAt = true, time.Now()
+		s.filled, s.fillAt, s.fillStep = true, time.Now(), m.step
 		m.logf("  fill of %s by %d on node %d: accepted %v, err %v", key, id, n.id, ok, err)
 		m.count(fmt.Sprintf("fill accepted %v err %v", ok, err != nil))
 	default:
