@@ -210,6 +210,13 @@ func (m *machine) Step(t *rapid.T) {
 		m.begin("load %d reads row %s", s.id, s.key)
 		s.cmds <- cmdRead
 	} else {
+		if !s.node.crashed && rapid.IntRange(0, 2).Draw(t, "joinFirst") == 0 {
+			// A Get of the row arrives on the load's node just before
+			// the load returns: it may join the load's flight, and then
+			// takes its value only if the join rule allows.
+			m.startGet(s.node, s.key, 0)
+			m.settle()
+		}
 		m.begin("load %d finishes", s.id)
 		s.cmds <- cmdFinish
 	}
@@ -313,17 +320,22 @@ func (m *machine) Set(t *rapid.T) {
 	n := m.drawNode(t)
 	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
 	tags := tagsOf(key)
-	if rapid.Bool().Draw(t, "extraTag") {
+	extra := rapid.Bool().Draw(t, "extraTag")
+	if extra {
 		tags = append(tags, extraTag)
 	}
-	race := rapid.SampledFrom([]string{"none", "none", "midway", "gap"}).Draw(t, "race")
+	race := rapid.SampledFrom([]string{"none", "midway", "gap"}).Draw(t, "race")
 	var racer func()
 	if race != "none" {
 		rn := m.drawNode(t)
 		var rkeys, rtags []string
-		if rapid.Bool().Draw(t, "raceByTag") {
+		switch {
+		case extra && rapid.Bool().Draw(t, "raceExtraTag"):
+			// The tag the key's older entries lack.
+			rtags = []string{extraTag}
+		case rapid.Bool().Draw(t, "raceByTag"):
 			rtags = []string{rapid.SampledFrom(tags).Draw(t, "raceTag")}
-		} else {
+		default:
 			rkeys = []string{key}
 		}
 		write := rapid.Bool().Draw(t, "raceWriteFirst")
