@@ -70,7 +70,7 @@ type env struct {
 // memstoreBackend is the in-process store. It reads time.Now, which inside
 // the bubble is synctest's fake clock, so time needs no help.
 var memstoreBackend = backend{
-	checks: 3000,
+	checks: 2500,
 	setup: func(*testing.T) func(*rapid.T) *env {
 		return func(t *rapid.T) *env {
 			s, err := memstore.New(memstore.MaxBytes(1<<20), memstore.MaxEntryBytes(4<<10))
