@@ -294,7 +294,7 @@ func (m *machine) invalidateNow(n *node, keys, tags []string, write, soft bool) 
 	}
 	m.mu.Lock()
 	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil,
-		pending: err != nil && !soft && errors.Is(err, paddock.ErrStoreUnavailable),
+		pending: err != nil && errors.Is(err, paddock.ErrStoreUnavailable),
 		node:    n, at: time.Now(), vers: make(map[string]int)}
 	for _, k := range touched {
 		inv.vers[k] = m.db[k]
@@ -382,12 +382,22 @@ func (m *machine) Set(t *rapid.T) {
 		hooks.FillGap.Store(&once)
 		defer hooks.FillGap.Store(nil)
 	}
+	m.mu.Lock()
+	n.setFills = 0
+	m.mu.Unlock()
 	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tags...))
 
 	m.mu.Lock()
+	// A Set the Cache refuses itself, because an invalidation of the key
+	// or a tag is pending there, never reaches the store: what binds then
+	// is that pending invalidation, as the model has it.
+	refused := errors.Is(err, paddock.ErrFenced) && n.setFills > 0
 	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
-		vers: map[string]int{key: s.ver}, refused: errors.Is(err, paddock.ErrFenced), setBegin: s.begin, src: s})
+		vers: map[string]int{key: s.ver}, refused: refused, setBegin: s.begin, src: s})
 	m.logf("  set returned %v", err)
+	if errors.Is(err, paddock.ErrFenced) && !refused {
+		m.logf("  (refused by the Cache: a pending invalidation covers it)")
+	}
 	m.mu.Unlock()
 	m.settle()
 	if race == "after" {

@@ -23,12 +23,12 @@ func (m *machine) lastInv(key string, before int, soft bool) *invRec {
 	return nil
 }
 
-// lastHard returns the last hard invalidation (or Set) of row key that
-// binds: one that binds says so.
+// lastHard returns the last invalidation (or Set) of row key that binds
+// as a hard one: binds says which do.
 func (m *machine) lastHard(key string, binds func(*invRec) bool) *invRec {
 	for i := len(m.invs) - 1; i >= 0; i-- {
 		inv := m.invs[i]
-		if !inv.soft && inv.affects(key) && binds(inv) {
+		if inv.affects(key) && binds(inv) {
 			return inv
 		}
 	}
@@ -40,9 +40,14 @@ func (m *machine) lastHard(key string, binds func(*invRec) bool) *invRec {
 // it), and then it binds g at once if g runs on the node that made it (the
 // Cache keeps it pending), and a Get on another node once the pending
 // invalidation has reached the store (see fleetAt).
+//
+// Soft invalidations are invariant 3's (see lastInv): one that failed is
+// not held against anyone. (While it is pending its node serves nothing it
+// covers, but the model cannot tell when the retry lands, after which the
+// node may serve the entries as stale.)
 func (m *machine) bindsGet(inv *invRec, g *getRec) bool {
 	switch {
-	case inv.step >= g.start:
+	case inv.step >= g.start || inv.soft:
 		return false
 	case inv.ok:
 		return true
@@ -59,6 +64,9 @@ func (m *machine) bindsGet(inv *invRec, g *getRec) bool {
 // entries now: it was acknowledged, or it was pending and has reached the
 // store since.
 func (m *machine) bindsStore(inv *invRec) bool {
+	if inv.soft {
+		return false
+	}
 	if inv.ok {
 		return true
 	}

@@ -243,6 +243,8 @@ type node struct {
 	crashedAt time.Time
 	// beforeSetFill, if set, runs before the store sees a Set's fill.
 	beforeSetFill func()
+	// setFills counts the Set fills the node sent the store.
+	setFills int
 	// lookups is the last lookup each Get's flight made through this node,
 	// by Get id (the id rides on the context) and key.
 	lookups map[lookupKey]lookupObs

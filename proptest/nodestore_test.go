@@ -111,6 +111,7 @@ func (s *nodeStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool
 	}
 	if f.Set {
 		s.m.mu.Lock()
+		s.n.setFills++
 		before := s.n.beforeSetFill
 		s.m.mu.Unlock()
 		if before != nil {
