@@ -49,8 +49,8 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		}
 		seen[k] = true
 		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: pol}
-		token := l.c.leaseToken(w.key)
-		lk, err := l.c.lookup(ctx, w.key, w.request(token), l.st)
+		lk, err := l.c.lookup(ctx, w.key, w.request(l.c.token()), l.st)
+		token := lk.token // the token the lookup was sent with
 		if unavailable(err) {
 			others = append(others, k)
 			continue

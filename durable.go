@@ -352,17 +352,6 @@ func (c *Cache) abandonLease(key string, token uint64) {
 	c.startRetrier()
 }
 
-// leaseToken returns the token for a lookup of key: a lease this Cache
-// abandoned on key (so the lookup gets it back at once), or a new token.
-func (c *Cache) leaseToken(key string) uint64 {
-	if c.abandoned.Load() {
-		if t := c.pending.takeLease(key); t != 0 {
-			return t
-		}
-	}
-	return c.token()
-}
-
 // covered reports whether a pending invalidation covers key or one of
 // tags: the entry must not be served, nor a load of it fill.
 func (c *Cache) covered(key string, tags []string) bool {

@@ -270,8 +270,8 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 			}
 		}
 		if f == nil {
-			token := l.c.leaseToken(full)
-			lk, err := l.c.lookup(ctx, full, l.request(&pol, token), l.st)
+			lk, err := l.c.lookup(ctx, full, l.request(&pol, l.c.token()), l.st)
+			token := lk.token // the token the lookup was sent with
 			switch {
 			case unavailable(err): // load without the store, still coalesced
 				if f, owner = l.flights.joinOrStart(full, false); owner {
@@ -328,19 +328,19 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 // handed to a goroutine so that its joiners are not stranded.
 func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, flightWork func() *work[T]) (r Result[T], err error, done bool) {
 	mark := f.begin()
-	token := l.c.leaseToken(f.key)
-	lk, err := l.c.lookup(ctx, f.key, l.request(pol, token), l.st)
+	lk, err := l.c.lookup(ctx, f.key, l.request(pol, l.c.token()), l.st)
 	switch {
 	case unavailable(err):
 		flightWork().start(ctx, f, plan{noStore: true})
 		return r, nil, false
 	case err != nil:
 		// The caller is gone (or the store closed); the flight's joiners
-		// are not. The lookup may have been granted the lease: the flight
-		// looks up again with the same token, which gets it back.
-		flightWork().start(ctx, f, plan{token: token})
+		// are not. The lookup may have been granted the lease: the Cache
+		// keeps its token, and the flight's own lookup takes it back.
+		flightWork().start(ctx, f, plan{})
 		return r, err, true
 	}
+	token := lk.token
 	if o, ok := l.read(f.key, &lk, mark); ok {
 		// The lookup flight ends first, then the refresh (if this lookup
 		// was granted its lease) registers: joiners that retry find it.
@@ -507,7 +507,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		own := false
 		if lk == nil {
 			if token == 0 {
-				token = c.leaseToken(w.key)
+				token = c.token()
 			}
 			mark = f.begin()
 			r, err := c.lookup(ctx, w.key, w.request(token), l.st)
@@ -520,6 +520,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 				p.noStore = true
 				break
 			}
+			token = r.token
 			lk, own = &r, true
 		}
 		// A lookup handed over in the plan was already found unservable

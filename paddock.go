@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,7 +372,7 @@ func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *c
 		// A pending invalidation covers the entry, which the store still
 		// thinks fresh: ask again for the lease, so that this process
 		// loads it once, as for a miss, rather than without a lease.
-		req.Refresh = true
+		req.Refresh, req.Lease = true, lk.token
 		lk, err = c.lookupOnce(ctx, key, req, st)
 	}
 	return lk, err
@@ -382,15 +383,24 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 	if !ok {
 		return Lookup{}, errBreakerOpen
 	}
+	if req.Lease != 0 && c.abandoned.Load() {
+		// A lease this Cache abandoned on key (a lookup that failed may
+		// have been granted it): look up with its token, which takes the
+		// lease back. Taken only now that the lookup is sent, so that a
+		// lookup skipped by the breaker loses nothing.
+		if t := c.pending.takeLease(key); t != 0 {
+			req.Lease = t
+		}
+	}
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	if probe {
 		lk, err := c.probe(ctx, key, req, st)
-		lk.gen, lk.applied = gen, applied
+		lk.gen, lk.applied, lk.token = gen, applied, req.Lease
 		return lk, err
 	}
 	sctx, cancel := c.storeContext(ctx)
 	lk, err := c.store.Lookup(sctx, key, req)
-	lk.gen, lk.applied = gen, applied
+	lk.gen, lk.applied, lk.token = gen, applied, req.Lease
 	cancel()
 	if err != nil {
 		return Lookup{}, c.lookupFailed(ctx, key, req, st, err)
@@ -526,7 +536,9 @@ func (c *Cache) release(ctx context.Context, key string, lease uint64, st *count
 
 func (c *Cache) storeFailed(st *counters, op, key string, err error) {
 	st.storeErrors.Add(1)
-	timedOut := errors.Is(err, context.DeadlineExceeded)
+	// A client reports its own deadline as the context's error, or, for a
+	// socket read cut short by it (go-redis), as os.ErrDeadlineExceeded.
+	timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 	c.breaker.failure(timedOut)
 	c.cfg.logger.Warn("paddock: store call failed", "op", op, "key", key, "err", err)
 }

@@ -158,8 +158,9 @@ type Lookup struct {
 
 	// Set by the Cache, not by stores, when the lookup was sent: the count
 	// of invalidations gone pending (gen) and of those a retry applied
-	// (applied). See durable.go.
-	gen, applied uint64
+	// (applied), see durable.go; and the lease token the lookup was sent
+	// with (token), which may be one this Cache abandoned on the key.
+	gen, applied, token uint64
 }
 
 // Fill is a conditional write given to [Store.Fill].
