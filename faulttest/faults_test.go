@@ -1,0 +1,674 @@
+package faulttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
+)
+
+// TestFaults runs every scenario as a subtest, one after the other (their
+// latencies are measured), and logs the figures table at the end.
+func TestFaults(t *testing.T) {
+	redistest.Require(t)
+	scenarios := []struct {
+		name string
+		f    func(*run)
+	}{
+		{"breaker-after-latency-spike", breakerAfterSpike},
+		{"timed-out-lookup-lease", timedOutLookupLease},
+		{"corrupt-entries", corruptEntries},
+		{"invalidation-while-frozen", invalidationWhileFrozen},
+		{"dead-redis-at-start", deadAtStart},
+		{"sigkill-and-restart", sigkillAndRestart},
+		{"restart-empty", restartEmpty},
+		{"flushall", flushAll},
+		{"lease-holder-killed", leaseHolderKilled},
+		{"latency-100ms", latency100ms},
+		{"network-pause", networkPause},
+	}
+	var rows []*row
+	for _, sc := range scenarios {
+		r := &row{name: sc.name}
+		rows = append(rows, r)
+		ok := t.Run(sc.name, func(t *testing.T) {
+			sc.f(&run{t: t, row: r, db: newTruth()})
+		})
+		r.mu.Lock()
+		r.failed = !ok
+		r.mu.Unlock()
+	}
+	t.Log("figures:\n" + table(rows))
+}
+
+// breakerAfterSpike (issue 8, item 1): with Breaker(1, 200ms), a 2 s
+// latency spike and callers whose deadlines (100-150 ms) end before the
+// store timeout, the Cache must use Redis again within cooldown + one
+// store timeout of the spike's end, whoever took the half-open probe.
+func breakerAfterSpike(r *run) {
+	t := r.t
+	const (
+		storeTimeout = 500 * time.Millisecond
+		cooldown     = 200 * time.Millisecond
+		keys         = 8
+		callers      = 4
+	)
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	n := newNode(t, "tcp", px.Addr(), storeTimeout, paddock.Breaker(1, cooldown))
+	l := n.loader(t, "b", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	key := func(i int) string { return fmt.Sprintf("k%d", i%keys) }
+	for i := range keys { // warm: every key is in Redis
+		for range 2 {
+			if _, err, _ := r.get(ctx, l, key(i), false, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	var (
+		healed    atomic.Bool
+		hits      atomic.Int64 // hits after the heal
+		afterHeal atomic.Int64 // Gets after the heal
+		firstHit  = make(chan struct{})
+		hitOnce   sync.Once
+		stop      = make(chan struct{})
+		wg        sync.WaitGroup
+	)
+	px.SetLatency(2 * time.Second)
+	for c := range callers {
+		wg.Go(func() {
+			tick := time.NewTicker(5 * time.Millisecond) // a steady request rate
+			defer tick.Stop()
+			for i := c; ; i += callers {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				h := healed.Load()
+				cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond+rand.N(50*time.Millisecond))
+				res, err, _ := r.get(cctx, l, key(i), false, !h)
+				cancel()
+				if h {
+					afterHeal.Add(1)
+					if err == nil && res.Status == paddock.StatusHit {
+						hits.Add(1)
+						hitOnce.Do(func() { close(firstHit) })
+					}
+				}
+			}
+		})
+	}
+	// The spike lasts long enough for the breaker to open and for several
+	// half-open probes to be taken by callers whose deadline ends first.
+	spike := time.NewTimer(3 * time.Second)
+	<-spike.C
+	callsAtHeal := n.calls.Load()
+	healed.Store(true)
+	px.SetLatency(0)
+	heal := time.Now()
+	limit := time.NewTimer(5 * time.Second)
+	var recovered bool
+	select {
+	case <-firstHit:
+		recovered = true
+		r.row.recover(time.Since(heal))
+	case <-limit.C:
+	}
+	close(stop)
+	wg.Wait()
+	calls := n.calls.Load() - callsAtHeal
+	r.row.note("after heal: %d store calls, %d hits in %d Gets", calls, hits.Load(), afterHeal.Load())
+	r.row.note("errors are the callers' own deadlines")
+	if !recovered {
+		t.Fatalf("the Cache never used Redis again: %d store calls and %d hits in %d Gets in the 5s after the latency went away (breaker stuck open)",
+			calls, hits.Load(), afterHeal.Load())
+	}
+	// Cooldown + one store timeout is 700ms; the bound is generous.
+	if d := r.row.recovered; d > 3*time.Second {
+		t.Errorf("the first hit came %v after the heal; want about cooldown + store timeout (%v)", d, cooldown+storeTimeout)
+	}
+}
+
+// timedOutLookupLease (issue 8, item 2): a lookup that timed out, but that
+// Redis ran and answered late, was granted the key's lease; the next Get
+// of the key, with Redis healthy, must not wait on that lease.
+func timedOutLookupLease(r *run) {
+	t := r.t
+	const (
+		storeTimeout = 300 * time.Millisecond
+		leaseTTL     = 4 * time.Second
+	)
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	n := newNode(t, "tcp", px.Addr(), storeTimeout, paddock.LeaseTTL(leaseTTL))
+	l := n.loader(t, "lease")
+	ctx := t.Context()
+	// A first Get loads the scripts and opens a connection, so that the
+	// slow lookup below is one script call that Redis runs at once.
+	if _, err, _ := r.get(ctx, l, "warm", false, false); err != nil {
+		t.Fatal(err)
+	}
+	px.SetLatency(2 * time.Second)
+	before := px.Replies()
+	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+		t.Fatalf("Get with a slow Redis: %v", err)
+	}
+	// Redis ran the lookup: its reply reached the proxy, late for the Get.
+	if _, ok := until(10*time.Second, func() bool { return px.Replies() > before }); !ok {
+		t.Fatal("Redis never answered the slow lookup")
+	}
+	px.SetLatency(0)
+	res, err, d := r.get(ctx, l, "k", false, false)
+	r.row.recover(d)
+	r.row.note("Get after recovery: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
+	if err != nil {
+		t.Fatalf("Get after recovery: %v", err)
+	}
+	if d > leaseTTL/2 {
+		t.Errorf("the Get after recovery took %v (LeaseTTL %v): it waited on the lease its own Cache's timed-out lookup was granted", d, leaseTTL)
+	}
+}
+
+// corruptEntries (issue 8, item 3): an entry overwritten in Redis with
+// something that does not parse is a miss counted in DecodeErrors, is
+// replaced by the next fill, can be invalidated, and never opens the
+// breaker.
+func corruptEntries(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	rc := srv.Client(t, nil)
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "c", paddock.TTL(time.Minute), paddock.Tags("t"))
+	ctx := t.Context()
+	entry := func(k string) string { return "paddock:{" + l.Key(k) + "}:e" }
+	damage := []struct {
+		name string
+		do   func(e string) error
+	}{
+		{"ticket field garbage", func(e string) error { return rc.HSet(ctx, e, "q", "garbage").Err() }},
+		{"fresh-until field garbage", func(e string) error { return rc.HSet(ctx, e, "f", "garbage").Err() }},
+		{"guard field deleted", func(e string) error { return rc.HDel(ctx, e, "g").Err() }},
+		{"bad tag list", func(e string) error { return rc.HSet(ctx, e, "tg", "zz").Err() }},
+		{"bad tag-key list", func(e string) error { return rc.HSet(ctx, e, "tk", "9:x").Err() }},
+		{"negative flag with a value", func(e string) error { return rc.HSet(ctx, e, "n", "1").Err() }},
+		{"a string, not a hash", func(e string) error {
+			_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Del(ctx, e)
+				p.Set(ctx, e, "garbage", 0)
+				return nil
+			})
+			return err
+		}},
+	}
+	var broken []string
+	for i, dm := range damage {
+		k := fmt.Sprintf("k%d", i)
+		for range 2 {
+			if _, err, _ := r.get(ctx, l, k, false, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := dm.do(entry(k)); err != nil {
+			t.Fatalf("%s: %v", dm.name, err)
+		}
+		dec, _ := n.stat("c", "DecodeErrors")
+		res, err, _ := r.get(ctx, l, k, false, false)
+		var fails []string
+		if err != nil || res.Status != paddock.StatusLoaded {
+			fails = append(fails, fmt.Sprintf("the Get was %v, %v, not a load", res.Status, err))
+		}
+		if d, _ := n.stat("c", "DecodeErrors"); d <= dec {
+			fails = append(fails, "DecodeErrors did not count it")
+		}
+		if res, err, _ := r.get(ctx, l, k, false, false); err != nil || res.Status != paddock.StatusHit {
+			fails = append(fails, fmt.Sprintf("the next Get was %v, %v, not a hit (not replaced)", res.Status, err))
+		}
+		if err := dm.do(entry(k)); err != nil {
+			t.Fatalf("%s: %v", dm.name, err)
+		}
+		if err := l.Invalidate(ctx, k); err != nil {
+			fails = append(fails, fmt.Sprintf("Invalidate: %v", err))
+		}
+		if len(fails) > 0 {
+			broken = append(broken, dm.name)
+			t.Errorf("%s: %v", dm.name, fails)
+		}
+	}
+	// Seven damaged keys, more than the breaker's threshold: a healthy key
+	// is still served from Redis.
+	if _, err, _ := r.get(ctx, l, "healthy", false, false); err != nil {
+		t.Fatal(err)
+	}
+	if res, err, _ := r.get(ctx, l, "healthy", false, false); err != nil || res.Status != paddock.StatusHit {
+		t.Errorf("a healthy key after %d damaged ones: %v, %v; want a hit (the breaker opened)", len(damage), res.Status, err)
+	}
+	se, _ := n.stat("c", "StoreErrors")
+	de, _ := n.stat("c", "DecodeErrors")
+	r.row.note("%d kinds of damage, %d handled as misses; DecodeErrors %d, StoreErrors %d", len(damage), len(damage)-len(broken), de, se)
+	if se != 0 {
+		t.Errorf("StoreErrors = %d: damaged entries were counted as store failures", se)
+	}
+}
+
+// invalidationWhileFrozen (issue 8, item 4): Redis is frozen (SIGSTOP)
+// while an article is published. InvalidateTags returns an error wrapping
+// ErrStoreUnavailable; this process never serves the old homepage after
+// that, and once Redis is continued the homepage shows the article within
+// the retry delay (at most 1 s) here and in a second process.
+func invalidationWhileFrozen(r *run) {
+	t := r.t
+	const storeTimeout = 100 * time.Millisecond
+	srv := redistest.Start(t)
+	a := newNode(t, "unix", srv.Socket, storeTimeout)
+	b := newNode(t, "unix", srv.Socket, storeTimeout)
+	opts := []paddock.LoaderOption{paddock.TTL(time.Minute), paddock.Tags("articles")}
+	pa, pb := a.loader(t, "page", opts...), b.loader(t, "page", opts...)
+	ctx := t.Context()
+	r.db.write("home")
+	for _, l := range []*paddock.Loader[string]{pa, pa, pb} { // both processes hold the page
+		if _, err, _ := r.get(ctx, l, "home", false, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	srv.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume(t)
+		}
+	}()
+	v := r.db.write("home") // publish: the source of truth first
+	start := time.Now()
+	err := a.cache.InvalidateTags(ctx, "articles")
+	r.row.faultLat = append(r.row.faultLat, time.Since(start))
+	r.db.invalidated(v, err, "home")
+	if !errors.Is(err, paddock.ErrStoreUnavailable) {
+		t.Errorf("InvalidateTags on a frozen Redis: %v; want an error wrapping ErrStoreUnavailable", err)
+	}
+	if err != nil {
+		r.row.errs++
+	}
+	// While frozen, this process does not serve the old page.
+	if _, err, _ := r.get(ctx, pa, "home", true, true); err != nil {
+		t.Errorf("Get while frozen: %v", err)
+	}
+	srv.Resume(t)
+	resumed = true
+	back := time.Now()
+
+	// Every Get in this process is checked against the published version
+	// (strict); the second process's must reach it.
+	var seenA, seenB time.Duration
+	_, ok := until(4*time.Second, func() bool {
+		if seenA == 0 {
+			if res, err, _ := r.get(ctx, pa, "home", true, false); err == nil && res.Value == fmt.Sprint(v) {
+				seenA = time.Since(back)
+			}
+		} else if _, err, _ := r.get(ctx, pa, "home", true, false); err != nil {
+			t.Errorf("Get in this process: %v", err)
+		}
+		if seenB == 0 {
+			if res, err, _ := r.get(ctx, pb, "home", false, false); err == nil && res.Value == fmt.Sprint(v) {
+				seenB = time.Since(back)
+			}
+		}
+		return seenA != 0 && seenB != 0
+	})
+	// Let the retry land, if the Cache keeps one, before the figures.
+	_, acked := until(3*time.Second, func() bool {
+		p, has := a.statSum("InvalidationsPending")
+		return !has || p == 0
+	})
+	if ret, has := a.statSum("InvalidationsRetried"); has {
+		r.row.retried = fmt.Sprint(ret)
+	}
+	if p, has := a.statSum("InvalidationsPending"); has {
+		r.row.note("pending at the end: %d", p)
+	}
+	if d, has := a.statSum("InvalidationsDropped"); has {
+		r.row.note("dropped: %d", d)
+	}
+	if ok {
+		r.row.recover(max(seenA, seenB))
+	}
+	r.row.note("this process saw the article %s after SIGCONT, the second %s", seen(seenA), seen(seenB))
+	if !ok {
+		t.Errorf("4s after Redis answered again: this process saw the article: %s, the second process: %s (the failed invalidation was lost)", seen(seenA), seen(seenB))
+	}
+	if !acked {
+		t.Errorf("the invalidation is still pending 3s after Redis came back")
+	}
+	// The promise is the retry delay, at most 1 s; the bound is generous.
+	if seenB > 3*time.Second {
+		t.Errorf("the second process saw the article %v after Redis came back; want within the retry delay (<= 1s)", seenB)
+	}
+}
+
+func seen(d time.Duration) string {
+	if d == 0 {
+		return "never"
+	}
+	return round(d)
+}
+
+// deadAtStart (issue 8, item 5): with Redis refusing connections from the
+// start, the first Gets cost at most one store timeout in all, then next to
+// nothing while the breaker is open; once Redis is up the Cache uses it.
+func deadAtStart(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	srv.Stop() // the socket file stays: connections are refused
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "dead")
+	ctx := t.Context()
+	var lat []time.Duration
+	for i := range 5 {
+		_, err, d := r.get(ctx, l, fmt.Sprintf("k%d", i), false, true)
+		if err != nil {
+			t.Errorf("Get %d with Redis refusing: %v", i, err)
+		}
+		lat = append(lat, d)
+	}
+	r.row.note("first 5 Gets: %v (store timeout %v)", fmtDurations(lat), paddock.DefaultStoreTimeout)
+	// At most one store timeout once, then next to nothing; both bounds
+	// are generous.
+	if lat[0] > 2*paddock.DefaultStoreTimeout {
+		t.Errorf("the first Get with Redis refusing connections took %v; want at most about one store timeout (%v)", lat[0], paddock.DefaultStoreTimeout)
+	}
+	for i, d := range lat[1:] {
+		if d > paddock.DefaultStoreTimeout/4 {
+			t.Errorf("Get %d with Redis refusing connections took %v (first 5: %v); want next to nothing once the first has paid (store timeout %v)",
+				i+2, d, fmtDurations(lat), paddock.DefaultStoreTimeout)
+		}
+	}
+	srv.Restart(t)
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "back", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis once it was up")
+	}
+	r.row.recover(d)
+}
+
+func fmtDurations(ds []time.Duration) string {
+	s := ""
+	for i, d := range ds {
+		if i > 0 {
+			s += " "
+		}
+		s += round(d)
+	}
+	return s
+}
+
+// warm fills keys: a load, then a hit.
+func (r *run) warm(ctx context.Context, l *paddock.Loader[string], keys ...string) {
+	r.t.Helper()
+	for _, k := range keys {
+		for range 2 {
+			if _, err, _ := r.get(ctx, l, k, false, false); err != nil {
+				r.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// sigkillAndRestart: Redis killed with SIGKILL, Gets while it is down,
+// an invalidation that fails, then Redis restarted empty on the same
+// socket. No Get serves a value older than an acknowledged invalidation.
+func sigkillAndRestart(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "kill", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.db.write("k0")
+	r.warm(ctx, l, keys...)
+	if _, err := r.publish(ctx, n.cache, l, "k0"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	for i := range 20 {
+		r.get(ctx, l, keys[i%len(keys)], false, true)
+	}
+	if _, err := r.publish(ctx, n.cache, l, "k1"); err == nil {
+		t.Error("an invalidation with Redis down returned no error")
+	} else {
+		r.row.note("invalidation while down: %v", errors.Is(err, paddock.ErrStoreUnavailable))
+	}
+	for i := range 20 {
+		r.get(ctx, l, keys[i%len(keys)], true, true)
+	}
+	srv.Restart(t)
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k2", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+	for _, k := range keys {
+		r.get(ctx, l, k, true, false)
+	}
+	retried(r, n)
+}
+
+// retried puts the Cache's retried invalidations in the row, if Stats
+// counts them.
+func retried(r *run, n *node) {
+	if ret, has := n.statSum("InvalidationsRetried"); has {
+		r.row.retried = fmt.Sprint(ret)
+	}
+}
+
+// restartEmpty: Redis restarted empty on the same socket while a load
+// holds a lease on the old server; an invalidation acknowledged by the new
+// server fences that load's fill (a new epoch).
+func restartEmpty(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	a := newNode(t, "unix", srv.Socket, 0)
+	b := newNode(t, "unix", srv.Socket, 0)
+	la, lb := a.loader(t, "re", paddock.TTL(time.Minute)), b.loader(t, "re", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	r.warm(ctx, la, "k0", "k1")
+	r.warm(ctx, lb, "k0")
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = la.Fetch(ctx, "slow", func(context.Context) (string, error) {
+			v := r.db.read("slow") // read before the invalidation below
+			close(entered)
+			<-release
+			return fmt.Sprint(v), nil
+		})
+	}()
+	<-entered
+	srv.Restart(t)
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, la, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+	if _, err := r.publish(ctx, b.cache, lb, "slow"); err != nil {
+		t.Errorf("invalidation after the restart: %v", err)
+	}
+	close(release)
+	<-done
+	for _, l := range []*paddock.Loader[string]{la, lb, la, lb} {
+		r.get(ctx, l, "slow", false, false)
+	}
+	refused, _ := a.stat("re", "FillsRefused")
+	r.row.note("fills refused: %d", refused)
+}
+
+// flushAll: FLUSHALL while a load is running; an invalidation after it
+// fences the load's fill, and no Get serves the old value.
+func flushAll(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	rc := srv.Client(t, nil)
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "fl", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	r.warm(ctx, l, "k0", "k1")
+	if _, err := r.publish(ctx, n.cache, l, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	r.warm(ctx, l, "k1")
+	entered, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = l.Fetch(ctx, "slow", func(context.Context) (string, error) {
+			v := r.db.read("slow")
+			close(entered)
+			<-release
+			return fmt.Sprint(v), nil
+		})
+	}()
+	<-entered
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never hit again")
+	}
+	r.row.recover(d)
+	if _, err := r.publish(ctx, n.cache, l, "slow"); err != nil {
+		t.Errorf("invalidation after FLUSHALL: %v", err)
+	}
+	close(release)
+	<-done
+	for _, k := range []string{"slow", "slow", "k0", "k1"} {
+		r.get(ctx, l, k, false, false)
+	}
+	refused, _ := n.stat("fl", "FillsRefused")
+	r.row.note("fills refused: %d", refused)
+}
+
+// leaseHolderKilled: the process holding a key's lease is cut off from
+// Redis in the middle of its load; another process takes over once the
+// lease expires.
+func leaseHolderKilled(r *run) {
+	t := r.t
+	const leaseTTL = time.Second
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	a := newNode(t, "tcp", px.Addr(), 0, paddock.LeaseTTL(leaseTTL))
+	b := newNode(t, "unix", srv.Socket, 0, paddock.LeaseTTL(leaseTTL))
+	la, lb := a.loader(t, "lh"), b.loader(t, "lh")
+	ctx := t.Context()
+	entered, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = la.Fetch(ctx, "k", func(context.Context) (string, error) {
+			close(entered)
+			<-release
+			return fmt.Sprint(r.db.read("k")), nil
+		})
+	}()
+	<-entered
+	// The holder is gone: no connection of it reaches Redis any more.
+	px.Refuse(true)
+	px.Cut()
+	res, err, d := r.get(ctx, lb, "k", false, true)
+	close(release)
+	<-done
+	r.row.recover(d)
+	r.row.note("takeover after %s, LeaseTTL %v (%v)", round(d), leaseTTL, res.Status)
+	if err != nil {
+		t.Fatalf("Get while the lease holder is gone: %v", err)
+	}
+	if d > leaseTTL+5*time.Second {
+		t.Errorf("the takeover took %v with a lease TTL of %v", d, leaseTTL)
+	}
+}
+
+// latency100ms: every reply 100 ms late; hits still come from Redis.
+func latency100ms(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	n := newNode(t, "tcp", px.Addr(), 0)
+	l := n.loader(t, "lat", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.warm(ctx, l, keys...)
+	px.SetLatency(100 * time.Millisecond)
+	hits := 0
+	for i := range 12 {
+		if res, err, _ := r.get(ctx, l, keys[i%len(keys)], false, true); err == nil && res.Status == paddock.StatusHit {
+			hits++
+		}
+	}
+	px.SetLatency(0)
+	r.row.note("%d of 12 Gets were hits", hits)
+	if hits == 0 {
+		t.Error("no hit with 100ms of latency and a store timeout of 1s")
+	}
+	d, ok := until(10*time.Second, func() bool {
+		res, err, d := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit && d < 50*time.Millisecond
+	})
+	if !ok {
+		t.Fatal("no fast hit after the latency went away")
+	}
+	r.row.recover(d)
+}
+
+// networkPause: all traffic to Redis held (a partition), concurrent Gets,
+// then the traffic let through again.
+func networkPause(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	n := newNode(t, "tcp", px.Addr(), 0)
+	l := n.loader(t, "np", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.warm(ctx, l, keys...)
+	px.Pause()
+	var wg sync.WaitGroup
+	for c := range len(keys) {
+		wg.Go(func() {
+			for i := range 3 {
+				r.get(ctx, l, keys[(c+i)%len(keys)], false, true)
+			}
+		})
+	}
+	wg.Wait()
+	px.Resume()
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+}
