@@ -49,17 +49,18 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		}
 		seen[k] = true
 		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: pol}
-		token := l.c.token()
-		lk, ok, err := l.c.lookup(ctx, w.key, w.request(token), l.st)
-		if err != nil {
-			l.abandon(ctx, mine)
-			return nil, err
-		}
-		if !ok {
+		token := l.c.leaseToken(w.key)
+		gen := l.c.invGen.Load()
+		lk, err := l.c.lookup(ctx, w.key, w.request(token), l.st)
+		if unavailable(err) {
 			others = append(others, k)
 			continue
 		}
-		if o, ok := l.serve(ctx, &lk, token, 0, w.self); ok {
+		if err != nil {
+			l.abandon(ctx, mine, err)
+			return nil, err
+		}
+		if o, ok := l.serve(ctx, w.key, &lk, token, 0, gen, w.self); ok {
 			if r, err := l.result(&o, true); err == nil {
 				out[k] = r.Value
 			}
@@ -72,8 +73,8 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		mine = append(mine, batchKey[T]{key: k, w: w, lk: lk, token: token, f: l.flights.start(w.key, false)})
 	}
 
-	if len(mine) > 0 {
-		go l.runBatch(ctx, mine, load, &pol)
+	if len(mine) > 0 && !l.c.spawn(func() { l.runBatch(ctx, mine, load, &pol) }) {
+		l.abandon(ctx, mine, ErrClosed)
 	}
 	type one struct {
 		key string
@@ -162,16 +163,17 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 		keys[i] = b.key
 		marks[i] = b.f.begin()
 	}
-	lctx, cancel := context.WithTimeout(ctx, pol.loadTimeout)
-	lctx, ts := withTags(lctx)
+	lctx, ts, cancel := l.c.loadContext(ctx, pol.loadTimeout)
+	gen := l.c.invGen.Load()
 	start := time.Now()
 	m, err := callLoad(lctx, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	dur := time.Since(start)
+	err = l.c.loadError(lctx, err, pol.loadTimeout)
 	cancel()
 	l.st.loads.Add(1)
 	tags := ts.list()
 	for i, b := range mine {
-		ld := loaded[T]{err: err, dur: dur, tags: tags, mark: marks[i]}
+		ld := loaded[T]{err: err, dur: dur, tags: tags, mark: marks[i], gen: gen}
 		if err == nil {
 			v, ok := m[b.key]
 			if ok {
@@ -180,17 +182,18 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 				ld.err = ErrNotFound
 			}
 		}
-		out := b.w.settle(ctx, b.f, &b.lk, b.token, 0, ld)
+		out := b.w.settle(ctx, b.f, &b.lk, b.token, 0, 0, ld)
 		l.flights.finish(b.w.key, b.f, out)
 	}
 	finished = true
 }
 
-// abandon gives back the leases of a batch that will not run.
-func (l *Loader[T]) abandon(ctx context.Context, mine []batchKey[T]) {
+// abandon gives back the leases of a batch that will not run, and ends
+// its flights with err.
+func (l *Loader[T]) abandon(ctx context.Context, mine []batchKey[T], err error) {
 	ctx = context.WithoutCancel(ctx)
 	for _, b := range mine {
 		l.c.release(ctx, b.w.key, b.token, l.st)
-		l.flights.finish(b.w.key, b.f, outcome[T]{err: context.Canceled})
+		l.flights.finish(b.w.key, b.f, outcome[T]{err: err})
 	}
 }

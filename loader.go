@@ -126,6 +126,9 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 	if c == nil {
 		return nil, invalid("NewLoader: nil Cache")
 	}
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
 	if namespace == "" || strings.ContainsAny(namespace, ":") {
 		return nil, invalid("NewLoader: namespace %q must be non-empty and without ':'", namespace)
 	}
@@ -242,52 +245,59 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	var (
 		j     Ticket // this caller's own ticket, once it has looked up
 		known bool
+		// gen is the count of invalidations gone pending (unacknowledged
+		// by the store) when this caller began: a flight that began
+		// before a later one cannot be taken by its ticket, which the
+		// store never saw fenced.
+		gen = l.c.invGen.Load()
+		// began is the mark clock when this caller began: a flight's
+		// read, load or fill with a higher mark began after it.
+		began = l.flights.clock.Load()
 	)
 	for attempt := 0; ; attempt++ {
 		var (
-			f      *flight[T]
-			joined uint64
-			owner  bool
+			f     *flight[T]
+			owner bool
 		)
 		// On a remote store, callers of one key in this process share one
 		// lookup (a stampede asks the store once). A background refresh is
 		// not waited for: the caller looks up and serves the stale value.
 		if l.c.remote && attempt == 0 {
-			if f, joined, owner = l.flights.joinOrStart(full, true); owner {
+			if f, owner = l.flights.joinOrStart(full, true); owner {
 				if r, err, done := l.ownerLookup(ctx, f, &pol, flightWork); done {
 					return r, err
 				}
 			}
 		}
 		if f == nil {
-			token := l.c.token()
-			lk, ok, err := l.c.lookup(ctx, full, l.request(&pol, token), l.st)
+			token := l.c.leaseToken(full)
+			lk, err := l.c.lookup(ctx, full, l.request(&pol, token), l.st)
 			switch {
+			case unavailable(err): // load without the store, still coalesced
+				if f, owner = l.flights.joinOrStart(full, false); owner {
+					flightWork().start(ctx, f, plan{noStore: true})
+				}
 			case err != nil:
 				return Result[T]{}, err
-			case !ok: // store unavailable: load without it, still coalesced
-				if f, joined, owner = l.flights.joinOrStart(full, false); owner {
-					go flightWork().run(ctx, f, plan{noStore: true})
-				}
 			default:
 				// A lookup that serves an entry may report a lower bound
 				// of the ticket (redisstore on Cluster); only a miss's or
 				// a lease's ticket is exact enough to judge flights by.
 				j, known = lk.Ticket, lk.State == StateMiss || lk.Lease
-				if o, ok := l.serve(ctx, &lk, token, 0, flightWork); ok {
+				if o, ok := l.serve(ctx, full, &lk, token, 0, gen, flightWork); ok {
 					return l.result(&o, true)
 				}
 				if lk.Lease {
 					f, owner = l.flights.start(full, false), true
-					go flightWork().run(ctx, f, plan{lk: escape(lk), token: token})
-				} else if f, joined, owner = l.flights.joinOrStart(full, false); owner {
+					flightWork().start(ctx, f, plan{lk: escape(lk), token: token})
+				} else if f, owner = l.flights.joinOrStart(full, false); owner {
 					// The lease is held and no flight is registered here:
 					// the holder is another process, or a caller of this
 					// one between its lookup and flights.start. Either
 					// way this flight waits for the holder's fill through
 					// the store, and loads only once the lease is free, so
 					// loads of the key never overlap.
-					go flightWork().run(ctx, f, plan{lk: escape(lk), token: token})
+					flightWork().start(ctx, f, plan{lk: escape(lk), token: token})
 				}
 			}
 		}
@@ -298,9 +308,15 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 			return Result[T]{}, ctx.Err()
 		}
 		o := &f.out
-		if owner || attempt > 0 || o.takeable(joined, j, known) {
+		if owner || o.takeable(began, j, known, gen) || attempt > 0 && hooks.RetryTakesAny.Load() {
 			return l.result(o, owner)
 		}
+		// Not takeable: retry with a lookup of our own. A flight found
+		// then may still be older than this caller (a background refresh
+		// started from an older lookup), so the retry obeys the same
+		// rule; each retry waits for a flight to end, and the lookup
+		// that follows either serves, takes the lease, or finds a newer
+		// holder, so retries end.
 	}
 }
 
@@ -312,24 +328,31 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 // handed to a goroutine so that its joiners are not stranded.
 func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, flightWork func() *work[T]) (r Result[T], err error, done bool) {
 	mark := f.begin()
-	token := l.c.token()
-	lk, ok, err := l.c.lookup(ctx, f.key, l.request(pol, token), l.st)
+	gen := l.c.invGen.Load()
+	token := l.c.leaseToken(f.key)
+	lk, err := l.c.lookup(ctx, f.key, l.request(pol, token), l.st)
 	switch {
-	case err != nil:
-		// The lookup may have been granted the lease: look up again with
-		// the same token, which gets it back.
-		go flightWork().run(ctx, f, plan{token: token})
-		return r, err, true
-	case !ok:
-		go flightWork().run(ctx, f, plan{noStore: true})
+	case unavailable(err):
+		flightWork().start(ctx, f, plan{noStore: true})
 		return r, nil, false
+	case err != nil:
+		// The caller is gone (or the store closed); the flight's joiners
+		// are not. The lookup may have been granted the lease: the flight
+		// looks up again with the same token, which gets it back.
+		flightWork().start(ctx, f, plan{token: token})
+		return r, err, true
 	}
-	if o, ok := l.serve(ctx, &lk, token, mark, flightWork); ok {
+	if o, ok := l.read(f.key, &lk, mark, gen); ok {
+		// The lookup flight ends first, then the refresh (if this lookup
+		// was granted its lease) registers: joiners that retry find it.
 		l.flights.finish(f.key, f, o)
+		if lk.Lease {
+			flightWork().refresh(ctx, lk, token, gen)
+		}
 		r, err = l.result(&o, true)
 		return r, err, true
 	}
-	go flightWork().run(ctx, f, plan{lk: escape(lk), mark: mark, token: token})
+	flightWork().start(ctx, f, plan{lk: escape(lk), mark: mark, gen: gen, token: token})
 	return r, nil, false
 }
 
@@ -379,22 +402,26 @@ func (l *Loader[T]) request(pol *policy, token uint64) LookupRequest {
 // granted the lease (the entry is stale, or due for early refresh), starts
 // its background refresh with w(). w is called only then, so a plain hit
 // builds no flight work.
-func (l *Loader[T]) serve(ctx context.Context, lk *Lookup, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
-	o, ok := l.read(lk, mark)
+func (l *Loader[T]) serve(ctx context.Context, key string, lk *Lookup, token, mark, gen uint64, w func() *work[T]) (outcome[T], bool) {
+	o, ok := l.read(key, lk, mark, gen)
 	if ok && lk.Lease {
-		w().refresh(ctx, *lk, token)
+		w().refresh(ctx, *lk, token, gen)
 	}
 	return o, ok
 }
 
 // read turns a servable entry into an outcome; ok is false when the entry
-// is not servable or does not decode.
-func (l *Loader[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
+// is not servable, is covered by a pending invalidation, or does not
+// decode. gen is the pending-invalidation count before the lookup.
+func (l *Loader[T]) read(key string, lk *Lookup, mark, gen uint64) (o outcome[T], ok bool) {
 	if lk.State != StateFresh && lk.State != StateStale {
 		return o, false
 	}
 	e := lk.Entry
-	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark}
+	if l.c.covered(key, e.Tags) {
+		return o, false
+	}
+	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}
 	if lk.State == StateStale {
 		o.status = StatusStale
 	}
@@ -412,35 +439,48 @@ func (l *Loader[T]) read(lk *Lookup, mark uint64) (o outcome[T], ok bool) {
 }
 
 // refresh reloads the entry in the background with the lease lk granted
-// to token, while its old value is served.
-func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
+// to token, while its old value is served. gen is the pending-invalidation
+// count before lk was read.
+func (w *work[T]) refresh(ctx context.Context, lk Lookup, token, gen uint64) {
 	c := w.l.c
-	if c.closed.Load() {
-		c.release(ctx, w.key, token, w.l.st)
-		return
-	}
 	if lk.State == StateFresh {
 		w.l.st.earlyRefreshes.Add(1)
 	}
 	w.l.st.refreshes.Add(1)
-	c.bg.Add(1)
-	go func() {
-		defer c.bg.Done()
-		f := w.l.flights.start(w.key, true)
-		w.run(ctx, f, plan{lk: &lk, token: token})
+	f := w.l.flights.start(w.key, true)
+	ok := c.spawn(func() {
+		w.run(ctx, f, plan{lk: &lk, token: token, gen: gen})
 		// Nobody waits for a background refresh: report its failure.
-		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
 			c.cfg.logger.Warn("paddock: background refresh failed", "key", w.key, "err", err)
 		}
-	}()
+	})
+	if !ok { // closed
+		c.release(context.WithoutCancel(ctx), w.key, token, w.l.st)
+		w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
+	}
 }
 
 // plan is how a flight starts.
 type plan struct {
 	lk      *Lookup // a lookup already made for the flight; nil: look up first
 	mark    uint64  // the flight's mark when lk was sent (0: before the flight)
+	gen     uint64  // the pending-invalidation count before lk was sent
 	token   uint64  // the lease token of lk, or the token to look up with
 	noStore bool    // the store is unavailable: load, do not fill
+}
+
+// start runs the flight f on a goroutine of the Cache. Once the Cache is
+// closed it runs nothing: it gives back the lease the plan may hold and
+// ends f with ErrClosed.
+func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
+	if w.l.c.spawn(func() { w.run(ctx, f, p) }) {
+		return
+	}
+	if !p.noStore {
+		w.l.c.release(context.WithoutCancel(ctx), w.key, p.token, w.l.st)
+	}
+	w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
 }
 
 var errGoexit = errors.New("paddock: load called runtime.Goexit")
@@ -463,18 +503,24 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		}
 	}()
 
-	lk, token, mark := p.lk, p.token, p.mark
+	lk, token, mark, gen := p.lk, p.token, p.mark, p.gen
 	var waitUntil time.Time
 	backoff := time.Millisecond
 	for !p.noStore {
 		own := false
 		if lk == nil {
 			if token == 0 {
-				token = c.token()
+				token = c.leaseToken(w.key)
 			}
 			mark = f.begin()
-			r, ok, _ := c.lookup(ctx, w.key, w.request(token), l.st)
-			if !ok {
+			gen = c.invGen.Load()
+			r, err := c.lookup(ctx, w.key, w.request(token), l.st)
+			if err != nil {
+				if errors.Is(err, ErrClosed) {
+					out, finished = outcome[T]{err: ErrClosed}, true
+					l.flights.finish(w.key, f, out)
+					return
+				}
 				p.noStore = true
 				break
 			}
@@ -487,7 +533,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 			// On a remote store this lookup was made for the flight's
 			// callers: a stale (or early-refresh) value reaches them at
 			// once.
-			if o, ok := l.serve(ctx, lk, token, mark, w.self); ok {
+			if o, ok := l.serve(ctx, w.key, lk, token, mark, gen, w.self); ok {
 				out = o
 				break
 			}
@@ -500,7 +546,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 			} else {
 				token = 0
 			}
-			out = w.loadAndFill(ctx, f, lk, token, mark)
+			out = w.loadAndFill(ctx, f, lk, token, mark, gen)
 			break
 		}
 		// Another caller (likely another process) holds the lease: wait
@@ -508,50 +554,88 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(c.cfg.waitTimeout)
 		} else if !time.Now().Before(waitUntil) {
-			out = w.loadAndFill(ctx, f, lk, 0, mark)
+			out = w.loadAndFill(ctx, f, lk, 0, mark, gen)
 			break
 		}
 		t := time.NewTimer(backoff)
-		<-t.C
+		select {
+		case <-t.C:
+		case <-c.closing.Done():
+			t.Stop()
+			out, finished = outcome[T]{err: ErrClosed}, true
+			l.flights.finish(w.key, f, out)
+			return
+		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		lk = nil
 	}
 	if p.noStore {
-		out = w.loadAndFill(ctx, f, nil, 0, 0)
+		out = w.loadAndFill(ctx, f, nil, 0, 0, 0)
 	}
 	finished = true
 	l.flights.finish(w.key, f, out)
 }
 
+// ErrLoadTimeout is matched (with [errors.Is]) by the error of a load that
+// ran out of its [LoadTimeout]. The error matches
+// [context.DeadlineExceeded] too, but says that the load, not the caller,
+// ran out of time.
+var ErrLoadTimeout = errors.New("paddock: load timed out")
+
 // loadAndFill runs the load and writes its result with lk's ticket, holding
 // lease (or none). Without lk (store unavailable) nothing is written.
-// fallbackMark is the mark of the read that produced lk, for a
-// stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64) outcome[T] {
-	lctx, cancel := context.WithTimeout(ctx, w.pol.loadTimeout)
+// fallbackMark and fallbackGen are the mark and pending-invalidation count
+// of the read that produced lk, for a stale-if-error value.
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark, fallbackGen uint64) outcome[T] {
+	lctx, ts, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	defer cancel()
-	lctx, ts := withTags(lctx)
 	mark := f.begin()
+	gen := w.l.c.invGen.Load()
 	start := time.Now()
 	v, err := callLoad(lctx, w.load)
+	err = w.l.c.loadError(lctx, err, w.pol.loadTimeout)
 	w.l.st.loads.Add(1)
-	return w.settle(ctx, f, lk, lease, fallbackMark, loaded[T]{v, err, time.Since(start), ts.list(), mark})
+	return w.settle(ctx, f, lk, lease, fallbackMark, fallbackGen, loaded[T]{v, err, time.Since(start), ts.list(), mark, gen})
 }
 
-// loaded is what a load produced, and the mark at which it began.
+// loadContext is the context a load runs on: ctx (detached from callers)
+// with the load timeout, canceled too when the Cache closes, and carrying
+// the set of tags the load names.
+func (c *Cache) loadContext(ctx context.Context, timeout time.Duration) (context.Context, *tagSet, context.CancelFunc) {
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	stop := context.AfterFunc(c.closing, cancel)
+	lctx, ts := withTags(lctx)
+	return lctx, ts, func() { stop(); cancel() }
+}
+
+// loadError says why a load that returned err failed when its own timeout
+// is the reason.
+func (c *Cache) loadError(lctx context.Context, err error, timeout time.Duration) error {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(lctx.Err(), context.DeadlineExceeded) {
+		if err != nil && errors.Is(err, context.Canceled) && c.closed.Load() {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return err
+	}
+	return fmt.Errorf("%w after %v: %w", ErrLoadTimeout, timeout, err)
+}
+
+// loaded is what a load produced, and the mark and pending-invalidation
+// count at which it began.
 type loaded[T any] struct {
 	val  T
 	err  error
 	dur  time.Duration
 	tags []string
 	mark uint64
+	gen  uint64
 }
 
 // settle turns a load's result into the flight's outcome and, unless lk is
 // nil, fills the store with it (a negative entry for ErrNotFound).
-func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
+func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark, fallbackGen uint64, ld loaded[T]) outcome[T] {
 	l, c, pol := w.l, w.l.c, &w.pol
-	out := outcome[T]{status: StatusLoaded, started: ld.mark, fenced: true}
+	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
 	if lk != nil {
 		out.ticket = lk.Ticket
 	}
@@ -569,7 +653,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 		fill.Negative, fill.TTL = true, pol.negativeTTL
 	default:
 		l.st.loadErrors.Add(1)
-		if fb := w.fallback(lk, fallbackMark, ld.dur); fb != nil {
+		if fb := w.fallback(lk, fallbackMark, fallbackGen, ld.dur); fb != nil {
 			fb.loadErr = ld.err
 			out = *fb
 		} else {
@@ -586,7 +670,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 	}
 	fill.Ticket = lk.Ticket
 	if hooks.NoFence.Load() {
-		if now, ok, _ := c.lookup(ctx, w.key, LookupRequest{}, l.st); ok {
+		if now, err := c.lookup(ctx, w.key, LookupRequest{}, l.st); err == nil {
 			fill.Ticket = now.Ticket
 		}
 	}
@@ -594,6 +678,13 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 		ld.tags = nil
 	}
 	fill.Tags = mergeTags(pol.tags, ld.tags)
+	if c.covered(w.key, fill.Tags) {
+		// An invalidation of the key or a tag is pending: the store has
+		// not seen it, so it cannot refuse this fill. Refuse it here.
+		l.st.fillsRefused.Add(1)
+		c.release(ctx, w.key, lease, l.st)
+		return out
+	}
 	fmark := f.begin()
 	ok, ferr := c.fill(ctx, w.key, fill, l.st)
 	switch {
@@ -614,12 +705,15 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 // still inside its error window now that the load, which took dur after
 // the lookup, has failed. (The window is judged when the load fails, not
 // when it began: a load that outlives the window returns its error.)
-func (w *work[T]) fallback(lk *Lookup, mark uint64, dur time.Duration) *outcome[T] {
+func (w *work[T]) fallback(lk *Lookup, mark, gen uint64, dur time.Duration) *outcome[T] {
 	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
 		return nil
 	}
 	e := lk.Entry
-	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark}
+	if w.l.c.covered(w.key, e.Tags) {
+		return nil
+	}
+	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}
 	if e.Negative {
 		o.err = ErrNotFound
 		return o
@@ -643,9 +737,10 @@ func callLoad[T any](ctx context.Context, load LoadFunc[T]) (v T, err error) {
 }
 
 // ErrFenced is returned by [Loader.Set] when an invalidation of the key or
-// of one of its tags raced the write: the write was refused and the cache
-// stays empty for the key, which is correct. It needs no handling beyond
-// logging.
+// of one of its tags raced the write (or is pending: the store has not
+// acknowledged it yet): the write was refused and no entry of the key
+// older than the Set is left, so the next Get loads. It needs no handling
+// beyond logging.
 var ErrFenced = errors.New("paddock: write refused: an invalidation raced it")
 
 // Peek returns the entry of key without loading it. found is false when the
@@ -656,14 +751,11 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 		return r, false, ErrClosed
 	}
 	full := l.prefix + key
-	lk, ok, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	lk, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
 	if err != nil {
 		return r, false, err
 	}
-	if !ok {
-		return r, false, ErrStoreUnavailable
-	}
-	o, ok := l.read(&lk, 0)
+	o, ok := l.read(full, &lk, 0, 0)
 	if !ok {
 		return r, false, nil
 	}
@@ -688,17 +780,18 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 		return err
 	}
 	full := l.prefix + key
-	lk, ok, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	lk, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
 	if err != nil {
-		return err
+		return err // the store's error names the key
 	}
-	if !ok {
-		return fmt.Errorf("%w: set %s", ErrStoreUnavailable, full)
+	tags := mergeTags(pol.tags, nil)
+	accepted := false
+	if !l.c.covered(full, tags) {
+		accepted, err = l.c.fill(ctx, full, &Fill{
+			Value: b, Tags: tags, Ticket: lk.Ticket, Set: true,
+			TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
+		}, l.st)
 	}
-	accepted, err := l.c.fill(ctx, full, &Fill{
-		Value: b, Tags: mergeTags(pol.tags, nil), Ticket: lk.Ticket, Set: true,
-		TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
-	}, l.st)
 	switch {
 	case err != nil:
 		return err

@@ -17,7 +17,7 @@ import (
 // Defaults of the Cache options.
 const (
 	DefaultLeaseTTL         = 10 * time.Second
-	DefaultStoreTimeout     = time.Second
+	DefaultStoreTimeout     = 250 * time.Millisecond
 	DefaultBreakerThreshold = 5
 	DefaultBreakerCooldown  = time.Second
 )
@@ -38,9 +38,26 @@ type Cache struct {
 	namespaces map[string]bool      // namespaces with a Loader
 
 	tokens  atomic.Uint64
-	bg      sync.WaitGroup
-	closed  atomic.Bool
 	breaker breaker
+
+	// Goroutines. Every goroutine of the Cache (flights, refreshes, batch
+	// loads, probes, the retrier) is started by spawn and counted in bg;
+	// Close waits for them. bgMu orders spawn against Close: without it a
+	// spawn could check closed, Close could Wait and return, and the
+	// goroutine would then start after Close returned.
+	bgMu    sync.RWMutex
+	bg      sync.WaitGroup
+	closed  atomic.Bool        // set under bgMu by Close; read without it on every call
+	closing context.Context    // ends when Close begins: loads and waits stop
+	stop    context.CancelFunc // ends closing
+
+	// pending holds invalidations the store did not acknowledge and
+	// leases this Cache abandoned (see durable.go). invGen counts the
+	// invalidations that went pending: a flight that began before one is
+	// not joined, by its ticket, by a caller that began after it.
+	pending   pendingSet
+	invGen    atomic.Uint64
+	abandoned atomic.Bool // a lease was ever abandoned: lookups check pending.leases
 }
 
 type config struct {
@@ -51,6 +68,7 @@ type config struct {
 	breakerCooldown  time.Duration
 	rand             func() float64
 	logger           *slog.Logger
+	maxPending       int
 }
 
 // An Option configures a [Cache].
@@ -84,7 +102,11 @@ func WaitTimeout(d time.Duration) Option {
 
 // StoreTimeout bounds each call to a store that crosses a network (one
 // that implements [Remote]). A call that fails or times out is worked
-// around: Get loads without the store. Default [DefaultStoreTimeout].
+// around: Get loads without the store. A call that times out also opens
+// the breaker at once (see [Breaker]), so a frozen or unreachable store
+// costs one StoreTimeout, not one per Get. Default [DefaultStoreTimeout]:
+// a cache sits in front of a database that answers in milliseconds, and a
+// healthy Redis answers in well under one.
 func StoreTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -96,9 +118,12 @@ func StoreTimeout(d time.Duration) Option {
 }
 
 // Breaker sets when the Cache stops asking a failing store: after threshold
-// consecutive failures it skips the store for cooldown, then lets one call
-// through to probe it. Defaults [DefaultBreakerThreshold] and
-// [DefaultBreakerCooldown].
+// consecutive failures, or one call that timed out, it skips the store for
+// cooldown, then lets one call through to probe it. The probe runs on its
+// own context (bounded by the store timeout) whatever its caller's
+// deadline, so once the store is healthy again the Cache uses it within
+// cooldown plus one store timeout. Invalidations are never skipped.
+// Defaults [DefaultBreakerThreshold] and [DefaultBreakerCooldown].
 func Breaker(threshold int, cooldown time.Duration) Option {
 	return func(c *config) error {
 		if threshold < 1 || cooldown <= 0 {
@@ -134,6 +159,20 @@ func Logger(l *slog.Logger) Option {
 	}
 }
 
+// MaxPendingInvalidations bounds the invalidations kept for retry while
+// the store does not acknowledge them, counted in keys and tags named.
+// Past it the oldest are dropped, counted in [Stats] and logged as errors.
+// Default [DefaultMaxPendingInvalidations].
+func MaxPendingInvalidations(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("MaxPendingInvalidations must be at least 1, got %d", n)
+		}
+		c.maxPending = n
+		return nil
+	}
+}
+
 // New returns a Cache over store. The embedded default store is
 // memstore.New(); a fleet shares redisstore. The Cache does not own the
 // store: [Cache.Close] leaves it open.
@@ -148,6 +187,7 @@ func New(store Store, opts ...Option) (*Cache, error) {
 		breakerCooldown:  DefaultBreakerCooldown,
 		rand:             rand.Float64,
 		logger:           slog.New(slog.DiscardHandler),
+		maxPending:       DefaultMaxPendingInvalidations,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -167,6 +207,9 @@ func New(store Store, opts ...Option) (*Cache, error) {
 	c.tokens.Store(rand.Uint64() >> 1)
 	c.breaker.threshold = int32(cfg.breakerThreshold)
 	c.breaker.cooldown = cfg.breakerCooldown
+	c.breaker.timeout = cfg.storeTimeout
+	c.pending.maxNames = cfg.maxPending
+	c.closing, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -176,13 +219,25 @@ func (c *Cache) Store() Store { return c.store }
 // Invalidate drops the entries under the given full keys (see [Loader.Key])
 // and fences them: once it returns, no load that began before it can fill
 // them, and no Get that begins after it takes a value from such a load.
+//
+// A key must have a namespace part ("namespace:key"): a bare key is an
+// error wrapping [ErrInvalidOption]. A namespace with no Loader in this
+// process is allowed (it may be another process's).
+//
+// If the store does not acknowledge the invalidation (it is down, or the
+// call times out), Invalidate returns an error wrapping
+// [ErrStoreUnavailable], and the Cache keeps the invalidation pending: it
+// retries it in the background until the store acknowledges it, and
+// meanwhile this process serves no entry it covers and fills none. Other
+// processes sharing the store are bound once it answers again, plus at
+// most one retry delay (1 s). See docs/guarantees.md.
 func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
 	return c.invalidate(ctx, Invalidation{Keys: keys})
 }
 
 // InvalidateTags drops every entry, of any loader, that carries one of tags,
-// with the fence of [Cache.Invalidate]. Its cost does not depend on how many
-// entries carry a tag.
+// with the fence of [Cache.Invalidate] and its handling of a store that does
+// not answer. Its cost does not depend on how many entries carry a tag.
 func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
 	return c.invalidate(ctx, Invalidation{Tags: tags})
 }
@@ -190,7 +245,8 @@ func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
 // MarkStale is a soft [Cache.Invalidate]: the entries stay servable as stale
 // until their stale window ends (the end of their original TTL plus the
 // [Stale] window) while one refresh runs, and loads that began before it
-// still cannot fill them.
+// still cannot fill them. While a soft invalidation is pending (the store
+// did not acknowledge it) this process treats the entries as missing.
 func (c *Cache) MarkStale(ctx context.Context, keys ...string) error {
 	return c.invalidate(ctx, Invalidation{Keys: keys, Soft: true})
 }
@@ -207,6 +263,11 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 	if len(inv.Keys) == 0 && len(inv.Tags) == 0 {
 		return nil
 	}
+	for _, k := range inv.Keys {
+		if !strings.Contains(k, ":") {
+			return invalid("Invalidate: key %q has no namespace: pass a full key, as Loader.Key gives it (\"ns:key\")", k)
+		}
+	}
 	for _, t := range inv.Tags {
 		if t == "" {
 			return invalid("empty tag")
@@ -221,26 +282,69 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 	// that keeps readers correct, and the caller must learn if it failed.
 	err := c.store.Invalidate(sctx, inv)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if errors.Is(err, ErrClosed) {
+			return err
 		}
-		return fmt.Errorf("%w: invalidate: %w", ErrStoreUnavailable, err)
+		// Not acknowledged: the store may or may not have applied it.
+		// Keep it and retry (applying it twice is harmless), whether the
+		// store failed or the caller's context ended.
+		if !hooks.DropFailedInvalidations.Load() {
+			c.keepPending(inv, err)
+		}
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
+	c.counted(inv)
+	return nil
+}
+
+// counted counts an acknowledged invalidation.
+func (c *Cache) counted(inv Invalidation) {
 	for _, k := range inv.Keys {
 		c.counters(namespaceOf(k)).invalidations.Add(1)
 	}
 	if len(inv.Tags) > 0 {
 		c.counters("").invalidations.Add(uint64(len(inv.Tags)))
 	}
-	return nil
 }
 
-// Close waits for the background refreshes in flight and makes later calls
-// fail with [ErrClosed]. It does not close the store.
+// Close ends the Cache: later calls fail with [ErrClosed]; loads in flight
+// see their context canceled, and Close waits until every goroutine of the
+// Cache (loads, background refreshes, the invalidation retrier) has
+// returned. It then tries once more to apply the invalidations the store
+// has not acknowledged, and returns an error wrapping
+// [ErrStoreUnavailable] that names those it could not. It does not close
+// the store. Calls after the first return nil.
 func (c *Cache) Close() error {
+	c.bgMu.Lock()
+	if c.closed.Load() {
+		c.bgMu.Unlock()
+		return nil
+	}
 	c.closed.Store(true)
+	c.bgMu.Unlock()
+	c.stop()
 	c.bg.Wait()
-	return nil
+	return c.flushPending()
+}
+
+// spawn runs f on a goroutine that Close waits for. It runs nothing and
+// reports false once Close has begun.
+func (c *Cache) spawn(f func()) bool {
+	c.bgMu.RLock()
+	if c.closed.Load() {
+		c.bgMu.RUnlock()
+		return false
+	}
+	c.bg.Add(1)
+	c.bgMu.RUnlock()
+	go func() {
+		defer c.bg.Done()
+		f()
+	}()
+	return true
 }
 
 // storeContext bounds a store call by the store timeout. A local store
@@ -254,54 +358,163 @@ func (c *Cache) storeContext(ctx context.Context) (context.Context, context.Canc
 
 func (c *Cache) token() uint64 { return c.tokens.Add(1)<<1 | 1 }
 
-// lookup asks the store, unless the breaker is open. ok is false when the
-// store could not answer; err is then the caller's context error, if any.
-func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, bool, error) {
-	if !c.breaker.allow() {
-		return Lookup{}, false, nil
+// errBreakerOpen is what a store call skipped by the open breaker reports.
+var errBreakerOpen = fmt.Errorf("%w: the circuit breaker is open", ErrStoreUnavailable)
+
+// lookup asks the store, unless the breaker is open. The error is nil,
+// the caller's context error, [ErrClosed] (the store was closed), or one
+// wrapping [ErrStoreUnavailable]: the store could not answer, and the
+// caller works around it.
+func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+	lk, err := c.lookupOnce(ctx, key, req, st)
+	if err == nil && lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.covered(key, lk.Entry.Tags) {
+		// A pending invalidation covers the entry, which the store still
+		// thinks fresh: ask again for the lease, so that this process
+		// loads it once, as for a miss, rather than without a lease.
+		req.Refresh = true
+		lk, err = c.lookupOnce(ctx, key, req, st)
+	}
+	return lk, err
+}
+
+func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+	ok, probe := c.breaker.allow()
+	if !ok {
+		return Lookup{}, errBreakerOpen
+	}
+	if probe {
+		return c.probe(ctx, key, req, st)
 	}
 	sctx, cancel := c.storeContext(ctx)
 	lk, err := c.store.Lookup(sctx, key, req)
 	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
-			return Lookup{}, false, ctx.Err()
-		}
-		c.storeFailed(st, "lookup", key, err)
-		return Lookup{}, false, nil
+		return Lookup{}, c.lookupFailed(ctx, key, req, st, err)
 	}
 	c.breaker.success()
-	return lk, true, nil
+	if lk.Corrupt {
+		st.decodeErrors.Add(1)
+	}
+	return lk, nil
 }
 
+// lookupFailed handles a lookup that returned err and says what its caller
+// gets.
+func (c *Cache) lookupFailed(ctx context.Context, key string, req LookupRequest, st *counters, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	if req.Lease != 0 {
+		// The store may have run the lookup and granted the lease all the
+		// same (the reply came late): take it back on the next Get of the
+		// key, and give it up once the store answers.
+		c.abandonLease(key, req.Lease)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		// The data of this key is bad, not the store: no breaker.
+		st.decodeErrors.Add(1)
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	c.storeFailed(st, "lookup", key, err)
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// probe makes the breaker's half-open lookup on a goroutine, bounded by the
+// store timeout and detached from ctx, so that its outcome always reaches
+// the breaker: a probe abandoned by its caller's deadline would otherwise
+// leave the breaker waiting for it for good. If ctx ends first the caller
+// returns, and the probe gives back any lease it was granted.
+func (c *Cache) probe(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+	type reply struct {
+		lk  Lookup
+		err error
+	}
+	const (
+		waiting = iota
+		answered
+		gaveUp
+	)
+	var state atomic.Int32
+	done := make(chan reply, 1)
+	dctx := context.WithoutCancel(ctx)
+	run := func() {
+		sctx, cancel := context.WithTimeout(dctx, c.cfg.storeTimeout)
+		lk, err := c.store.Lookup(sctx, key, req)
+		cancel()
+		if err != nil {
+			err = c.lookupFailed(dctx, key, req, st, err)
+			if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
+				c.breaker.success() // the store answered
+			}
+		} else {
+			c.breaker.success()
+			if lk.Corrupt {
+				st.decodeErrors.Add(1)
+			}
+		}
+		if !state.CompareAndSwap(waiting, answered) && err == nil && lk.Lease {
+			c.release(dctx, key, req.Lease, st) // its caller is gone
+		}
+		done <- reply{lk, err}
+	}
+	if !c.spawn(run) {
+		return Lookup{}, ErrClosed
+	}
+	select {
+	case r := <-done:
+		return r.lk, r.err
+	case <-ctx.Done():
+		if state.CompareAndSwap(waiting, gaveUp) {
+			return Lookup{}, ctx.Err()
+		}
+		r := <-done // answered just now
+		return r.lk, r.err
+	}
+}
+
+// unavailable reports whether err from lookup means the store could not
+// answer (the caller loads without it).
+func unavailable(err error) bool { return errors.Is(err, ErrStoreUnavailable) }
+
 func (c *Cache) fill(ctx context.Context, key string, f *Fill, st *counters) (bool, error) {
-	if !c.breaker.allow() {
-		return false, ErrStoreUnavailable
+	if ok, _ := c.breaker.allow(); !ok {
+		return false, errBreakerOpen
 	}
 	sctx, cancel := c.storeContext(ctx)
 	ok, err := c.store.Fill(sctx, key, f)
 	cancel()
 	if err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			c.breaker.success()
+		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalidOption) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrClosed) {
+			// About this value or key, or the store's owner closed it:
+			// not a sign that the store is failing.
 			return false, err
 		}
 		c.storeFailed(st, "fill", key, err)
-		return false, fmt.Errorf("%w: fill: %w", ErrStoreUnavailable, err)
+		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
 	c.breaker.success()
 	return ok, nil
 }
 
 func (c *Cache) release(ctx context.Context, key string, lease uint64, st *counters) {
-	if lease == 0 || !c.breaker.allow() {
+	if lease == 0 {
+		return
+	}
+	if ok, _ := c.breaker.allow(); !ok {
+		c.abandonLease(key, lease)
 		return
 	}
 	sctx, cancel := c.storeContext(ctx)
 	err := c.store.Release(sctx, key, lease)
 	cancel()
 	if err != nil {
-		c.storeFailed(st, "release", key, err)
+		if !errors.Is(err, ErrClosed) {
+			c.abandonLease(key, lease)
+			c.storeFailed(st, "release", key, err)
+		}
 		return
 	}
 	c.breaker.success()
@@ -309,7 +522,8 @@ func (c *Cache) release(ctx context.Context, key string, lease uint64, st *count
 
 func (c *Cache) storeFailed(st *counters, op, key string, err error) {
 	st.storeErrors.Add(1)
-	c.breaker.failure()
+	timedOut := errors.Is(err, context.DeadlineExceeded)
+	c.breaker.failure(timedOut)
 	c.cfg.logger.Warn("paddock: store call failed", "op", op, "key", key, "err", err)
 }
 
@@ -317,45 +531,4 @@ func (c *Cache) storeFailed(st *counters, op, key string, err error) {
 func namespaceOf(key string) string {
 	ns, _, _ := strings.Cut(key, ":")
 	return ns
-}
-
-// A breaker counts consecutive store failures. After threshold of them it
-// opens for cooldown, then lets one probe through (half-open); a success
-// closes it, a failure opens it again.
-type breaker struct {
-	threshold int32
-	cooldown  time.Duration
-
-	fails     atomic.Int32
-	openUntil atomic.Int64 // UnixNano; 0 when closed
-	probing   atomic.Bool
-}
-
-func (b *breaker) allow() bool {
-	until := b.openUntil.Load()
-	if until == 0 {
-		return true
-	}
-	if time.Now().UnixNano() < until {
-		return false
-	}
-	// Half-open: one caller probes the store.
-	return b.probing.CompareAndSwap(false, true)
-}
-
-func (b *breaker) success() {
-	if b.fails.Load() != 0 {
-		b.fails.Store(0)
-	}
-	if b.openUntil.Load() != 0 {
-		b.openUntil.Store(0)
-		b.probing.Store(false)
-	}
-}
-
-func (b *breaker) failure() {
-	if b.fails.Add(1) >= b.threshold {
-		b.openUntil.Store(time.Now().Add(b.cooldown).UnixNano())
-		b.probing.Store(false)
-	}
 }

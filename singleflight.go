@@ -22,15 +22,37 @@ import (
 // invalidation returned. Here each flight reports where its result came from
 // and G2 takes it only if one of these holds (see outcome.takeable):
 //
-//   - the store read or load that produced it began after G2 joined;
-//   - it came from a load whose fill the store accepted after G2 joined:
+//   - the store read or load that produced it began after G2 began;
+//   - it came from a load whose fill the store accepted after G2 began:
 //     an accepted fill proves that no invalidation of the key or its tags
 //     happened between t0 and a moment after G2 started;
 //   - G2 knows its own ticket j (from its own lookup) and the result's
 //     ticket is not older than j.
 //
-// Otherwise G2 retries once. A retry never needs another: a flight found on
-// the retry was created after the old one left the map, so after G2 began.
+// Otherwise G2 retries with a lookup of its own, and the retry obeys the
+// same rule: a flight found on the retry was registered after the old one
+// left the map, but it may still carry a lookup made before G2 began. A
+// background refresh is such a flight:
+//
+//	G0: lookup sent; the store grants the refresh lease on a stale entry
+//	W:  Invalidate("home") returns
+//	G2: joins G0's lookup flight; rejects its result (read before G2)
+//	G0: serves stale; starts the refresh R from its (old) lookup
+//	G2: retries: its lookup finds the lease held, joins R
+//	R:  the load fails; R's result is the old entry as stale-if-error
+//
+// Taken unconditionally, that old entry would reach G2 after the
+// invalidation returned. Each retry waits for a flight to end, and the
+// lookup after it serves, takes the lease, or finds a newer holder, so
+// retries end.
+//
+// The ticket rule needs one more condition. An invalidation the store did
+// not acknowledge stays pending in the Cache (durable.go) and the store's
+// sequence does not move, so tickets cannot tell a load that began before
+// it. Outcomes carry gen, the count of invalidations gone pending when
+// their read or load began, and G2 takes an outcome by its ticket only if
+// its gen is not older than G2's own.
+//
 // Detaching every flight on every invalidation would also be correct, but
 // would split flights that no invalidation touched.
 
@@ -41,16 +63,18 @@ type flight[T any] struct {
 	done chan struct{} // closed when out is set
 	out  outcome[T]
 
-	// starts counts the store operations the flight has begun; a joiner
-	// records it when it joins, and compares it with the outcome's marks.
-	starts atomic.Uint64
+	// clock is the Loader's mark clock (group.clock): the flight's store
+	// reads, loads and fills take their marks from it.
+	clock *atomic.Uint64
 	// background flights are refreshes while a stale value is being
 	// served; callers that may serve stale do not wait for them.
 	background bool
 }
 
-// begin marks the start of a store read, load or fill and returns its mark.
-func (f *flight[T]) begin() uint64 { return f.starts.Add(1) }
+// begin marks the start of a store read, load or fill and returns its mark:
+// a number above the mark clock's reading by any caller that began
+// before, and at most that of any caller that begins after.
+func (f *flight[T]) begin() uint64 { return f.clock.Add(1) }
 
 // outcome is a flight's result with its provenance.
 type outcome[T any] struct {
@@ -65,21 +89,23 @@ type outcome[T any] struct {
 	ticket  Ticket // load: t0; store read: the entry's ticket
 	started uint64 // mark of the read or load that produced val
 	filled  uint64 // mark of the fill, if accepted; 0 otherwise
+	gen     uint64 // pending-invalidation count when the read or load began
 	loadErr error  // the error a stale-if-error value stands in for
 	fillErr error
 }
 
-// takeable reports whether a caller that joined at mark joined (and that
-// knows its own ticket j if known) may take o.
-func (o *outcome[T]) takeable(joined uint64, j Ticket, known bool) bool {
+// takeable reports whether a caller that began at mark began (that knows
+// its own ticket j if known, and began at pending-invalidation count gen)
+// may take o.
+func (o *outcome[T]) takeable(began uint64, j Ticket, known bool, gen uint64) bool {
 	switch {
 	case !o.fenced || hooks.JoinOldFlights.Load():
 		return true // an error carries no old data
-	case o.started > joined:
+	case o.started > began:
 		return true
-	case o.filled > joined:
+	case o.filled > began:
 		return true
-	case known && o.ticket.AtLeast(j):
+	case known && o.ticket.AtLeast(j) && o.gen >= gen:
 		return true
 	}
 	return false
@@ -89,6 +115,11 @@ const flightShards = 64
 
 // group holds the flights of one Loader, sharded by key.
 type group[T any] struct {
+	// clock gives the marks of every flight of the Loader, so that a
+	// caller's start and any flight's reads, loads and fills are on one
+	// scale: a caller notes clock's reading when it begins, and an
+	// operation whose mark is above it began after the caller.
+	clock  atomic.Uint64
 	seed   maphash.Seed
 	shards [flightShards]struct {
 		mu sync.Mutex
@@ -108,36 +139,23 @@ func (g *group[T]) shard(key string) int {
 	return int(maphash.String(g.seed, key) % flightShards)
 }
 
-// joinOrStart returns the flight in progress for key and the mark at which
-// the caller joined it, or registers a new flight that the caller owns
-// (joined is 0). A caller that may serve stale values passes
+// joinOrStart returns the flight in progress for key, or registers a new
+// flight that the caller owns. A caller that may serve stale values passes
 // skipBackground: a background flight then is neither joined nor replaced
 // (f is nil).
-func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], joined uint64, owner bool) {
+func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], owner bool) {
 	s := &g.shards[g.shard(key)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.m[key]; ok {
 		if f.background && skipBackground {
-			return nil, 0, false
+			return nil, false
 		}
-		return f, f.starts.Load(), false
+		return f, false
 	}
-	f = &flight[T]{key: key, done: make(chan struct{})}
+	f = &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock}
 	s.m[key] = f
-	return f, 0, true
-}
-
-// join returns the flight in progress for key, if any.
-func (g *group[T]) join(key string) (f *flight[T], joined uint64) {
-	s := &g.shards[g.shard(key)]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f, ok := s.m[key]
-	if !ok {
-		return nil, 0
-	}
-	return f, f.starts.Load()
+	return f, true
 }
 
 // start registers a new flight for key, for a caller that holds the key's
@@ -145,7 +163,7 @@ func (g *group[T]) join(key string) (f *flight[T], joined uint64) {
 // elsewhere), the new flight runs unregistered: the lease makes it the one
 // load, and the other flight will see its fill.
 func (g *group[T]) start(key string, background bool) *flight[T] {
-	f := &flight[T]{key: key, done: make(chan struct{}), background: background}
+	f := &flight[T]{key: key, done: make(chan struct{}), background: background, clock: &g.clock}
 	s := &g.shards[g.shard(key)]
 	s.mu.Lock()
 	if _, ok := s.m[key]; !ok {

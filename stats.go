@@ -40,6 +40,18 @@ type Stats struct {
 	// Evictions: entries the store dropped for space or age, when the store
 	// reports them (see [StoreStats]).
 	Evictions uint64
+
+	// The durable invalidations (see [Cache.Invalidate]) are counted for
+	// the whole Cache, under the empty namespace "".
+
+	// InvalidationsPending: invalidations the store has not acknowledged
+	// yet, kept and retried; this process serves no entry they cover.
+	InvalidationsPending uint64
+	// InvalidationsRetried: pending invalidations that a retry applied.
+	InvalidationsRetried uint64
+	// InvalidationsDropped: pending invalidations dropped, unapplied,
+	// because more than [MaxPendingInvalidations] names were pending.
+	InvalidationsDropped uint64
 }
 
 type counters struct {
@@ -87,6 +99,14 @@ func (c *Cache) Stats() map[string]Stats {
 		out[ns] = s.snapshot()
 	}
 	c.mu.Unlock()
+	c.pending.mu.Lock()
+	pend, retried, dropped := len(c.pending.invs), c.pending.retried, c.pending.dropped
+	c.pending.mu.Unlock()
+	if pend > 0 || retried > 0 || dropped > 0 {
+		s := out[""]
+		s.InvalidationsPending, s.InvalidationsRetried, s.InvalidationsDropped = uint64(pend), retried, dropped
+		out[""] = s
+	}
 	if ss, ok := c.store.(StoreStats); ok {
 		for ns, n := range ss.Evictions() {
 			s := out[ns]

@@ -90,6 +90,10 @@ type LookupRequest struct {
 	// FreshUntil. The caller draws Early as beta * -ln(rand()); zero
 	// disables early refresh.
 	Early float64
+	// Refresh makes a fresh entry due for refresh: the caller will not
+	// serve it (an invalidation of it is pending in the caller's process)
+	// and asks for the lease as for a miss.
+	Refresh bool
 }
 
 // State is the verdict of a [Store.Lookup] on an entry.

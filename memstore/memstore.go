@@ -51,6 +51,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 const (
@@ -201,7 +203,7 @@ func New(opts ...Option) (*Store, error) {
 	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
 	cache, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("memstore: %w: bigcache: %v", paddock.ErrInvalidOption, err)
+		return nil, fmt.Errorf("memstore: %w: bigcache: %w", paddock.ErrInvalidOption, err)
 	}
 	s.cache = cache
 	return s, nil
@@ -239,7 +241,9 @@ var errClosed = fmt.Errorf("memstore: %w", paddock.ErrClosed)
 //
 //   - no entry, an entry of another epoch or that fails to decode, an entry
 //     with a tag hard-invalidated after its ticket, or past its last window:
-//     State Miss and no Entry (the dead entry is dropped);
+//     State Miss and no Entry (the dead entry is dropped; bytes that fail to
+//     decode are counted in [Store.Corrupt] and reported by Corrupt, by the
+//     lookup that drops them);
 //   - before FreshUntil and not soft-invalidated: Fresh;
 //   - soft-invalidated (key or tag) or past FreshUntil, before StaleUntil:
 //     Stale;
@@ -284,13 +288,14 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 	epoch := s.epoch.Load()
 	res = paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
 
-	e, found := s.read(key, epoch, excl)
+	e, found, corrupt := s.read(key, epoch, excl)
 	if found && e == nil {
 		// Bytes that are corrupt or of another epoch.
 		if !excl {
 			return res, true
 		}
 		_ = s.cache.Delete(key)
+		res.Corrupt = corrupt
 	}
 	wantLease := true
 	if e != nil {
@@ -303,7 +308,7 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
 			res.Entry, res.State = e, paddock.StateFresh
-			wantLease = dueEarly(e, now, req.Early)
+			wantLease = req.Refresh || dueEarly(e, now, req.Early)
 		case now.Before(e.StaleUntil):
 			res.Entry, res.State = e, paddock.StateStale
 		default: // inside the error window
@@ -338,29 +343,30 @@ func dueEarly(e *paddock.Entry, now time.Time, early float64) bool {
 
 // read returns the entry under key if there is one of this epoch that
 // decodes. found reports whether there were bytes at all; found with a nil
-// entry means bytes to drop, and they are counted as corrupt when count is
-// set (the caller then drops them).
-func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found bool) {
+// entry means bytes to drop: of another epoch, or corrupt (bytes that do
+// not decode), which are counted when count is set (the caller then drops
+// them).
+func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found, corrupt bool) {
 	b, err := s.cache.Get(key)
 	if err != nil {
 		// bigcache.ErrEntryNotFound, or a read of an index that the
 		// queue no longer holds: a miss either way.
-		return nil, false
+		return nil, false, false
 	}
 	e = new(paddock.Entry)
 	if err := e.UnmarshalBinary(b); err != nil {
 		if count {
 			s.corrupt.Add(1)
 		}
-		return nil, true
+		return nil, true, true
 	}
 	if e.Ticket.Epoch != epoch {
-		return nil, true
+		return nil, true, false
 	}
 	if e.Negative {
 		e.Value = nil
 	}
-	return e, true
+	return e, true, false
 }
 
 // tagState reports whether a tag of e was hard- or soft-invalidated after
@@ -404,16 +410,21 @@ func (st *stripe) release(key string, token uint64) {
 
 // Fill implements [paddock.Store]. It refuses (false, nil) a fill whose
 // ticket is of another epoch, older than the key's version or the version
-// of any of f.Tags, or newer than any ticket the store has issued. Otherwise it stores [paddock.NewEntry] with
-// the fill's ticket, or for a Set fill with a new ticket s = ++seq, which
-// also becomes the key's version. An accepted fill whose entry would
-// already be past its last window stores nothing and drops the key's entry
-// (a Set still advances the version).
+// of any of f.Tags, or newer than any ticket the store has issued; a
+// refused Set fill also drops the key's entry unless the entry's ticket is
+// newer than the Set's. Otherwise it stores [paddock.NewEntry] with the
+// fill's ticket, or for a Set fill with a new ticket s = ++seq, which also
+// becomes the key's version. An accepted fill whose entry would already be
+// past its last window stores nothing and drops the key's entry (a Set
+// still advances the version).
 //
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
-// take; keys are at most 65535 bytes) is not stored, and Fill returns an
-// error wrapping [paddock.ErrTooLarge]. A negative fill with a value is an
-// error wrapping [paddock.ErrInvalidOption].
+// take) is not stored, and Fill returns an error wrapping
+// [paddock.ErrTooLarge]; a Set fill then still drops the key's entry and
+// advances its version, as an invalidation of the key would. A key longer
+// than 65517 bytes, or a negative fill with a value, is an error wrapping
+// [paddock.ErrInvalidOption], whether or not the fence would refuse the
+// fill. (Lookup and Invalidate take such a key: it never has an entry.)
 //
 // Whatever the outcome, the lease f.Lease on key is released if it is
 // still held by that token.
@@ -442,52 +453,116 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	// its value, would be served fresh. A plain fill would be hidden on
 	// read by its ticket 5, but it would still report "accepted" after the
 	// invalidation returned, and the Cache trusts that answer.
-	for _, i := range s.shardsOf(f.Tags) {
-		sh := &s.tags[i]
-		sh.mu.RLock()
-		defer sh.mu.RUnlock()
+	shards := s.shardsOf(f.Tags)
+	s.rlockShards(shards)
+	defer s.runlockShards(shards)
+	if err := checkFill(key, f); err != nil {
+		return false, err
 	}
 	if !s.admits(st, key, f) {
+		if f.Set && !hooks.SetKeepsOld.Load() {
+			s.dropPredating(key, f.Ticket)
+		}
 		return false, nil
 	}
-	if f.Negative && len(f.Value) > 0 {
-		return false, invalid("Fill(%q): a negative fill has a value", key)
-	}
-	if len(key) > maxKeyLen {
-		return false, fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrTooLarge)
+	if hooks.FillTagGap.Load() {
+		s.fillGap(st, shards)
 	}
 	now := s.clock()
 	t := f.Ticket
 	if f.Set {
-		// A gap in seq (if the write below fails) is harmless.
 		t.Seq = s.seq.Add(1)
 	}
 	e := paddock.NewEntry(f, t, now)
+	var werr error
 	if !now.Before(e.Expires()) {
 		_ = s.cache.Delete(key)
-	} else {
-		b, err := e.MarshalBinary()
-		if err != nil {
-			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
-		}
-		if len(b) > s.maxEntry {
-			return false, fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
-				len(b), key, s.maxEntry, paddock.ErrTooLarge)
-		}
-		if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
-			return false, fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
-				len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
-		}
-		if err := s.cache.Set(key, b); err != nil {
-			// Only "entry is bigger than max shard size", which fits
-			// rules out; the key's old entry is gone either way.
-			return false, fmt.Errorf("memstore: Fill(%q): %w: %v", key, paddock.ErrTooLarge, err)
-		}
+	} else if werr = s.write(key, e); werr != nil && f.Set {
+		// A Set that cannot store its entry still replaces the key's:
+		// it follows a write to the source of truth, so the old entry
+		// goes, and the version advances below, as for an invalidation
+		// of the key, so that no load that began before the Set fills
+		// the value it replaced either.
+		_ = s.cache.Delete(key)
 	}
 	if f.Set {
 		st.versions.set(key, t.Seq)
 	}
+	if werr != nil {
+		return false, werr
+	}
 	return true, nil
+}
+
+// write stores e under key. The caller holds key's stripe. An entry that
+// is too large is an error wrapping [paddock.ErrTooLarge]; the key's old
+// entry may stay.
+func (s *Store) write(key string, e *paddock.Entry) error {
+	b, err := e.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+	}
+	if len(b) > s.maxEntry {
+		return fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
+			len(b), key, s.maxEntry, paddock.ErrTooLarge)
+	}
+	if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
+		return fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
+			len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
+	}
+	if err := s.cache.Set(key, b); err != nil {
+		// Only "entry is bigger than max shard size", which fits rules
+		// out. bigcache has already dropped the old entry.
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+	}
+	return nil
+}
+
+// fillGap opens the race that Fill's comment writes out, for the property
+// tests that check it is caught (see hooks.FillTagGap): it releases the
+// tag shards after the check, yields, and takes them again for the write.
+// If hooks.FillGap is set, it releases the key's stripe too and calls it
+// with no lock held, so that the callback may make any store call; what it
+// does lands between the check and the write. The callback is called only
+// here: with FillTagGap off, never.
+func (s *Store) fillGap(st *stripe, shards []int) {
+	// Deferred, so that a callback that panics leaves the locks as Fill's
+	// own defers expect them (unlocking an unlocked mutex is fatal).
+	s.runlockShards(shards)
+	defer s.rlockShards(shards)
+	gap := hooks.FillGap.Load()
+	if gap == nil {
+		runtime.Gosched() // widen the gap for a racing invalidation
+		return
+	}
+	st.mu.Unlock()
+	defer st.mu.Lock()
+	(*gap)()
+}
+
+func (s *Store) rlockShards(shards []int) {
+	for _, i := range shards {
+		s.tags[i].mu.RLock()
+	}
+}
+
+func (s *Store) runlockShards(shards []int) {
+	for _, i := range shards {
+		s.tags[i].mu.RUnlock()
+	}
+}
+
+// checkFill reports a fill that no store state could make valid, before
+// the fence is checked, so that it is an error whether or not the fill
+// would have been refused.
+func checkFill(key string, f *paddock.Fill) error {
+	if len(key) > maxKeyLen {
+		return fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrInvalidOption)
+	}
+	if f.Negative && len(f.Value) > 0 {
+		return invalid("Fill(%q): a negative fill has a value", key)
+	}
+	return nil
 }
 
 // admits reports whether fill f of key passes the fence. The caller holds
@@ -507,6 +582,21 @@ func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
 		}
 	}
 	return true
+}
+
+// dropPredating drops key's entry unless it is newer than ticket t, the
+// ticket of a refused Set. The Set followed a write to the source of truth,
+// so an entry of ticket t or older holds the value that write replaced:
+// left in place, it would be served (fresh, when the invalidation that
+// refused the Set was of a tag only the new value carries). An entry of a
+// later ticket, or of this epoch when t is of another, was loaded or set
+// after t was taken, and stays. The caller holds key's stripe.
+func (s *Store) dropPredating(key string, t paddock.Ticket) {
+	e, found, _ := s.read(key, s.epoch.Load(), true)
+	if !found || (e != nil && (e.Ticket.Epoch != t.Epoch || e.Ticket.Seq > t.Seq)) {
+		return
+	}
+	_ = s.cache.Delete(key)
 }
 
 // Release implements [paddock.Store]: it drops key's lease if token holds
@@ -569,7 +659,7 @@ func (s *Store) Invalidate(_ context.Context, inv paddock.Invalidation) error {
 // soften makes key's entry stale from now on, keeping it until its
 // StaleUntil. The caller holds the key's stripe.
 func (s *Store) soften(key string, epoch uint64, now time.Time) {
-	e, found := s.read(key, epoch, true)
+	e, found, _ := s.read(key, epoch, true)
 	if !found {
 		return
 	}

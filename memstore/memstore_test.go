@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/storetest"
 )
 
@@ -131,6 +136,106 @@ func TestNewOptions(t *testing.T) {
 	}
 }
 
+// TestNewSizes: sizes left to their defaults adapt to those that were
+// set, and an error about sizes names an option that was set, with fixes
+// that work.
+func TestNewSizes(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		opts             []Option
+		shards, maxEntry int
+	}{
+		{"MaxBytes(2 MiB)", []Option{MaxBytes(2 << 20)}, 1, 1<<20 - 281},
+		{"MaxBytes(1)", []Option{MaxBytes(1)}, 1, 1<<19 - 281},
+		{"MaxBytes(3 MiB)", []Option{MaxBytes(3 << 20)}, 1, 1 << 20},
+		{"MaxBytes(1 MiB), Shards(1024)", []Option{MaxBytes(1 << 20), Shards(1024)}, 1024, 1<<9 - 281},
+		{"Shards(1)", []Option{Shards(1)}, 1, 1 << 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A clock that stands still: an entry's encoded size depends
+			// on its instants.
+			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			s := newStore(t, append(c.opts, Clock(clock.Now))...)
+			if s.shards != c.shards || s.maxEntry != c.maxEntry {
+				t.Fatalf("%d shards, MaxEntryBytes %d; want %d, %d", s.shards, s.maxEntry, c.shards, c.maxEntry)
+			}
+			// An entry of MaxEntryBytes is stored, one byte more is too
+			// large.
+			r := leaseOf(t, s, "k", 1)
+			f := &paddock.Fill{Value: make([]byte, c.maxEntry-64), Ticket: r.Ticket, TTL: time.Hour}
+			b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary()
+			f.Value = make([]byte, len(f.Value)+c.maxEntry-len(b))
+			if b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary(); len(b) != c.maxEntry {
+				t.Fatalf("test entry of %d bytes, want %d", len(b), c.maxEntry)
+			}
+			if !fill(t, s, "k", f) {
+				t.Fatal("refused")
+			}
+			if r := leaseOf(t, s, "k", 2); r.State != paddock.StateFresh || len(r.Entry.Value) != len(f.Value) {
+				t.Fatalf("entry of MaxEntryBytes: %v, want fresh", r.State)
+			}
+			f.Value = append(f.Value, 0)
+			if ok, err := s.Fill(t.Context(), "k", f); ok || !errors.Is(err, paddock.ErrTooLarge) {
+				t.Fatalf("Fill of MaxEntryBytes+1 = %v, %v; want ErrTooLarge", ok, err)
+			}
+		})
+	}
+
+	fix := regexp.MustCompile(`^(?:MaxEntryBytes\((\d+)\) or less|Shards\((\d+)\) or fewer|MaxBytes of (\d+) MiB or more)$`)
+	for _, c := range []struct {
+		name  string
+		opts  []Option
+		blame string // the option the error is about
+	}{
+		{"entry as large as the store", []Option{MaxBytes(1 << 20), MaxEntryBytes(1 << 20)}, "MaxEntryBytes(1048576)"},
+		{"entry larger than half a shard", []Option{MaxBytes(1 << 20), Shards(1024), MaxEntryBytes(1 << 10)}, "MaxEntryBytes(1024)"},
+		{"entry larger than the default store", []Option{MaxEntryBytes(1 << 30)}, "MaxEntryBytes(1073741824)"},
+		{"entry too large to count", []Option{MaxEntryBytes(math.MaxInt)}, fmt.Sprintf("MaxEntryBytes(%d)", math.MaxInt)},
+		{"shards too small for any entry", []Option{MaxBytes(1 << 20), Shards(4096)}, "Shards(4096)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := New(c.opts...)
+			if err == nil {
+				s.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+			msg := err.Error()
+			what, fixes, ok := strings.Cut(msg, "; use ")
+			if !errors.Is(err, paddock.ErrInvalidOption) || !ok ||
+				!strings.HasPrefix(what, "memstore: paddock: invalid option: "+c.blame+" ") {
+				t.Fatalf("New: %v; want an error about %s, with fixes", err, c.blame)
+			}
+			if strings.Contains(what, "MaxEntryBytes") && !strings.HasPrefix(c.blame, "MaxEntryBytes") {
+				t.Fatalf("New: %v; names MaxEntryBytes, which was not set", err)
+			}
+			for _, f := range strings.Split(fixes, ", or ") {
+				m := fix.FindStringSubmatch(f)
+				if m == nil {
+					t.Fatalf("fix %q of %q is none of the three kinds", f, msg)
+				}
+				n := make([]int, 3)
+				for i := range n {
+					n[i], _ = strconv.Atoi(m[i+1])
+				}
+				opts := slices.Clone(c.opts)
+				switch {
+				case n[0] > 0:
+					opts = append(opts, MaxEntryBytes(n[0]))
+				case n[1] > 0:
+					opts = append(opts, Shards(n[1]))
+				default:
+					opts = append(opts, MaxBytes(n[2]<<20))
+				}
+				s, err := New(opts...)
+				if err != nil {
+					t.Fatalf("with the fix %q: %v", f, err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
 func TestTooLarge(t *testing.T) {
 	s := newStore(t, MaxBytes(1<<20), MaxEntryBytes(1<<10))
 	ctx := t.Context()
@@ -157,14 +262,78 @@ func TestTooLarge(t *testing.T) {
 	if !fill(t, s, k, &paddock.Fill{Value: make([]byte, 900), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
 		t.Fatal("fill refused")
 	}
-	// A key longer than bigcache can index.
-	long := strings.Repeat("k", 1<<16)
-	r = leaseOf(t, s, long, 3)
-	if ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
-		t.Fatalf("Fill with a 64 KiB key = %v, %v; want false, ErrTooLarge", ok, err)
+}
+
+// TestSetTooLarge: a Set whose entry is too large to store still replaces
+// the key's old entry, as an invalidation of the key would: the old entry
+// is gone, and a load that began before the Set cannot fill. (The Set
+// followed a write to the source of truth: both would serve the value it
+// replaced.) A plain fill too large leaves the old entry.
+func TestSetTooLarge(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), MaxEntryBytes(1<<10))
+	ctx := t.Context()
+	r := leaseOf(t, s, "k", 1)
+	fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	w := leaseOf(t, s, "k", 0) // the ticket of the Set, and of a load in flight
+	big := make([]byte, 2<<10)
+	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("plain Fill of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
 	}
-	if r := leaseOf(t, s, long, 4); !r.Lease {
-		t.Fatal("the long key's lease was not released")
+	if r := leaseOf(t, s, "k", 0); r.State != paddock.StateFresh {
+		t.Fatalf("after a plain fill too large: %v, want the old entry fresh", r.State)
+	}
+	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour, Set: true}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+		t.Fatalf("Set of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
+	}
+	if r := leaseOf(t, s, "k", 0); r.Entry != nil {
+		t.Fatalf("after a Set too large: %v %q, want no entry", r.State, r.Entry.Value)
+	}
+	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
+		t.Fatal("a load older than the Set too large filled")
+	}
+	// An encoding error keeps its cause.
+	tags := make([]string, 1<<16+1)
+	_, err := s.Fill(ctx, "k2", &paddock.Fill{Tags: tags, Ticket: leaseOf(t, s, "k2", 0).Ticket, TTL: time.Hour})
+	if !errors.Is(err, paddock.ErrTooLarge) || !strings.Contains(err.Error(), "65537 tags") {
+		t.Fatalf("Fill with 65537 tags: %v, want ErrTooLarge saying why", err)
+	}
+}
+
+// TestKeyTooLong: a key longer than bigcache can read back is bad input,
+// not a value too large, and Fill reports it before it writes anything.
+func TestKeyTooLong(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	long := strings.Repeat("k", 65518)
+	r := leaseOf(t, s, long, 3)
+	if !r.Lease || r.Entry != nil {
+		t.Fatalf("Lookup of a 65518-byte key: %+v, want a miss with the lease", r)
+	}
+	for _, set := range []bool{false, true} {
+		ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour, Set: set})
+		if ok || !errors.Is(err, paddock.ErrInvalidOption) || errors.Is(err, paddock.ErrTooLarge) ||
+			err.Error() != "memstore: key of 65518 bytes, more than 65517: paddock: invalid option" {
+			t.Fatalf("Fill (Set %v) with a 65518-byte key = %v, %v; want false and a key error wrapping ErrInvalidOption", set, ok, err)
+		}
+	}
+	// Nothing was written: the Set did not take a version, the lease is
+	// free.
+	if r2 := leaseOf(t, s, long, 4); !r2.Lease || r2.Ticket != r.Ticket {
+		t.Fatalf("after the fills: %+v; want the lease released and the ticket %+v unchanged", r2, r.Ticket)
+	}
+	// Also when the fence would refuse it.
+	invalidate(t, s, paddock.Invalidation{Keys: []string{long}})
+	if _, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour}); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Fatalf("fenced Fill with a 65518-byte key: %v, want ErrInvalidOption", err)
+	}
+	// The longest key that bigcache reads back is fine.
+	k := long[:65517]
+	r = leaseOf(t, s, k, 5)
+	if !fill(t, s, k, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 5, TTL: time.Hour}) {
+		t.Fatal("fill with a 65517-byte key refused")
+	}
+	if r := leaseOf(t, s, k, 6); r.State != paddock.StateFresh {
+		t.Fatalf("65517-byte key: %v, want fresh", r.State)
 	}
 }
 
@@ -335,8 +504,8 @@ func TestCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := leaseOf(t, s, k, 1)
-		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease {
-			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease", i, r)
+		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease || !r.Corrupt {
+			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease, Corrupt", i, r)
 		}
 		if got := s.Corrupt(); got != uint64(i+1) {
 			t.Fatalf("Corrupt() = %d, want %d", got, i+1)
@@ -353,10 +522,10 @@ func TestCorrupt(t *testing.T) {
 	}
 	// A read-only lookup counts and drops as well, once.
 	s.cache.Set("ns:peek", []byte("garbage"))
-	for range 2 {
+	for i := range 2 {
 		r, err := s.Lookup(t.Context(), "ns:peek", paddock.LookupRequest{})
-		if err != nil || r.Entry != nil || r.State != paddock.StateMiss {
-			t.Fatalf("peek of a corrupt entry: %+v, %v", r, err)
+		if err != nil || r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt != (i == 0) {
+			t.Fatalf("peek %d of a corrupt entry: %+v, %v; want a miss, Corrupt only the first time", i, r, err)
 		}
 	}
 	if s.Corrupt() != 6 {
@@ -373,8 +542,8 @@ func TestForeignEpoch(t *testing.T) {
 		paddock.Ticket{Epoch: r.Ticket.Epoch + 1, Seq: r.Ticket.Seq}, r.Now)
 	b, _ := e.MarshalBinary()
 	s.cache.Set("k", b)
-	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss {
-		t.Fatalf("foreign entry: %+v, want a miss", r)
+	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt {
+		t.Fatalf("foreign entry: %+v, want a miss, not Corrupt", r)
 	}
 	if s.Corrupt() != 0 {
 		t.Fatal("foreign entry counted as corrupt")
@@ -550,4 +719,137 @@ func TestConcurrency(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// TestSetKeepsOld checks the switch that the property tests turn on: with
+// it, a refused Set leaves the older entry, served fresh.
+func TestSetKeepsOld(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		hooks.SetKeepsOld.Store(keep)
+		t.Cleanup(func() { hooks.SetKeepsOld.Store(false) })
+		s := newStore(t)
+		r := leaseOf(t, s, "k", 1)
+		fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+		w := leaseOf(t, s, "k", 0)
+		invalidate(t, s, paddock.Invalidation{Tags: []string{"new"}})
+		if fill(t, s, "k", &paddock.Fill{Value: []byte("new"), Tags: []string{"new"}, Ticket: w.Ticket, TTL: time.Hour, Set: true}) {
+			t.Fatal("Set accepted after an invalidation of its tag")
+		}
+		if r := leaseOf(t, s, "k", 0); (r.State == paddock.StateFresh) != keep {
+			t.Fatalf("SetKeepsOld %v: after the refused Set, %v; want fresh only with the switch on", keep, r.State)
+		}
+	}
+}
+
+// TestFillTagGap checks the switch that reopens the race written out in
+// Fill (hooks.FillTagGap): an invalidation of a fill's tag that lands
+// between the fill's check and its write. hooks.FillGap runs the
+// invalidation there.
+func TestFillTagGap(t *testing.T) {
+	t.Cleanup(hooks.Reset)
+	ctx := t.Context()
+	setFill := func(tag string, w paddock.Ticket, set bool) *paddock.Fill {
+		return &paddock.Fill{Value: []byte("v"), Tags: []string{tag}, Ticket: w, TTL: time.Hour, Set: set}
+	}
+
+	t.Run("on", func(t *testing.T) {
+		hooks.FillTagGap.Store(true)
+		t.Cleanup(hooks.Reset)
+		s := newStore(t)
+		for _, set := range []bool{true, false} {
+			k, tag := fmt.Sprint("k", set), fmt.Sprint("t", set)
+			w := leaseOf(t, s, k, 0)
+			acked := false
+			gap := func() {
+				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+					t.Error(err)
+				}
+				acked = true
+			}
+			hooks.FillGap.Store(&gap)
+			ok := fill(t, s, k, setFill(tag, w.Ticket, set))
+			hooks.FillGap.Store(nil)
+			if !acked {
+				t.Fatal("FillGap not called with FillTagGap on")
+			}
+			// Both break the promise of Invalidate: a fill with an older
+			// ticket is accepted after it returned, and a Set's entry
+			// outlives it, fresh.
+			if !ok {
+				t.Fatalf("Set %v: fill refused; want accepted, its check passed before the invalidation", set)
+			}
+			if r := leaseOf(t, s, k, 0); (r.State == paddock.StateFresh) != set {
+				t.Fatalf("Set %v: after the fill, %v; want fresh for a Set (its ticket is newer than the invalidation), else a miss", set, r.State)
+			}
+		}
+	})
+
+	t.Run("panic", func(t *testing.T) {
+		// A callback that panics leaves the store usable: Fill's locks
+		// are released, its lease too.
+		hooks.FillTagGap.Store(true)
+		t.Cleanup(hooks.Reset)
+		s := newStore(t)
+		gap := func() { panic("in the gap") }
+		hooks.FillGap.Store(&gap)
+		r := leaseOf(t, s, "k", 1)
+		func() {
+			defer func() {
+				if p := recover(); p != "in the gap" {
+					t.Fatalf("recovered %v, want the callback's panic", p)
+				}
+			}()
+			s.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Tags: []string{"t"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+		}()
+		hooks.Reset()
+		invalidate(t, s, paddock.Invalidation{Tags: []string{"t"}})
+		if r := leaseOf(t, s, "k", 2); !r.Lease {
+			t.Fatalf("after the panic: %+v, want the lease free", r)
+		}
+	})
+
+	t.Run("off", func(t *testing.T) {
+		s := newStore(t)
+		gap := func() { t.Error("FillGap called with FillTagGap off") }
+		hooks.FillGap.Store(&gap)
+		t.Cleanup(hooks.Reset)
+		// A Set and an invalidation of its tag, started together: the
+		// invalidation lands before the check (the Set is refused) or
+		// after the write (the entry is hidden), never between.
+		var before, after int
+		for i := range 1000 {
+			k, tag := fmt.Sprint("k", i), fmt.Sprint("t", i)
+			w := leaseOf(t, s, k, 0)
+			var (
+				ok    bool
+				wg    sync.WaitGroup
+				start = make(chan struct{})
+			)
+			wg.Go(func() {
+				<-start
+				var err error
+				if ok, err = s.Fill(ctx, k, setFill(tag, w.Ticket, true)); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() {
+				<-start
+				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+					t.Error(err)
+				}
+			})
+			close(start)
+			wg.Wait()
+			r := leaseOf(t, s, k, 0)
+			switch {
+			case !ok:
+				before++
+			case r.State == paddock.StateMiss:
+				after++
+			default:
+				t.Fatalf("round %d: the Set's entry is %v after an invalidation of its tag returned", i, r.State)
+			}
+		}
+		t.Logf("invalidation before the check: %d, after the write: %d", before, after)
+	})
 }

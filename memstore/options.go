@@ -2,7 +2,9 @@ package memstore
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
+	"strings"
 	"time"
 
 	"github.com/paddockcache/paddock"
@@ -14,7 +16,8 @@ type Option func(*config) error
 
 type config struct {
 	maxBytes      int
-	maxEntryBytes int
+	maxBytesSet   bool
+	maxEntryBytes int // 0: chosen from maxBytes and shards
 	shards        int // 0: chosen from maxBytes and maxEntryBytes
 	lifeWindow    time.Duration
 	clock         func() time.Time
@@ -32,11 +35,10 @@ const (
 
 func defaultConfig() config {
 	return config{
-		maxBytes:      defaultMaxBytes,
-		maxEntryBytes: defaultMaxEntryBytes,
-		lifeWindow:    defaultLifeWindow,
-		clock:         time.Now,
-		maxVersions:   defaultMaxVersions,
+		maxBytes:    defaultMaxBytes,
+		lifeWindow:  defaultLifeWindow,
+		clock:       time.Now,
+		maxVersions: defaultMaxVersions,
 	}
 }
 
@@ -54,7 +56,7 @@ func MaxBytes(n int) Option {
 		if n <= 0 {
 			return invalid("MaxBytes(%d): must be positive", n)
 		}
-		c.maxBytes = n
+		c.maxBytes, c.maxBytesSet = n, true
 		return nil
 	}
 }
@@ -62,8 +64,10 @@ func MaxBytes(n int) Option {
 // MaxEntryBytes bounds the size of one encoded entry (value, tags and
 // about 60 bytes of envelope). [Store.Fill] of a larger entry stores
 // nothing and returns an error wrapping [paddock.ErrTooLarge]. It must be
-// positive and, with the key, fit in less than half of a shard
-// (MaxBytes/Shards); the default is 1 MiB.
+// positive and, with a key of 256 bytes, fit in less than half of a shard
+// (MaxBytes/Shards). The default is 1 MiB, or in shards too small for
+// that (MaxBytes of 2 MiB or less, or a large [Shards]) the largest entry
+// that fits.
 func MaxEntryBytes(n int) Option {
 	return func(c *config) error {
 		if n <= 0 {
@@ -77,7 +81,7 @@ func MaxEntryBytes(n int) Option {
 // Shards sets the number of bigcache shards, a power of two. Each shard
 // holds MaxBytes/Shards bytes and evicts on its own. The default is the
 // largest power of two up to 1024 whose shards hold more than two entries
-// of MaxEntryBytes (64 with the default sizes).
+// of MaxEntryBytes (64 with the default sizes), or 1.
 func Shards(n int) Option {
 	return func(c *config) error {
 		if n <= 0 || bits.OnesCount(uint(n)) != 1 {
@@ -142,11 +146,17 @@ func MaxVersions(n int) Option {
 const (
 	wrapOverhead = 8 + 8 + 2 + 5
 	keyBudget    = 256 // a key length the shard size must allow for in New
-	maxKeyLen    = 1<<16 - 1
+	// maxKeyLen is the longest key bigcache reads back: it adds the key's
+	// uint16 length to its 18-byte header in uint16, so a longer key
+	// overflows the sum and panics the next read that meets its entry.
+	maxKeyLen = 1<<16 - 1 - (8 + 8 + 2)
 )
 
-// hardMaxMiB is MaxBytes in bigcache's unit.
-func (c *config) hardMaxMiB() int { return (c.maxBytes + mib - 1) / mib }
+// hardMaxMiB is MaxBytes in bigcache's unit, rounded up (below the
+// largest that can be counted in bytes).
+func (c *config) hardMaxMiB() int {
+	return min(c.maxBytes/mib+min(c.maxBytes%mib, 1), math.MaxInt/mib)
+}
 
 func (c *config) shardBytes(shards int) int { return c.hardMaxMiB() * mib / shards }
 
@@ -155,18 +165,81 @@ func (c *config) shardBytes(shards int) int { return c.hardMaxMiB() * mib / shar
 // a new one fits, but its queue refuses an entry that, from an empty
 // queue, needs to grow past the bound: that never happens below half of
 // it.
-func fits(n, shardBytes int) bool { return 2*n+2 < shardBytes }
+func fits(n, shardBytes int) bool { return n <= (shardBytes-3)/2 } // 2n+2 < shardBytes
 
-// finish checks the options together and picks the shard count.
+// need is what an entry of MaxEntryBytes n takes in a shard, with a key of
+// keyBudget bytes (at most math.MaxInt).
+func need(n int) int { return min(n, math.MaxInt-keyBudget-wrapOverhead) + keyBudget + wrapOverhead }
+
+// largestEntry is the largest MaxEntryBytes that fits in a shard of b
+// bytes; below 1 if none does.
+func largestEntry(b int) int { return (b-3)/2 - keyBudget - wrapOverhead }
+
+// finish checks the options together and fills in the sizes left to it.
+// It blames only options the caller set: a default that does not fit
+// adapts instead.
 func (c *config) finish() error {
-	need := c.maxEntryBytes + keyBudget + wrapOverhead
-	if c.shards == 0 {
-		for c.shards = maxDefaultShards; c.shards > 1 && !fits(need, c.shardBytes(c.shards)); c.shards /= 2 {
+	entrySet, shardsSet := c.maxEntryBytes != 0, c.shards != 0
+	if !entrySet {
+		c.maxEntryBytes = defaultMaxEntryBytes
+	}
+	if !shardsSet {
+		for c.shards = maxDefaultShards; c.shards > 1 && !fits(need(c.maxEntryBytes), c.shardBytes(c.shards)); c.shards /= 2 {
 		}
 	}
-	if !fits(need, c.shardBytes(c.shards)) {
-		return invalid("MaxEntryBytes(%d) does not fit in shards of %d bytes (MaxBytes %d MiB / Shards %d): an entry must take less than half a shard",
-			c.maxEntryBytes, c.shardBytes(c.shards), c.hardMaxMiB(), c.shards)
+	b := c.shardBytes(c.shards)
+	if fits(need(c.maxEntryBytes), b) {
+		return nil
 	}
-	return nil
+	if !entrySet {
+		if n := largestEntry(b); n > 0 {
+			c.maxEntryBytes = n
+			return nil
+		}
+		// Only a Shards the caller set leaves shards this small: one
+		// shard holds at least 1 MiB.
+		return invalid("Shards(%d) leaves shards of %d bytes (%s in %s), too small for any entry; use Shards(%d) or fewer",
+			c.shards, b, c.maxBytesText(), shardsText(c.shards), c.fewerShards(1))
+	}
+	var fixes []string
+	if n := largestEntry(b); n > 0 {
+		fixes = append(fixes, fmt.Sprintf("MaxEntryBytes(%d) or less", n))
+	}
+	if shardsSet {
+		if k := c.fewerShards(c.maxEntryBytes); k > 0 {
+			fixes = append(fixes, fmt.Sprintf("Shards(%d) or fewer", k))
+		}
+	}
+	if n := need(c.maxEntryBytes); n < (math.MaxInt/c.shards-mib)/2 {
+		fixes = append(fixes, fmt.Sprintf("MaxBytes of %d MiB or more", (c.shards*(2*n+3)+mib-1)/mib))
+	}
+	return invalid("MaxEntryBytes(%d) does not fit in shards of %d bytes (%s in %s): an entry with a key of %d bytes must take less than half a shard; use %s",
+		c.maxEntryBytes, b, c.maxBytesText(), shardsText(c.shards), keyBudget, strings.Join(fixes, ", or "))
+}
+
+// fewerShards returns the largest shard count below c.shards whose shards
+// fit entries of MaxEntryBytes n, or 0.
+func (c *config) fewerShards(n int) int {
+	for k := c.shards / 2; k >= 1; k /= 2 {
+		if fits(need(n), c.shardBytes(k)) {
+			return k
+		}
+	}
+	return 0
+}
+
+// maxBytesText names MaxBytes for an error, saying whether it is the
+// default.
+func (c *config) maxBytesText() string {
+	if c.maxBytesSet {
+		return fmt.Sprintf("MaxBytes %d MiB", c.hardMaxMiB())
+	}
+	return fmt.Sprintf("the default MaxBytes %d MiB", c.hardMaxMiB())
+}
+
+func shardsText(n int) string {
+	if n == 1 {
+		return "1 shard"
+	}
+	return fmt.Sprintf("%d shards", n)
 }

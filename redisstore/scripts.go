@@ -89,7 +89,8 @@ end
 //
 //	KEYS: entry, version, lease, marker (standalone: it holds the sequence)
 //	ARGV: cluster, offset µs, candidate epoch, check replid, token, lease
-//	      TTL µs, early, hard-below, soft-below
+//	      TTL µs, early (-1: a fresh entry is due now), hard-below,
+//	      soft-below
 //
 // hard-below and soft-below come from the read-side check of tags in other
 // slots (Cluster): an entry whose guard is below them is dropped or stale.
@@ -134,7 +135,7 @@ local lease, held = 0, 0
 local try = state ~= 1
 if state == 1 then
   local early = tonumber(ARGV[7])
-  try = early > 0 and t + tonumber(ent[8]) / 1000 * early >= fr
+  try = early < 0 or early > 0 and t + tonumber(ent[8]) / 1000 * early >= fr
 end
 if try then
   local cur = redis.call('GET', KEYS[3])
@@ -144,11 +145,11 @@ if try then
     holder = string.sub(cur, 1, c - 1)
     live = tonumber(string.sub(cur, c + 1)) > t
   end
-  if live and holder == ARGV[5] then
-    lease = 1
-  elseif live then
+  if live and holder ~= ARGV[5] then
     held = 1
   elseif ARGV[5] ~= '0' then
+    -- Granted, or renewed for the token that holds it (a caller taking
+    -- back a lease its process abandoned): the lease runs from now.
     local ttl = tonumber(ARGV[6])
     redis.call('SET', KEYS[3], ARGV[5] .. ':' .. fmt(t + ttl), 'PX', math.max(1, math.ceil(ttl / 1000)))
     lease = 1

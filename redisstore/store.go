@@ -112,7 +112,10 @@ func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupReques
 		ttl = DefaultLeaseTTL
 	}
 	early := req.Early
-	if !(early > 0) || math.IsInf(early, 0) {
+	switch {
+	case req.Refresh:
+		early = -1 // the script's "due now"
+	case !(early > 0) || math.IsInf(early, 0):
 		early = 0
 	}
 	args := lookupArgs{token: token(req.Lease), ttl: max(ttl.Microseconds(), 1), early: early}

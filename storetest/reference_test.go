@@ -96,13 +96,12 @@ func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, e
 	if l, ok := s.leases[key]; ok && l.token == f.Lease {
 		delete(s.leases, key)
 	}
-	if f.Ticket.Epoch != s.epoch || s.keyVer[key] > f.Ticket.Seq {
-		return false, nil
-	}
-	for _, t := range f.Tags {
-		if s.tagVer[t] > f.Ticket.Seq {
-			return false, nil
+	if !s.admits(key, f) {
+		// A refused Set leaves no entry that predates it.
+		if e, ok := s.entries[key]; ok && f.Set && e.Ticket.Epoch == f.Ticket.Epoch && e.Ticket.Seq <= f.Ticket.Seq {
+			delete(s.entries, key)
 		}
+		return false, nil
 	}
 	t := f.Ticket
 	if f.Set {
@@ -115,6 +114,18 @@ func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, e
 	e.Tags = slices.Clone(e.Tags)
 	s.entries[key] = *e
 	return true, nil
+}
+
+func (s *refStore) admits(key string, f *paddock.Fill) bool {
+	if f.Ticket.Epoch != s.epoch || s.keyVer[key] > f.Ticket.Seq {
+		return false
+	}
+	for _, t := range f.Tags {
+		if s.tagVer[t] > f.Ticket.Seq {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *refStore) Release(_ context.Context, key string, token uint64) error {

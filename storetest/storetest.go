@@ -117,6 +117,7 @@ var tests = []struct {
 	{"SoftTagInvalidation", 0, testSoftTagInvalidation},
 	{"InvalidateKeepsLeaseRefusedFillReleasesIt", 0, testInvalidateKeepsLease},
 	{"SetBumpsVersion", 0, testSetBumpsVersion},
+	{"RefusedSetDropsOlderEntry", 0, testRefusedSet},
 	{"Release", 0, testRelease},
 	{"LeaseExpiry", needsAdvance, testLeaseExpiry},
 	{"ClockAdvances", needsAdvance, testClockAdvances},
@@ -584,6 +585,55 @@ func testSetBumpsVersion(s *suite) {
 	after := s.peek(k)
 	s.mustFill(k, loaded("after", after.Ticket, 0))
 	s.wantValue(s.peek(k), "after")
+}
+
+// testRefusedSet: a refused Set leaves no entry of its key that predates
+// it. A Set follows a write to the source of truth, so an entry with a
+// ticket no newer than the Set's holds the value that write replaced:
+// served afterwards, it would be stale. Each case is refused by an
+// invalidation that does not hide the old entry (a tag only the new value
+// carries, or a soft one). An entry newer than the Set's ticket comes from
+// a load or Set that began after it, and stays.
+func testRefusedSet(s *suite) {
+	set := func(value string, t paddock.Ticket, tags ...string) *paddock.Fill {
+		return &paddock.Fill{Value: []byte(value), Tags: tags, Ticket: t, TTL: ttl, Stale: time.Hour, Set: true}
+	}
+	for _, c := range []struct {
+		name string
+		inv  func(key, newTag string) paddock.Invalidation
+	}{
+		{"newtag", func(_, tag string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}} }},
+		{"softnewtag", func(_, tag string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}, Soft: true} }},
+		{"softkey", func(key, _ string) paddock.Invalidation { return paddock.Invalidation{Keys: []string{key}, Soft: true} }},
+	} {
+		k, oldTag, newTag := s.key(c.name), s.tag(c.name+":old"), s.tag(c.name+":new")
+		r := s.lease(k, 1)
+		s.mustFill(k, loaded("old", r.Ticket, 1, oldTag))
+		w := s.peek(k) // the writer's ticket
+		s.wantValue(w, "old")
+		s.invalidate(c.inv(k, newTag))
+		s.wantValue(s.peek(k), "old") // not hidden by the invalidation
+		s.mustRefuse(k, set("new", w.Ticket, oldTag, newTag))
+		h := s.peek(k)
+		s.wantState(h, paddock.StateMiss, false)
+		s.wantNoEntry(h)
+	}
+	// Two Sets with one ticket: the first is written with a ticket newer
+	// than the second's, which it fences. The refused second Set leaves
+	// the first one's entry.
+	k := s.key("two")
+	w := s.peek(k)
+	s.mustFill(k, set("first", w.Ticket))
+	s.mustRefuse(k, set("second", w.Ticket))
+	h := s.peek(k)
+	s.want(h, paddock.StateFresh, false, false)
+	s.wantValue(h, "first")
+	// A refused Set of a key with no entry leaves none.
+	k = s.key("empty")
+	w = s.peek(k)
+	s.invalidate(paddock.Invalidation{Tags: []string{s.tag("empty")}})
+	s.mustRefuse(k, set("new", w.Ticket, s.tag("empty")))
+	s.wantNoEntry(s.peek(k))
 }
 
 func testRelease(s *suite) {
