@@ -229,12 +229,12 @@ func corruptEntries(r *run) {
 	// threshold: each Get loads and counts a decode error.
 	fails := make([][]string, len(damage))
 	for i := range damage {
-		dec, _ := n.stat("c", "DecodeErrors")
+		dec := n.stats("c").DecodeErrors
 		res, err, _ := r.get(ctx, l, key(i), false, false)
 		if err != nil || res.Status != paddock.StatusLoaded {
 			fails[i] = append(fails[i], fmt.Sprintf("the Get was %v, %v, not a load", res.Status, err))
 		}
-		if d, _ := n.stat("c", "DecodeErrors"); d <= dec {
+		if n.stats("c").DecodeErrors <= dec {
 			fails[i] = append(fails[i], "DecodeErrors did not count it")
 		}
 	}
@@ -262,8 +262,7 @@ func corruptEntries(r *run) {
 			t.Errorf("%s: %s", dm.name, strings.Join(fails[i], "; "))
 		}
 	}
-	se, _ := n.stat("c", "StoreErrors")
-	de, _ := n.stat("c", "DecodeErrors")
+	se, de := n.stats("c").StoreErrors, n.stats("c").DecodeErrors
 	r.row.note("%d kinds of damage, %d handled as misses; DecodeErrors %d, StoreErrors %d", len(damage), len(damage)-len(broken), de, se)
 	if se != 0 {
 		t.Errorf("StoreErrors = %d: damaged entries were counted as store failures", se)
@@ -339,19 +338,10 @@ func invalidationWhileFrozen(r *run) {
 		return seenA != 0 && seenB != 0
 	})
 	// Let the retry land, if the Cache keeps one, before the figures.
-	_, acked := until(3*time.Second, func() bool {
-		p, has := a.statSum("InvalidationsPending")
-		return !has || p == 0
-	})
-	if ret, has := a.statSum("InvalidationsRetried"); has {
-		r.row.retried = fmt.Sprint(ret)
-	}
-	if p, has := a.statSum("InvalidationsPending"); has {
-		r.row.note("pending at the end: %d", p)
-	}
-	if d, has := a.statSum("InvalidationsDropped"); has {
-		r.row.note("dropped: %d", d)
-	}
+	_, acked := until(3*time.Second, func() bool { return a.stats("").InvalidationsPending == 0 })
+	inv := a.stats("")
+	r.row.retried = fmt.Sprint(inv.InvalidationsRetried)
+	r.row.note("pending at the end: %d, dropped: %d", inv.InvalidationsPending, inv.InvalidationsDropped)
 	if ok {
 		r.row.recover(max(seenA, seenB))
 	}
@@ -484,9 +474,7 @@ func sigkillAndRestart(r *run) {
 // retried puts the Cache's retried invalidations in the row, if Stats
 // counts them.
 func retried(r *run, n *node) {
-	if ret, has := n.statSum("InvalidationsRetried"); has {
-		r.row.retried = fmt.Sprint(ret)
-	}
+	r.row.retried = fmt.Sprint(n.stats("").InvalidationsRetried)
 }
 
 // restartEmpty: Redis restarted empty on the same socket while a load
@@ -530,7 +518,8 @@ func restartEmpty(r *run) {
 	for _, l := range []*paddock.Loader[string]{la, lb, la, lb} {
 		r.get(ctx, l, "slow", false, false)
 	}
-	refused, _ := a.stat("re", "FillsRefused")
+	retried(r, b)
+	refused := a.stats("re").FillsRefused
 	r.row.note("fills refused: %d", refused)
 }
 
@@ -578,7 +567,8 @@ func flushAll(r *run) {
 	for _, k := range []string{"slow", "slow", "k0", "k1"} {
 		r.get(ctx, l, k, false, false)
 	}
-	refused, _ := n.stat("fl", "FillsRefused")
+	retried(r, n)
+	refused := n.stats("fl").FillsRefused
 	r.row.note("fills refused: %d", refused)
 }
 

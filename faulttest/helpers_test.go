@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,27 +79,9 @@ func (n *node) loader(t testing.TB, ns string, opts ...paddock.LoaderOption) *pa
 	return l
 }
 
-// stat returns the named field of the namespace's Stats, if Stats has it.
-func (n *node) stat(ns, field string) (uint64, bool) {
-	v := reflect.ValueOf(n.cache.Stats()[ns]).FieldByName(field)
-	if !v.IsValid() || v.Kind() != reflect.Uint64 {
-		return 0, false
-	}
-	return v.Uint(), true
-}
-
-// statSum adds the named field over every namespace; ok is false if Stats
-// has no such field.
-func (n *node) statSum(field string) (sum uint64, ok bool) {
-	for _, st := range n.cache.Stats() {
-		v := reflect.ValueOf(st).FieldByName(field)
-		if !v.IsValid() || v.Kind() != reflect.Uint64 {
-			return 0, false
-		}
-		sum += v.Uint()
-	}
-	return sum, true
-}
+// stats returns the Stats of namespace ns ("": the Cache-wide counters,
+// tag invalidations and the durable invalidations).
+func (n *node) stats(ns string) paddock.Stats { return n.cache.Stats()[ns] }
 
 // counter is a go-redis hook that counts round trips.
 type counter struct{ n *atomic.Int64 }
