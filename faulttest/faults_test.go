@@ -35,7 +35,10 @@ func TestFaults(t *testing.T) {
 		{"flushall", flushAll},
 		{"lease-holder-killed", leaseHolderKilled},
 		{"latency-100ms", latency100ms},
+		{"latency-2s", latency2s},
+		{"sigstop", sigstop},
 		{"network-pause", networkPause},
+		{"connections-cut", connectionsCut},
 	}
 	var rows []*row
 	for _, sc := range scenarios {
@@ -672,4 +675,106 @@ func networkPause(r *run) {
 		t.Fatal("the Cache never used Redis again")
 	}
 	r.row.recover(d)
+}
+
+// latency2s: every reply 2 s late, past the store timeout: Gets load
+// without the store, the breaker opens, and the Cache uses Redis again
+// once the latency goes away.
+func latency2s(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	n := newNode(t, "tcp", px.Addr(), 0)
+	l := n.loader(t, "lat2", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.warm(ctx, l, keys...)
+	px.SetLatency(2 * time.Second)
+	for i := range 12 {
+		if _, err, _ := r.get(ctx, l, keys[i%len(keys)], false, true); err != nil {
+			t.Errorf("Get with 2s of latency: %v", err)
+		}
+	}
+	px.SetLatency(0)
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+	r.row.note("store errors: %d", n.stats("lat2").StoreErrors)
+}
+
+// sigstop: Redis frozen (SIGSTOP) under concurrent Gets, then continued
+// (SIGCONT).
+func sigstop(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "stop", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.warm(ctx, l, keys...)
+	srv.Pause(t)
+	var wg sync.WaitGroup
+	for c := range len(keys) {
+		wg.Go(func() {
+			for i := range 3 {
+				if _, err, _ := r.get(ctx, l, keys[(c+i)%len(keys)], false, true); err != nil {
+					t.Errorf("Get with Redis frozen: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	srv.Resume(t)
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+}
+
+// connectionsCut: every connection to Redis cut and new ones refused
+// while an article is published; the invalidation fails, this process
+// serves nothing older, and the retry applies it once connections are let
+// through again, for a second process too.
+func connectionsCut(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	px := startProxy(t, unixDialer(srv.Socket))
+	a := newNode(t, "tcp", px.Addr(), 0)
+	b := newNode(t, "unix", srv.Socket, 0)
+	la, lb := a.loader(t, "cut", paddock.TTL(time.Minute)), b.loader(t, "cut", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3"}
+	r.warm(ctx, la, keys...)
+	r.warm(ctx, lb, keys...)
+	px.Refuse(true)
+	px.Cut()
+	if _, err := r.publish(ctx, a.cache, la, "k0"); !errors.Is(err, paddock.ErrStoreUnavailable) {
+		t.Errorf("invalidation with the connections cut: %v; want an error wrapping ErrStoreUnavailable", err)
+	}
+	for i := range 12 {
+		if _, err, _ := r.get(ctx, la, keys[i%len(keys)], true, true); err != nil {
+			t.Errorf("Get with the connections cut: %v", err)
+		}
+	}
+	px.Refuse(false)
+	want := fmt.Sprint(r.db.read("k0"))
+	d, ok := until(5*time.Second, func() bool {
+		ra, erra, _ := r.get(ctx, la, "k0", true, false)
+		rb, errb, _ := r.get(ctx, lb, "k0", false, false)
+		return erra == nil && errb == nil && ra.Status == paddock.StatusHit && rb.Value == want
+	})
+	if !ok {
+		t.Fatal("the invalidation never reached the second process, or the Cache never hit again")
+	}
+	r.row.recover(d)
+	retried(r, a)
 }
