@@ -31,7 +31,7 @@
 // Per-call options ([GetOption]): [TTL], [Stale], [StaleIfError], [Beta],
 // [NegativeTTL], [LoadTimeout], [Tags]. Loader options: [WithCodec],
 // [Version]. Cache options ([Option]): [LeaseTTL], [WaitTimeout],
-// [StoreTimeout], [Breaker], [Logger], [Rand].
+// [StoreTimeout], [Breaker], [MaxPendingInvalidations], [Logger], [Rand].
 //
 // Observe: [Cache.Stats].
 //
@@ -56,17 +56,24 @@
 //     tags was invalidated after the load's ticket. A refused load's value is
 //     still returned to the callers allowed to take it.
 //  5. A caller that joined a flight takes its result only if that result
-//     cannot predate an invalidation the caller has seen: the load began
-//     after the caller joined, or its fill was accepted after the caller
-//     joined, or its ticket is not older than the caller's own. Otherwise
-//     the caller tries once more, which can always take its result.
+//     cannot predate an invalidation the caller has seen: the read or load
+//     behind it began after the caller began, or its fill was accepted
+//     after the caller began, or its ticket is not older than the caller's
+//     own (and no invalidation went pending in between). Otherwise the
+//     caller looks up again and obeys the same rule on what it finds.
 //
 // # Failures
 //
 // A store that fails or is slow ([StoreTimeout]) is worked around: Get
 // loads without it, still coalesced in process, and a breaker ([Breaker])
-// stops asking a dead store until it answers again. A load that panics
-// gives each caller a [*PanicError] (matching [ErrLoadPanicked]) with the
-// panic value and stack; nothing crashes and the key is not stuck. Bytes
-// that do not decode are a miss, counted in [Stats].DecodeErrors.
+// stops asking a dead store; its probe runs on its own context, so the
+// Cache uses a healed store again within the cooldown plus one store
+// timeout. An invalidation the store did not acknowledge returns an error
+// wrapping [ErrStoreUnavailable] and is kept and retried in the background
+// ([MaxPendingInvalidations]); until then this process serves nothing it
+// covers. A load that panics gives each caller a [*PanicError] (matching
+// [ErrLoadPanicked]) with the panic value and stack; nothing crashes and
+// the key is not stuck. Data that does not decode is a miss, counted in
+// [Stats].DecodeErrors. [Cache.Close] cancels loads in flight and waits for
+// every goroutine of the Cache.
 package paddock

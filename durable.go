@@ -141,6 +141,16 @@ func (p *pendingSet) done(pi *pendingInv) {
 	}
 }
 
+// drop removes pi unapplied, and counts it.
+func (p *pendingSet) drop(pi *pendingInv) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.invs, pi); i >= 0 {
+		p.remove(i)
+		p.dropped++
+	}
+}
+
 // abandon remembers that token may hold key's lease until until.
 func (p *pendingSet) abandon(key string, token uint64, until time.Time) {
 	p.mu.Lock()
@@ -233,6 +243,13 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
 		err := c.store.Invalidate(sctx, pi.inv)
 		cancel()
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidOption) {
+			// The store was closed by its owner, or refuses the request
+			// itself: no retry can apply it.
+			c.pending.drop(pi)
+			c.cfg.logger.Error("paddock: pending invalidation dropped", "err", err)
+			continue
+		}
 		if err != nil {
 			answered = false
 			c.pending.mu.Lock()

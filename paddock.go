@@ -282,8 +282,8 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 	// that keeps readers correct, and the caller must learn if it failed.
 	err := c.store.Invalidate(sctx, inv)
 	if err != nil {
-		if errors.Is(err, ErrClosed) {
-			return err
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidOption) {
+			return err // not the store failing: a retry would fail the same way
 		}
 		// Not acknowledged: the store may or may not have applied it.
 		// Keep it and retry (applying it twice is harmless), whether the

@@ -179,7 +179,12 @@ type Fill struct {
 	// Set makes the fill a versioned write: if accepted, the store also
 	// advances the key's version (s = ++seq, version(key) = s) and stores
 	// the entry with ticket s, so that no load that began earlier can
-	// overwrite it.
+	// overwrite it. If the fill is refused, the store also drops the key's
+	// entry unless that entry's ticket is newer than Ticket (same Epoch,
+	// larger Seq): a Set follows a write to the source of truth, so an
+	// older entry holds the value it replaced. If it is accepted but
+	// cannot be stored, the store drops the entry and advances the key's
+	// version as an invalidation would.
 	Set bool
 }
 

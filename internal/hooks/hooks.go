@@ -69,6 +69,8 @@ func Reset() {
 }
 
 // FillGap, when set, is called by memstore's Fill inside the gap that
-// FillTagGap opens, with no lock held: a property test runs the
-// invalidation that races the fill there.
+// FillTagGap opens, with no lock held (memstore releases the key's stripe
+// as well around the call, so the callback may make any store call): a
+// property test runs the invalidation that races the fill there. It is
+// never called while FillTagGap is off.
 var FillGap atomic.Pointer[func()]
