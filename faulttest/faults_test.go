@@ -29,6 +29,7 @@ func TestFaults(t *testing.T) {
 		{"timed-out-lookup-lease", timedOutLookupLease},
 		{"corrupt-entries", corruptEntries},
 		{"invalidation-while-frozen", invalidationWhileFrozen},
+		{"lookups-racing-the-retry", lookupsRacingTheRetry},
 		{"dead-redis-at-start", deadAtStart},
 		{"sigkill-and-restart", sigkillAndRestart},
 		{"restart-empty", restartEmpty},
@@ -777,4 +778,80 @@ func connectionsCut(r *run) {
 	}
 	r.row.recover(d)
 	retried(r, a)
+}
+
+// lookupsRacingTheRetry: the promise of the process that made a failed
+// invalidation holds across the moment its retry is acknowledged. Redis is
+// frozen while pages that share a tag are published; at SIGCONT a burst of
+// Gets of every page races the retry: a lookup that Redis ran before the
+// retry (and so found the old page) must not be served because its reply
+// was handled after the acknowledgement. The race needs no help from the
+// test, so it runs several rounds.
+func lookupsRacingTheRetry(r *run) {
+	t := r.t
+	const (
+		storeTimeout = 100 * time.Millisecond
+		pages        = 8
+		rounds       = 8
+	)
+	srv := redistest.Start(t)
+	a := newNode(t, "unix", srv.Socket, storeTimeout)
+	l := a.loader(t, "race", paddock.TTL(time.Minute), paddock.Tags("articles"))
+	ctx := t.Context()
+	keys := make([]string, pages)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("p%d", i)
+	}
+	for round := range rounds {
+		d, ok := until(5*time.Second, func() bool { // every page in Redis, the breaker closed
+			hits := 0
+			for _, k := range keys {
+				if res, err, _ := r.get(ctx, l, k, true, false); err == nil && res.Status == paddock.StatusHit {
+					hits++
+				}
+			}
+			return hits == pages && a.stats("").InvalidationsPending == 0
+		})
+		if !ok {
+			t.Fatalf("round %d: the pages were not all hits again after %v", round, d)
+		}
+		srv.Pause(t)
+		vs := make([]int, pages)
+		for i, k := range keys {
+			vs[i] = r.db.write(k)
+		}
+		err := a.cache.InvalidateTags(ctx, "articles")
+		for i, k := range keys {
+			r.db.invalidated(vs[i], err, k)
+		}
+		if err != nil {
+			r.row.mu.Lock()
+			r.row.errs++
+			r.row.mu.Unlock()
+		}
+		// The freeze lasts a little longer each round, so that the retry
+		// is at another point of its backoff at SIGCONT.
+		for range round % 4 {
+			r.get(ctx, l, keys[0], true, true)
+		}
+		srv.Resume(t)
+		// Every page is read over and over until the retry is
+		// acknowledged, and a little after: lookups are in flight when
+		// the acknowledgement arrives.
+		var wg sync.WaitGroup
+		for _, k := range keys {
+			wg.Go(func() {
+				after := 0
+				for limit := time.Now().Add(5 * time.Second); after < 5 && time.Now().Before(limit); {
+					if a.stats("").InvalidationsPending == 0 {
+						after++
+					}
+					r.get(ctx, l, k, true, true)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	retried(r, a)
+	r.row.note("%d rounds of %d pages", rounds, pages)
 }
