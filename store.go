@@ -146,9 +146,10 @@ type Lookup struct {
 	Ticket Ticket
 	// Now is the store clock's reading at the lookup.
 	Now time.Time
-	// Corrupt reports that the store found data under key that did not
-	// parse (damaged bytes, fields missing, a value of another type) and
-	// dropped it: the lookup is a miss, which the Cache counts in
+	// Corrupt reports that the store found data of key that did not parse
+	// (damaged bytes, fields missing, a value of another type, in the entry
+	// or in the key's lease or versions, or its tags' versions) and dropped
+	// or repaired it: the lookup is then a miss, which the Cache counts in
 	// [Stats].DecodeErrors. A problem with one key is never a store error.
 	Corrupt bool
 }
@@ -180,9 +181,10 @@ type Fill struct {
 	// advances the key's version (s = ++seq, version(key) = s) and stores
 	// the entry with ticket s, so that no load that began earlier can
 	// overwrite it. If the fill is refused, the store also drops the key's
-	// entry unless that entry's ticket is newer than Ticket (same Epoch,
-	// larger Seq): a Set follows a write to the source of truth, so an
-	// older entry holds the value it replaced. If it is accepted but
+	// entry unless it was written by a load that began after Ticket (its
+	// load ticket is newer, in the same Epoch); a store that cannot tell
+	// drops it: a Set follows a write to the source of truth, so an entry
+	// that may predate it holds the value it replaced. If it is accepted but
 	// cannot be stored, the store drops the entry and advances the key's
 	// version as an invalidation would.
 	Set bool

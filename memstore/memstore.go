@@ -584,16 +584,20 @@ func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
 	return true
 }
 
-// dropPredating drops key's entry unless it is newer than ticket t, the
-// ticket of a refused Set. The Set followed a write to the source of truth,
-// so an entry of ticket t or older holds the value that write replaced:
-// left in place, it would be served (fresh, when the invalidation that
-// refused the Set was of a tag only the new value carries). An entry of a
-// later ticket, or of this epoch when t is of another, was loaded or set
-// after t was taken, and stays. The caller holds key's stripe.
+// dropPredating drops key's entry after a Set with ticket t was refused.
+// The Set followed a write to the source of truth, so an entry that may
+// predate that write holds the value it replaced: left in place, it would
+// be served (fresh, when the invalidation that refused the Set was of a tag
+// only the new value carries). Only the ticket of the load that wrote an
+// entry tells whether it began after t, and an entry written by a Set
+// carries the Set's own, newer sequence number instead (two Sets of one
+// ticket cannot be ordered by it), so every entry of t's epoch goes; an
+// entry of this epoch when t is of another was written after t was taken,
+// and stays. A miss is the price of never serving the replaced value. The
+// caller holds key's stripe.
 func (s *Store) dropPredating(key string, t paddock.Ticket) {
 	e, found, _ := s.read(key, s.epoch.Load(), true)
-	if !found || (e != nil && (e.Ticket.Epoch != t.Epoch || e.Ticket.Seq > t.Seq)) {
+	if !found || e != nil && e.Ticket.Epoch != t.Epoch {
 		return
 	}
 	_ = s.cache.Delete(key)

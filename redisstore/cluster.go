@@ -65,13 +65,24 @@ func arrays(cmds []*redis.Cmd) ([][]any, error) {
 // stay above the versions the other nodes kept.
 func (s *Store) readSeq(ctx context.Context) (uint64, error) {
 	v, err := s.client.HGet(ctx, s.layout.seq(), "n").Result()
-	if errors.Is(err, redis.Nil) {
+	if err == nil {
+		if n, ok := parseSeq(v); ok {
+			return n, nil
+		}
+	}
+	// Missing, or not a sequence (another type, not a number): the
+	// sequence script starts it again ahead of every value it had.
+	if err == nil || errors.Is(err, redis.Nil) || redis.HasErrorPrefix(err, "WRONGTYPE") {
 		v, err = s.nextSeq(ctx)
 	}
 	if err != nil {
 		return 0, err
 	}
-	return unum(v), nil
+	n, ok := parseSeq(v)
+	if !ok {
+		return 0, fmt.Errorf("malformed sequence %q", v)
+	}
+	return n, nil
 }
 
 // nextSeq advances the sequence and returns the new value, as a decimal.
@@ -196,9 +207,10 @@ func runFence(ctx context.Context, c redis.Scripter, markers []string, cand, flo
 
 // tagCheck is what the tag-check scripts found, over all slots checked.
 type tagCheck struct {
-	hard  uint64 // entries whose guard is below it must be dropped
-	any   uint64 // the highest version: soft or hard
-	floor uint64 // the highest floor of the slots
+	hard    uint64 // entries whose guard is below it must be dropped
+	any     uint64 // the highest version: soft or hard
+	floor   uint64 // the highest floor of the slots
+	corrupt bool   // a script deleted a marker or tag key that did not parse
 }
 
 // readTags reads the versions of tag keys grouped by slot, one call per
@@ -221,7 +233,8 @@ func (s *Store) readTags(ctx context.Context, bySlot map[uint16][]string, extra 
 	}
 	var tc tagCheck
 	for _, v := range replies {
-		if uninit(v) {
+		if u, c := uninit(v); u {
+			tc.corrupt = tc.corrupt || c
 			if err := s.fence(ctx); err != nil {
 				return tagCheck{}, nil, err
 			}
@@ -236,23 +249,6 @@ func (s *Store) readTags(ctx context.Context, bySlot map[uint16][]string, extra 
 		tc.floor = max(tc.floor, unum(v[3]))
 	}
 	return tc, cmds[n:], nil
-}
-
-// checkTags is the read-side check of an entry's tags outside its slot. It
-// returns the thresholds for the entry's guard: below hard the entry is
-// dropped, below soft it is stale.
-func (s *Store) checkTags(ctx context.Context, slot uint16, tags []string) (hard, soft uint64, err error) {
-	_, remote := s.splitTags(slot, tags)
-	if len(remote) == 0 {
-		return 0, 0, nil
-	}
-	tc, _, err := s.readTags(ctx, remote)
-	if err != nil {
-		return 0, 0, err
-	}
-	// A slot that lost data after the entry's ticket may have lost an
-	// invalidation of its tags: its floor counts as a hard version.
-	return max(tc.hard, tc.floor), tc.any, nil
 }
 
 // preFill checks a fill's tags outside its key's slot against its ticket
@@ -336,7 +332,7 @@ func (s *Store) invalidateCluster(ctx context.Context, inv paddock.Invalidation,
 		var again []call
 		var againSlots []uint16
 		for i, v := range replies {
-			if !uninit(v) {
+			if u, _ := uninit(v); !u {
 				continue
 			}
 			if try == maxTries {

@@ -24,9 +24,21 @@ func loadArticle(ctx context.Context, id int) (Article, error) {
 // A fleet shares a cache through Redis: each process runs this with its
 // own client. One load per key for the fleet, no stale fill.
 func ExampleNew() {
+	const storeTimeout = 250 * time.Millisecond
+	// A failing Redis must cost a Get at most the StoreTimeout, not the
+	// client's retries (see "Client options that matter" in the package
+	// doc).
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 []string{"localhost:6379"}, // several: Cluster; with MasterName: Sentinel
-		ContextTimeoutEnabled: true,                       // let the Cache's StoreTimeout bound each call
+		ContextTimeoutEnabled: true,                       // the Cache's StoreTimeout bounds each call
+		DialTimeout:           storeTimeout,               // a connect nobody answers
+		DialerRetries:         1,                          // no dial retries
+		MaxRetries:            -1,                         // no command retries: the Get loads instead
+		MinRetryBackoff:       -1,                         // no sleeps between retries (Cluster redirects)
+		MaxRetryBackoff:       -1,
+		PoolTimeout:           storeTimeout, // waiting for a free connection
+		ReadTimeout:           time.Second,  // calls without a deadline
+		WriteTimeout:          time.Second,
 	})
 	defer client.Close()
 
@@ -34,7 +46,7 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cache, err := paddock.New(store, paddock.StoreTimeout(200*time.Millisecond))
+	cache, err := paddock.New(store, paddock.StoreTimeout(storeTimeout))
 	if err != nil {
 		log.Fatal(err)
 	}

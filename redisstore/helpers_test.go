@@ -153,6 +153,10 @@ func newStore(t testing.TB, client redis.UniversalClient, opts ...redisstore.Opt
 
 func newCache(t testing.TB, s paddock.Store, opts ...paddock.Option) *paddock.Cache {
 	t.Helper()
+	// These tests check the protocol, not the timeouts: a store timeout
+	// of seconds keeps a busy test machine from sending Gets around the
+	// store. Tests of the failure paths pass their own (later options win).
+	opts = append([]paddock.Option{paddock.StoreTimeout(5 * time.Second)}, opts...)
 	c, err := paddock.New(s, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -73,6 +73,17 @@ func (l layout) tagKey(tag string) (string, uint16) {
 	return l.prefix + "{" + t + "}:t", slotOf(t)
 }
 
+// tagKeySlot returns the slot of a Redis key the layout named: that of its
+// hash tag, the part between its first '{' and the next '}'.
+func tagKeySlot(k string) uint16 {
+	i := strings.IndexByte(k, '{')
+	j := strings.IndexByte(k[i+1:], '}')
+	if i < 0 || j < 0 {
+		return slotOf(k)
+	}
+	return slotOf(k[i+1 : i+1+j])
+}
+
 func (l layout) seq() string          { return l.prefix + "{_}:seq" }
 func (l layout) globalMarker() string { return l.prefix + "{_}:ep" }
 func (l layout) slotMarker(slot uint16) string {

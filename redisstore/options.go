@@ -38,8 +38,9 @@ func defaultConfig() config {
 	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true}
 }
 
+// invalid is an error of New: options are checked there.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("redisstore: %w: "+format, append([]any{paddock.ErrInvalidOption}, args...)...)
+	return fmt.Errorf("redisstore: new: %w: "+format, append([]any{paddock.ErrInvalidOption}, args...)...)
 }
 
 // Prefix sets the prefix of every Redis key the store writes. Two stores

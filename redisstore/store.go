@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 // A Store is a [paddock.Store] on Redis, shared by every process that uses
@@ -47,12 +48,12 @@ var (
 // [Store.Close] leaves it open.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
-		return nil, invalid("New: nil client")
+		return nil, invalid("nil client")
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o == nil {
-			return nil, invalid("New: nil option")
+			return nil, invalid("nil option")
 		}
 		if err := o(&cfg); err != nil {
 			return nil, err
@@ -67,10 +68,10 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	case *redis.Client:
 		ctxTimeout = c.Options().ContextTimeoutEnabled
 	case *redis.Ring:
-		return nil, invalid("New: a *redis.Ring has no atomic step across its shards; use a *redis.ClusterClient")
+		return nil, invalid("a *redis.Ring has no atomic step across its shards; use a *redis.ClusterClient")
 	}
 	if !ctxTimeout && !cfg.allowNoCtx {
-		return nil, invalid("New: the client's ContextTimeoutEnabled is false, so store timeouts would not bound its calls; " +
+		return nil, invalid("the client's ContextTimeoutEnabled is false, so store timeouts would not bound its calls; " +
 			"set it in the client's options, or pass AllowNoContextTimeout()")
 	}
 	if cfg.forceCluster {
@@ -101,10 +102,13 @@ func (s *Store) Close() error {
 // call. On Cluster it is one call, plus one to read the sequence when the
 // caller must load (a miss, a granted lease, or req.Lease zero), plus one
 // per other node holding the entry's tags, in parallel, when the entry has
-// tags outside its slot (see the package doc).
+// tags outside its slot (see the package doc). Data under the key's names
+// that does not parse makes the lookup a miss with Corrupt set, never an
+// error (see "Corrupt data" in the package doc); on Cluster, repairing a
+// tag's versions costs one call to the tag's node and a second lookup.
 func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
 	if s.closed.Load() {
-		return paddock.Lookup{}, paddock.ErrClosed
+		return paddock.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, paddock.ErrClosed)
 	}
 	kn := s.layout.key(key)
 	ttl := req.LeaseTTL
@@ -134,18 +138,51 @@ func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupReques
 // lookup is Lookup's work; granted reports whether a script granted the
 // lease, even if a later step failed.
 func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupRequest, args *lookupArgs) (lk paddock.Lookup, granted bool, err error) {
+	corrupt := false
 	for try := 0; ; try++ {
 		r, err := s.lookupOnce(ctx, kn, args)
 		if err != nil {
 			return lk, granted, err
 		}
 		granted = granted || r.lk.Lease
-		if s.cluster && r.lk.Entry != nil && len(r.lk.Entry.Tags) > 0 {
-			// The read-side check: tags in other slots were not seen by
-			// the script.
-			hard, soft, err := s.checkTags(ctx, kn.slot, r.lk.Entry.Tags)
-			if err != nil {
+		corrupt = corrupt || r.lk.Corrupt
+		if r.badTag != "" {
+			// The script dropped the entry. Repair the tag in its own
+			// slot (the tag check fences the slot), then ask again: the
+			// key's slot may be the one fenced, and the ticket of the
+			// load this lookup grants must be of its new epoch.
+			if _, _, err := s.readTags(ctx, map[uint16][]string{tagKeySlot(r.badTag): {r.badTag}}); err != nil {
 				return lk, granted, err
+			}
+			if try == maxTries {
+				return lk, granted, errors.New("tag versions stay corrupt")
+			}
+			continue
+		}
+		if r.badEntry || s.cluster && r.lk.Entry != nil && len(r.lk.Entry.Tags) > 0 {
+			var hard, soft uint64
+			if r.badEntry {
+				hard, corrupt = math.MaxUint64, true
+			} else {
+				local, remote := s.splitTags(kn.slot, r.lk.Entry.Tags)
+				if encodeList(local) != r.tk {
+					// The script checked the tag keys the entry names: they
+					// must be those of its tags in its slot, or a tag went
+					// unchecked.
+					hard, corrupt = math.MaxUint64, true
+				} else if len(remote) > 0 {
+					// The read-side check: tags in other slots were not
+					// seen by the script.
+					tc, _, err := s.readTags(ctx, remote)
+					if err != nil {
+						return lk, granted, err
+					}
+					corrupt = corrupt || tc.corrupt
+					// A slot that lost data after the entry's ticket may
+					// have lost an invalidation of its tags: its floor
+					// counts as a hard version.
+					hard, soft = max(tc.hard, tc.floor), tc.any
+				}
 			}
 			if hard > r.guard || soft > r.guard && r.lk.State == paddock.StateFresh {
 				if try == maxTries {
@@ -171,6 +208,12 @@ func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupReque
 				r.lk.Ticket.Seq = max(r.version, r.lk.Entry.Ticket.Seq)
 			}
 		}
+		r.lk.Corrupt = corrupt
+		if corrupt {
+			// The contract: a lookup that found corrupt data is a miss
+			// (the script already dropped whatever entry it served).
+			r.lk.Entry, r.lk.State = nil, paddock.StateMiss
+		}
 		return r.lk, granted, nil
 	}
 }
@@ -185,15 +228,19 @@ type lookupArgs struct {
 }
 
 type lookupResult struct {
-	lk      paddock.Lookup
-	version uint64 // the key's version
-	guard   uint64 // the entry's guard seq
+	lk       paddock.Lookup
+	version  uint64 // the key's version (Cluster)
+	guard    uint64 // the entry's guard seq
+	tk       string // the entry's tag keys (Cluster)
+	badEntry bool   // the script returned an entry that does not parse
+	badTag   string // the key of a tag whose versions do not parse (Cluster)
 }
 
 // lookupOnce runs the lookup script, fencing the key's slot first if it
 // must (Cluster).
 func (s *Store) lookupOnce(ctx context.Context, kn keyNames, a *lookupArgs) (lookupResult, error) {
 	keys := []string{kn.entry, kn.version, kn.lease, s.marker(kn.slot)}
+	corrupt := false
 	for try := 0; ; try++ {
 		v, err := lookupScript.Run(ctx, s.client, keys,
 			s.clusterArg(), s.offset(), candidate(), s.check, a.token, a.ttl,
@@ -201,7 +248,8 @@ func (s *Store) lookupOnce(ctx context.Context, kn keyNames, a *lookupArgs) (loo
 		if err != nil {
 			return lookupResult{}, err
 		}
-		if uninit(v) {
+		if u, c := uninit(v); u {
+			corrupt = corrupt || c
 			if try == maxTries {
 				return lookupResult{}, errors.New("slot stays uninitialised")
 			}
@@ -210,12 +258,17 @@ func (s *Store) lookupOnce(ctx context.Context, kn keyNames, a *lookupArgs) (loo
 			}
 			continue
 		}
-		return parseLookup(v)
+		r, err := parseLookup(v)
+		r.lk.Corrupt = r.lk.Corrupt || corrupt
+		return r, err
 	}
 }
 
+// parseLookup reads the lookup script's reply. The script parsed the entry
+// already; an entry that still does not parse here is reported with
+// badEntry, and the caller has the script drop it.
 func parseLookup(v []any) (lookupResult, error) {
-	if len(v) < 8 {
+	if len(v) < 9 {
 		return lookupResult{}, fmt.Errorf("malformed lookup reply of %d elements", len(v))
 	}
 	var r lookupResult
@@ -224,7 +277,7 @@ func parseLookup(v []any) (lookupResult, error) {
 	r.lk.Held = num(v[3]) == 1
 	epoch, err := strconv.ParseUint(str(v[4]), 10, 64)
 	if err != nil {
-		return r, fmt.Errorf("malformed epoch: %w", err)
+		return r, fmt.Errorf("malformed epoch in the lookup reply: %w", err)
 	}
 	r.lk.Ticket.Epoch = epoch
 	if v[5] != nil {
@@ -234,31 +287,47 @@ func parseLookup(v []any) (lookupResult, error) {
 	if v[7] != nil {
 		r.version = unum(v[7])
 	}
-	if len(v) == 8 {
+	switch c := str(v[8]); c {
+	case "0":
+	case "1":
+		r.lk.Corrupt = true
+	default:
+		r.lk.Corrupt, r.badTag = true, c
+	}
+	if len(v) == 9 {
 		return r, nil
 	}
-	if len(v) != 19 {
+	if len(v) != 21 {
 		return r, fmt.Errorf("malformed lookup reply of %d elements", len(v))
 	}
-	f := v[8:]
+	f := v[9:]
 	tags, ok := decodeList(str(f[9]))
+	var nums [8]int64
+	for i := range nums {
+		n, err := strconv.ParseInt(str(f[i]), 10, 64)
+		ok = ok && err == nil && (n >= 0 || i >= 3 && i <= 6)
+		nums[i] = n
+	}
 	if !ok {
-		return r, errors.New("corrupt entry: bad tag list")
+		r.badEntry = true
+		r.lk.State = paddock.StateMiss
+		return r, nil
 	}
 	e := &paddock.Entry{
 		Negative:     str(f[8]) == "1",
-		Ticket:       paddock.Ticket{Epoch: unum(f[0]), Seq: unum(f[1])},
+		Ticket:       paddock.Ticket{Epoch: uint64(nums[0]), Seq: uint64(nums[1])},
 		Tags:         tags,
-		Created:      time.UnixMicro(num(f[3])),
-		FreshUntil:   time.UnixMicro(num(f[4])),
-		StaleUntil:   time.UnixMicro(num(f[5])),
-		ErrorUntil:   time.UnixMicro(num(f[6])),
-		LoadDuration: time.Duration(num(f[7])),
+		Created:      time.UnixMicro(nums[3]),
+		FreshUntil:   time.UnixMicro(nums[4]),
+		StaleUntil:   time.UnixMicro(nums[5]),
+		ErrorUntil:   time.UnixMicro(nums[6]),
+		LoadDuration: time.Duration(nums[7]),
 	}
 	if !e.Negative {
 		e.Value = []byte(str(f[10])) // a copy: the caller owns it
 	}
-	r.guard = unum(f[2])
+	r.guard = uint64(nums[2])
+	r.tk = str(f[11])
 	r.lk.Entry = e
 	return r, nil
 }
@@ -268,30 +337,61 @@ func parseLookup(v []any) (lookupResult, error) {
 // parallel), and a Set first takes its sequence number.
 func (s *Store) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
 	if s.closed.Load() {
-		return false, paddock.ErrClosed
+		return false, fmt.Errorf("redisstore: fill %q: %w", key, paddock.ErrClosed)
 	}
+	ok, err := s.fill(ctx, key, f)
+	if err != nil {
+		return false, fmt.Errorf("redisstore: fill %q: %w", key, err)
+	}
+	return ok, nil
+}
+
+func (s *Store) fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
 	kn := s.layout.key(key)
 	tok := token(f.Lease)
 	if len(f.Value) > s.cfg.maxValueSize {
 		_ = s.release(ctx, kn, tok)
-		return false, fmt.Errorf("redisstore: fill %q: %w: %d bytes, the limit is %d (MaxValueSize)",
-			key, paddock.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
+		return false, fmt.Errorf("%w: %d bytes, the limit is %d (MaxValueSize)",
+			paddock.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
 	}
 	local, remote := s.splitTags(kn.slot, f.Tags)
+	// The test switches, each read once (see internal/hooks).
+	check := len(local)
+	if hooks.FillFirstTagOnly.Load() && len(f.Tags) > 0 {
+		// Check only f.Tags[0]: the first local key if it is local,
+		// else (Cluster) only its remote slot.
+		first, sl := s.layout.tagKey(f.Tags[0])
+		check = 0
+		if !s.cluster || sl == kn.slot {
+			check, remote = 1, nil
+		} else {
+			remote = map[uint16][]string{sl: {first}}
+		}
+	}
+	if hooks.NoClusterPreFill.Load() {
+		remote = nil
+	}
+	keepOld := "0"
+	if hooks.SetKeepsOld.Load() {
+		keepOld = "1"
+	}
 	set := "0"
 	if f.Set {
 		set = "1"
 	}
+	refused := "0"
 	if s.cluster && (len(remote) > 0 || f.Set) {
 		ok, seq, err := s.preFill(ctx, f.Ticket.Seq, remote, f.Set)
 		if err != nil {
-			return false, fmt.Errorf("redisstore: fill %q: %w", key, err)
+			return false, err
 		}
-		if !ok {
-			return false, s.release(ctx, kn, tok)
-		}
-		if f.Set {
+		if ok && f.Set {
 			set = seq
+		}
+		// A refusal still runs the script: it releases the lease and,
+		// for a Set, drops the older entry.
+		if !ok {
+			refused = "1"
 		}
 	}
 	keys := make([]string, 0, 4+len(local))
@@ -311,24 +411,25 @@ func (s *Store) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, er
 			strconv.FormatUint(f.Ticket.Epoch, 10), strconv.FormatUint(f.Ticket.Seq, 10), tok,
 			value, negative, max(f.TTL, 0).Microseconds(), max(f.Stale, 0).Microseconds(),
 			max(f.StaleIfError, 0).Microseconds(), max(f.LoadDuration, 0).Nanoseconds(), set,
-			encodeList(f.Tags)).Slice()
+			encodeList(f.Tags), refused, keepOld, check).Slice()
 		if err != nil {
-			return false, fmt.Errorf("redisstore: fill %q: %w", key, err)
+			return false, err
 		}
-		if uninit(v) {
-			// The key's slot lost its data since the ticket was taken:
-			// fence it; the retry refuses the fill (other epoch) and
-			// releases the lease.
+		if u, _ := uninit(v); u {
+			// The key's slot lost its data since the ticket was taken
+			// (or the script found a version that does not parse and
+			// deleted the slot's marker): fence it; the retry refuses
+			// the fill (other epoch) and releases the lease.
 			if try == maxTries {
-				return false, fmt.Errorf("redisstore: fill %q: slot stays uninitialised", key)
+				return false, errors.New("slot stays uninitialised")
 			}
 			if err := s.fence(ctx); err != nil {
-				return false, fmt.Errorf("redisstore: fill %q: %w", key, err)
+				return false, err
 			}
 			continue
 		}
 		if len(v) != 3 {
-			return false, fmt.Errorf("redisstore: fill %q: malformed reply", key)
+			return false, errors.New("malformed fill reply")
 		}
 		return num(v[1]) == 1, nil
 	}
@@ -362,7 +463,7 @@ func (s *Store) splitTags(slot uint16, tags []string) (local []string, remote ma
 // Release implements [paddock.Store.Release]: one script call.
 func (s *Store) Release(ctx context.Context, key string, lease uint64) error {
 	if s.closed.Load() {
-		return paddock.ErrClosed
+		return fmt.Errorf("redisstore: release %q: %w", key, paddock.ErrClosed)
 	}
 	if lease == 0 {
 		return nil
@@ -386,7 +487,7 @@ func (s *Store) release(ctx context.Context, kn keyNames, tok string) error {
 // node, in parallel).
 func (s *Store) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
 	if s.closed.Load() {
-		return paddock.ErrClosed
+		return fmt.Errorf("redisstore: invalidate: %w", paddock.ErrClosed)
 	}
 	if len(inv.Keys) == 0 && len(inv.Tags) == 0 {
 		return nil
@@ -409,7 +510,11 @@ func (s *Store) Invalidate(ctx context.Context, inv paddock.Invalidation) error 
 			tk, _ := s.layout.tagKey(t)
 			keys = append(keys, tk)
 		}
-		err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), s.check, "0", soft, len(inv.Keys)).Err()
+		var v []any
+		v, err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), s.check, "0", soft, len(inv.Keys)).Slice()
+		if u, _ := uninit(v); err == nil && u { // standalone never replies uninit
+			err = errors.New("malformed invalidate reply")
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("redisstore: invalidate: %w", err)
@@ -451,7 +556,25 @@ func token(lease uint64) string {
 	return strconv.FormatUint(lease, 10)
 }
 
-func uninit(v []any) bool { return len(v) == 1 && str(v[0]) == "uninit" }
+// uninit reports whether v is a script's "uninit" reply, and whether that
+// script deleted a key that did not parse (Cluster: it deleted the slot's
+// marker with it, so that the slot is fenced).
+func uninit(v []any) (u, corrupt bool) {
+	if len(v) == 0 || len(v) > 2 || str(v[0]) != "uninit" {
+		return false, false
+	}
+	return true, len(v) == 2
+}
+
+// parseSeq parses a sequence number as the scripts write it: decimal, below
+// 2^53.
+func parseSeq(v string) (uint64, bool) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n >= 1<<53 {
+		return 0, false
+	}
+	return n, true
+}
 
 func str(v any) string {
 	switch x := v.(type) {

@@ -98,7 +98,7 @@ func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, e
 	}
 	if !s.admits(key, f) {
 		// A refused Set leaves no entry that predates it.
-		if e, ok := s.entries[key]; ok && f.Set && e.Ticket.Epoch == f.Ticket.Epoch && e.Ticket.Seq <= f.Ticket.Seq {
+		if e, ok := s.entries[key]; ok && f.Set && e.Ticket.Epoch == f.Ticket.Epoch {
 			delete(s.entries, key)
 		}
 		return false, nil

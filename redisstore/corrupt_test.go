@@ -1,0 +1,317 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/redisstore"
+)
+
+// names are the Redis keys of one cache key K tagged T (named like K, so
+// in K's slot) and R (another slot on Cluster), under a prefix.
+type names struct {
+	entry, version, lease string
+	tagT, tagR            string
+	marker, markerR, seq  string // markerR: R's slot (Cluster)
+}
+
+func layoutNames(prefix, key, remote string, cluster bool) names {
+	hk := func(s string) string { return prefix + "{" + redisstore.Esc(s) + "}:" }
+	n := names{
+		entry: hk(key) + "e", version: hk(key) + "v", lease: hk(key) + "l",
+		tagT: hk(key) + "t", tagR: hk(remote) + "t",
+		marker: prefix + "{_}:ep", markerR: prefix + "{_}:ep", seq: prefix + "{_}:seq",
+	}
+	if cluster {
+		n.marker = prefix + "{" + redisstore.SlotTag(redisstore.SlotOf(key)) + "}:ep"
+		n.markerR = prefix + "{" + redisstore.SlotTag(redisstore.SlotOf(remote)) + "}:ep"
+	}
+	return n
+}
+
+// What a corruption case does before it corrupts: the invalidation (or
+// loss) whose record it then damages.
+const (
+	prepNone      = iota
+	prepInvalT    // hard-invalidate tag T: the entry stays in Redis, unservable
+	prepInvalR    // hard-invalidate tag R
+	prepInvalKey  // invalidate the key: version above the old ticket
+	prepDropEntry // the entry is gone: the lookup takes the lease
+)
+
+type corruptCase struct {
+	name    string
+	prep    int
+	cluster int // 0 both layouts, 1 Cluster only, -1 standalone only
+	// corrupt damages the data in Redis through a raw client.
+	corrupt func(ctx context.Context, r redis.Cmdable, n names) error
+	// seen: the first Lookup reads the damaged key and reports Corrupt.
+	seen bool
+}
+
+func wrongType(pick func(names) string) func(context.Context, redis.Cmdable, names) error {
+	return func(ctx context.Context, r redis.Cmdable, n names) error {
+		k := pick(n)
+		if err := r.Del(ctx, k).Err(); err != nil {
+			return err
+		}
+		return r.RPush(ctx, k, "x").Err()
+	}
+}
+
+func hset(pick func(names) string, field, value string) func(context.Context, redis.Cmdable, names) error {
+	return func(ctx context.Context, r redis.Cmdable, n names) error {
+		return r.HSet(ctx, pick(n), field, value).Err()
+	}
+}
+
+func hdel(pick func(names) string, field string) func(context.Context, redis.Cmdable, names) error {
+	return func(ctx context.Context, r redis.Cmdable, n names) error {
+		return r.HDel(ctx, pick(n), field).Err()
+	}
+}
+
+func set(pick func(names) string, value string) func(context.Context, redis.Cmdable, names) error {
+	return func(ctx context.Context, r redis.Cmdable, n names) error {
+		return r.Set(ctx, pick(n), value, 0).Err()
+	}
+}
+
+var (
+	entryKey   = func(n names) string { return n.entry }
+	versionKey = func(n names) string { return n.version }
+	leaseKey   = func(n names) string { return n.lease }
+	tagTKey    = func(n names) string { return n.tagT }
+	tagRKey    = func(n names) string { return n.tagR }
+	markerKey  = func(n names) string { return n.marker }
+	markerRKey = func(n names) string { return n.markerR }
+	seqKey     = func(n names) string { return n.seq }
+)
+
+func corruptCases() []corruptCase {
+	var cs []corruptCase
+	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "k"} {
+		cs = append(cs, corruptCase{name: "entry/" + f + "=garbage", corrupt: hset(entryKey, f, "12garbage"), seen: true})
+	}
+	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "tg", "tk", "v"} {
+		cs = append(cs, corruptCase{name: "entry/" + f + "=missing", corrupt: hdel(entryKey, f), seen: true})
+	}
+	cs = append(cs,
+		corruptCase{name: "entry/g=too-large", corrupt: hset(entryKey, "g", "99999999999999999999"), seen: true},
+		corruptCase{name: "entry/g=negative", corrupt: hset(entryKey, "g", "-5"), seen: true},
+		corruptCase{name: "entry/n=garbage", corrupt: hset(entryKey, "n", "2"), seen: true},
+		corruptCase{name: "entry/negative-with-value", corrupt: hset(entryKey, "n", "1"), seen: true},
+		corruptCase{name: "entry/tg=garbage", corrupt: hset(entryKey, "tg", "zz"), seen: true},
+		corruptCase{name: "entry/tg=short", corrupt: hset(entryKey, "tg", "9:ab"), seen: true},
+		corruptCase{name: "entry/tk=garbage", corrupt: hset(entryKey, "tk", "3:ab"), seen: true},
+		corruptCase{name: "entry/tk=another-key", corrupt: hset(entryKey, "tk", redisstore.EncodeList([]string{"foo"})), seen: true},
+		corruptCase{name: "entry/tk=empty", corrupt: hset(entryKey, "tk", ""), seen: true},
+		// On Cluster tk lists the tags of the key's slot only: one of
+		// another slot is checked by the client, never by the script.
+		corruptCase{name: "entry/tk=other-slot", cluster: 1, corrupt: func(ctx context.Context, r redis.Cmdable, n names) error {
+			return r.HSet(ctx, n.entry, "tk", redisstore.EncodeList([]string{n.tagT, n.tagR})).Err()
+		}, seen: true},
+		corruptCase{name: "entry/wrong-type", corrupt: wrongType(entryKey), seen: true},
+		corruptCase{name: "entry/wrong-type/invalidated", prep: prepInvalT, corrupt: wrongType(entryKey), seen: true},
+
+		corruptCase{name: "version/garbage", prep: prepInvalKey, corrupt: set(versionKey, "garbage"), seen: true},
+		corruptCase{name: "version/too-large", prep: prepInvalKey, corrupt: set(versionKey, "99999999999999999999"), seen: true},
+		corruptCase{name: "version/wrong-type", prep: prepInvalKey, corrupt: wrongType(versionKey), seen: true},
+
+		corruptCase{name: "lease/garbage", prep: prepDropEntry, corrupt: set(leaseKey, "garbage"), seen: true},
+		corruptCase{name: "lease/bad-expiry", prep: prepDropEntry, corrupt: set(leaseKey, "5:soon"), seen: true},
+		corruptCase{name: "lease/wrong-type", prep: prepDropEntry, corrupt: wrongType(leaseKey), seen: true},
+
+		corruptCase{name: "tag-local/h=garbage", prep: prepInvalT, corrupt: hset(tagTKey, "h", "garbage"), seen: true},
+		corruptCase{name: "tag-local/s=garbage", prep: prepInvalT, corrupt: hset(tagTKey, "s", "garbage"), seen: true},
+		corruptCase{name: "tag-local/wrong-type", prep: prepInvalT, corrupt: wrongType(tagTKey), seen: true},
+		corruptCase{name: "tag-other/h=garbage", prep: prepInvalR, corrupt: hset(tagRKey, "h", "garbage"), seen: true},
+		corruptCase{name: "tag-other/wrong-type", prep: prepInvalR, corrupt: wrongType(tagRKey), seen: true},
+
+		corruptCase{name: "marker/e=garbage", corrupt: hset(markerKey, "e", "garbage"), seen: true},
+		corruptCase{name: "marker/wrong-type", corrupt: wrongType(markerKey), seen: true},
+		corruptCase{name: "marker/wrong-type/invalidated", prep: prepInvalT, corrupt: wrongType(markerKey), seen: true},
+		corruptCase{name: "marker/n=garbage", cluster: -1, prep: prepInvalKey, corrupt: hset(markerKey, "n", "garbage"), seen: true},
+		corruptCase{name: "marker/f=garbage", cluster: 1, prep: prepInvalT, corrupt: hset(markerKey, "f", "garbage"), seen: true},
+		corruptCase{name: "marker-other/e=garbage", cluster: 1, prep: prepInvalR, corrupt: hset(markerRKey, "e", "garbage"), seen: true},
+		corruptCase{name: "marker-other/f=garbage", cluster: 1, prep: prepInvalR, corrupt: hset(markerRKey, "f", "garbage"), seen: true},
+		corruptCase{name: "marker-other/wrong-type", cluster: 1, prep: prepInvalR, corrupt: wrongType(markerRKey), seen: true},
+		// The sequence is not the key's data: it is repaired (restarted
+		// ahead) without a Corrupt report.
+		corruptCase{name: "seq/garbage", cluster: 1, prep: prepDropEntry, corrupt: hset(seqKey, "n", "garbage")},
+		corruptCase{name: "seq/wrong-type", cluster: 1, prep: prepDropEntry, corrupt: wrongType(seqKey)},
+		corruptCase{name: "seq/wrong-type/invalidated", cluster: 1, prep: prepInvalKey, corrupt: wrongType(seqKey)},
+	)
+	return cs
+}
+
+// testCorrupt damages, one at a time, each field and key the store keeps
+// for a key, then checks that the store heals: no operation returns an
+// error, a lookup that reads the damage reports a Corrupt miss, no entry
+// or fill older than the invalidation whose record was damaged is ever
+// served or accepted, the next fill replaces the entry and hits, and the
+// key can be invalidated. Three orders: the damage is met first by a
+// Lookup, a Fill, or an Invalidate.
+func testCorrupt(t *testing.T, client, raw redis.UniversalClient, cluster bool, pick func(i int) (key, remote string), opts ...redisstore.Option) {
+	// One prefix for all cases (on the Cluster layout a new prefix costs
+	// a fence of every slot), a key and a tag of their own for each.
+	prefix := fmt.Sprintf("cor%d:", corruptPrefixes.Add(1))
+	s := newStore(t, client, append([]redisstore.Option{redisstore.Prefix(prefix)}, opts...)...)
+	i := 0
+	for _, c := range corruptCases() {
+		if c.cluster == 1 && !cluster || c.cluster == -1 && cluster {
+			continue
+		}
+		for _, order := range []string{"lookup", "fill", "invalidate"} {
+			i++
+			key, remote := pick(i)
+			t.Run(c.name+"/first="+order, func(t *testing.T) {
+				runCorrupt(t, s, raw, layoutNames(prefix, key, remote, cluster), c, order, key, remote)
+			})
+		}
+	}
+}
+
+var corruptPrefixes atomic.Int64
+
+func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm names, c corruptCase, order, key, remote string) {
+	ctx := t.Context()
+	tags := []string{key, remote}
+	lookup := func(tok uint64) paddock.Lookup {
+		t.Helper()
+		lk, err := s.Lookup(ctx, key, paddock.LookupRequest{Lease: tok, LeaseTTL: time.Hour})
+		if err != nil {
+			t.Fatalf("Lookup: %v", err)
+		}
+		if lk.Entry != nil && string(lk.Entry.Value) == "old" && lk.State != paddock.StateMiss {
+			t.Fatalf("the old entry is served (%v) after its record was damaged", lk.State)
+		}
+		return lk
+	}
+	fill := func(v string, t0 paddock.Ticket, tok uint64) bool {
+		t.Helper()
+		ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte(v), Ticket: t0, Lease: tok, Tags: tags, TTL: time.Hour, Stale: time.Hour})
+		if err != nil {
+			t.Fatalf("Fill %q: %v", v, err)
+		}
+		return ok
+	}
+	invalidate := func(inv paddock.Invalidation) {
+		t.Helper()
+		if err := s.Invalidate(ctx, inv); err != nil {
+			t.Fatalf("Invalidate(%+v): %v", inv, err)
+		}
+	}
+
+	// The old entry, and the ticket of a load that began with it.
+	lk := lookup(1)
+	if !lk.Lease {
+		t.Fatalf("first lookup: %+v", lk)
+	}
+	old := lk.Ticket
+	if !fill("old", old, 1) {
+		t.Fatal("the first fill was refused")
+	}
+	invalidated := true
+	switch c.prep {
+	case prepInvalT:
+		invalidate(paddock.Invalidation{Tags: []string{key}})
+	case prepInvalR:
+		invalidate(paddock.Invalidation{Tags: []string{remote}})
+	case prepInvalKey:
+		invalidate(paddock.Invalidation{Keys: []string{key}})
+	case prepDropEntry:
+		invalidated = false
+		if err := raw.Del(ctx, nm.entry).Err(); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		invalidated = false
+	}
+	if err := c.corrupt(ctx, raw, nm); err != nil {
+		t.Fatalf("corrupt: %v", err)
+	}
+
+	var first paddock.Lookup
+	switch order {
+	case "lookup":
+		first = lookup(2)
+		if first.State != paddock.StateMiss || first.Entry != nil {
+			t.Fatalf("lookup after the damage: %v with entry %v, want a miss", first.State, first.Entry != nil)
+		}
+		if first.Corrupt != c.seen {
+			t.Fatalf("lookup after the damage: Corrupt = %v, want %v", first.Corrupt, c.seen)
+		}
+		if !first.Lease {
+			t.Fatalf("lookup after the damage: no lease: %+v", first)
+		}
+	case "fill":
+		// Giving back a lease nobody holds works whatever is there.
+		if err := s.Release(ctx, key, 7); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+	case "invalidate":
+		invalidate(paddock.Invalidation{Keys: []string{key}, Tags: tags})
+		invalidated = true
+	}
+	// A load that took its ticket before the invalidation fills nothing,
+	// whatever became of the invalidation's record.
+	if ok := fill("stale", old, 0); ok && invalidated {
+		t.Fatal("a fill older than the invalidation was accepted after its record was damaged")
+	}
+	if lk := lookup(0); invalidated && lk.Entry != nil && string(lk.Entry.Value) == "stale" && lk.State != paddock.StateMiss {
+		t.Fatalf("a fill older than the invalidation is served (%v)", lk.State)
+	}
+
+	// The next load fills and hits. When the lookup met the damage, the
+	// load it granted fills; otherwise the fill or invalidation that met
+	// it may have refused one more load (a version repaired as very high
+	// refuses every ticket taken before the repair).
+	want := "new"
+	if order == "lookup" {
+		if !fill("new", first.Ticket, 2) {
+			t.Fatal("the load granted by the lookup that met the damage was refused")
+		}
+	} else {
+		filled := false
+		for try := uint64(0); try < 2 && !filled; try++ {
+			lk := lookup(10 + try)
+			if lk.State == paddock.StateFresh && !invalidated {
+				// The "stale" fill was accepted: nothing had invalidated
+				// its load.
+				want, filled = "stale", true
+			} else if lk.Lease {
+				filled = fill("new", lk.Ticket, 10+try)
+			}
+		}
+		if !filled {
+			t.Fatal("no fill was accepted after the damage")
+		}
+	}
+	if lk := lookup(0); lk.State != paddock.StateFresh || string(lk.Entry.Value) != want || lk.Corrupt {
+		t.Fatalf("after the new fill: %+v", lk)
+	}
+	invalidate(paddock.Invalidation{Keys: []string{key}, Tags: tags})
+	if lk := lookup(0); lk.Entry != nil {
+		t.Fatalf("after the invalidation: %+v", lk)
+	}
+}
+
+func TestCorrupt(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	pick := func(i int) (string, string) { return fmt.Sprintf("k%d", i), fmt.Sprintf("r%d", i) }
+	t.Run("layout=standalone", func(t *testing.T) {
+		testCorrupt(t, client, client, false, pick)
+	})
+	t.Run("layout=cluster", func(t *testing.T) {
+		testCorrupt(t, client, client, true, pick, redisstore.ForceCluster())
+	})
+}
