@@ -19,18 +19,24 @@ import (
 	"github.com/paddockcache/paddock/redisstore"
 )
 
-// clientOptions are the go-redis options every Cache of the suite uses: no
-// command retries (a cache falls back to its load instead), a dial bounded
-// by the store timeout, and context deadlines honoured on every socket
-// read (without them a slow Redis holds a call for ReadTimeout). In
-// go-redis, MaxRetries 0 means the default of 3 retries; -1 means none.
+// clientOptions are the go-redis options the README recommends in front
+// of a Cache: context deadlines end socket reads (so StoreTimeout bounds
+// every call), no dial retries and no command retries (a dead Redis fails
+// at once and the Get loads instead), no sleeps between retries, and the
+// dial and the wait for a pooled connection bounded by the store timeout.
 func clientOptions(network, addr string, storeTimeout time.Duration) *redis.Options {
 	return &redis.Options{
 		Network:               network,
 		Addr:                  addr,
-		DialTimeout:           storeTimeout,
-		MaxRetries:            -1,
 		ContextTimeoutEnabled: true,
+		DialTimeout:           storeTimeout,
+		DialerRetries:         1,
+		MaxRetries:            -1,
+		MinRetryBackoff:       -1,
+		MaxRetryBackoff:       -1,
+		PoolTimeout:           storeTimeout,
+		ReadTimeout:           time.Second,
+		WriteTimeout:          time.Second,
 	}
 }
 
