@@ -15,6 +15,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/redisstore"
 )
 
 // TestFaults runs every scenario as a subtest, one after the other (their
@@ -27,6 +28,7 @@ func TestFaults(t *testing.T) {
 	}{
 		{"breaker-after-latency-spike", breakerAfterSpike},
 		{"timed-out-lookup-lease", timedOutLookupLease},
+		{"lookup-run-after-release", lookupRunAfterRelease},
 		{"corrupt-entries", corruptEntries},
 		{"invalidation-while-frozen", invalidationWhileFrozen},
 		{"lookups-racing-the-retry", lookupsRacingTheRetry},
@@ -854,4 +856,81 @@ func lookupsRacingTheRetry(r *run) {
 	}
 	retried(r, a)
 	r.row.note("%d rounds of %d pages", rounds, pages)
+}
+
+// lookupRunAfterRelease: a lookup that timed out may reach Redis after the
+// Cache gave up the lease it might have been granted (a frozen link
+// delivers it late, on a connection the client has closed): Redis then
+// grants the lease to a token nobody holds, after its release. The next
+// Get of the key must not wait on that lease either.
+func lookupRunAfterRelease(r *run) {
+	t := r.t
+	const (
+		storeTimeout = 100 * time.Millisecond
+		leaseTTL     = 3 * time.Second
+	)
+	srv := redistest.Start(t)
+	rc := srv.Client(t, nil)
+	px := startProxy(t, unixDialer(srv.Socket))
+	client := redis.NewClient(clientOptions("tcp", px.Addr(), storeTimeout))
+	t.Cleanup(func() { _ = client.Close() })
+	s, err := redisstore.New(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	w := &releaseWatch{Store: s, key: "late:k", released: make(chan struct{})}
+	c, err := paddock.New(w, paddock.StoreTimeout(storeTimeout), paddock.LeaseTTL(leaseTTL), paddock.Breaker(5, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := paddock.NewLoader[string](c, "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	r.warm(ctx, l, "warm") // the scripts are loaded; one connection is open
+	px.HoldOpen()
+	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+		t.Fatalf("Get with its lookup held: %v", err)
+	}
+	select {
+	case <-w.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Cache never gave up the lease its timed-out lookup may have been granted")
+	}
+	before := px.Replies()
+	px.ThawOpen()
+	// Redis answered the held lookup: it ran, after the release.
+	if _, ok := until(5*time.Second, func() bool { return px.Replies() > before }); !ok {
+		t.Fatal("the held lookup never ran in Redis")
+	}
+	r.row.note("lease key after the late lookup: %d", rc.Exists(ctx, "paddock:{late:k}:l").Val())
+	res, err, d := r.get(ctx, l, "k", false, false)
+	r.row.recover(d)
+	r.row.note("Get after the late lookup: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
+	if err != nil {
+		t.Fatalf("Get after the late lookup: %v", err)
+	}
+	if d > leaseTTL/2 {
+		t.Errorf("the Get took %v (LeaseTTL %v): it waited on a lease that Redis granted to the Cache's abandoned token after the Cache had released it", d, leaseTTL)
+	}
+}
+
+// releaseWatch is a redisstore.Store that reports the first successful
+// Release of one key.
+type releaseWatch struct {
+	*redisstore.Store
+	key      string
+	once     sync.Once
+	released chan struct{}
+}
+
+func (w *releaseWatch) Release(ctx context.Context, key string, lease uint64) error {
+	err := w.Store.Release(ctx, key, lease)
+	if err == nil && key == w.key {
+		w.once.Do(func() { close(w.released) })
+	}
+	return err
 }

@@ -34,6 +34,8 @@ type pipe struct {
 	client, server net.Conn
 	once           sync.Once
 	done           chan struct{}
+	got            chan struct{} // a reply came from the server (buffered, one)
+	held           chan struct{} // non-nil while HoldOpen holds the pipe's requests; guarded by proxy.mu
 }
 
 func (p *pipe) close() {
@@ -104,6 +106,33 @@ func (p *proxy) Cut() {
 	}
 }
 
+// HoldOpen holds the requests of the connections open now: what their
+// clients send reaches the server only at ThawOpen, even if a client has
+// closed its connection meanwhile (as the socket buffer of a frozen server
+// keeps them). Connections opened later are not held.
+func (p *proxy) HoldOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.held == nil {
+			c.held = make(chan struct{})
+		}
+	}
+}
+
+// ThawOpen delivers the requests HoldOpen held, and forwards those
+// connections as usual again.
+func (p *proxy) ThawOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.held != nil {
+			close(c.held)
+			c.held = nil
+		}
+	}
+}
+
 // Refuse makes the proxy close new connections at once (on) or forward
 // them again (off).
 func (p *proxy) Refuse(on bool) {
@@ -146,7 +175,7 @@ func (p *proxy) accept() {
 			_ = c.Close()
 			continue
 		}
-		pp := &pipe{client: c, server: s, done: make(chan struct{})}
+		pp := &pipe{client: c, server: s, done: make(chan struct{}), got: make(chan struct{}, 1)}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -193,14 +222,33 @@ func (p *proxy) drop(pp *pipe) {
 	p.mu.Unlock()
 }
 
-// forward copies client requests to the server, without delay.
+// forward copies client requests to the server, without delay. A request
+// held by HoldOpen is delivered at ThawOpen; if the client has gone by
+// then, the connection to the server stays open until the server answers,
+// so that the server runs the request.
 func (p *proxy) forward(pp *pipe, from, to net.Conn) {
 	defer p.wg.Done()
 	defer p.drop(pp)
 	buf := make([]byte, 32<<10)
+	delivered := false // a held request was delivered
 	for {
 		n, err := from.Read(buf)
 		if n > 0 {
+			p.mu.Lock()
+			held := pp.held
+			p.mu.Unlock()
+			if held != nil {
+				select {
+				case <-held:
+					delivered = true
+				case <-p.closing:
+					return
+				}
+				select { // from now on, got means a reply to this request
+				case <-pp.got:
+				default:
+				}
+			}
 			if !p.wait(pp) {
 				return
 			}
@@ -209,6 +257,15 @@ func (p *proxy) forward(pp *pipe, from, to net.Conn) {
 			}
 		}
 		if err != nil {
+			if delivered {
+				t := time.NewTimer(5 * time.Second) // a bound, should the server never answer
+				select {
+				case <-pp.got:
+				case <-p.closing:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 			return
 		}
 	}
@@ -223,6 +280,10 @@ func (p *proxy) readReplies(pp *pipe, out chan<- chunk) {
 		n, err := pp.server.Read(buf)
 		if n > 0 {
 			p.replies.Add(1)
+			select {
+			case pp.got <- struct{}{}:
+			default:
+			}
 			c := chunk{b: buf[:n], due: time.Now().Add(time.Duration(p.latency.Load()))}
 			select {
 			case out <- c:
