@@ -34,6 +34,7 @@ const (
 	minRetryDelay = 25 * time.Millisecond
 	maxRetryDelay = time.Second // the bound docs/guarantees.md promises
 	maxAbandoned  = 10_000
+	appliedRing   = 256 // invalidations applied by a retry, kept for lookups in flight
 )
 
 // pendingSet holds the invalidations and lease releases the store has not
@@ -42,6 +43,18 @@ type pendingSet struct {
 	// n is the number of pending invalidations: the read path checks it
 	// (one atomic load) and looks at the maps only when it is non-zero.
 	n atomic.Int64
+	// applied counts the pending invalidations a retry applied. A lookup
+	// notes it when it is sent: if it moved by the time the reply is
+	// read, the store may have run the lookup before the retry, and the
+	// entry is judged against the invalidations applied since (ring).
+	//
+	//	G:       lookup sent (pending: P covers k)
+	//	retrier: P applied; P leaves the pending set
+	//	G:       reply: the entry as it was before P
+	//
+	// Judged against the pending set alone, G would serve the entry P
+	// dropped, after the call that failed returned in this process.
+	applied atomic.Uint64
 
 	mu       sync.Mutex
 	invs     []*pendingInv
@@ -49,7 +62,8 @@ type pendingSet struct {
 	tags     map[string]int // tag -> pending invalidations naming it
 	names    int            // keys and tags held, for the bound
 	leases   map[string]abandonedLease
-	running  bool // a retrier goroutine is running (or about to)
+	ring     [appliedRing]appliedInv // the last applied, by seq % appliedRing
+	running  bool                    // a retrier goroutine is running (or about to)
 	retried  uint64
 	dropped  uint64
 	lastErr  error
@@ -61,14 +75,19 @@ type pendingInv struct {
 	since time.Time
 }
 
+type appliedInv struct {
+	seq uint64 // the value of applied after it
+	inv Invalidation
+}
+
 type abandonedLease struct {
 	token uint64
 	until time.Time
 }
 
-// covers reports whether a pending invalidation names key or one of tags.
-// The caller checked n first.
-func (p *pendingSet) covers(key string, tags []string) bool {
+// covers reports whether a pending invalidation names key or one of tags,
+// or one that a retry applied after applied read since (see applied).
+func (p *pendingSet) covers(key string, tags []string, since uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.keys[key] > 0 {
@@ -77,6 +96,21 @@ func (p *pendingSet) covers(key string, tags []string) bool {
 	for _, t := range tags {
 		if p.tags[t] > 0 {
 			return true
+		}
+	}
+	now := p.applied.Load()
+	if now-since > appliedRing {
+		return true // too many since to tell: not servable
+	}
+	for seq := since + 1; seq <= now; seq++ {
+		a := &p.ring[seq%appliedRing]
+		if slices.Contains(a.inv.Keys, key) {
+			return true
+		}
+		for _, t := range tags {
+			if slices.Contains(a.inv.Tags, t) {
+				return true
+			}
 		}
 	}
 	return false
@@ -138,6 +172,9 @@ func (p *pendingSet) done(pi *pendingInv) {
 	if i := slices.Index(p.invs, pi); i >= 0 {
 		p.remove(i)
 		p.retried++
+		seq := p.applied.Load() + 1
+		p.ring[seq%appliedRing] = appliedInv{seq, pi.inv}
+		p.applied.Store(seq) // after the ring slot: readers lock mu anyway
 	}
 }
 
@@ -329,7 +366,17 @@ func (c *Cache) leaseToken(key string) uint64 {
 // covered reports whether a pending invalidation covers key or one of
 // tags: the entry must not be served, nor a load of it fill.
 func (c *Cache) covered(key string, tags []string) bool {
-	return c.pending.n.Load() > 0 && c.pending.covers(key, tags)
+	return c.pending.n.Load() > 0 && c.pending.covers(key, tags, c.pending.applied.Load())
+}
+
+// coveredSince reports whether an entry read by a lookup sent when the
+// applied count was since may not be served: a pending invalidation covers
+// it, or one that a retry applied after the lookup was sent.
+func (c *Cache) coveredSince(key string, tags []string, since uint64) bool {
+	if c.pending.n.Load() == 0 && c.pending.applied.Load() == since {
+		return false
+	}
+	return c.pending.covers(key, tags, since)
 }
 
 // flushPending tries the pending invalidations once more (Close) and

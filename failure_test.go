@@ -580,3 +580,40 @@ func TestCorruptEntryNeverTripsBreaker(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupInFlightAcrossTheRetry: a lookup the store ran before a pending
+// invalidation's retry, whose reply is read after the retry was
+// acknowledged, must not serve the entry the invalidation dropped.
+func TestLookupInFlightAcrossTheRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := &faultStore{Store: newMem(t)}
+		hs := &holdStore{Store: fs}
+		c := newCache(t, hs, paddock.Breaker(100, time.Second))
+		l := newLoader[string](t, c, "page", paddock.TTL(time.Hour))
+		var version atomic.Int64
+		version.Store(1)
+		render := func(ctx context.Context) (string, error) {
+			paddock.Tag(ctx, "article:1")
+			return fmt.Sprint("v", version.Load()), nil
+		}
+		l.Get(ctx, "home", render)
+		version.Store(2)
+		fs.setFail(errDown)
+		if err := c.InvalidateTags(ctx, "article:1"); err == nil {
+			t.Fatal("InvalidateTags succeeded with the store down")
+		}
+		fs.setFail(nil)
+		hs.holdNext()
+		got := make(chan string, 1)
+		go func() { v, _ := l.Get(ctx, "home", render); got <- v }()
+		<-hs.held                          // the store ran the lookup: the old page
+		time.Sleep(100 * time.Millisecond) // the retry is applied meanwhile
+		if st := c.Stats()[""]; st.InvalidationsPending != 0 || st.InvalidationsRetried != 1 {
+			t.Fatalf("the retry did not land: %+v", st)
+		}
+		close(hs.release)
+		if v := <-got; v != "v2" {
+			t.Errorf("a Get that began after the failed invalidation = %q, want v2", v)
+		}
+	})
+}

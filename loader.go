@@ -418,7 +418,7 @@ func (l *Loader[T]) read(key string, lk *Lookup, mark, gen uint64) (o outcome[T]
 		return o, false
 	}
 	e := lk.Entry
-	if l.c.covered(key, e.Tags) {
+	if l.c.coveredSince(key, e.Tags, lk.applied) {
 		return o, false
 	}
 	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}
@@ -710,7 +710,7 @@ func (w *work[T]) fallback(lk *Lookup, mark, gen uint64, dur time.Duration) *out
 		return nil
 	}
 	e := lk.Entry
-	if w.l.c.covered(w.key, e.Tags) {
+	if w.l.c.coveredSince(w.key, e.Tags, lk.applied) {
 		return nil
 	}
 	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}

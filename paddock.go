@@ -367,7 +367,7 @@ var errBreakerOpen = fmt.Errorf("%w: the circuit breaker is open", ErrStoreUnava
 // caller works around it.
 func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
 	lk, err := c.lookupOnce(ctx, key, req, st)
-	if err == nil && lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.covered(key, lk.Entry.Tags) {
+	if err == nil && lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.coveredSince(key, lk.Entry.Tags, lk.applied) {
 		// A pending invalidation covers the entry, which the store still
 		// thinks fresh: ask again for the lease, so that this process
 		// loads it once, as for a miss, rather than without a lease.
@@ -382,11 +382,15 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 	if !ok {
 		return Lookup{}, errBreakerOpen
 	}
+	applied := c.pending.applied.Load()
 	if probe {
-		return c.probe(ctx, key, req, st)
+		lk, err := c.probe(ctx, key, req, st)
+		lk.applied = applied
+		return lk, err
 	}
 	sctx, cancel := c.storeContext(ctx)
 	lk, err := c.store.Lookup(sctx, key, req)
+	lk.applied = applied
 	cancel()
 	if err != nil {
 		return Lookup{}, c.lookupFailed(ctx, key, req, st, err)

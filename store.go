@@ -152,6 +152,10 @@ type Lookup struct {
 	// or repaired it: the lookup is then a miss, which the Cache counts in
 	// [Stats].DecodeErrors. A problem with one key is never a store error.
 	Corrupt bool
+
+	// applied is the Cache's count of applied pending invalidations when
+	// the lookup was sent (set by the Cache, not by stores).
+	applied uint64
 }
 
 // Fill is a conditional write given to [Store.Fill].
