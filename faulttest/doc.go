@@ -4,9 +4,11 @@
 // The faults are those a production Redis meets: the server killed with
 // SIGKILL, frozen with SIGSTOP and continued with SIGCONT, flushed with
 // FLUSHALL, restarted empty on the same socket, and reached through a TCP
-// proxy that adds latency to every reply, holds all traffic, or cuts the
-// connections. Entries are also overwritten in Redis with bytes that do not
-// parse. A lease holder is abandoned in the middle of its load.
+// proxy that adds latency to every reply, holds all traffic, holds the
+// requests of the open connections and delivers them late (after the
+// client gave up on them), or cuts the connections. Entries are also
+// overwritten in Redis with bytes that do not parse. A lease holder is
+// abandoned in the middle of its load.
 //
 // Every scenario keeps a versioned source of truth and checks each value a
 // Get returns against the last invalidation that was acknowledged (or, for

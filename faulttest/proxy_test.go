@@ -11,8 +11,9 @@ import (
 // A proxy sits between Redis clients and a redis-server: it listens on a
 // loopback port (the listener is kept for the proxy's life, so no other
 // process can take the port) and forwards every connection to the server.
-// It can add latency to every reply, hold all traffic, refuse new
-// connections and cut the open ones.
+// It can add latency to every reply, hold all traffic, hold the requests
+// of the open connections and deliver them late, refuse new connections and
+// cut the open ones.
 type proxy struct {
 	ln   net.Listener
 	dial func() (net.Conn, error)
@@ -241,6 +242,8 @@ func (p *proxy) forward(pp *pipe, from, to net.Conn) {
 				select {
 				case <-held:
 					delivered = true
+				case <-pp.done: // cut
+					return
 				case <-p.closing:
 					return
 				}
