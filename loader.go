@@ -737,10 +737,9 @@ func callLoad[T any](ctx context.Context, load LoadFunc[T]) (v T, err error) {
 }
 
 // ErrFenced is returned by [Loader.Set] when an invalidation of the key or
-// of one of its tags raced the write (or is pending: the store has not
-// acknowledged it yet): the write was refused and no entry of the key
-// older than the Set is left, so the next Get loads. It needs no handling
-// beyond logging.
+// of one of its tags raced the write: the write was refused and no entry
+// of the key older than the Set is left, so the next Get loads. It needs
+// no handling beyond logging.
 var ErrFenced = errors.New("paddock: write refused: an invalidation raced it")
 
 // Peek returns the entry of key without loading it. found is false when the
@@ -784,14 +783,14 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 	if err != nil {
 		return err // the store's error names the key
 	}
-	tags := mergeTags(pol.tags, nil)
-	accepted := false
-	if !l.c.covered(full, tags) {
-		accepted, err = l.c.fill(ctx, full, &Fill{
-			Value: b, Tags: tags, Ticket: lk.Ticket, Set: true,
-			TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
-		}, l.st)
-	}
+	// A Set covered by a pending invalidation is sent all the same: it
+	// follows a write made after that invalidation returned, so its value
+	// is the newer, and this process serves it only once the retry has
+	// landed (which drops or softens it too, as it would any older entry).
+	accepted, err := l.c.fill(ctx, full, &Fill{
+		Value: b, Tags: mergeTags(pol.tags, nil), Ticket: lk.Ticket, Set: true,
+		TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
+	}, l.st)
 	switch {
 	case err != nil:
 		return err

@@ -2,12 +2,15 @@ package proptest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"pgregory.net/rapid"
 )
 
@@ -27,14 +30,58 @@ func actions(m *machine) map[string]func(*rapid.T) {
 
 // Get starts a Get of a row on a node. It returns at once if the value is
 // at hand, or blocks on a load, which rapid moves on with Step.
+//
+// On the Remote path (whose store calls time out) the reply of the Get's
+// first lookup (its own, its flight's, or its retry's) may be slow: the
+// store answers at once, the node hears the answer after the next one to
+// three actions, or loses it if time passes first (the call times out).
+//
+// Half the time it reads the row the last Get read, on the same node, so
+// that Gets often meet in one flight.
 func (m *machine) Get(t *rapid.T) {
-	n := m.drawNode(t)
-	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
-	m.begin("get %s on node %d", key, n.id)
+	var n *node
+	var key string
+	m.mu.Lock()
+	last := m.lastGet
+	m.mu.Unlock()
+	if last != nil && !last.node.crashed && rapid.Bool().Draw(t, "again") {
+		n, key = last.node, last.key
+	} else {
+		n = m.drawNode(t)
+		key = rapid.SampledFrom(rowKeys).Draw(t, "key")
+	}
+	m.startGet(n, key, m.drawSlow(t))
+	m.settle()
+}
+
+// drawSlow draws how many actions later a Get's first lookup reply
+// arrives: 0 (at once) or, on the Remote path, one to three.
+func (m *machine) drawSlow(t *rapid.T) int {
+	if m.cfg.remote && rapid.IntRange(0, 2).Draw(t, "slowLookup") == 0 {
+		return rapid.IntRange(1, 3).Draw(t, "replyAfter")
+	}
+	return 0
+}
+
+// startGet starts a Get of key on n, the reply of its first lookup held
+// for slow actions, and returns without waiting for anything.
+func (m *machine) startGet(n *node, key string, slow int) *getRec {
+	switch slow {
+	case 0:
+		m.begin("get %s on node %d", key, n.id)
+	case holdUntilDelivered:
+		m.begin("get %s on node %d (its first lookup reply held)", key, n.id)
+	default:
+		m.begin("get %s on node %d (its first lookup reply arrives %d actions later)", key, n.id, slow)
+	}
 	m.mu.Lock()
 	m.nextID++
 	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
 	m.gets = append(m.gets, g)
+	m.lastGet = g
+	if slow > 0 {
+		m.holdFor[g.id] = slow
+	}
 	m.logf("  get %d starts", g.id)
 	m.mu.Unlock()
 
@@ -47,6 +94,42 @@ func (m *machine) Get(t *rapid.T) {
 		r, err := n.loader.Fetch(ctx, key, m.loadFunc(n, key, g.id), opts...)
 		m.getDone(g, r, err)
 	}()
+	return g
+}
+
+// Overtake is a Get whose first lookup reply is overtaken: the store
+// answers it at once, but before the node hears the answer an invalidation
+// of the row (or of one of its tags) returns, and perhaps a second Get of
+// the row starts on the node, which on the Remote path joins the first
+// Get's flight (its own first lookup reply slow too). Then the first reply
+// arrives. Only on the Remote path, whose store calls time out.
+func (m *machine) Overtake(t *rapid.T) {
+	if !m.cfg.remote {
+		t.Skip("a local store's calls do not time out")
+	}
+	n := m.drawNode(t)
+	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
+	g := m.startGet(n, key, holdUntilDelivered)
+	m.settle()
+	var keys, tags []string
+	if rapid.Bool().Draw(t, "byTag") {
+		tags = []string{rapid.SampledFrom(tagsOf(key)).Draw(t, "tag")}
+	} else {
+		keys = []string{key}
+	}
+	m.invalidate(m.drawNode(t), keys, tags, rapid.Bool().Draw(t, "writeFirst"), rapid.IntRange(0, 3).Draw(t, "soft") == 0)
+	if rapid.IntRange(0, 3).Draw(t, "secondGet") > 0 {
+		m.startGet(n, key, m.drawSlow(t))
+		m.settle()
+	}
+	m.mu.Lock()
+	m.logf("  the first lookup reply of get %d arrives", g.id)
+	for i := range m.replies {
+		if m.replies[i].gid == g.id {
+			m.replies[i].due = m.step
+		}
+	}
+	m.mu.Unlock()
 	m.settle()
 }
 
@@ -108,19 +191,32 @@ func (m *machine) GetMany(t *rapid.T) {
 
 // Step moves a load on by one step: a load that has not read its row
 // reads it (and names its late tags); one that has returns its value.
-// Now and then the load fails instead.
+// Now and then the load fails instead; a background refresh fails more
+// often (its callers got the stale value; a caller that joins it later
+// may get the value again, as stale-if-error, when it fails).
 func (m *machine) Step(t *rapid.T) {
 	s := m.drawSource(t, func(s *source) bool { return s.state == running || s.state == hasRead })
 	m.mu.Lock()
-	st := s.state
+	st, refresh := s.state, s.refresh
 	m.mu.Unlock()
-	if rapid.IntRange(0, 5).Draw(t, "fail") == 5 {
+	failOdds := 5
+	if refresh {
+		failOdds = 1
+	}
+	if rapid.IntRange(0, failOdds).Draw(t, "fail") == failOdds {
 		m.begin("load %d fails", s.id)
 		s.cmds <- cmdFail
 	} else if st == running {
 		m.begin("load %d reads row %s", s.id, s.key)
 		s.cmds <- cmdRead
 	} else {
+		if !s.node.crashed && rapid.IntRange(0, 2).Draw(t, "joinFirst") == 0 {
+			// A Get of the row arrives on the load's node just before
+			// the load returns: it may join the load's flight, and then
+			// takes its value only if the join rule allows.
+			m.startGet(s.node, s.key, 0)
+			m.settle()
+		}
 		m.begin("load %d finishes", s.id)
 		s.cmds <- cmdFinish
 	}
@@ -144,21 +240,34 @@ func (m *machine) Write(t *rapid.T) {
 // commit, then invalidate) or not.
 func (m *machine) Invalidate(t *rapid.T) {
 	n := m.drawNode(t)
-	byTag := rapid.Bool().Draw(t, "byTag")
 	var keys, tags []string
-	if byTag {
+	if rapid.Bool().Draw(t, "byTag") {
 		tags = []string{rapid.SampledFrom(rowTags).Draw(t, "tag")}
 	} else {
 		keys = []string{rapid.SampledFrom(rowKeys).Draw(t, "key")}
 	}
 	write := rapid.Bool().Draw(t, "writeFirst")
 	soft := rapid.IntRange(0, 3).Draw(t, "soft") == 0
+	m.invalidate(n, keys, tags, write, soft)
+}
+
+// invalidate invalidates keys and tags from node n, hard or soft, after
+// writing the rows they cover if write.
+func (m *machine) invalidate(n *node, keys, tags []string, write, soft bool) {
+	m.invalidateNow(n, keys, tags, write, soft)
+	m.settle()
+}
+
+// invalidateNow is invalidate without waiting for the effects to settle:
+// it may run inside a store call.
+func (m *machine) invalidateNow(n *node, keys, tags []string, write, soft bool) {
+	byTag := len(tags) > 0
 	kind := "invalidate"
 	if soft {
 		kind = "mark-stale"
 	}
 	m.begin("%s keys %v tags %v from node %d (write first: %v)", kind, keys, tags, n.id, write)
-	touched := keys
+	touched := slices.Clone(keys)
 	for _, tag := range tags {
 		touched = append(touched, keysOf(tag)...)
 	}
@@ -184,7 +293,9 @@ func (m *machine) Invalidate(t *rapid.T) {
 		err = n.cache.Invalidate(ctx, full...)
 	}
 	m.mu.Lock()
-	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil, vers: make(map[string]int)}
+	inv := &invRec{step: m.step, kind: kind, keys: keys, tags: tags, soft: soft, ok: err == nil,
+		pending: err != nil && errors.Is(err, paddock.ErrStoreUnavailable),
+		node:    n, at: time.Now(), vers: make(map[string]int)}
 	for _, k := range touched {
 		inv.vers[k] = m.db[k]
 	}
@@ -192,15 +303,53 @@ func (m *machine) Invalidate(t *rapid.T) {
 	m.logf("  %s returned %v", kind, err)
 	m.count(fmt.Sprintf("%s ok %v", kind, err == nil))
 	m.mu.Unlock()
-	m.settle()
 }
 
 // Set writes a new version of a row and puts it in the cache with
-// Loader.Set, naming every tag of the row.
+// Loader.Set, naming every tag of the row and, half the time, an extra tag
+// that no row has (a listing the value appears in, say), so that the new
+// value can carry a tag the key's old entry lacks.
+//
+// The Set may race an invalidation (after a write of the rows it covers,
+// or not) of its key or one of its tags: landing between the Set's lookup
+// and its fill (the Set must then be refused, and a refused Set leaves no
+// entry of the key that predates it); or, when the store offers a gap
+// inside its fill (memstore with hooks.FillTagGap), landing in that gap,
+// and otherwise right before or right after the Set.
 func (m *machine) Set(t *rapid.T) {
 	n := m.drawNode(t)
 	key := rapid.SampledFrom(rowKeys).Draw(t, "key")
-	m.begin("set row %s from node %d", key, n.id)
+	tags := tagsOf(key)
+	extra := rapid.Bool().Draw(t, "extraTag")
+	if extra {
+		tags = append(tags, extraTag)
+	}
+	race := rapid.SampledFrom([]string{"none", "midway", "gap"}).Draw(t, "race")
+	var racer func()
+	if race != "none" {
+		rn := m.drawNode(t)
+		var rkeys, rtags []string
+		switch {
+		case extra && rapid.Bool().Draw(t, "raceExtraTag"):
+			// The tag the key's older entries lack.
+			rtags = []string{extraTag}
+		case rapid.Bool().Draw(t, "raceByTag"):
+			rtags = []string{rapid.SampledFrom(tags).Draw(t, "raceTag")}
+		default:
+			rkeys = []string{key}
+		}
+		write := rapid.Bool().Draw(t, "raceWriteFirst")
+		racer = func() { m.invalidateNow(rn, rkeys, rtags, write, false) }
+		if race == "gap" && !(m.env.fillGap && hooks.FillTagGap.Load()) {
+			race = rapid.SampledFrom([]string{"before", "after"}).Draw(t, "raceAt")
+		}
+	}
+	if race == "before" {
+		racer()
+		racer = nil
+		m.settle()
+	}
+	m.begin("set row %s from node %d, tags %v (racing invalidation: %s)", key, n.id, tags, race)
 	m.mu.Lock()
 	m.db[key]++
 	m.nextID++
@@ -210,14 +359,51 @@ func (m *machine) Set(t *rapid.T) {
 	m.logf("  row %s is v%d; set %d", key, m.db[key], s.id)
 	m.mu.Unlock()
 
-	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tagsOf(key)...))
+	// The racing invalidation runs once, in the Set's own goroutine, at
+	// the point drawn; if the Set never gets there (the store is down), it
+	// does not run.
+	var ran sync.Once
+	once := func() {
+		if racer != nil {
+			ran.Do(racer)
+		}
+	}
+	switch race {
+	case "midway":
+		m.mu.Lock()
+		n.beforeSetFill = once
+		m.mu.Unlock()
+		defer func() {
+			m.mu.Lock()
+			n.beforeSetFill = nil
+			m.mu.Unlock()
+		}()
+	case "gap":
+		hooks.FillGap.Store(&once)
+		defer hooks.FillGap.Store(nil)
+	}
+	m.mu.Lock()
+	n.setFills = 0
+	m.mu.Unlock()
+	err := n.loader.Set(context.Background(), key, s.value(), paddock.Tags(tags...))
 
 	m.mu.Lock()
-	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil,
-		vers: map[string]int{key: m.db[key]}})
+	// A Set the Cache refuses itself, because an invalidation of the key
+	// or a tag is pending there, never reaches the store: what binds then
+	// is that pending invalidation, as the model has it.
+	refused := errors.Is(err, paddock.ErrFenced) && n.setFills > 0
+	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
+		vers: map[string]int{key: s.ver}, refused: refused, setBegin: s.begin, src: s})
 	m.logf("  set returned %v", err)
+	if errors.Is(err, paddock.ErrFenced) && !refused {
+		m.logf("  (refused by the Cache: a pending invalidation covers it)")
+	}
 	m.mu.Unlock()
 	m.settle()
+	if race == "after" {
+		once()
+		m.settle()
+	}
 }
 
 // Advance moves time forward: within the fresh window, past the lease, to
@@ -290,7 +476,7 @@ func (m *machine) lose() {
 func (m *machine) crash(n *node) {
 	m.begin("crash node %d", n.id)
 	m.mu.Lock()
-	n.crashed = true
+	n.crashed, n.crashedAt = true, time.Now()
 	for _, s := range m.sortedSources() {
 		if s.node == n && (s.state == running || s.state == hasRead) {
 			s.state = crashed
@@ -314,6 +500,11 @@ func (m *machine) outage(down bool) {
 	}
 	m.mu.Lock()
 	m.down = down
+	if down {
+		m.outages = append(m.outages, outageRec{from: time.Now()})
+	} else {
+		m.outages[len(m.outages)-1].to = time.Now()
+	}
 	m.mu.Unlock()
 	m.settle()
 }

@@ -62,12 +62,15 @@ type env struct {
 	flushNode func(i int)
 	// close releases the store at the end of the check.
 	close func()
+	// fillGap: the store calls hooks.FillGap inside its Fill when
+	// hooks.FillTagGap is on (memstore).
+	fillGap bool
 }
 
 // memstoreBackend is the in-process store. It reads time.Now, which inside
 // the bubble is synctest's fake clock, so time needs no help.
 var memstoreBackend = backend{
-	checks: 3000,
+	checks: 2500,
 	setup: func(*testing.T) func(*rapid.T) *env {
 		return func(t *rapid.T) *env {
 			s, err := memstore.New(memstore.MaxBytes(1<<20), memstore.MaxEntryBytes(4<<10))
@@ -80,7 +83,8 @@ var memstoreBackend = backend{
 				peek: func(ctx context.Context, key string) (paddock.Lookup, error) {
 					return s.Lookup(ctx, key, paddock.LookupRequest{})
 				},
-				close: func() { s.Close() },
+				close:   func() { s.Close() },
+				fillGap: true,
 			}
 		}
 	},

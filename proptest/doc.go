@@ -11,6 +11,17 @@
 // the machine waits for every goroutine to settle and checks its invariants
 // against a model of what each Get may return.
 //
+// Some actions aim at narrow races. A lookup's reply can be slow: the store
+// answers, and the node hears the answer some actions later (or loses it
+// when time passes), so that an invalidation and other Gets land in
+// between. Background refreshes fail often. A Get may arrive on a load's
+// node just before the load returns, and join its flight. A Set may name a
+// tag its row lacks, and race an invalidation between its lookup and its
+// fill, or inside the store's fill (memstore with hooks.FillTagGap). An
+// invalidation that fails binds its own node at once and the other nodes
+// once the store has been reachable again for a second, as the Cache
+// retries it.
+//
 // The same machine runs on every store: a store is a backend (open a store,
 // move its clock, flush or restart it), and its test is one line
 // (TestMemstore, TestRedis, TestRedisCluster). TestCanFail switches off one

@@ -23,6 +23,93 @@ func (m *machine) lastInv(key string, before int, soft bool) *invRec {
 	return nil
 }
 
+// lastHard returns the last invalidation (or Set) of row key that binds
+// as a hard one: binds says which do.
+func (m *machine) lastHard(key string, binds func(*invRec) bool) *invRec {
+	for i := len(m.invs) - 1; i >= 0; i-- {
+		inv := m.invs[i]
+		if inv.affects(key) && binds(inv) {
+			return inv
+		}
+	}
+	return nil
+}
+
+// bindsGet reports whether the hard invalidation inv binds Get g: it was
+// acknowledged before g began; or it failed (the store did not acknowledge
+// it), and then it binds g at once if g runs on the node that made it (the
+// Cache keeps it pending), and a Get on another node once the pending
+// invalidation has reached the store (see fleetAt).
+//
+// Soft invalidations are invariant 3's (see lastInv): one that failed is
+// not held against anyone. (While it is pending its node serves nothing it
+// covers, but the model cannot tell when the retry lands, after which the
+// node may serve the entries as stale.)
+func (m *machine) bindsGet(inv *invRec, g *getRec) bool {
+	switch {
+	case inv.step >= g.start || inv.soft:
+		return false
+	case inv.ok:
+		return true
+	case !inv.pending:
+		return false
+	case inv.node == g.node:
+		return true
+	}
+	at, ok := m.fleetAt(inv)
+	return ok && !g.startAt.Before(at)
+}
+
+// bindsStore reports whether the hard invalidation inv binds the store's
+// entries now: it was acknowledged, or it was pending and has reached the
+// store since.
+func (m *machine) bindsStore(inv *invRec) bool {
+	if inv.soft {
+		return false
+	}
+	if inv.ok {
+		return true
+	}
+	if !inv.pending {
+		return false
+	}
+	at, ok := m.fleetAt(inv)
+	return ok && !time.Now().Before(at)
+}
+
+// fleetAt returns when a failed invalidation, which its node keeps pending
+// and retries, has surely reached the store: retryBound after the store was
+// first reachable again (and stayed so for retryBound) after the call
+// returned. ok is false if that has not happened yet, or if the node
+// crashed before: a pending invalidation lives in its process's memory.
+// The caller holds m.mu.
+func (m *machine) fleetAt(inv *invRec) (at time.Time, ok bool) {
+	cands := []time.Time{inv.at}
+	for _, o := range m.outages {
+		if !o.to.IsZero() && o.to.After(inv.at) {
+			cands = append(cands, o.to)
+		}
+	}
+	for _, up := range cands {
+		end := up.Add(retryBound)
+		reachable := true
+		for _, o := range m.outages {
+			// Down at up, or down again before the retry surely landed.
+			if !o.from.After(up) && (o.to.IsZero() || up.Before(o.to)) || !o.from.Before(up) && o.from.Before(end) {
+				reachable = false
+			}
+		}
+		if !reachable {
+			continue
+		}
+		if inv.node.crashed && inv.node.crashedAt.Before(end) {
+			return at, false
+		}
+		return end, true
+	}
+	return at, false
+}
+
 // checkGet checks what Get g returned (invariants 1 and 3). The caller
 // holds m.mu.
 func (m *machine) checkGet(g *getRec) {
@@ -44,11 +131,19 @@ func (m *machine) checkGet(g *getRec) {
 	if g.status == paddock.StatusStale || g.status == paddock.StatusStaleIfError {
 		kind = "I3 stale-window: a Get returned a stale value older than a hard invalidation that returned before the Get began"
 	}
-	if h := m.lastInv(g.key, g.start, false); h != nil {
+	if h := m.lastHard(g.key, func(inv *invRec) bool { return inv.src != s && m.bindsGet(inv, g) }); h != nil {
 		if s.begin < h.step {
 			m.violate(kind, "get %d (started step %d) returned %s as %v from %v, which began before the %v", g.id, g.start, g.val, g.status, s, h)
 		} else if s.ver < h.vers[g.key] {
 			m.violate(kind, "get %d (started step %d) returned row %s v%d, older than v%d at the %v", g.id, g.start, g.key, s.ver, h.vers[g.key], h)
+		}
+	}
+	// A Set refused with ErrFenced leaves no entry of its key that
+	// predates it.
+	if g.status == paddock.StatusHit || g.status == paddock.StatusStale || g.status == paddock.StatusStaleIfError {
+		if rs := m.refusedSet(g.key, g.start, s); rs != nil {
+			m.violate("I1 refused-set: a Get returned an entry that predates a refused Set of its key",
+				"get %d (started step %d) returned %s as %v, filled at step %d, before the %v, refused", g.id, g.start, g.val, g.status, s.fillStep, rs)
 		}
 	}
 	// Invariant 3: a value older than a soft invalidation is served only
@@ -82,6 +177,18 @@ func (m *machine) checkGet(g *getRec) {
 	}
 }
 
+// refusedSet returns a Set of row key refused (ErrFenced) before step
+// before that began after source s's fill, if any: the fill's entry must
+// be gone. The caller holds m.mu.
+func (m *machine) refusedSet(key string, before int, s *source) *invRec {
+	for _, inv := range m.invs {
+		if inv.refused && inv.step < before && inv.keys[0] == key && s.filled && s.fillStep < inv.setBegin {
+			return inv
+		}
+	}
+	return nil
+}
+
 // checkOneLoad checks invariant 2 when load s begins: no other load of the
 // key is in flight, in this process or in the fleet, unless it outlived its
 // lease or one of the two could not reach the store (then no lease binds
@@ -96,7 +203,7 @@ func (m *machine) checkOneLoad(s *source) {
 		if o.node == s.node {
 			where = "in one process"
 		}
-		if o.begin < m.lost {
+		if o.asked < m.lost {
 			continue // the store lost o's lease (flush, restart)
 		}
 		if o.degraded || s.degraded {
@@ -143,6 +250,12 @@ func (m *machine) checkLive() {
 			keys = rowKeys
 		}
 		busy, inFlight := g.startAt, false
+		for _, k := range keys {
+			// A held lookup reply stands for a slow store call: the Get
+			// (or the flight it waits on) is still busy with it.
+			inFlight = inFlight || m.held[k] > 0
+			busy = later(busy, m.heldUntil[k])
+		}
 		for _, s := range m.srcs {
 			if s.set || !slices.Contains(keys, s.key) {
 				continue
@@ -225,10 +338,14 @@ func (m *machine) checkStore() {
 		case !ok || s == nil:
 			m.violate("I0 model: the store holds a value of no known source", "the store holds %q under %s", lk.Entry.Value, key)
 		default:
-			if h := m.lastInv(key, m.step+1, false); h != nil && s.begin < h.step {
+			if h := m.lastHard(key, func(inv *invRec) bool { return inv.src != s && m.bindsStore(inv) }); h != nil && s.begin < h.step {
 				m.violate("I4 cached-values: the store serves a value from a load that began before the last invalidation of its key or tags",
 					"the store holds %s (%v) under %s, from %v, which began before the %v",
 					s.value(), lk.State, key, s, h)
+			}
+			if rs := m.refusedSet(key, m.step+1, s); rs != nil {
+				m.violate("I4 cached-values: the store serves an entry that predates a refused Set of its key",
+					"the store holds %s (%v) under %s, filled at step %d, before the %v, refused", s.value(), lk.State, key, s.fillStep, rs)
 			}
 			if sv := m.lastInv(key, m.step+1, true); sv != nil && sv.soft && s.begin < sv.step && lk.State == paddock.StateFresh {
 				m.violate("I4 cached-values: the store serves as fresh a value older than a soft invalidation",

@@ -85,16 +85,27 @@ func (m *machine) beginLoad(n *node, keys []string, gid int) []*source {
 		return nil
 	}
 	now := time.Now()
+	// A load whose Get has returned is a background refresh (the Get
+	// took the stale value).
+	refresh := true
+	for _, g := range m.gets {
+		if g.id == gid && !g.done {
+			refresh = false
+		}
+	}
 	cmds := make(chan cmd)
 	ss := make([]*source, len(keys))
 	for i, key := range keys {
 		m.nextID++
-		s := &source{id: m.nextID, node: n, key: key, owner: gid, begin: m.step, beginAt: now, cmds: cmds}
+		s := &source{id: m.nextID, node: n, key: key, owner: gid, refresh: refresh, begin: m.step, beginAt: now, cmds: cmds}
 		lk, ok := n.lookups[lookupKey{gid, key}]
 		fresh := ok && lk.step == m.step && lk.at.Equal(now)
 		s.leased = fresh && lk.ok && lk.lease
 		s.degraded = !(fresh && lk.ok)
-		s.leaseAt = lk.storeNow
+		s.leaseAt, s.asked = lk.storeNow, s.begin
+		if fresh {
+			s.asked = lk.asked
+		}
 		m.srcs[s.id] = s
 		ss[i] = s
 	}
@@ -106,6 +117,9 @@ func (m *machine) beginLoad(n *node, keys []string, gid int) []*source {
 			how = "without the store"
 		case !s.leased:
 			how = "WITHOUT a lease"
+		}
+		if refresh {
+			how += ", a background refresh"
 		}
 		m.logf("  load %d of %s begins on node %d for get %d, %s", s.id, s.key, n.id, gid, how)
 		m.count("load begins " + how)

@@ -26,6 +26,10 @@ const (
 	waitTimeout = 24 * time.Hour // waiters load on their own only when the lease is free
 	coolDown    = time.Second    // the breaker's
 	namespace   = "row"
+	// retryBound is how long after the store is reachable again a node's
+	// pending invalidation (one whose call failed) surely reaches it: the
+	// Cache retries it with a backoff capped at this.
+	retryBound = time.Second
 )
 
 // The rows and their tags. A row's tags never change. Some are named by
@@ -40,6 +44,10 @@ var (
 	earlyTags = map[string][]string{"a": nil, "b": {"t0"}}
 	lateTags  = map[string][]string{"a": {"t0"}, "b": {"t1"}}
 )
+
+// extraTag is a tag no row has, which a Set may name on top of its row's:
+// the key's entries from loads lack it.
+const extraTag = "t2"
 
 // tagsOf returns every tag of row key, sorted.
 func tagsOf(key string) []string {
@@ -98,6 +106,8 @@ type source struct {
 	node  *node
 	key   string
 	owner int // the Get whose flight runs the load (0 for a Set)
+	// refresh: a background refresh (its Get had returned when it began)
+	refresh bool
 
 	begin   int // step at which the load was called (or the Set made)
 	beginAt time.Time
@@ -111,9 +121,12 @@ type source struct {
 	leased   bool      // its own lookup, a moment before, granted the lease
 	degraded bool      // its lookup failed or was skipped (store down, breaker open)
 	leaseAt  time.Time // the store's clock at that lookup (when the lease began)
+	asked    int       // the step of that lookup at the store
 
 	filled bool      // a fill of this value was accepted (or may have been)
 	fillAt time.Time // when
+	// fillStep is the step of that fill
+	fillStep int
 
 	cmds  chan cmd
 	batch []*source // the sources of one load of several keys (GetMany), in order
@@ -176,8 +189,18 @@ type invRec struct {
 	keys []string
 	tags []string
 	soft bool
-	ok   bool           // acknowledged: the call returned nil
-	vers map[string]int // row versions of the rows it touches, when it returned
+	ok   bool // acknowledged: the call returned nil
+	// pending: a hard invalidation whose call failed; the node that made
+	// it keeps it and retries it until the store acknowledges it
+	pending bool
+	node    *node     // the node that made it
+	at      time.Time // when the call returned
+	// refused: a Set refused with ErrFenced, which must leave no entry of
+	// the key from a fill before setBegin, the step at which the Set began
+	refused  bool
+	setBegin int
+	src      *source        // a Set's own value
+	vers     map[string]int // row versions of the rows it touches, when it returned
 }
 
 // affects reports whether inv fences row key: it names the key or one of
@@ -205,14 +228,23 @@ func (inv *invRec) String() string {
 	return fmt.Sprintf("%s of %s at step %d", inv.kind, strings.Join(what, ", "), inv.step)
 }
 
+// An outageRec is a time the store was unavailable to the nodes, from
+// the instant it went down to the instant it came back (zero while down).
+type outageRec struct{ from, to time.Time }
+
 // A node is one process: a Cache and its Loader over the shared store,
 // through a nodeStore that can crash it or cut it off.
 type node struct {
-	id      int
-	slot    int
-	cache   *paddock.Cache
-	loader  *paddock.Loader[string]
-	crashed bool
+	id        int
+	slot      int
+	cache     *paddock.Cache
+	loader    *paddock.Loader[string]
+	crashed   bool
+	crashedAt time.Time
+	// beforeSetFill, if set, runs before the store sees a Set's fill.
+	beforeSetFill func()
+	// setFills counts the Set fills the node sent the store.
+	setFills int
 	// lookups is the last lookup each Get's flight made through this node,
 	// by Get id (the id rides on the context) and key.
 	lookups map[lookupKey]lookupObs
@@ -224,7 +256,8 @@ type lookupKey struct {
 }
 
 type lookupObs struct {
-	step     int
+	step     int       // when the node heard the reply
+	asked    int       // when the store answered (earlier if the reply was held)
 	at       time.Time // the bubble's clock
 	storeNow time.Time // the store's clock (Lookup.Now)
 	ok       bool
@@ -261,10 +294,16 @@ type machine struct {
 	nodes      []*node // the live node in each slot
 	all        []*node // every node ever, crashed ones included
 	gets       []*getRec
+	lastGet    *getRec // the last Get action's
 	srcs       map[int]*source
 	invs       []*invRec
-	down       bool // the store is unavailable to the nodes
-	lost       int  // the last step at which the store lost its state (flush, restart)
+	down       bool                 // the store is unavailable to the nodes
+	outages    []outageRec          // every time it was, in order
+	holdFor    map[int]int          // Gets whose first lookup reply is to be held, for how many actions
+	replies    []heldReply          // the lookup replies held
+	held       map[string]int       // lookup replies held, by row key
+	heldUntil  map[string]time.Time // when the last held reply of a row key was delivered or lost
+	lost       int                  // the last step at which the store lost its state (flush, restart)
 	closing    bool
 	nextID     int
 	violations []string
@@ -298,6 +337,10 @@ func newMachine(t *rapid.T, e *env) *machine {
 		db:    make(map[string]int),
 		srcs:  make(map[int]*source),
 		start: time.Now(),
+
+		holdFor:   make(map[int]int),
+		held:      make(map[string]int),
+		heldUntil: make(map[string]time.Time),
 	}
 	m.cfg.nodes = rapid.IntRange(2, 3).Draw(t, "nodes")
 	if r, ok := e.store.(paddock.Remote); ok && r.Remote() {
@@ -362,9 +405,34 @@ func (m *machine) count(what string) {
 	}
 }
 
-// settle waits until every goroutine of the bubble (Gets, flights, loads,
-// background refreshes) is blocked: the action's effects are complete.
-func (m *machine) settle() { synctest.Wait() }
+// holdUntilDelivered holds a Get's first lookup reply until the action
+// that started it delivers it.
+const holdUntilDelivered = 1 << 30
+
+// settle delivers the lookup replies held until this step, and waits
+// until every goroutine of the bubble (Gets, flights, loads, background
+// refreshes) is blocked: the action's effects are complete.
+func (m *machine) settle() {
+	m.mu.Lock()
+	kept := m.replies[:0]
+	for _, r := range m.replies {
+		if r.due <= m.step {
+			close(r.deliver)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	m.replies = kept
+	m.mu.Unlock()
+	synctest.Wait()
+}
+
+// A heldReply is a lookup reply the store sent and the node has not heard.
+type heldReply struct {
+	gid     int           // the Get it was made for
+	due     int           // the step after whose action it arrives
+	deliver chan struct{} // closed when it arrives
+}
 
 // logf records an event in the history printed with a counterexample. The
 // caller holds m.mu.

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 		userChecks = true
 	}
 	if name := os.Getenv(hookEnv); name != "" {
-		sw, ok := switches[name]
+		sw, ok := hooks.All[name]
 		if !ok {
 			fmt.Fprintf(os.Stderr, "proptest: %s=%q names no switch\n", hookEnv, name)
 			os.Exit(2)

@@ -45,15 +45,78 @@ func (s *nodeStore) Lookup(ctx context.Context, key string, req paddock.LookupRe
 	}
 	if gid, ok := ctx.Value(getIDKey{}).(int); ok {
 		s.m.mu.Lock()
-		s.n.lookups[lookupKey{gid, strings.TrimPrefix(key, namespace+":")}] = lookupObs{step: s.m.step, at: time.Now(), storeNow: lk.Now, ok: err == nil, lease: lk.Lease}
+		asked := s.m.step
+		s.m.mu.Unlock()
+		if err == nil {
+			err = s.m.holdReply(ctx, s.n, key, gid, lk)
+		}
+		s.m.mu.Lock()
+		s.n.lookups[lookupKey{gid, strings.TrimPrefix(key, namespace+":")}] = lookupObs{step: s.m.step, asked: asked, at: time.Now(), storeNow: lk.Now, ok: err == nil, lease: lk.Lease}
 		s.m.mu.Unlock()
 	}
 	return lk, err
 }
 
+// holdReply holds back the reply of the first lookup made for Get gid (by
+// its own call, its flight or its retry), if the Get asked for a slow
+// reply, for as many actions as it asked, or until the call times out. A
+// reply that times out is lost: the store did the lookup (and may have
+// granted the lease, which then stays held until it expires), the node
+// gets an error.
+func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, lk paddock.Lookup) error {
+	m.mu.Lock()
+	after, ok := m.holdFor[gid]
+	if !ok || m.closing {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.holdFor, gid)
+	rel := make(chan struct{})
+	m.replies = append(m.replies, heldReply{gid: gid, due: m.step + after, deliver: rel})
+	heldAt := time.Now()
+	k := strings.TrimPrefix(key, namespace+":")
+	m.held[k]++
+	m.logf("  lookup of %s for get %d on node %d answered (%v, lease %v); the reply is held", k, gid, n.id, lk.State, lk.Lease)
+	m.count("lookup reply held")
+	m.mu.Unlock()
+	var err error
+	select {
+	case <-rel:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-m.dead:
+		err = errCrashed
+	}
+	m.mu.Lock()
+	m.held[k]--
+	m.heldUntil[k] = later(m.heldUntil[k], time.Now())
+	if lk.Lease && (err != nil || n.crashed) {
+		// Nobody owns the lease now, or a dead node does: it binds
+		// until it expires.
+		m.heldUntil[k] = later(m.heldUntil[k], heldAt.Add(leaseTTL))
+	}
+	if err == nil {
+		m.logf("  held lookup reply of %s for get %d on node %d delivered", k, gid, n.id)
+	} else {
+		m.logf("  held lookup reply of %s for get %d on node %d lost: %v", k, gid, n.id, err)
+		m.count("held lookup reply lost")
+	}
+	m.mu.Unlock()
+	return err
+}
+
 func (s *nodeStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
 	if err := s.gate(); err != nil {
 		return false, err
+	}
+	if f.Set {
+		s.m.mu.Lock()
+		s.n.setFills++
+		before := s.n.beforeSetFill
+		s.m.mu.Unlock()
+		if before != nil {
+			before()
+		}
 	}
 	ok, err := s.m.env.store.Fill(ctx, key, f)
 	s.m.filled(s.n, key, f, ok, err)
@@ -89,7 +152,7 @@ func (m *machine) filled(n *node, key string, f *paddock.Fill, ok bool, err erro
 	}
 	switch {
 	case ok || err != nil:
-		s.filled, s.fillAt = true, time.Now()
+		s.filled, s.fillAt, s.fillStep = true, time.Now(), m.step
 		m.logf("  fill of %s by %d on node %d: accepted %v, err %v", key, id, n.id, ok, err)
 		m.count(fmt.Sprintf("fill accepted %v err %v", ok, err != nil))
 	default:

@@ -18,7 +18,7 @@ import (
 // TestRedis runs the machine on redisstore over a real, standalone
 // redis-server, with FLUSHALL, server restarts and outages among the
 // faults.
-func TestRedis(t *testing.T) { runMachine(t, redisBackend(standalone, 150)) }
+func TestRedis(t *testing.T) { runMachine(t, redisBackend(standalone, 120)) }
 
 // TestRedisCluster runs the machine on redisstore over a Redis Cluster of
 // three masters, where a key's entry and its tags' versions live on
