@@ -203,8 +203,11 @@ func (m *machine) checkOneLoad(s *source) {
 		if o.node == s.node {
 			where = "in one process"
 		}
-		if o.asked < m.lost {
-			continue // the store lost o's lease (flush, restart)
+		if o.asked < m.lost || s.asked < m.lost {
+			// The store lost o's lease (flush, restart), or s's: a reply
+			// held back past the loss hands s a lease the store no
+			// longer has, and nothing binds the two.
+			continue
 		}
 		if o.degraded || s.degraded {
 			// No lease binds them, but one process still runs one load
