@@ -19,7 +19,13 @@ import (
 )
 
 // TestFaults runs every scenario as a subtest, one after the other (their
-// latencies are measured), and logs the figures table at the end.
+// latencies are measured), and logs the figures table at the end. Its
+// columns: the Gets made (those that poll for the recovery included), the
+// errors returned to callers (a failed invalidation included), the stale
+// values served (any is also a test failure), the p50 and max latency of
+// the Gets made while the store was down or slow, the time the Cache took
+// to use the store again once it was back (the first hit, or the Get that
+// had waited on a lease), and the invalidations that a retry applied.
 func TestFaults(t *testing.T) {
 	redistest.Require(t)
 	scenarios := []struct {
