@@ -50,7 +50,6 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		seen[k] = true
 		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: pol}
 		token := l.c.leaseToken(w.key)
-		gen := l.c.invGen.Load()
 		lk, err := l.c.lookup(ctx, w.key, w.request(token), l.st)
 		if unavailable(err) {
 			others = append(others, k)
@@ -60,7 +59,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 			l.abandon(ctx, mine, err)
 			return nil, err
 		}
-		if o, ok := l.serve(ctx, w.key, &lk, token, 0, gen, w.self); ok {
+		if o, ok := l.serve(ctx, w.key, &lk, token, 0, w.self); ok {
 			if r, err := l.result(&o, true); err == nil {
 				out[k] = r.Value
 			}
@@ -182,7 +181,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 				ld.err = ErrNotFound
 			}
 		}
-		out := b.w.settle(ctx, b.f, &b.lk, b.token, 0, 0, ld)
+		out := b.w.settle(ctx, b.f, &b.lk, b.token, 0, ld)
 		l.flights.finish(b.w.key, b.f, out)
 	}
 	finished = true

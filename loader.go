@@ -284,7 +284,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 				// of the ticket (redisstore on Cluster); only a miss's or
 				// a lease's ticket is exact enough to judge flights by.
 				j, known = lk.Ticket, lk.State == StateMiss || lk.Lease
-				if o, ok := l.serve(ctx, full, &lk, token, 0, gen, flightWork); ok {
+				if o, ok := l.serve(ctx, full, &lk, token, 0, flightWork); ok {
 					return l.result(&o, true)
 				}
 				if lk.Lease {
@@ -328,7 +328,6 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 // handed to a goroutine so that its joiners are not stranded.
 func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, flightWork func() *work[T]) (r Result[T], err error, done bool) {
 	mark := f.begin()
-	gen := l.c.invGen.Load()
 	token := l.c.leaseToken(f.key)
 	lk, err := l.c.lookup(ctx, f.key, l.request(pol, token), l.st)
 	switch {
@@ -342,17 +341,17 @@ func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, 
 		flightWork().start(ctx, f, plan{token: token})
 		return r, err, true
 	}
-	if o, ok := l.read(f.key, &lk, mark, gen); ok {
+	if o, ok := l.read(f.key, &lk, mark); ok {
 		// The lookup flight ends first, then the refresh (if this lookup
 		// was granted its lease) registers: joiners that retry find it.
 		l.flights.finish(f.key, f, o)
 		if lk.Lease {
-			flightWork().refresh(ctx, lk, token, gen)
+			flightWork().refresh(ctx, lk, token)
 		}
 		r, err = l.result(&o, true)
 		return r, err, true
 	}
-	flightWork().start(ctx, f, plan{lk: escape(lk), mark: mark, gen: gen, token: token})
+	flightWork().start(ctx, f, plan{lk: escape(lk), mark: mark, token: token})
 	return r, nil, false
 }
 
@@ -402,18 +401,18 @@ func (l *Loader[T]) request(pol *policy, token uint64) LookupRequest {
 // granted the lease (the entry is stale, or due for early refresh), starts
 // its background refresh with w(). w is called only then, so a plain hit
 // builds no flight work.
-func (l *Loader[T]) serve(ctx context.Context, key string, lk *Lookup, token, mark, gen uint64, w func() *work[T]) (outcome[T], bool) {
-	o, ok := l.read(key, lk, mark, gen)
+func (l *Loader[T]) serve(ctx context.Context, key string, lk *Lookup, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
+	o, ok := l.read(key, lk, mark)
 	if ok && lk.Lease {
-		w().refresh(ctx, *lk, token, gen)
+		w().refresh(ctx, *lk, token)
 	}
 	return o, ok
 }
 
 // read turns a servable entry into an outcome; ok is false when the entry
 // is not servable, is covered by a pending invalidation, or does not
-// decode. gen is the pending-invalidation count before the lookup.
-func (l *Loader[T]) read(key string, lk *Lookup, mark, gen uint64) (o outcome[T], ok bool) {
+// decode.
+func (l *Loader[T]) read(key string, lk *Lookup, mark uint64) (o outcome[T], ok bool) {
 	if lk.State != StateFresh && lk.State != StateStale {
 		return o, false
 	}
@@ -421,7 +420,7 @@ func (l *Loader[T]) read(key string, lk *Lookup, mark, gen uint64) (o outcome[T]
 	if l.c.coveredSince(key, e.Tags, lk.applied) {
 		return o, false
 	}
-	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}
+	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen}
 	if lk.State == StateStale {
 		o.status = StatusStale
 	}
@@ -439,9 +438,8 @@ func (l *Loader[T]) read(key string, lk *Lookup, mark, gen uint64) (o outcome[T]
 }
 
 // refresh reloads the entry in the background with the lease lk granted
-// to token, while its old value is served. gen is the pending-invalidation
-// count before lk was read.
-func (w *work[T]) refresh(ctx context.Context, lk Lookup, token, gen uint64) {
+// to token, while its old value is served.
+func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
 	c := w.l.c
 	if lk.State == StateFresh {
 		w.l.st.earlyRefreshes.Add(1)
@@ -449,7 +447,7 @@ func (w *work[T]) refresh(ctx context.Context, lk Lookup, token, gen uint64) {
 	w.l.st.refreshes.Add(1)
 	f := w.l.flights.start(w.key, true)
 	ok := c.spawn(func() {
-		w.run(ctx, f, plan{lk: &lk, token: token, gen: gen})
+		w.run(ctx, f, plan{lk: &lk, token: token})
 		// Nobody waits for a background refresh: report its failure.
 		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
 			c.cfg.logger.Warn("paddock: background refresh failed", "key", w.key, "err", err)
@@ -465,7 +463,6 @@ func (w *work[T]) refresh(ctx context.Context, lk Lookup, token, gen uint64) {
 type plan struct {
 	lk      *Lookup // a lookup already made for the flight; nil: look up first
 	mark    uint64  // the flight's mark when lk was sent (0: before the flight)
-	gen     uint64  // the pending-invalidation count before lk was sent
 	token   uint64  // the lease token of lk, or the token to look up with
 	noStore bool    // the store is unavailable: load, do not fill
 }
@@ -503,7 +500,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		}
 	}()
 
-	lk, token, mark, gen := p.lk, p.token, p.mark, p.gen
+	lk, token, mark := p.lk, p.token, p.mark
 	var waitUntil time.Time
 	backoff := time.Millisecond
 	for !p.noStore {
@@ -513,7 +510,6 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 				token = c.leaseToken(w.key)
 			}
 			mark = f.begin()
-			gen = c.invGen.Load()
 			r, err := c.lookup(ctx, w.key, w.request(token), l.st)
 			if err != nil {
 				if errors.Is(err, ErrClosed) {
@@ -533,7 +529,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 			// On a remote store this lookup was made for the flight's
 			// callers: a stale (or early-refresh) value reaches them at
 			// once.
-			if o, ok := l.serve(ctx, w.key, lk, token, mark, gen, w.self); ok {
+			if o, ok := l.serve(ctx, w.key, lk, token, mark, w.self); ok {
 				out = o
 				break
 			}
@@ -546,7 +542,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 			} else {
 				token = 0
 			}
-			out = w.loadAndFill(ctx, f, lk, token, mark, gen)
+			out = w.loadAndFill(ctx, f, lk, token, mark)
 			break
 		}
 		// Another caller (likely another process) holds the lease: wait
@@ -554,7 +550,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(c.cfg.waitTimeout)
 		} else if !time.Now().Before(waitUntil) {
-			out = w.loadAndFill(ctx, f, lk, 0, mark, gen)
+			out = w.loadAndFill(ctx, f, lk, 0, mark)
 			break
 		}
 		t := time.NewTimer(backoff)
@@ -570,7 +566,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		lk = nil
 	}
 	if p.noStore {
-		out = w.loadAndFill(ctx, f, nil, 0, 0, 0)
+		out = w.loadAndFill(ctx, f, nil, 0, 0)
 	}
 	finished = true
 	l.flights.finish(w.key, f, out)
@@ -584,9 +580,9 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 
 // loadAndFill runs the load and writes its result with lk's ticket, holding
 // lease (or none). Without lk (store unavailable) nothing is written.
-// fallbackMark and fallbackGen are the mark and pending-invalidation count
-// of the read that produced lk, for a stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark, fallbackGen uint64) outcome[T] {
+// fallbackMark is the mark of the read that produced lk, for a
+// stale-if-error value.
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64) outcome[T] {
 	lctx, ts, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	defer cancel()
 	mark := f.begin()
@@ -595,7 +591,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lea
 	v, err := callLoad(lctx, w.load)
 	err = w.l.c.loadError(lctx, err, w.pol.loadTimeout)
 	w.l.st.loads.Add(1)
-	return w.settle(ctx, f, lk, lease, fallbackMark, fallbackGen, loaded[T]{v, err, time.Since(start), ts.list(), mark, gen})
+	return w.settle(ctx, f, lk, lease, fallbackMark, loaded[T]{v, err, time.Since(start), ts.list(), mark, gen})
 }
 
 // loadContext is the context a load runs on: ctx (detached from callers)
@@ -633,7 +629,7 @@ type loaded[T any] struct {
 
 // settle turns a load's result into the flight's outcome and, unless lk is
 // nil, fills the store with it (a negative entry for ErrNotFound).
-func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark, fallbackGen uint64, ld loaded[T]) outcome[T] {
+func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
 	l, c, pol := w.l, w.l.c, &w.pol
 	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
 	if lk != nil {
@@ -653,7 +649,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 		fill.Negative, fill.TTL = true, pol.negativeTTL
 	default:
 		l.st.loadErrors.Add(1)
-		if fb := w.fallback(lk, fallbackMark, fallbackGen, ld.dur); fb != nil {
+		if fb := w.fallback(lk, fallbackMark, ld.dur); fb != nil {
 			fb.loadErr = ld.err
 			out = *fb
 		} else {
@@ -705,7 +701,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 // still inside its error window now that the load, which took dur after
 // the lookup, has failed. (The window is judged when the load fails, not
 // when it began: a load that outlives the window returns its error.)
-func (w *work[T]) fallback(lk *Lookup, mark, gen uint64, dur time.Duration) *outcome[T] {
+func (w *work[T]) fallback(lk *Lookup, mark uint64, dur time.Duration) *outcome[T] {
 	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
 		return nil
 	}
@@ -713,7 +709,7 @@ func (w *work[T]) fallback(lk *Lookup, mark, gen uint64, dur time.Duration) *out
 	if w.l.c.coveredSince(w.key, e.Tags, lk.applied) {
 		return nil
 	}
-	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: gen}
+	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen}
 	if e.Negative {
 		o.err = ErrNotFound
 		return o
@@ -754,7 +750,7 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 	if err != nil {
 		return r, false, err
 	}
-	o, ok := l.read(full, &lk, 0, 0)
+	o, ok := l.read(full, &lk, 0)
 	if !ok {
 		return r, false, nil
 	}

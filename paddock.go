@@ -382,15 +382,15 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 	if !ok {
 		return Lookup{}, errBreakerOpen
 	}
-	applied := c.pending.applied.Load()
+	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	if probe {
 		lk, err := c.probe(ctx, key, req, st)
-		lk.applied = applied
+		lk.gen, lk.applied = gen, applied
 		return lk, err
 	}
 	sctx, cancel := c.storeContext(ctx)
 	lk, err := c.store.Lookup(sctx, key, req)
-	lk.applied = applied
+	lk.gen, lk.applied = gen, applied
 	cancel()
 	if err != nil {
 		return Lookup{}, c.lookupFailed(ctx, key, req, st, err)

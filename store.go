@@ -153,9 +153,10 @@ type Lookup struct {
 	// [Stats].DecodeErrors. A problem with one key is never a store error.
 	Corrupt bool
 
-	// applied is the Cache's count of applied pending invalidations when
-	// the lookup was sent (set by the Cache, not by stores).
-	applied uint64
+	// Set by the Cache, not by stores, when the lookup was sent: the count
+	// of invalidations gone pending (gen) and of those a retry applied
+	// (applied). See durable.go.
+	gen, applied uint64
 }
 
 // Fill is a conditional write given to [Store.Fill].
