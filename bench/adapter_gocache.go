@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/eko/gocache/lib/v4/cache"
@@ -28,7 +30,14 @@ func init() {
 		Notes:  "`cache.NewLoadable(load, cache.New[[]byte](go_cache store))`; `Get`; `Delete` on write; tags with `store.WithTags`",
 		New: func(cfg Config) (Cache, error) {
 			s := gocachestore.NewGoCache(gocache.New(cfg.TTL, time.Minute))
-			return newGocache(s, cfg, nil), nil
+			c := newGocache(s, cfg, nil)
+			c.tagged = func(ctx context.Context, tag, key string) bool {
+				v, err := s.Get(ctx, fmt.Sprintf(gocachestore.GoCacheTagPattern, tag))
+				m, _ := v.(map[string]struct{})
+				_, ok := m[key]
+				return err == nil && ok
+			}
+			return c, nil
 		},
 	})
 	register(Lib{
@@ -42,7 +51,12 @@ func init() {
 				return nil, errNoRedis
 			}
 			rdb := newRedisClient(cfg.Redis, 0)
-			return newGocache(redisstore.NewRedis(rdb), cfg, rdb), nil
+			c := newGocache(redisstore.NewRedis(rdb), cfg, rdb)
+			c.tagged = func(ctx context.Context, tag, key string) bool {
+				ok, err := rdb.SIsMember(ctx, fmt.Sprintf(redisstore.RedisTagPattern, tag), key).Result()
+				return err == nil && ok
+			}
+			return c, nil
 		},
 	})
 }
@@ -51,6 +65,11 @@ type gocacheCache struct {
 	base *cache.Cache[[]byte]
 	l    *cache.LoadableCache[[]byte]
 	rdb  *redis.Client
+	// tagged reports whether the store's index of tag lists key.
+	tagged func(ctx context.Context, tag, key string) bool
+
+	mu   sync.Mutex
+	tags map[string][]string // the tags each key was loaded with, for Settle
 }
 
 type gocacheLoadKey struct{}
@@ -80,6 +99,14 @@ func (c *gocacheCache) Get(ctx context.Context, key string, load LoadFunc) ([]by
 }
 
 func (c *gocacheCache) GetTagged(ctx context.Context, key string, tags []string, load LoadFunc) ([]byte, error) {
+	if len(tags) > 0 {
+		c.mu.Lock()
+		if c.tags == nil {
+			c.tags = make(map[string][]string)
+		}
+		c.tags[key] = tags
+		c.mu.Unlock()
+	}
 	return c.l.Get(context.WithValue(ctx, gocacheLoadKey{}, &gocacheLoad{load, tags}), key)
 }
 
@@ -91,10 +118,14 @@ func (c *gocacheCache) InvalidateTag(ctx context.Context, tag string) error {
 	return c.l.Invalidate(ctx, store.WithInvalidateTags([]string{tag}))
 }
 
-// Settle waits until the background setter has written key to the store.
+// Settle waits until the background setter has written key to the store,
+// and its tags' indexes, which the store writes after the value.
 func (c *gocacheCache) Settle(ctx context.Context, key string) error {
+	c.mu.Lock()
+	tags := c.tags[key]
+	c.mu.Unlock()
 	for {
-		if _, err := c.base.Get(ctx, key); err == nil {
+		if _, err := c.base.Get(ctx, key); err == nil && c.indexed(ctx, key, tags) {
 			return nil
 		}
 		select {
@@ -103,6 +134,15 @@ func (c *gocacheCache) Settle(ctx context.Context, key string) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+func (c *gocacheCache) indexed(ctx context.Context, key string, tags []string) bool {
+	for _, t := range tags {
+		if !c.tagged(ctx, t, key) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *gocacheCache) Close() error {
