@@ -52,7 +52,10 @@ type Store interface {
 
 	// Release gives up the lease token on key without writing, so that
 	// another caller may load at once. Releasing a lease that is no longer
-	// held is not an error.
+	// held is not an error. A lookup with token that reaches the store
+	// after Release (a request delayed past its caller's deadline) must not
+	// be granted the lease: a store whose requests can arrive late keeps a
+	// released token refused for a while.
 	Release(ctx context.Context, key string, lease uint64) error
 
 	// Invalidate applies inv atomically per key and per tag (see the

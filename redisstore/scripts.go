@@ -200,6 +200,14 @@ local function parselease(cur)
   return holder, exp
 end
 
+-- tombstone returns the token of a released lease, "~token", or nil.
+local function tombstone(cur)
+  if string.sub(cur, 1, 1) ~= '~' then return nil end
+  local tok = string.sub(cur, 2)
+  if #tok == 0 or #tok > 20 or not string.find(tok, '^%d+$') then return nil end
+  return tok
+end
+
 -- release deletes lease key lk if token holds it. A lease key of another
 -- type is held by nobody: it is deleted.
 local function release(lk, token)
@@ -335,15 +343,22 @@ if state == 1 then
 end
 if try then
   local cur = redis.pcall('GET', KEYS[3])
-  local holder, exp = nil, 0
-  if not bad(cur) and cur then holder, exp = parselease(cur) end
-  if cur and not holder then
+  local holder, exp, tomb = nil, 0, nil
+  if not bad(cur) and cur then
+    tomb = tombstone(cur)
+    if not tomb then holder, exp = parselease(cur) end
+  end
+  if cur and not holder and not tomb then
     redis.call('DEL', KEYS[3])
     corrupt = true
   end
   local live = holder ~= nil and exp > t
   if live and holder ~= ARGV[5] then
     held = 1
+  elseif tomb and tomb == ARGV[5] then
+    -- This token's lease was released: this lookup reached Redis after
+    -- its caller gave up on it (and its Cache gave the lease up). Nobody
+    -- would load with the lease; the key stays free for the others.
   elseif ARGV[5] ~= '0' then
     -- Granted, or renewed for the token that holds it (a caller taking
     -- back a lease its process abandoned): the lease runs from now.
@@ -467,11 +482,26 @@ if ok then r = 1 end
 return {'ok', r, fmt(q)}
 `
 
-// releaseScript gives up a lease. KEYS: lease. ARGV: token.
+// releaseScript gives up a lease and leaves a tombstone, "~token", in its
+// place for a while (unless another token holds the lease, or left its
+// own tombstone): a lookup with the token that reaches Redis after the
+// release, a request delayed past its caller's deadline, then finds the
+// key free for every token but its own, instead of taking a lease nobody
+// would use.
+//
+//	KEYS: lease. ARGV: token, tombstone TTL ms.
 var releaseScript = redis.NewScript(luaPrelude + releaseSrc)
 
 const releaseSrc = `
-release(KEYS[1], ARGV[1])
+local tok = ARGV[1]
+if tok == '0' then return 1 end
+local cur = redis.pcall('GET', KEYS[1])
+local mine = not cur or bad(cur)
+if not mine and not tombstone(cur) then
+  local holder = parselease(cur)
+  mine = holder == nil or holder == tok
+end
+if mine then redis.call('SET', KEYS[1], '~' .. tok, 'PX', ARGV[2]) end
 return 1
 `
 

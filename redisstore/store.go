@@ -478,8 +478,12 @@ func (s *Store) release(ctx context.Context, kn keyNames, tok string) error {
 	if tok == "0" {
 		return nil
 	}
-	return releaseScript.Run(ctx, s.client, []string{kn.lease}, tok).Err()
+	return releaseScript.Run(ctx, s.client, []string{kn.lease}, tok, releaseTombstone.Milliseconds()).Err()
 }
+
+// releaseTombstone is how long a released lease's token stays refused (see
+// releaseScript): longer than a request can wait in a client or a network.
+const releaseTombstone = time.Minute
 
 // Invalidate implements [paddock.Store.Invalidate]. Standalone it is one
 // script call for all keys and tags. On Cluster it takes the sequence
