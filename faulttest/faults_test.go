@@ -35,10 +35,12 @@ func TestFaults(t *testing.T) {
 		{"breaker-after-latency-spike", breakerAfterSpike},
 		{"timed-out-lookup-lease", timedOutLookupLease},
 		{"lookup-run-after-release", lookupRunAfterRelease},
+		{"abandoned-lease-breaker-open", abandonedLeaseBreakerOpen},
 		{"corrupt-entries", corruptEntries},
 		{"invalidation-while-frozen", invalidationWhileFrozen},
 		{"lookups-racing-the-retry", lookupsRacingTheRetry},
 		{"dead-redis-at-start", deadAtStart},
+		{"frozen-redis-cost", frozenRedisCost},
 		{"sigkill-and-restart", sigkillAndRestart},
 		{"restart-empty", restartEmpty},
 		{"flushall", flushAll},
@@ -803,7 +805,9 @@ func lookupsRacingTheRetry(r *run) {
 		rounds       = 8
 	)
 	srv := redistest.Start(t)
-	a := newNode(t, "unix", srv.Socket, storeTimeout)
+	// A short cooldown: the scenario is about the acknowledgement, and
+	// the timeouts of the freeze open the breaker.
+	a := newNode(t, "unix", srv.Socket, storeTimeout, paddock.Breaker(5, 20*time.Millisecond))
 	l := a.loader(t, "race", paddock.TTL(time.Minute), paddock.Tags("articles"))
 	ctx := t.Context()
 	keys := make([]string, pages)
@@ -846,11 +850,12 @@ func lookupsRacingTheRetry(r *run) {
 		// Every page is read over and over until the retry is
 		// acknowledged, and a little after: lookups are in flight when
 		// the acknowledgement arrives.
+		back := time.Now()
 		var wg sync.WaitGroup
 		for _, k := range keys {
 			wg.Go(func() {
 				after := 0
-				for limit := time.Now().Add(5 * time.Second); after < 5 && time.Now().Before(limit); {
+				for limit := back.Add(3 * time.Second); after < 5 && time.Now().Before(limit); {
 					if a.stats("").InvalidationsPending == 0 {
 						after++
 					}
@@ -859,6 +864,11 @@ func lookupsRacingTheRetry(r *run) {
 			})
 		}
 		wg.Wait()
+		// The retry delay is at most 1 s once the store answers; the
+		// bound is generous.
+		if p := a.stats("").InvalidationsPending; p != 0 {
+			t.Fatalf("round %d: %d invalidation(s) still pending %v after SIGCONT", round, p, time.Since(back).Round(time.Millisecond))
+		}
 	}
 	retried(r, a)
 	r.row.note("%d rounds of %d pages", rounds, pages)
@@ -937,4 +947,103 @@ func (w *releaseWatch) Release(ctx context.Context, key string, lease uint64) er
 		w.once.Do(func() { close(w.released) })
 	}
 	return err
+}
+
+// frozenRedisCost: a frozen Redis (SIGSTOP) costs one store timeout, then
+// next to nothing per Get: the call that used up the store timeout opens
+// the breaker at once. (go-redis reports a timed-out read as an i/o
+// timeout, not as the context's deadline.)
+func frozenRedisCost(r *run) {
+	t := r.t
+	srv := redistest.Start(t)
+	n := newNode(t, "unix", srv.Socket, 0)
+	l := n.loader(t, "fz", paddock.TTL(time.Minute))
+	ctx := t.Context()
+	keys := []string{"k0", "k1", "k2", "k3", "k4"}
+	r.warm(ctx, l, keys...)
+	srv.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume(t)
+		}
+	}()
+	var lat []time.Duration
+	for _, k := range keys {
+		_, err, d := r.get(ctx, l, k, false, true)
+		if err != nil {
+			t.Errorf("Get %s with Redis frozen: %v", k, err)
+		}
+		lat = append(lat, d)
+	}
+	srv.Resume(t)
+	resumed = true
+	r.row.note("first 5 Gets: %v (store timeout %v)", fmtDurations(lat), paddock.DefaultStoreTimeout)
+	for i, d := range lat[1:] {
+		if d > paddock.DefaultStoreTimeout/2 {
+			t.Errorf("Get %d with Redis frozen took %v (first 5: %v); want next to nothing once one call has used up the store timeout (%v)",
+				i+2, d, fmtDurations(lat), paddock.DefaultStoreTimeout)
+		}
+	}
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "k0", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	r.row.recover(d)
+}
+
+// abandonedLeaseBreakerOpen: a lookup that timed out on a frozen Redis may
+// have been granted the lease; the next Get of the key in this process is
+// to take it back with the same token. If that Get is skipped by the open
+// breaker, the token must not be lost: once the breaker closes, a Get of
+// the key must not wait on the lease Redis granted to it.
+func abandonedLeaseBreakerOpen(r *run) {
+	t := r.t
+	const (
+		storeTimeout = 100 * time.Millisecond
+		leaseTTL     = 3 * time.Second
+		cooldown     = 300 * time.Millisecond
+	)
+	srv := redistest.Start(t)
+	n := newNode(t, "unix", srv.Socket, storeTimeout, paddock.LeaseTTL(leaseTTL), paddock.Breaker(1, cooldown))
+	l := n.loader(t, "ab")
+	ctx := t.Context()
+	r.warm(ctx, l, "warm")
+	srv.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume(t)
+		}
+	}()
+	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil { // times out: the breaker opens
+		t.Fatalf("Get with Redis frozen: %v", err)
+	}
+	srv.Resume(t)
+	resumed = true
+	// Redis now runs the lookup it held and grants the lease. This Get
+	// comes while the breaker is open: it cannot use the token.
+	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+		t.Fatalf("Get with the breaker open: %v", err)
+	}
+	// Once the breaker is closed again (the first hit of another key),
+	// a Get of k must not wait on the lease.
+	if _, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, "warm", false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	}); !ok {
+		t.Fatal("the Cache never used Redis again")
+	}
+	res, err, d := r.get(ctx, l, "k", false, false)
+	r.row.recover(d)
+	r.row.note("Get of the key after the breaker closed: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d > leaseTTL/2 {
+		t.Errorf("the Get took %v (LeaseTTL %v): it waited on the lease its own Cache's timed-out lookup was granted", d, leaseTTL)
+	}
 }
