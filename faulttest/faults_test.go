@@ -431,6 +431,20 @@ func fmtDurations(ds []time.Duration) string {
 	return s
 }
 
+// untilHit gets key until the Get is a hit (the Cache uses Redis again)
+// and returns how long that took; it fails the test after 10 s.
+func (r *run) untilHit(ctx context.Context, l *paddock.Loader[string], key string) time.Duration {
+	r.t.Helper()
+	d, ok := until(10*time.Second, func() bool {
+		res, err, _ := r.get(ctx, l, key, false, false)
+		return err == nil && res.Status == paddock.StatusHit
+	})
+	if !ok {
+		r.t.Fatal("the Cache never used Redis again")
+	}
+	return d
+}
+
 // warm fills keys: a load, then a hit.
 func (r *run) warm(ctx context.Context, l *paddock.Loader[string], keys ...string) {
 	r.t.Helper()
@@ -471,14 +485,7 @@ func sigkillAndRestart(r *run) {
 		r.get(ctx, l, keys[i%len(keys)], true, true)
 	}
 	srv.Restart(t)
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k2", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, l, "k2"))
 	for _, k := range keys {
 		r.get(ctx, l, k, true, false)
 	}
@@ -516,14 +523,7 @@ func restartEmpty(r *run) {
 	}()
 	<-entered
 	srv.Restart(t)
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, la, "k0", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, la, "k0"))
 	if _, err := r.publish(ctx, b.cache, lb, "slow"); err != nil {
 		t.Errorf("invalidation after the restart: %v", err)
 	}
@@ -678,14 +678,7 @@ func networkPause(r *run) {
 	}
 	wg.Wait()
 	px.Resume()
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k0", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, l, "k0"))
 }
 
 // latency2s: every reply 2 s late, past the store timeout: Gets load
@@ -707,14 +700,7 @@ func latency2s(r *run) {
 		}
 	}
 	px.SetLatency(0)
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k0", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, l, "k0"))
 	r.row.note("store errors: %d", n.stats("lat2").StoreErrors)
 }
 
@@ -741,14 +727,7 @@ func sigstop(r *run) {
 	}
 	wg.Wait()
 	srv.Resume(t)
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k0", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, l, "k0"))
 }
 
 // connectionsCut: every connection to Redis cut and new ones refused
@@ -985,14 +964,7 @@ func frozenRedisCost(r *run) {
 				i+2, d, fmtDurations(lat), paddock.DefaultStoreTimeout)
 		}
 	}
-	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k0", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	})
-	if !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
-	r.row.recover(d)
+	r.row.recover(r.untilHit(ctx, l, "k0"))
 }
 
 // abandonedLeaseBreakerOpen: a lookup that timed out on a frozen Redis may
@@ -1031,12 +1003,7 @@ func abandonedLeaseBreakerOpen(r *run) {
 	}
 	// Once the breaker is closed again (the first hit of another key),
 	// a Get of k must not wait on the lease.
-	if _, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "warm", false, false)
-		return err == nil && res.Status == paddock.StatusHit
-	}); !ok {
-		t.Fatal("the Cache never used Redis again")
-	}
+	r.untilHit(ctx, l, "warm")
 	res, err, d := r.get(ctx, l, "k", false, false)
 	r.row.recover(d)
 	r.row.note("Get of the key after the breaker closed: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
