@@ -170,11 +170,14 @@ func (p *pendingSet) done(pi *pendingInv) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if i := slices.Index(p.invs, pi); i >= 0 {
-		p.remove(i)
-		p.retried++
+		// applied moves before n: coveredSince's fast path reads n, then
+		// applied, without the lock, and must not see n drop to zero
+		// with applied not yet moved.
 		seq := p.applied.Load() + 1
 		p.ring[seq%appliedRing] = appliedInv{seq, pi.inv}
-		p.applied.Store(seq) // after the ring slot: readers lock mu anyway
+		p.applied.Store(seq)
+		p.remove(i)
+		p.retried++
 	}
 }
 
