@@ -51,7 +51,7 @@ func (h *holdStore) Lookup(ctx context.Context, key string, req paddock.LookupRe
 	return lk, err
 }
 
-// TestRetryAfterRejectedFlightObeysJoinRule is issue 8's item 0: a Get
+// TestRetryAfterRejectedFlightObeysJoinRule: a Get
 // that rejected an old flight's result, and on its retry found a
 // background refresh started from a lookup older than itself, must not
 // take that refresh's stale-if-error value of the invalidated entry.
@@ -186,7 +186,7 @@ func (s *slowStore) Invalidate(ctx context.Context, inv paddock.Invalidation) er
 	return s.Store.Invalidate(ctx, inv)
 }
 
-// TestBreakerRecoversWhateverTheCallersDeadlines is item 1: a half-open
+// TestBreakerRecoversWhateverTheCallersDeadlines: a half-open
 // probe taken by a caller whose deadline ends first must still report, so
 // that the Cache uses the store again within cooldown + one store timeout
 // of its recovery.
@@ -251,7 +251,7 @@ func (s *lateStore) Lookup(ctx context.Context, key string, req paddock.LookupRe
 	return lk, err
 }
 
-// TestTimedOutLookupLeavesNoLease is item 2: a lookup whose reply was lost
+// TestTimedOutLookupLeavesNoLease: a lookup whose reply was lost
 // may still have been granted the lease; the next Get of the key must not
 // wait for it, in this process or (once the store answers) in another.
 func TestTimedOutLookupLeavesNoLease(t *testing.T) {
@@ -301,7 +301,9 @@ func TestTimedOutLookupLeavesNoLease(t *testing.T) {
 	})
 }
 
-// TestFailedInvalidationIsKeptAndRetried is item 4.
+// TestFailedInvalidationIsKeptAndRetried: an invalidation the store did
+// not acknowledge binds this process at once and the store once it
+// answers again, within the retry delay.
 func TestFailedInvalidationIsKeptAndRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := newMem(t)
@@ -426,7 +428,7 @@ func TestCloseFlushesPendingInvalidations(t *testing.T) {
 	})
 }
 
-// TestDeadStoreCostsOneTimeout is item 5: a store that does not answer
+// TestDeadStoreCostsOneTimeout: a store that does not answer
 // costs one store timeout, then nearly nothing per Get while the breaker
 // is open.
 func TestDeadStoreCostsOneTimeout(t *testing.T) {
@@ -450,7 +452,7 @@ func TestDeadStoreCostsOneTimeout(t *testing.T) {
 	})
 }
 
-// TestCloseWaitsForRefreshes is item 6: Close and background refreshes
+// TestCloseWaitsForRefreshes: Close and background refreshes
 // race under -race, and after Close returns nothing of the Cache runs.
 func TestCloseWaitsForRefreshes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -488,7 +490,7 @@ func TestCloseWaitsForRefreshes(t *testing.T) {
 	})
 }
 
-// TestErrorsForWhatUsersGetWrong is item 7, on the Cache's side.
+// TestErrorsForWhatUsersGetWrong: clear errors for mistakes users make.
 func TestErrorsForWhatUsersGetWrong(t *testing.T) {
 	mem := newMem(t)
 	c := newCache(t, mem)
@@ -555,7 +557,7 @@ func (s *corruptStore) Lookup(ctx context.Context, key string, req paddock.Looku
 	return lk, err
 }
 
-// TestCorruptEntryNeverTripsBreaker is item 3, on the Cache's side: one
+// TestCorruptEntryNeverTripsBreaker, on the Cache's side: one
 // key's bad data is a miss, counted, and never opens the breaker.
 func TestCorruptEntryNeverTripsBreaker(t *testing.T) {
 	for _, asError := range []bool{false, true} {

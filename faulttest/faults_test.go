@@ -67,7 +67,7 @@ func TestFaults(t *testing.T) {
 	t.Log("figures:\n" + table(rows))
 }
 
-// breakerAfterSpike (issue 8, item 1): with Breaker(1, 200ms), a 2 s
+// breakerAfterSpike: with Breaker(1, 200ms), a 2 s
 // latency spike and callers whose deadlines (100-150 ms) end before the
 // store timeout, the Cache must use Redis again within cooldown + one
 // store timeout of the spike's end, whoever took the half-open probe.
@@ -158,7 +158,7 @@ func breakerAfterSpike(r *run) {
 	}
 }
 
-// timedOutLookupLease (issue 8, item 2): a lookup that timed out, but that
+// timedOutLookupLease: a lookup that timed out, but that
 // Redis ran and answered late, was granted the key's lease; the next Get
 // of the key, with Redis healthy, must not wait on that lease.
 func timedOutLookupLease(r *run) {
@@ -198,7 +198,7 @@ func timedOutLookupLease(r *run) {
 	}
 }
 
-// corruptEntries (issue 8, item 3): an entry overwritten in Redis with
+// corruptEntries: an entry overwritten in Redis with
 // something that does not parse is a miss counted in DecodeErrors, is
 // replaced by the next fill, can be invalidated, and never opens the
 // breaker.
@@ -283,7 +283,7 @@ func corruptEntries(r *run) {
 	}
 }
 
-// invalidationWhileFrozen (issue 8, item 4): Redis is frozen (SIGSTOP)
+// invalidationWhileFrozen: Redis is frozen (SIGSTOP)
 // while an article is published. InvalidateTags returns an error wrapping
 // ErrStoreUnavailable; this process never serves the old homepage after
 // that, and once Redis is continued the homepage shows the article within
@@ -379,7 +379,7 @@ func seen(d time.Duration) string {
 	return round(d)
 }
 
-// deadAtStart (issue 8, item 5): with Redis refusing connections from the
+// deadAtStart: with Redis refusing connections from the
 // start, the first Gets cost at most one store timeout in all, then next to
 // nothing while the breaker is open; once Redis is up the Cache uses it.
 func deadAtStart(r *run) {
