@@ -393,17 +393,31 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 		}
 	}
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
+	var (
+		lk  Lookup
+		err error
+	)
 	if probe {
-		lk, err := c.probe(ctx, key, req, st)
-		lk.gen, lk.applied, lk.token = gen, applied, req.Lease
-		return lk, err
+		lk, err = c.probe(ctx, key, req, st)
+	} else {
+		sctx, cancel := c.storeContext(ctx)
+		lk, err = c.store.Lookup(sctx, key, req)
+		cancel()
+		lk, err = c.lookupDone(ctx, key, req, st, lk, err)
 	}
-	sctx, cancel := c.storeContext(ctx)
-	lk, err := c.store.Lookup(sctx, key, req)
 	lk.gen, lk.applied, lk.token = gen, applied, req.Lease
-	cancel()
+	return lk, err
+}
+
+// lookupDone reports a store lookup's outcome to the breaker and the
+// counters, and says what its caller gets.
+func (c *Cache) lookupDone(ctx context.Context, key string, req LookupRequest, st *counters, lk Lookup, err error) (Lookup, error) {
 	if err != nil {
-		return Lookup{}, c.lookupFailed(ctx, key, req, st, err)
+		err = c.lookupFailed(ctx, key, req, st, err)
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
+			c.breaker.success() // the store answered; a probe is over
+		}
+		return Lookup{}, err
 	}
 	c.breaker.success()
 	if lk.Corrupt {
@@ -458,17 +472,7 @@ func (c *Cache) probe(ctx context.Context, key string, req LookupRequest, st *co
 		sctx, cancel := context.WithTimeout(dctx, c.cfg.storeTimeout)
 		lk, err := c.store.Lookup(sctx, key, req)
 		cancel()
-		if err != nil {
-			err = c.lookupFailed(dctx, key, req, st, err)
-			if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
-				c.breaker.success() // the store answered
-			}
-		} else {
-			c.breaker.success()
-			if lk.Corrupt {
-				st.decodeErrors.Add(1)
-			}
-		}
+		lk, err = c.lookupDone(dctx, key, req, st, lk, err)
 		if !state.CompareAndSwap(waiting, answered) && err == nil && lk.Lease {
 			c.release(dctx, key, req.Lease, st) // its caller is gone
 		}
