@@ -165,30 +165,35 @@ func (p *pendingSet) remove(i int) {
 	p.n.Add(-1)
 }
 
-// done removes pi once the store acknowledged it.
-func (p *pendingSet) done(pi *pendingInv) {
+// done removes pi, applied by the store (counted as retried) or not
+// (dropped).
+func (p *pendingSet) done(pi *pendingInv, applied bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.Index(p.invs, pi); i >= 0 {
-		// applied moves before n: coveredSince's fast path reads n, then
-		// applied, without the lock, and must not see n drop to zero
-		// with applied not yet moved.
-		seq := p.applied.Load() + 1
-		p.ring[seq%appliedRing] = appliedInv{seq, pi.inv}
-		p.applied.Store(seq)
-		p.remove(i)
-		p.retried++
+	i := slices.Index(p.invs, pi)
+	if i < 0 {
+		return
 	}
-}
-
-// drop removes pi unapplied, and counts it.
-func (p *pendingSet) drop(pi *pendingInv) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if i := slices.Index(p.invs, pi); i >= 0 {
+	if !applied {
 		p.remove(i)
 		p.dropped++
+		return
 	}
+	// applied moves before n: coveredSince's fast path reads n, then
+	// applied, without the lock, and must not see n drop to zero with
+	// applied not yet moved.
+	seq := p.applied.Load() + 1
+	p.ring[seq%appliedRing] = appliedInv{seq, pi.inv}
+	p.applied.Store(seq)
+	p.remove(i)
+	p.retried++
+}
+
+// failed records the store's last refusal, for Close's error.
+func (p *pendingSet) failed(err error) {
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
 }
 
 // abandon remembers that token may hold key's lease until until.
@@ -286,18 +291,16 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidOption) {
 			// The store was closed by its owner, or refuses the request
 			// itself: no retry can apply it.
-			c.pending.drop(pi)
+			c.pending.done(pi, false)
 			c.cfg.logger.Error("paddock: pending invalidation dropped", "err", err)
 			continue
 		}
 		if err != nil {
 			answered = false
-			c.pending.mu.Lock()
-			c.pending.lastErr = err
-			c.pending.mu.Unlock()
+			c.pending.failed(err)
 			break // the store is still down: keep the order, try later
 		}
-		c.pending.done(pi)
+		c.pending.done(pi, true)
 		c.breaker.success()
 		c.cfg.logger.Info("paddock: pending invalidation applied",
 			"keys", len(pi.inv.Keys), "tags", len(pi.inv.Tags), "after", time.Since(pi.since))
@@ -328,9 +331,7 @@ func (c *Cache) keepPending(inv Invalidation, cause error) {
 		c.cfg.logger.Error("paddock: pending invalidations dropped: more than MaxPendingInvalidations names",
 			"dropped", n, "max", c.cfg.maxPending)
 	}
-	c.pending.mu.Lock()
-	c.pending.lastErr = cause
-	c.pending.mu.Unlock()
+	c.pending.failed(cause)
 	c.startRetrier()
 }
 
