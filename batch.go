@@ -122,7 +122,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 type batchKey[T any] struct {
 	key   string
 	w     *work[T]
-	lk    Lookup
+	lk    reply
 	token uint64
 	f     *flight[T]
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/allegro/bigcache/v3"
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -95,14 +96,14 @@ func benchModes(b *testing.B, get benchGetter) {
 
 // newBenchCache returns a Cache over a new default memstore, closed when b
 // ends.
-func newBenchCache(b *testing.B, wrap func(paddock.Store) paddock.Store) *paddock.Cache {
+func newBenchCache(b *testing.B, wrap func(store.Store) store.Store) *paddock.Cache {
 	b.Helper()
 	s, err := memstore.New()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	var store paddock.Store = s
+	var store store.Store = s
 	if wrap != nil {
 		store = wrap(s)
 	}
@@ -338,9 +339,9 @@ type stampedeCallerKey struct{}
 // to make sure of it. (Lookups of a flight that polls the lease holder run
 // on the context of the caller that started it, and are not counted
 // again.)
-type arrivalStore struct{ paddock.Store }
+type arrivalStore struct{ store.Store }
 
-func (s arrivalStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s arrivalStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	lk, err := s.Store.Lookup(ctx, key, req)
 	if c, ok := ctx.Value(stampedeCallerKey{}).(*stampedeCaller); ok && c.counted.CompareAndSwap(false, true) {
 		c.round.arrive()
@@ -371,7 +372,7 @@ func runStampede(b *testing.B, get func(ctx context.Context) error) {
 func BenchmarkStampede(b *testing.B) {
 	name := "callers=" + strconv.Itoa(stampedeCallers)
 	b.Run(name+"/impl=paddock", func(b *testing.B) {
-		c := newBenchCache(b, func(s paddock.Store) paddock.Store { return arrivalStore{s} })
+		c := newBenchCache(b, func(s store.Store) store.Store { return arrivalStore{s} })
 		l, err := paddock.NewLoader[[]byte](c, "stampede", paddock.TTL(time.Hour))
 		if err != nil {
 			b.Fatal(err)

@@ -2,7 +2,7 @@
 //
 // A [Loader] sits in front of a slow read (a database query, a rendered
 // page, a remote call) and guarantees three things at once, in one process
-// or across a fleet that shares a [Store]:
+// or across a fleet that shares a [store.Store]:
 //
 //  1. One load per key: however many callers miss the same key at once, the
 //     load runs once per process, and once per fleet while the key's lease
@@ -18,7 +18,7 @@
 //
 // # Index
 //
-// Set up: [New] with a [Store] (memstore for one process, redisstore for a
+// Set up: [New] with a [store.Store] (memstore for one process, redisstore for a
 // fleet), then [NewLoader] per kind of value.
 //
 // Read: [Loader.Get], [Loader.Fetch] (with [Result] metadata),

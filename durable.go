@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/paddockcache/paddock/store"
 )
 
 // Durable invalidations. An invalidation that the store did not
@@ -71,13 +73,13 @@ type pendingSet struct {
 }
 
 type pendingInv struct {
-	inv   Invalidation
+	inv   store.Invalidation
 	since time.Time
 }
 
 type appliedInv struct {
 	seq uint64 // the value of applied after it
-	inv Invalidation
+	inv store.Invalidation
 }
 
 type abandonedLease struct {
@@ -118,8 +120,8 @@ func (p *pendingSet) covers(key string, tags []string, since uint64) bool {
 
 // add keeps inv pending. If the bound is passed, the oldest pending
 // invalidations are dropped (and counted) to make room.
-func (p *pendingSet) add(inv Invalidation) (dropped int) {
-	inv = Invalidation{Keys: slices.Clone(inv.Keys), Tags: slices.Clone(inv.Tags), Soft: inv.Soft}
+func (p *pendingSet) add(inv store.Invalidation) (dropped int) {
+	inv = store.Invalidation{Keys: slices.Clone(inv.Keys), Tags: slices.Clone(inv.Tags), Soft: inv.Soft}
 	size := len(inv.Keys) + len(inv.Tags)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -325,7 +327,7 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 }
 
 // keepPending makes a failed invalidation pending and starts the retrier.
-func (c *Cache) keepPending(inv Invalidation, cause error) {
+func (c *Cache) keepPending(inv store.Invalidation, cause error) {
 	c.invGen.Add(1)
 	if n := c.pending.add(inv); n > 0 {
 		c.cfg.logger.Error("paddock: pending invalidations dropped: more than MaxPendingInvalidations names",

@@ -3,6 +3,8 @@ package paddock
 import (
 	"errors"
 	"fmt"
+
+	"github.com/paddockcache/paddock/store"
 )
 
 var (
@@ -18,10 +20,15 @@ var (
 	// ErrTooLarge is returned when an encoded value is larger than the
 	// store accepts. The loaded value is still returned with it; nothing is
 	// stored.
-	ErrTooLarge = errors.New("paddock: value too large for the store")
+	ErrTooLarge = store.ErrTooLarge
 
 	// ErrClosed is returned by a Cache or Store after Close.
-	ErrClosed = errors.New("paddock: closed")
+	ErrClosed = store.ErrClosed
+
+	// ErrCorrupt is matched by the error of bytes that do not decode: an
+	// entry of another format, or a value of another type or version. The
+	// Cache counts such entries in [Stats].DecodeErrors and loads again.
+	ErrCorrupt = store.ErrCorrupt
 
 	// ErrStoreUnavailable wraps store failures that a call could not work
 	// around (Set, Invalidate). Get works around them by loading.
@@ -29,7 +36,7 @@ var (
 
 	// ErrInvalidOption is wrapped by every error about a bad option or
 	// argument.
-	ErrInvalidOption = errors.New("paddock: invalid option")
+	ErrInvalidOption = store.ErrInvalidOption
 )
 
 // A PanicError is the error every caller of a load gets when the load

@@ -13,6 +13,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 // The failure paths of the Cache, each driven by a store wrapper that
@@ -22,7 +23,7 @@ import (
 // holdStore presents a store as remote and can hold back the reply of one
 // lookup: the store has run it, the Cache has not heard yet.
 type holdStore struct {
-	paddock.Store
+	store.Store
 
 	mu      sync.Mutex
 	hold    bool          // hold the next lookup's reply
@@ -38,7 +39,7 @@ func (h *holdStore) holdNext() {
 	h.mu.Unlock()
 }
 
-func (h *holdStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (h *holdStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	lk, err := h.Store.Lookup(ctx, key, req)
 	h.mu.Lock()
 	hold, held, release := h.hold, h.held, h.release
@@ -122,7 +123,7 @@ func TestRetryAfterRejectedFlightObeysJoinRule(t *testing.T) {
 // slowStore delays every call by the latency it is set to (honoring the
 // call's context, as a network client does), or fails it with fail.
 type slowStore struct {
-	paddock.Store
+	store.Store
 	remote  bool
 	latency atomic.Int64 // time.Duration
 	fail    atomic.Pointer[error]
@@ -158,14 +159,14 @@ func (s *slowStore) setFail(err error) {
 	s.fail.Store(&err)
 }
 
-func (s *slowStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *slowStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if err := s.wait(ctx); err != nil {
-		return paddock.Lookup{}, err
+		return store.Lookup{}, err
 	}
 	return s.Store.Lookup(ctx, key, req)
 }
 
-func (s *slowStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
+func (s *slowStore) Fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
 	if err := s.wait(ctx); err != nil {
 		return false, err
 	}
@@ -179,7 +180,7 @@ func (s *slowStore) Release(ctx context.Context, key string, lease uint64) error
 	return s.Store.Release(ctx, key, lease)
 }
 
-func (s *slowStore) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
+func (s *slowStore) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if err := s.wait(ctx); err != nil {
 		return err
 	}
@@ -237,16 +238,16 @@ func TestBreakerRecoversWhateverTheCallersDeadlines(t *testing.T) {
 // the reply: the caller gets a timeout although the store granted the
 // lease (a reply that arrived after the deadline).
 type lateStore struct {
-	paddock.Store
+	store.Store
 	lost atomic.Bool
 }
 
 func (*lateStore) Remote() bool { return true }
 
-func (s *lateStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *lateStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	lk, err := s.Store.Lookup(ctx, key, req)
 	if s.lost.Load() {
-		return paddock.Lookup{}, context.DeadlineExceeded
+		return store.Lookup{}, context.DeadlineExceeded
 	}
 	return lk, err
 }
@@ -367,7 +368,7 @@ func TestFailedInvalidationIsKeptAndRetried(t *testing.T) {
 // invalidation does not take the result of a load that began before it,
 // and that load does not fill.
 func TestPendingInvalidationFencesFlights(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		synctest.Test(t, func(t *testing.T) {
 			fs := &faultStore{Store: store(t)}
 			c := newCache(t, fs, paddock.Breaker(100, time.Second))
@@ -542,17 +543,17 @@ func TestSetErrorKeepsItsCause(t *testing.T) {
 
 // corruptStore reports one key's data as unparseable.
 type corruptStore struct {
-	paddock.Store
+	store.Store
 	asError bool // report it as an error wrapping ErrCorrupt, not a miss
 }
 
-func (s *corruptStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *corruptStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	lk, err := s.Store.Lookup(ctx, key, req)
 	if key == "p:bad" && err == nil {
 		if s.asError {
-			return paddock.Lookup{}, fmt.Errorf("store: %w", paddock.ErrCorrupt)
+			return store.Lookup{}, fmt.Errorf("store: %w", paddock.ErrCorrupt)
 		}
-		lk.Entry, lk.State, lk.Corrupt = nil, paddock.StateMiss, true
+		lk.Entry, lk.State, lk.Corrupt = nil, store.StateMiss, true
 	}
 	return lk, err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // newMem returns a memstore closed when the test ends.
@@ -24,7 +25,7 @@ func newMem(t testing.TB, opts ...memstore.Option) *memstore.Store {
 
 // newCache returns a Cache over store (a new memstore if nil), closed when
 // the test ends.
-func newCache(t testing.TB, store paddock.Store, opts ...paddock.Option) *paddock.Cache {
+func newCache(t testing.TB, store store.Store, opts ...paddock.Option) *paddock.Cache {
 	t.Helper()
 	if store == nil {
 		store = newMem(t)
@@ -68,7 +69,7 @@ func (g *gatedLoad[T]) load(ctx context.Context) (T, error) {
 
 // faultStore wraps a real store to inject failures and to pause calls.
 type faultStore struct {
-	paddock.Store
+	store.Store
 
 	mu        sync.Mutex
 	fail      error        // returned by every call while set
@@ -92,15 +93,15 @@ func (f *faultStore) err() error {
 	return f.fail
 }
 
-func (f *faultStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (f *faultStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	f.lookups.Add(1)
 	if err := f.err(); err != nil {
-		return paddock.Lookup{}, err
+		return store.Lookup{}, err
 	}
 	return f.Store.Lookup(ctx, key, req)
 }
 
-func (f *faultStore) Fill(ctx context.Context, key string, fl *paddock.Fill) (bool, error) {
+func (f *faultStore) Fill(ctx context.Context, key string, fl *store.Fill) (bool, error) {
 	if err := f.err(); err != nil {
 		return false, err
 	}
@@ -120,7 +121,7 @@ func (f *faultStore) Release(ctx context.Context, key string, lease uint64) erro
 	return f.Store.Release(ctx, key, lease)
 }
 
-func (f *faultStore) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
+func (f *faultStore) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if err := f.err(); err != nil {
 		return err
 	}

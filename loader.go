@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 // A LoadFunc loads the value of one key from the source of truth. It runs
@@ -243,7 +244,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	}
 
 	var (
-		j     Ticket // this caller's own ticket, once it has looked up
+		j     store.Ticket // this caller's own ticket, once it has looked up
 		known bool
 		// gen is the count of invalidations gone pending (unacknowledged
 		// by the store) when this caller began: a flight that began
@@ -283,7 +284,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 				// A lookup that serves an entry may report a lower bound
 				// of the ticket (redisstore on Cluster); only a miss's or
 				// a lease's ticket is exact enough to judge flights by.
-				j, known = lk.Ticket, lk.State == StateMiss || lk.Lease
+				j, known = lk.Ticket, lk.State == store.StateMiss || lk.Lease
 				if o, ok := l.serve(ctx, full, &lk, token, 0, flightWork); ok {
 					return l.result(&o, true)
 				}
@@ -357,7 +358,7 @@ func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, 
 
 // escape returns a heap copy of lk for a flight, so that the caller's own
 // lk stays on its stack.
-func escape(lk Lookup) *Lookup { return &lk }
+func escape(lk reply) *reply { return &lk }
 
 // result turns a flight's outcome into a caller's answer and counts it.
 func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
@@ -387,21 +388,21 @@ type work[T any] struct {
 
 func (w *work[T]) self() *work[T] { return w }
 
-func (w *work[T]) request(token uint64) LookupRequest { return w.l.request(&w.pol, token) }
+func (w *work[T]) request(token uint64) store.LookupRequest { return w.l.request(&w.pol, token) }
 
 // request is the lookup a Get makes with lease token.
-func (l *Loader[T]) request(pol *policy, token uint64) LookupRequest {
+func (l *Loader[T]) request(pol *policy, token uint64) store.LookupRequest {
 	if hooks.NoLease.Load() {
 		token = 0
 	}
-	return LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
+	return store.LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
 }
 
 // serve reads a servable entry from lk (see read) and, if the lookup also
 // granted the lease (the entry is stale, or due for early refresh), starts
 // its background refresh with w(). w is called only then, so a plain hit
 // builds no flight work.
-func (l *Loader[T]) serve(ctx context.Context, key string, lk *Lookup, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
+func (l *Loader[T]) serve(ctx context.Context, key string, lk *reply, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
 	o, ok := l.read(key, lk, mark)
 	if ok && lk.Lease {
 		w().refresh(ctx, *lk, token)
@@ -412,8 +413,8 @@ func (l *Loader[T]) serve(ctx context.Context, key string, lk *Lookup, token, ma
 // read turns a servable entry into an outcome; ok is false when the entry
 // is not servable, is covered by a pending invalidation, or does not
 // decode.
-func (l *Loader[T]) read(key string, lk *Lookup, mark uint64) (o outcome[T], ok bool) {
-	if lk.State != StateFresh && lk.State != StateStale {
+func (l *Loader[T]) read(key string, lk *reply, mark uint64) (o outcome[T], ok bool) {
+	if lk.State != store.StateFresh && lk.State != store.StateStale {
 		return o, false
 	}
 	e := lk.Entry
@@ -421,7 +422,7 @@ func (l *Loader[T]) read(key string, lk *Lookup, mark uint64) (o outcome[T], ok 
 		return o, false
 	}
 	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen}
-	if lk.State == StateStale {
+	if lk.State == store.StateStale {
 		o.status = StatusStale
 	}
 	if e.Negative {
@@ -439,9 +440,9 @@ func (l *Loader[T]) read(key string, lk *Lookup, mark uint64) (o outcome[T], ok 
 
 // refresh reloads the entry in the background with the lease lk granted
 // to token, while its old value is served.
-func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
+func (w *work[T]) refresh(ctx context.Context, lk reply, token uint64) {
 	c := w.l.c
-	if lk.State == StateFresh {
+	if lk.State == store.StateFresh {
 		w.l.st.earlyRefreshes.Add(1)
 	}
 	w.l.st.refreshes.Add(1)
@@ -461,10 +462,10 @@ func (w *work[T]) refresh(ctx context.Context, lk Lookup, token uint64) {
 
 // plan is how a flight starts.
 type plan struct {
-	lk      *Lookup // a lookup already made for the flight; nil: look up first
-	mark    uint64  // the flight's mark when lk was sent (0: before the flight)
-	token   uint64  // the lease token of lk, or the token to look up with
-	noStore bool    // the store is unavailable: load, do not fill
+	lk      *reply // a lookup already made for the flight; nil: look up first
+	mark    uint64 // the flight's mark when lk was sent (0: before the flight)
+	token   uint64 // the lease token of lk, or the token to look up with
+	noStore bool   // the store is unavailable: load, do not fill
 }
 
 // start runs the flight f on a goroutine of the Cache. Once the Cache is
@@ -583,7 +584,7 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 // lease (or none). Without lk (store unavailable) nothing is written.
 // fallbackMark is the mark of the read that produced lk, for a
 // stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64) outcome[T] {
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lease uint64, fallbackMark uint64) outcome[T] {
 	lctx, ts, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	defer cancel()
 	mark := f.begin()
@@ -630,13 +631,13 @@ type loaded[T any] struct {
 
 // settle turns a load's result into the flight's outcome and, unless lk is
 // nil, fills the store with it (a negative entry for ErrNotFound).
-func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
+func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *reply, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
 	l, c, pol := w.l, w.l.c, &w.pol
 	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
 	if lk != nil {
 		out.ticket = lk.Ticket
 	}
-	fill := &Fill{Lease: lease, LoadDuration: ld.dur}
+	fill := &store.Fill{Lease: lease, LoadDuration: ld.dur}
 	switch {
 	case ld.err == nil:
 		out.val = ld.val
@@ -667,7 +668,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 	}
 	fill.Ticket = lk.Ticket
 	if hooks.NoFence.Load() {
-		if now, err := c.lookup(ctx, w.key, LookupRequest{}, l.st); err == nil {
+		if now, err := c.lookup(ctx, w.key, store.LookupRequest{}, l.st); err == nil {
 			fill.Ticket = now.Ticket
 		}
 	}
@@ -702,7 +703,7 @@ func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *Lookup, lease ui
 // still inside its error window now that the load, which took dur after
 // the lookup, has failed. (The window is judged when the load fails, not
 // when it began: a load that outlives the window returns its error.)
-func (w *work[T]) fallback(lk *Lookup, mark uint64, dur time.Duration) *outcome[T] {
+func (w *work[T]) fallback(lk *reply, mark uint64, dur time.Duration) *outcome[T] {
 	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
 		return nil
 	}
@@ -747,7 +748,7 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 		return r, false, ErrClosed
 	}
 	full := l.prefix + key
-	lk, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	lk, err := l.c.lookup(ctx, full, store.LookupRequest{}, l.st)
 	if err != nil {
 		return r, false, err
 	}
@@ -776,7 +777,7 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 		return err
 	}
 	full := l.prefix + key
-	lk, err := l.c.lookup(ctx, full, LookupRequest{}, l.st)
+	lk, err := l.c.lookup(ctx, full, store.LookupRequest{}, l.st)
 	if err != nil {
 		return err // the store's error names the key
 	}
@@ -784,7 +785,7 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 	// follows a write made after that invalidation returned, so its value
 	// is the newer, and this process serves it only once the retry has
 	// landed (which drops or softens it too, as it would any older entry).
-	accepted, err := l.c.fill(ctx, full, &Fill{
+	accepted, err := l.c.fill(ctx, full, &store.Fill{
 		Value: b, Tags: mergeTags(pol.tags, nil), Ticket: lk.Ticket, Set: true,
 		TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
 	}, l.st)

@@ -15,23 +15,24 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 )
 
 var ctx = context.Background()
 
 // remoteStore presents a memstore as a remote store, so that the Cache
 // takes its lookup-coalescing path (the one a Redis store gets).
-type remoteStore struct{ paddock.Store }
+type remoteStore struct{ store.Store }
 
 func (remoteStore) Remote() bool { return true }
 
 // modes runs f once with a local store and once with a "remote" one.
-func modes(t *testing.T, f func(t *testing.T, store func(t *testing.T) paddock.Store)) {
+func modes(t *testing.T, f func(t *testing.T, store func(t *testing.T) store.Store)) {
 	t.Run("store=local", func(t *testing.T) {
-		f(t, func(t *testing.T) paddock.Store { return newMem(t) })
+		f(t, func(t *testing.T) store.Store { return newMem(t) })
 	})
 	t.Run("store=remote", func(t *testing.T) {
-		f(t, func(t *testing.T) paddock.Store { return remoteStore{newMem(t)} })
+		f(t, func(t *testing.T) store.Store { return remoteStore{newMem(t)} })
 	})
 }
 
@@ -40,7 +41,7 @@ func constant[T any](v T) func(int64) (T, error) {
 }
 
 func TestStampedeLoadsOnce(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		for _, arrival := range []string{"together", "after-first"} {
 			t.Run("arrival="+arrival, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) { stampede(t, store(t), arrival == "after-first") })
@@ -54,7 +55,7 @@ func TestStampedeLoadsOnce(t *testing.T) {
 // must be coalesced into it; arriving together, some may instead wait for
 // the fill through the store (the lease is held before the holder's flight
 // is registered), but there is still one load.
-func stampede(t *testing.T, store paddock.Store, afterFirst bool) {
+func stampede(t *testing.T, store store.Store, afterFirst bool) {
 	c := newCache(t, store)
 	l := newLoader[string](t, c, "page")
 	g := &gatedLoad[string]{release: make(chan struct{}), value: constant("v")}
@@ -102,7 +103,7 @@ func stampede(t *testing.T, store paddock.Store, afterFirst bool) {
 // The news-homepage race: a render reads the old rows, the editor
 // publishes and invalidates, the old render finishes last.
 func TestInvalidateFencesLoadInFlight(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		synctest.Test(t, func(t *testing.T) {
 			c := newCache(t, store(t))
 			l := newLoader[string](t, c, "home")
@@ -162,7 +163,7 @@ func TestInvalidateFencesLoadInFlight(t *testing.T) {
 // A Get that joins a load across an unrelated invalidation still shares
 // it: flights are only split when the fill is refused.
 func TestUnrelatedInvalidationKeepsFlightShared(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		synctest.Test(t, func(t *testing.T) {
 			c := newCache(t, store(t))
 			l := newLoader[string](t, c, "p")
@@ -324,7 +325,7 @@ func TestSetRacedByInvalidationIsRefused(t *testing.T) {
 	c := newCache(t, fs)
 	l := newLoader[string](t, c, "p")
 	fs.beforeFil = func() { // the invalidation lands between Set's start and its write
-		if err := mem.Invalidate(ctx, paddock.Invalidation{Keys: []string{l.Key("k")}}); err != nil {
+		if err := mem.Invalidate(ctx, store.Invalidation{Keys: []string{l.Key("k")}}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -350,7 +351,7 @@ func TestSetRacedByInvalidationIsRefused(t *testing.T) {
 }
 
 func TestPanicReachesEveryCaller(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		synctest.Test(t, func(t *testing.T) {
 			c := newCache(t, store(t))
 			l := newLoader[string](t, c, "p")
@@ -491,7 +492,7 @@ func TestTTLExpiry(t *testing.T) {
 }
 
 func TestStaleWhileRevalidate(t *testing.T) {
-	modes(t, func(t *testing.T, store func(*testing.T) paddock.Store) {
+	modes(t, func(t *testing.T, store func(*testing.T) store.Store) {
 		synctest.Test(t, func(t *testing.T) {
 			c := newCache(t, store(t))
 			l := newLoader[string](t, c, "p", paddock.TTL(time.Minute), paddock.Stale(time.Hour), paddock.Beta(0))
@@ -726,11 +727,11 @@ func TestVersionAndCorruptBytesAreMisses(t *testing.T) {
 	}
 
 	// Bytes that are not a value of this loader at all.
-	lk, err := mem.Lookup(ctx, "p:junk", paddock.LookupRequest{Lease: 7, LeaseTTL: time.Minute})
+	lk, err := mem.Lookup(ctx, "p:junk", store.LookupRequest{Lease: 7, LeaseTTL: time.Minute})
 	if err != nil || !lk.Lease {
 		t.Fatalf("lookup: %+v, %v", lk, err)
 	}
-	if ok, err := mem.Fill(ctx, "p:junk", &paddock.Fill{Value: []byte{0xff, 0xff, 0xff}, Ticket: lk.Ticket, Lease: 7, TTL: time.Hour}); !ok || err != nil {
+	if ok, err := mem.Fill(ctx, "p:junk", &store.Fill{Value: []byte{0xff, 0xff, 0xff}, Ticket: lk.Ticket, Lease: 7, TTL: time.Hour}); !ok || err != nil {
 		t.Fatalf("fill: %v, %v", ok, err)
 	}
 	r, err = v2.Fetch(ctx, "junk", func(context.Context) (string, error) { return "fixed", nil })
@@ -969,7 +970,7 @@ func TestDeadLeaseHolderIsReplaced(t *testing.T) {
 		c := newCache(t, mem, paddock.LeaseTTL(10*time.Second))
 		l := newLoader[string](t, c, "p")
 		// Another node took the lease and died.
-		lk, err := mem.Lookup(ctx, l.Key("k"), paddock.LookupRequest{Lease: 99, LeaseTTL: 10 * time.Second})
+		lk, err := mem.Lookup(ctx, l.Key("k"), store.LookupRequest{Lease: 99, LeaseTTL: 10 * time.Second})
 		if err != nil || !lk.Lease {
 			t.Fatal(lk, err)
 		}
@@ -997,7 +998,7 @@ func TestWaitTimeoutLoadsWithoutLease(t *testing.T) {
 		mem := newMem(t)
 		c := newCache(t, mem, paddock.LeaseTTL(time.Minute), paddock.WaitTimeout(2*time.Second))
 		l := newLoader[string](t, c, "p")
-		mem.Lookup(ctx, l.Key("k"), paddock.LookupRequest{Lease: 99, LeaseTTL: time.Minute})
+		mem.Lookup(ctx, l.Key("k"), store.LookupRequest{Lease: 99, LeaseTTL: time.Minute})
 		start := time.Now()
 		v, err := l.Get(ctx, "k", func(context.Context) (string, error) { return "v", nil })
 		if err != nil || v != "v" {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 // Defaults of the Cache options.
@@ -23,14 +24,14 @@ const (
 	DefaultBreakerCooldown  = time.Second
 )
 
-// A Cache is shared by the [Loader]s of a program: it holds the [Store],
+// A Cache is shared by the [Loader]s of a program: it holds the [store.Store],
 // the per-namespace statistics and the background refreshes. Tags cross
 // loaders: [Cache.InvalidateTags] drops every entry of every loader that
 // carries one of the tags.
 //
 // A Cache is safe for concurrent use. Create one with [New].
 type Cache struct {
-	store  Store
+	store  store.Store
 	remote bool
 	cfg    config
 
@@ -102,7 +103,7 @@ func WaitTimeout(d time.Duration) Option {
 }
 
 // StoreTimeout bounds each call to a store that crosses a network (one
-// that implements [Remote]). A call that fails or times out is worked
+// that implements [store.Remote]). A call that fails or times out is worked
 // around: Get loads without the store. A call that times out also opens
 // the breaker at once (see [Breaker]), so a frozen or unreachable store
 // costs one StoreTimeout, not one per Get. Default [DefaultStoreTimeout]:
@@ -177,8 +178,8 @@ func MaxPendingInvalidations(n int) Option {
 // New returns a Cache over store. The embedded default store is
 // memstore.New(); a fleet shares redisstore. The Cache does not own the
 // store: [Cache.Close] leaves it open.
-func New(store Store, opts ...Option) (*Cache, error) {
-	if store == nil {
+func New(s store.Store, opts ...Option) (*Cache, error) {
+	if s == nil {
 		return nil, invalid("New: nil store")
 	}
 	cfg := config{
@@ -201,8 +202,8 @@ func New(store Store, opts ...Option) (*Cache, error) {
 	if cfg.waitTimeout == 0 {
 		cfg.waitTimeout = cfg.leaseTTL
 	}
-	c := &Cache{store: store, cfg: cfg, stats: make(map[string]*counters)}
-	if r, ok := store.(Remote); ok && r.Remote() {
+	c := &Cache{store: s, cfg: cfg, stats: make(map[string]*counters)}
+	if r, ok := s.(store.Remote); ok && r.Remote() {
 		c.remote = true
 	}
 	c.tokens.Store(rand.Uint64() >> 1)
@@ -215,7 +216,7 @@ func New(store Store, opts ...Option) (*Cache, error) {
 }
 
 // Store returns the Cache's store.
-func (c *Cache) Store() Store { return c.store }
+func (c *Cache) Store() store.Store { return c.store }
 
 // Invalidate drops the entries under the given full keys (see [Loader.Key])
 // and fences them: once it returns, no load that began before it can fill
@@ -233,14 +234,14 @@ func (c *Cache) Store() Store { return c.store }
 // processes sharing the store are bound once it answers again, plus at
 // most one retry delay (1 s). See docs/guarantees.md.
 func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
-	return c.invalidate(ctx, Invalidation{Keys: keys})
+	return c.invalidate(ctx, store.Invalidation{Keys: keys})
 }
 
 // InvalidateTags drops every entry, of any loader, that carries one of tags,
 // with the fence of [Cache.Invalidate] and its handling of a store that does
 // not answer. Its cost does not depend on how many entries carry a tag.
 func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
-	return c.invalidate(ctx, Invalidation{Tags: tags})
+	return c.invalidate(ctx, store.Invalidation{Tags: tags})
 }
 
 // MarkStale is a soft [Cache.Invalidate]: the entries stay servable as stale
@@ -249,15 +250,15 @@ func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
 // still cannot fill them. While a soft invalidation is pending (the store
 // did not acknowledge it) this process treats the entries as missing.
 func (c *Cache) MarkStale(ctx context.Context, keys ...string) error {
-	return c.invalidate(ctx, Invalidation{Keys: keys, Soft: true})
+	return c.invalidate(ctx, store.Invalidation{Keys: keys, Soft: true})
 }
 
 // MarkStaleTags is a soft [Cache.InvalidateTags]; see [Cache.MarkStale].
 func (c *Cache) MarkStaleTags(ctx context.Context, tags ...string) error {
-	return c.invalidate(ctx, Invalidation{Tags: tags, Soft: true})
+	return c.invalidate(ctx, store.Invalidation{Tags: tags, Soft: true})
 }
 
-func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
+func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
@@ -302,7 +303,7 @@ func (c *Cache) invalidate(ctx context.Context, inv Invalidation) error {
 }
 
 // counted counts an acknowledged invalidation.
-func (c *Cache) counted(inv Invalidation) {
+func (c *Cache) counted(inv store.Invalidation) {
 	for _, k := range inv.Keys {
 		c.counters(namespaceOf(k)).invalidations.Add(1)
 	}
@@ -349,7 +350,7 @@ func (c *Cache) spawn(f func()) bool {
 }
 
 // storeContext bounds a store call by the store timeout. A local store
-// (one that is not [Remote]) never waits on I/O, and is spared the timer.
+// (one that is not [store.Remote]) never waits on I/O, and is spared the timer.
 func (c *Cache) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if !c.remote {
 		return ctx, func() {}
@@ -366,7 +367,7 @@ var errBreakerOpen = fmt.Errorf("%w: the circuit breaker is open", ErrStoreUnava
 // the caller's context error, [ErrClosed] (the store was closed), or one
 // wrapping [ErrStoreUnavailable]: the store could not answer, and the
 // caller works around it.
-func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+func (c *Cache) lookup(ctx context.Context, key string, req store.LookupRequest, st *counters) (reply, error) {
 	lk, err := c.lookupOnce(ctx, key, req, st)
 	if err == nil && lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.coveredSince(key, lk.Entry.Tags, lk.applied) {
 		// A pending invalidation covers the entry, which the store still
@@ -378,10 +379,19 @@ func (c *Cache) lookup(ctx context.Context, key string, req LookupRequest, st *c
 	return lk, err
 }
 
-func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+// reply is a store's answer to a lookup with what the Cache noted when it
+// sent it: the count of invalidations gone pending (gen) and of those a
+// retry applied (applied), see durable.go; and the lease token the lookup
+// was sent with (token), which may be one this Cache abandoned on the key.
+type reply struct {
+	store.Lookup
+	gen, applied, token uint64
+}
+
+func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequest, st *counters) (reply, error) {
 	ok, probe := c.breaker.allow()
 	if !ok {
-		return Lookup{}, errBreakerOpen
+		return reply{}, errBreakerOpen
 	}
 	if req.Lease != 0 && c.abandoned.Load() {
 		// A lease this Cache abandoned on key (a lookup that failed may
@@ -394,7 +404,7 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 	}
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	var (
-		lk  Lookup
+		lk  store.Lookup
 		err error
 	)
 	if probe {
@@ -405,19 +415,18 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req LookupRequest, s
 		cancel()
 		lk, err = c.lookupDone(ctx, key, req, st, lk, err)
 	}
-	lk.gen, lk.applied, lk.token = gen, applied, req.Lease
-	return lk, err
+	return reply{Lookup: lk, gen: gen, applied: applied, token: req.Lease}, err
 }
 
 // lookupDone reports a store lookup's outcome to the breaker and the
 // counters, and says what its caller gets.
-func (c *Cache) lookupDone(ctx context.Context, key string, req LookupRequest, st *counters, lk Lookup, err error) (Lookup, error) {
+func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk store.Lookup, err error) (store.Lookup, error) {
 	if err != nil {
 		err = c.lookupFailed(ctx, key, req, st, err)
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
 			c.breaker.success() // the store answered; a probe is over
 		}
-		return Lookup{}, err
+		return store.Lookup{}, err
 	}
 	c.breaker.success()
 	if lk.Corrupt {
@@ -428,7 +437,7 @@ func (c *Cache) lookupDone(ctx context.Context, key string, req LookupRequest, s
 
 // lookupFailed handles a lookup that returned err and says what its caller
 // gets.
-func (c *Cache) lookupFailed(ctx context.Context, key string, req LookupRequest, st *counters, err error) error {
+func (c *Cache) lookupFailed(ctx context.Context, key string, req store.LookupRequest, st *counters, err error) error {
 	if errors.Is(err, ErrClosed) {
 		return ErrClosed
 	}
@@ -455,9 +464,9 @@ func (c *Cache) lookupFailed(ctx context.Context, key string, req LookupRequest,
 // the breaker: a probe abandoned by its caller's deadline would otherwise
 // leave the breaker waiting for it for good. If ctx ends first the caller
 // returns, and the probe gives back any lease it was granted.
-func (c *Cache) probe(ctx context.Context, key string, req LookupRequest, st *counters) (Lookup, error) {
+func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, st *counters) (store.Lookup, error) {
 	type reply struct {
-		lk  Lookup
+		lk  store.Lookup
 		err error
 	}
 	const (
@@ -479,14 +488,14 @@ func (c *Cache) probe(ctx context.Context, key string, req LookupRequest, st *co
 		done <- reply{lk, err}
 	}
 	if !c.spawn(run) {
-		return Lookup{}, ErrClosed
+		return store.Lookup{}, ErrClosed
 	}
 	select {
 	case r := <-done:
 		return r.lk, r.err
 	case <-ctx.Done():
 		if state.CompareAndSwap(waiting, gaveUp) {
-			return Lookup{}, ctx.Err()
+			return store.Lookup{}, ctx.Err()
 		}
 		r := <-done // answered just now
 		return r.lk, r.err
@@ -497,7 +506,7 @@ func (c *Cache) probe(ctx context.Context, key string, req LookupRequest, st *co
 // answer (the caller loads without it).
 func unavailable(err error) bool { return errors.Is(err, ErrStoreUnavailable) }
 
-func (c *Cache) fill(ctx context.Context, key string, f *Fill, st *counters) (bool, error) {
+func (c *Cache) fill(ctx context.Context, key string, f *store.Fill, st *counters) (bool, error) {
 	if ok, _ := c.breaker.allow(); !ok {
 		return false, errBreakerOpen
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 // This is paddock's own flight group rather than golang.org/x/sync's
@@ -86,18 +87,18 @@ type outcome[T any] struct {
 	// fenced: the outcome is data (a value, or a not-found) and obeys the
 	// join rule; a plain load error is not.
 	fenced  bool
-	ticket  Ticket // load: t0; store read: the entry's ticket
-	started uint64 // mark of the read or load that produced val
-	filled  uint64 // mark of the fill, if accepted; 0 otherwise
-	gen     uint64 // pending-invalidation count when the read or load began
-	loadErr error  // the error a stale-if-error value stands in for
+	ticket  store.Ticket // load: t0; store read: the entry's ticket
+	started uint64       // mark of the read or load that produced val
+	filled  uint64       // mark of the fill, if accepted; 0 otherwise
+	gen     uint64       // pending-invalidation count when the read or load began
+	loadErr error        // the error a stale-if-error value stands in for
 	fillErr error
 }
 
 // takeable reports whether a caller that began at mark began (that knows
 // its own ticket j if known, and began at pending-invalidation count gen)
 // may take o.
-func (o *outcome[T]) takeable(began uint64, j Ticket, known bool, gen uint64) bool {
+func (o *outcome[T]) takeable(began uint64, j store.Ticket, known bool, gen uint64) bool {
 	switch {
 	case !o.fenced || hooks.JoinOldFlights.Load():
 		return true // an error carries no old data

@@ -1,6 +1,10 @@
 package paddock
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/paddockcache/paddock/store"
+)
 
 // Stats counts what happened in one namespace since the Cache was created.
 type Stats struct {
@@ -38,7 +42,7 @@ type Stats struct {
 	// StoreErrors: store calls that failed and were worked around.
 	StoreErrors uint64
 	// Evictions: entries the store dropped for space or age, when the store
-	// reports them (see [StoreStats]).
+	// reports them (see [store.Stats]).
 	Evictions uint64
 
 	// The durable invalidations (see [Cache.Invalidate]) are counted for
@@ -107,7 +111,7 @@ func (c *Cache) Stats() map[string]Stats {
 		s.InvalidationsPending, s.InvalidationsRetried, s.InvalidationsDropped = uint64(pend), retried, dropped
 		out[""] = s
 	}
-	if ss, ok := c.store.(StoreStats); ok {
+	if ss, ok := c.store.(store.Stats); ok {
 		for ns, n := range ss.Evictions() {
 			s := out[ns]
 			s.Evictions = n

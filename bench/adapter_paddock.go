@@ -5,6 +5,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // paddock itself: a Loader[[]byte] with TTL and Stale (stale-while-
@@ -30,12 +31,12 @@ func init() {
 }
 
 type paddockCache struct {
-	store paddock.Store
+	store store.Store
 	c     *paddock.Cache
 	l     *paddock.Loader[[]byte]
 }
 
-func newPaddock(s paddock.Store, cfg Config, opts ...paddock.Option) (*paddockCache, error) {
+func newPaddock(s store.Store, cfg Config, opts ...paddock.Option) (*paddockCache, error) {
 	c, err := paddock.New(s, opts...)
 	if err != nil {
 		s.Close()

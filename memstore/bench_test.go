@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // BenchmarkInvalidateTags shows that invalidating a tag costs the same
@@ -25,16 +25,16 @@ func BenchmarkInvalidateTags(b *testing.B) {
 			value := make([]byte, 16)
 			for i := range n {
 				key := fmt.Sprintf("p:%d", i)
-				lk, err := s.Lookup(ctx, key, paddock.LookupRequest{})
+				lk, err := s.Lookup(ctx, key, store.LookupRequest{})
 				if err != nil {
 					b.Fatal(err)
 				}
-				ok, err := s.Fill(ctx, key, &paddock.Fill{Value: value, Tags: []string{"hot"}, Ticket: lk.Ticket, TTL: time.Hour})
+				ok, err := s.Fill(ctx, key, &store.Fill{Value: value, Tags: []string{"hot"}, Ticket: lk.Ticket, TTL: time.Hour})
 				if err != nil || !ok {
 					b.Fatal(ok, err)
 				}
 			}
-			inv := paddock.Invalidation{Tags: []string{"hot"}}
+			inv := store.Invalidation{Tags: []string{"hot"}}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -44,7 +44,7 @@ func BenchmarkInvalidateTags(b *testing.B) {
 			}
 			b.StopTimer()
 			// The entries are all invalidated, without being visited.
-			if lk, _ := s.Lookup(ctx, "p:0", paddock.LookupRequest{}); lk.State != paddock.StateMiss {
+			if lk, _ := s.Lookup(ctx, "p:0", store.LookupRequest{}); lk.State != store.StateMiss {
 				b.Fatalf("entry still %v after its tag was invalidated", lk.State)
 			}
 		})

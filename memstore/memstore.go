@@ -1,4 +1,4 @@
-// Package memstore is the in-process [paddock.Store]: entries live in
+// Package memstore is the in-process [store.Store]: entries live in
 // github.com/allegro/bigcache/v3 within a memory bound, and leases and
 // version numbers live beside them in maps behind striped locks. The
 // stripe lock of a key is what makes each Store call atomic.
@@ -12,8 +12,8 @@
 //
 // Options ([MaxBytes], [MaxEntryBytes], [Shards], [LifeWindow], [Clock],
 // [MaxVersions]) have the defaults written on each of them. Beside the
-// [paddock.Store] methods, a Store counts evictions per namespace
-// ([Store.Evictions], which implements [paddock.StoreStats]) and entries
+// [store.Store] methods, a Store counts evictions per namespace
+// ([Store.Evictions], which implements [store.Stats]) and entries
 // that failed to decode ([Store.Corrupt]).
 //
 // # How the protocol is kept
@@ -59,8 +59,8 @@ import (
 	"time"
 
 	"github.com/allegro/bigcache/v3"
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 const (
@@ -68,7 +68,7 @@ const (
 	numTagShards = 256
 )
 
-// A Store is an in-process [paddock.Store] with a memory bound. Create one
+// A Store is an in-process [store.Store] with a memory bound. Create one
 // with [New]; it is safe for concurrent use, and Close releases it.
 //
 // Store calls never block on I/O: they take locks, work in memory and
@@ -96,8 +96,8 @@ type Store struct {
 }
 
 var (
-	_ paddock.Store      = (*Store)(nil)
-	_ paddock.StoreStats = (*Store)(nil)
+	_ store.Store = (*Store)(nil)
+	_ store.Stats = (*Store)(nil)
 )
 
 // stripe holds what the store knows about the keys that hash to it. Its
@@ -155,7 +155,7 @@ type tagShard struct {
 }
 
 // New returns an empty store configured by opts. A bad option gives an
-// error wrapping [paddock.ErrInvalidOption].
+// error wrapping [store.ErrInvalidOption].
 func New(opts ...Option) (*Store, error) {
 	c := defaultConfig()
 	for _, o := range opts {
@@ -203,7 +203,7 @@ func New(opts ...Option) (*Store, error) {
 	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
 	cache, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("memstore: %w: bigcache: %w", paddock.ErrInvalidOption, err)
+		return nil, fmt.Errorf("memstore: %w: bigcache: %w", store.ErrInvalidOption, err)
 	}
 	s.cache = cache
 	return s, nil
@@ -234,9 +234,9 @@ func (s *Store) shardOf(tag string) int {
 	return int(maphash.String(s.seed, "\x00tag\x00"+tag) % numTagShards)
 }
 
-var errClosed = fmt.Errorf("memstore: %w", paddock.ErrClosed)
+var errClosed = fmt.Errorf("memstore: %w", store.ErrClosed)
 
-// Lookup implements [paddock.Store]. It judges the key's entry by the
+// Lookup implements [store.Store]. It judges the key's entry by the
 // store's clock:
 //
 //   - no entry, an entry of another epoch or that fails to decode, an entry
@@ -256,12 +256,12 @@ var errClosed = fmt.Errorf("memstore: %w", paddock.ErrClosed)
 // otherwise. Held reports a live lease of another token whatever the
 // verdict, for read-only lookups and fresh entries too. A non-zero
 // req.Lease needs a positive req.LeaseTTL.
-func (s *Store) Lookup(_ context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *Store) Lookup(_ context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
-		return paddock.Lookup{}, errClosed
+		return store.Lookup{}, errClosed
 	}
 	if req.Lease != 0 && req.LeaseTTL <= 0 {
-		return paddock.Lookup{}, invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
+		return store.Lookup{}, invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
 	}
 	st := &s.stripes[s.stripeOf(key)]
 	// The fast path: a read lock serves hits and lookups that find the
@@ -283,10 +283,10 @@ func (s *Store) Lookup(_ context.Context, key string, req paddock.LookupRequest)
 // lookup decides a Lookup with st locked: exclusively if excl, else for
 // reading, in which case it changes nothing and reports whether it needs
 // the write lock instead.
-func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl bool) (res paddock.Lookup, needWrite bool) {
+func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite bool) {
 	now := s.clock()
 	epoch := s.epoch.Load()
-	res = paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
+	res = store.Lookup{Now: now, Ticket: store.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
 
 	e, found, corrupt := s.read(key, epoch, excl)
 	if found && e == nil {
@@ -307,12 +307,12 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 			}
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
-			res.Entry, res.State = e, paddock.StateFresh
+			res.Entry, res.State = e, store.StateFresh
 			wantLease = req.Refresh || dueEarly(e, now, req.Early)
 		case now.Before(e.StaleUntil):
-			res.Entry, res.State = e, paddock.StateStale
+			res.Entry, res.State = e, store.StateStale
 		default: // inside the error window
-			res.Entry, res.State = e, paddock.StateMiss
+			res.Entry, res.State = e, store.StateMiss
 		}
 	}
 
@@ -334,7 +334,7 @@ func (s *Store) lookup(st *stripe, key string, req paddock.LookupRequest, excl b
 // dueEarly reports whether a fresh entry is due for early refresh: now +
 // LoadDuration*early reaches FreshUntil. It compares in floating point so
 // that no early factor overflows a Duration.
-func dueEarly(e *paddock.Entry, now time.Time, early float64) bool {
+func dueEarly(e *store.Entry, now time.Time, early float64) bool {
 	if !(early > 0) {
 		return false
 	}
@@ -346,14 +346,14 @@ func dueEarly(e *paddock.Entry, now time.Time, early float64) bool {
 // entry means bytes to drop: of another epoch, or corrupt (bytes that do
 // not decode), which are counted when count is set (the caller then drops
 // them).
-func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, found, corrupt bool) {
+func (s *Store) read(key string, epoch uint64, count bool) (e *store.Entry, found, corrupt bool) {
 	b, err := s.cache.Get(key)
 	if err != nil {
 		// bigcache.ErrEntryNotFound, or a read of an index that the
 		// queue no longer holds: a miss either way.
 		return nil, false, false
 	}
-	e = new(paddock.Entry)
+	e = new(store.Entry)
 	if err := e.UnmarshalBinary(b); err != nil {
 		if count {
 			s.corrupt.Add(1)
@@ -372,7 +372,7 @@ func (s *Store) read(key string, epoch uint64, count bool) (e *paddock.Entry, fo
 // tagState reports whether a tag of e was hard- or soft-invalidated after
 // e's ticket. The caller holds e's stripe; each tag shard is read-locked in
 // turn (one at a time, so the lock order holds).
-func (s *Store) tagState(e *paddock.Entry) (hard, soft bool) {
+func (s *Store) tagState(e *store.Entry) (hard, soft bool) {
 	for _, tag := range e.Tags {
 		sh := &s.tags[s.shardOf(tag)]
 		sh.mu.RLock()
@@ -408,11 +408,11 @@ func (st *stripe) release(key string, token uint64) {
 	}
 }
 
-// Fill implements [paddock.Store]. It refuses (false, nil) a fill whose
+// Fill implements [store.Store]. It refuses (false, nil) a fill whose
 // ticket is of another epoch, older than the key's version or the version
 // of any of f.Tags, or newer than any ticket the store has issued; a
 // refused Set fill also drops the key's entry unless the entry's ticket is
-// newer than the Set's. Otherwise it stores [paddock.NewEntry] with the
+// newer than the Set's. Otherwise it stores [store.NewEntry] with the
 // fill's ticket, or for a Set fill with a new ticket s = ++seq, which also
 // becomes the key's version. An accepted fill whose entry would already be
 // past its last window stores nothing and drops the key's entry (a Set
@@ -420,15 +420,15 @@ func (st *stripe) release(key string, token uint64) {
 //
 // An entry larger than MaxEntryBytes (or, with its key, than a shard can
 // take) is not stored, and Fill returns an error wrapping
-// [paddock.ErrTooLarge]; a Set fill then still drops the key's entry and
+// [store.ErrTooLarge]; a Set fill then still drops the key's entry and
 // advances its version, as an invalidation of the key would. A key longer
 // than 65517 bytes, or a negative fill with a value, is an error wrapping
-// [paddock.ErrInvalidOption], whether or not the fence would refuse the
+// [store.ErrInvalidOption], whether or not the fence would refuse the
 // fill. (Lookup and Invalidate take such a key: it never has an entry.)
 //
 // Whatever the outcome, the lease f.Lease on key is released if it is
 // still held by that token.
-func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted bool, err error) {
+func (s *Store) Fill(_ context.Context, key string, f *store.Fill) (accepted bool, err error) {
 	if s.closed.Load() {
 		return false, errClosed
 	}
@@ -473,7 +473,7 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 	if f.Set {
 		t.Seq = s.seq.Add(1)
 	}
-	e := paddock.NewEntry(f, t, now)
+	e := store.NewEntry(f, t, now)
 	var werr error
 	if !now.Before(e.Expires()) {
 		_ = s.cache.Delete(key)
@@ -495,25 +495,25 @@ func (s *Store) Fill(_ context.Context, key string, f *paddock.Fill) (accepted b
 }
 
 // write stores e under key. The caller holds key's stripe. An entry that
-// is too large is an error wrapping [paddock.ErrTooLarge]; the key's old
+// is too large is an error wrapping [store.ErrTooLarge]; the key's old
 // entry may stay.
-func (s *Store) write(key string, e *paddock.Entry) error {
+func (s *Store) write(key string, e *store.Entry) error {
 	b, err := e.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, store.ErrTooLarge, err)
 	}
 	if len(b) > s.maxEntry {
 		return fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",
-			len(b), key, s.maxEntry, paddock.ErrTooLarge)
+			len(b), key, s.maxEntry, store.ErrTooLarge)
 	}
 	if !fits(len(b)+len(key)+wrapOverhead, s.shardBytes) {
 		return fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
-			len(b), len(key), s.shardBytes, paddock.ErrTooLarge)
+			len(b), len(key), s.shardBytes, store.ErrTooLarge)
 	}
 	if err := s.cache.Set(key, b); err != nil {
 		// Only "entry is bigger than max shard size", which fits rules
 		// out. bigcache has already dropped the old entry.
-		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, paddock.ErrTooLarge, err)
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, store.ErrTooLarge, err)
 	}
 	return nil
 }
@@ -555,9 +555,9 @@ func (s *Store) runlockShards(shards []int) {
 // checkFill reports a fill that no store state could make valid, before
 // the fence is checked, so that it is an error whether or not the fill
 // would have been refused.
-func checkFill(key string, f *paddock.Fill) error {
+func checkFill(key string, f *store.Fill) error {
 	if len(key) > maxKeyLen {
-		return fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, paddock.ErrInvalidOption)
+		return fmt.Errorf("memstore: key of %d bytes, more than %d: %w", len(key), maxKeyLen, store.ErrInvalidOption)
 	}
 	if f.Negative && len(f.Value) > 0 {
 		return invalid("Fill(%q): a negative fill has a value", key)
@@ -571,7 +571,7 @@ func checkFill(key string, f *paddock.Fill) error {
 // A ticket beyond the current seq was not issued by this store (seq only
 // grows); it is refused too, since its entry would outrank invalidations
 // still to come and escape the read-side tag check.
-func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
+func (s *Store) admits(st *stripe, key string, f *store.Fill) bool {
 	if f.Ticket.Epoch != s.epoch.Load() || f.Ticket.Seq > s.seq.Load() ||
 		st.versions.get(key) > f.Ticket.Seq {
 		return false
@@ -595,7 +595,7 @@ func (s *Store) admits(st *stripe, key string, f *paddock.Fill) bool {
 // entry of this epoch when t is of another was written after t was taken,
 // and stays. A miss is the price of never serving the replaced value. The
 // caller holds key's stripe.
-func (s *Store) dropPredating(key string, t paddock.Ticket) {
+func (s *Store) dropPredating(key string, t store.Ticket) {
 	e, found, _ := s.read(key, s.epoch.Load(), true)
 	if !found || e != nil && e.Ticket.Epoch != t.Epoch {
 		return
@@ -603,7 +603,7 @@ func (s *Store) dropPredating(key string, t paddock.Ticket) {
 	_ = s.cache.Delete(key)
 }
 
-// Release implements [paddock.Store]: it drops key's lease if token holds
+// Release implements [store.Store]: it drops key's lease if token holds
 // it.
 func (s *Store) Release(_ context.Context, key string, token uint64) error {
 	if s.closed.Load() {
@@ -616,13 +616,13 @@ func (s *Store) Release(_ context.Context, key string, token uint64) error {
 	return nil
 }
 
-// Invalidate implements [paddock.Store]. With s = ++seq, taken while it
+// Invalidate implements [store.Store]. With s = ++seq, taken while it
 // holds the stripes of inv.Keys and the shards of inv.Tags, it sets each
 // key's version and each tag's version to s (and the tag's hard version,
 // unless inv.Soft). A hard invalidation drops the keys' entries; a soft
 // one moves their FreshUntil to now. It does not touch leases. An empty
 // Invalidation does nothing.
-func (s *Store) Invalidate(_ context.Context, inv paddock.Invalidation) error {
+func (s *Store) Invalidate(_ context.Context, inv store.Invalidation) error {
 	if s.closed.Load() {
 		return errClosed
 	}
@@ -710,7 +710,7 @@ func (s *Store) shardsOf(tags []string) []int {
 
 // Close stops the store's cleanup goroutine. Every call after the first,
 // and every other method after Close, returns an error wrapping
-// [paddock.ErrClosed].
+// [store.ErrClosed].
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return errClosed
@@ -721,7 +721,7 @@ func (s *Store) Close() error {
 // Evictions returns, per namespace (the part of a key before its first
 // ':', or "" for keys without one), how many entries were dropped for
 // space or for age (LifeWindow). Invalidations and replaced entries are
-// not evictions. It implements [paddock.StoreStats]; the map is the
+// not evictions. It implements [store.Stats]; the map is the
 // caller's.
 func (s *Store) Evictions() map[string]uint64 {
 	s.evictMu.Lock()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 	"github.com/paddockcache/paddock/storetest"
 )
 
@@ -60,16 +61,16 @@ func newStore(t *testing.T, opts ...Option) *Store {
 	return s
 }
 
-func leaseOf(t *testing.T, s *Store, key string, token uint64) paddock.Lookup {
+func leaseOf(t *testing.T, s *Store, key string, token uint64) store.Lookup {
 	t.Helper()
-	r, err := s.Lookup(t.Context(), key, paddock.LookupRequest{Lease: token, LeaseTTL: time.Hour})
+	r, err := s.Lookup(t.Context(), key, store.LookupRequest{Lease: token, LeaseTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func fill(t *testing.T, s *Store, key string, f *paddock.Fill) bool {
+func fill(t *testing.T, s *Store, key string, f *store.Fill) bool {
 	t.Helper()
 	ok, err := s.Fill(t.Context(), key, f)
 	if err != nil {
@@ -78,7 +79,7 @@ func fill(t *testing.T, s *Store, key string, f *paddock.Fill) bool {
 	return ok
 }
 
-func invalidate(t *testing.T, s *Store, inv paddock.Invalidation) {
+func invalidate(t *testing.T, s *Store, inv store.Invalidation) {
 	t.Helper()
 	if err := s.Invalidate(t.Context(), inv); err != nil {
 		t.Fatal(err)
@@ -162,16 +163,16 @@ func TestNewSizes(t *testing.T) {
 			// An entry of MaxEntryBytes is stored, one byte more is too
 			// large.
 			r := leaseOf(t, s, "k", 1)
-			f := &paddock.Fill{Value: make([]byte, c.maxEntry-64), Ticket: r.Ticket, TTL: time.Hour}
-			b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary()
+			f := &store.Fill{Value: make([]byte, c.maxEntry-64), Ticket: r.Ticket, TTL: time.Hour}
+			b, _ := store.NewEntry(f, r.Ticket, r.Now).MarshalBinary()
 			f.Value = make([]byte, len(f.Value)+c.maxEntry-len(b))
-			if b, _ := paddock.NewEntry(f, r.Ticket, r.Now).MarshalBinary(); len(b) != c.maxEntry {
+			if b, _ := store.NewEntry(f, r.Ticket, r.Now).MarshalBinary(); len(b) != c.maxEntry {
 				t.Fatalf("test entry of %d bytes, want %d", len(b), c.maxEntry)
 			}
 			if !fill(t, s, "k", f) {
 				t.Fatal("refused")
 			}
-			if r := leaseOf(t, s, "k", 2); r.State != paddock.StateFresh || len(r.Entry.Value) != len(f.Value) {
+			if r := leaseOf(t, s, "k", 2); r.State != store.StateFresh || len(r.Entry.Value) != len(f.Value) {
 				t.Fatalf("entry of MaxEntryBytes: %v, want fresh", r.State)
 			}
 			f.Value = append(f.Value, 0)
@@ -241,7 +242,7 @@ func TestTooLarge(t *testing.T) {
 	ctx := t.Context()
 	k := "big:k"
 	r := leaseOf(t, s, k, 1)
-	ok, err := s.Fill(ctx, k, &paddock.Fill{Value: make([]byte, 2<<10), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	ok, err := s.Fill(ctx, k, &store.Fill{Value: make([]byte, 2<<10), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
 	if ok || !errors.Is(err, paddock.ErrTooLarge) {
 		t.Fatalf("Fill of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
 	}
@@ -255,11 +256,11 @@ func TestTooLarge(t *testing.T) {
 	for i := range tags {
 		tags[i] = fmt.Sprintf("tag-%d", i)
 	}
-	if ok, err := s.Fill(ctx, k, &paddock.Fill{Value: []byte("v"), Tags: tags, Ticket: r.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+	if ok, err := s.Fill(ctx, k, &store.Fill{Value: []byte("v"), Tags: tags, Ticket: r.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
 		t.Fatalf("Fill with 200 tags = %v, %v; want false, ErrTooLarge", ok, err)
 	}
 	// Just under the bound is fine.
-	if !fill(t, s, k, &paddock.Fill{Value: make([]byte, 900), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+	if !fill(t, s, k, &store.Fill{Value: make([]byte, 900), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
 		t.Fatal("fill refused")
 	}
 }
@@ -273,27 +274,27 @@ func TestSetTooLarge(t *testing.T) {
 	s := newStore(t, MaxBytes(1<<20), MaxEntryBytes(1<<10))
 	ctx := t.Context()
 	r := leaseOf(t, s, "k", 1)
-	fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	fill(t, s, "k", &store.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
 	w := leaseOf(t, s, "k", 0) // the ticket of the Set, and of a load in flight
 	big := make([]byte, 2<<10)
-	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrTooLarge) {
 		t.Fatalf("plain Fill of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
 	}
-	if r := leaseOf(t, s, "k", 0); r.State != paddock.StateFresh {
+	if r := leaseOf(t, s, "k", 0); r.State != store.StateFresh {
 		t.Fatalf("after a plain fill too large: %v, want the old entry fresh", r.State)
 	}
-	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour, Set: true}); ok || !errors.Is(err, paddock.ErrTooLarge) {
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: big, Ticket: w.Ticket, TTL: time.Hour, Set: true}); ok || !errors.Is(err, paddock.ErrTooLarge) {
 		t.Fatalf("Set of 2 KiB = %v, %v; want false, ErrTooLarge", ok, err)
 	}
 	if r := leaseOf(t, s, "k", 0); r.Entry != nil {
 		t.Fatalf("after a Set too large: %v %q, want no entry", r.State, r.Entry.Value)
 	}
-	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
+	if fill(t, s, "k", &store.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
 		t.Fatal("a load older than the Set too large filled")
 	}
 	// An encoding error keeps its cause.
 	tags := make([]string, 1<<16+1)
-	_, err := s.Fill(ctx, "k2", &paddock.Fill{Tags: tags, Ticket: leaseOf(t, s, "k2", 0).Ticket, TTL: time.Hour})
+	_, err := s.Fill(ctx, "k2", &store.Fill{Tags: tags, Ticket: leaseOf(t, s, "k2", 0).Ticket, TTL: time.Hour})
 	if !errors.Is(err, paddock.ErrTooLarge) || !strings.Contains(err.Error(), "65537 tags") {
 		t.Fatalf("Fill with 65537 tags: %v, want ErrTooLarge saying why", err)
 	}
@@ -310,7 +311,7 @@ func TestKeyTooLong(t *testing.T) {
 		t.Fatalf("Lookup of a 65518-byte key: %+v, want a miss with the lease", r)
 	}
 	for _, set := range []bool{false, true} {
-		ok, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour, Set: set})
+		ok, err := s.Fill(ctx, long, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 3, TTL: time.Hour, Set: set})
 		if ok || !errors.Is(err, paddock.ErrInvalidOption) || errors.Is(err, paddock.ErrTooLarge) ||
 			err.Error() != "memstore: key of 65518 bytes, more than 65517: paddock: invalid option" {
 			t.Fatalf("Fill (Set %v) with a 65518-byte key = %v, %v; want false and a key error wrapping ErrInvalidOption", set, ok, err)
@@ -322,17 +323,17 @@ func TestKeyTooLong(t *testing.T) {
 		t.Fatalf("after the fills: %+v; want the lease released and the ticket %+v unchanged", r2, r.Ticket)
 	}
 	// Also when the fence would refuse it.
-	invalidate(t, s, paddock.Invalidation{Keys: []string{long}})
-	if _, err := s.Fill(ctx, long, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour}); !errors.Is(err, paddock.ErrInvalidOption) {
+	invalidate(t, s, store.Invalidation{Keys: []string{long}})
+	if _, err := s.Fill(ctx, long, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour}); !errors.Is(err, paddock.ErrInvalidOption) {
 		t.Fatalf("fenced Fill with a 65518-byte key: %v, want ErrInvalidOption", err)
 	}
 	// The longest key that bigcache reads back is fine.
 	k := long[:65517]
 	r = leaseOf(t, s, k, 5)
-	if !fill(t, s, k, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 5, TTL: time.Hour}) {
+	if !fill(t, s, k, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 5, TTL: time.Hour}) {
 		t.Fatal("fill with a 65517-byte key refused")
 	}
-	if r := leaseOf(t, s, k, 6); r.State != paddock.StateFresh {
+	if r := leaseOf(t, s, k, 6); r.State != store.StateFresh {
 		t.Fatalf("65517-byte key: %v, want fresh", r.State)
 	}
 }
@@ -340,11 +341,11 @@ func TestKeyTooLong(t *testing.T) {
 func TestBadFillAndLookup(t *testing.T) {
 	s := newStore(t)
 	ctx := t.Context()
-	if _, err := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1}); !errors.Is(err, paddock.ErrInvalidOption) {
+	if _, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1}); !errors.Is(err, paddock.ErrInvalidOption) {
 		t.Errorf("Lookup with a lease and no TTL: %v, want ErrInvalidOption", err)
 	}
 	r := leaseOf(t, s, "k", 1)
-	if ok, err := s.Fill(ctx, "k", &paddock.Fill{Negative: true, Value: []byte("x"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrInvalidOption) {
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Negative: true, Value: []byte("x"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}); ok || !errors.Is(err, paddock.ErrInvalidOption) {
 		t.Errorf("negative Fill with a value = %v, %v; want false, ErrInvalidOption", ok, err)
 	}
 	if ok, err := s.Fill(ctx, "k", nil); ok || !errors.Is(err, paddock.ErrInvalidOption) {
@@ -359,13 +360,13 @@ func TestBadFillAndLookup(t *testing.T) {
 func TestFutureTicket(t *testing.T) {
 	s := newStore(t)
 	r := leaseOf(t, s, "k", 1)
-	future := paddock.Ticket{Epoch: r.Ticket.Epoch, Seq: r.Ticket.Seq + 1}
+	future := store.Ticket{Epoch: r.Ticket.Epoch, Seq: r.Ticket.Seq + 1}
 	for _, set := range []bool{false, true} {
-		if fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: future, TTL: time.Hour, Set: set}) {
+		if fill(t, s, "k", &store.Fill{Value: []byte("v"), Ticket: future, TTL: time.Hour, Set: set}) {
 			t.Fatalf("fill (Set %v) with a ticket from the future accepted", set)
 		}
 	}
-	if !fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
+	if !fill(t, s, "k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
 		t.Fatal("fill with the current ticket refused")
 	}
 }
@@ -373,9 +374,9 @@ func TestFutureTicket(t *testing.T) {
 func TestExpiredFillDropsEntry(t *testing.T) {
 	s := newStore(t)
 	r := leaseOf(t, s, "k", 1)
-	fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+	fill(t, s, "k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
 	// A fill whose windows are all over already: accepted, stores nothing.
-	if !fill(t, s, "k", &paddock.Fill{Value: []byte("w"), Ticket: r.Ticket, TTL: 0}) {
+	if !fill(t, s, "k", &store.Fill{Value: []byte("w"), Ticket: r.Ticket, TTL: 0}) {
 		t.Fatal("refused")
 	}
 	if _, err := s.cache.Get("k"); err == nil {
@@ -383,10 +384,10 @@ func TestExpiredFillDropsEntry(t *testing.T) {
 	}
 	// A Set fill with no TTL still fences older loads.
 	w := leaseOf(t, s, "k", 2)
-	if !fill(t, s, "k", &paddock.Fill{Ticket: w.Ticket, Set: true}) {
+	if !fill(t, s, "k", &store.Fill{Ticket: w.Ticket, Set: true}) {
 		t.Fatal("Set refused")
 	}
-	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
+	if fill(t, s, "k", &store.Fill{Value: []byte("old"), Ticket: w.Ticket, TTL: time.Hour}) {
 		t.Fatal("fill older than a Set accepted")
 	}
 }
@@ -398,7 +399,7 @@ func TestMemoryBound(t *testing.T) {
 	for i := range n {
 		k := fmt.Sprintf("big:%d", i)
 		r := leaseOf(t, s, k, 1)
-		if !fill(t, s, k, &paddock.Fill{Value: value, Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
+		if !fill(t, s, k, &store.Fill{Value: value, Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
 			t.Fatal("refused")
 		}
 	}
@@ -411,7 +412,7 @@ func TestMemoryBound(t *testing.T) {
 		t.Fatalf("bigcache holds %d entries with %d evicted, of %d; want at most %d", held, ev["big"], n, (1<<20)/len(value))
 	}
 	// The newest entry is there, the oldest is gone.
-	if r := leaseOf(t, s, fmt.Sprintf("big:%d", n-1), 2); r.State != paddock.StateFresh {
+	if r := leaseOf(t, s, fmt.Sprintf("big:%d", n-1), 2); r.State != store.StateFresh {
 		t.Errorf("newest entry: %v, want fresh", r.State)
 	}
 	if r := leaseOf(t, s, "big:0", 2); r.Entry != nil || !r.Lease {
@@ -437,7 +438,7 @@ func TestLifeWindowEvictions(t *testing.T) {
 		}
 		defer s.Close()
 		r := leaseOf(t, s, "old:k", 1)
-		fill(t, s, "old:k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+		fill(t, s, "old:k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
 		time.Sleep(3 * time.Second) // bigcache's cleanup runs every second
 		synctest.Wait()
 		if ev := s.Evictions(); ev["old"] != 1 {
@@ -463,23 +464,23 @@ func TestDefaultClock(t *testing.T) {
 		if !r.Now.Equal(time.Now()) {
 			t.Fatalf("Now = %v, want %v", r.Now, time.Now())
 		}
-		fill(t, s, "k", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Minute, Stale: time.Minute})
+		fill(t, s, "k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Minute, Stale: time.Minute})
 		time.Sleep(time.Minute - time.Nanosecond)
-		if r := leaseOf(t, s, "k", 2); r.State != paddock.StateFresh || r.Lease {
+		if r := leaseOf(t, s, "k", 2); r.State != store.StateFresh || r.Lease {
 			t.Fatalf("1ns before FreshUntil: %v lease %v, want fresh without lease", r.State, r.Lease)
 		}
 		time.Sleep(time.Nanosecond)
 		r = leaseOf(t, s, "k", 2)
-		if r.State != paddock.StateStale || !r.Lease {
+		if r.State != store.StateStale || !r.Lease {
 			t.Fatalf("at FreshUntil: %v lease %v, want stale with the lease", r.State, r.Lease)
 		}
 		// The lease lasts its TTL by the store's clock.
-		req := paddock.LookupRequest{Lease: 3, LeaseTTL: time.Hour}
+		req := store.LookupRequest{Lease: 3, LeaseTTL: time.Hour}
 		time.Sleep(59 * time.Second)
 		if r, _ := s.Lookup(ctx, "k", req); !r.Held {
 			t.Fatal("lease 2 lost before its TTL")
 		}
-		if r, _ := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); !r.Lease {
+		if r, _ := s.Lookup(ctx, "k", store.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); !r.Lease {
 			t.Fatal("the holder's own lookup was not given its lease back")
 		}
 	})
@@ -488,7 +489,7 @@ func TestDefaultClock(t *testing.T) {
 func TestCorrupt(t *testing.T) {
 	s := newStore(t)
 	r := leaseOf(t, s, "ns:ok", 1)
-	fill(t, s, "ns:ok", &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
+	fill(t, s, "ns:ok", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, TTL: time.Hour})
 	good, err := s.cache.Get("ns:ok")
 	if err != nil {
 		t.Fatal(err)
@@ -504,7 +505,7 @@ func TestCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := leaseOf(t, s, k, 1)
-		if r.State != paddock.StateMiss || r.Entry != nil || !r.Lease || !r.Corrupt {
+		if r.State != store.StateMiss || r.Entry != nil || !r.Lease || !r.Corrupt {
 			t.Fatalf("corrupt entry %d: %+v, want a miss with the lease, Corrupt", i, r)
 		}
 		if got := s.Corrupt(); got != uint64(i+1) {
@@ -516,15 +517,15 @@ func TestCorrupt(t *testing.T) {
 	}
 	// Soft invalidation of a corrupt entry drops it too.
 	s.cache.Set("ns:soft", []byte("garbage"))
-	invalidate(t, s, paddock.Invalidation{Keys: []string{"ns:soft"}, Soft: true})
+	invalidate(t, s, store.Invalidation{Keys: []string{"ns:soft"}, Soft: true})
 	if _, err := s.cache.Get("ns:soft"); err == nil || s.Corrupt() != 5 {
 		t.Fatalf("soft-invalidated corrupt entry: still there %v, Corrupt() = %d", err == nil, s.Corrupt())
 	}
 	// A read-only lookup counts and drops as well, once.
 	s.cache.Set("ns:peek", []byte("garbage"))
 	for i := range 2 {
-		r, err := s.Lookup(t.Context(), "ns:peek", paddock.LookupRequest{})
-		if err != nil || r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt != (i == 0) {
+		r, err := s.Lookup(t.Context(), "ns:peek", store.LookupRequest{})
+		if err != nil || r.Entry != nil || r.State != store.StateMiss || r.Corrupt != (i == 0) {
 			t.Fatalf("peek %d of a corrupt entry: %+v, %v; want a miss, Corrupt only the first time", i, r, err)
 		}
 	}
@@ -538,11 +539,11 @@ func TestCorrupt(t *testing.T) {
 func TestForeignEpoch(t *testing.T) {
 	s := newStore(t)
 	r := leaseOf(t, s, "k", 1)
-	e := paddock.NewEntry(&paddock.Fill{Value: []byte("v"), TTL: time.Hour},
-		paddock.Ticket{Epoch: r.Ticket.Epoch + 1, Seq: r.Ticket.Seq}, r.Now)
+	e := store.NewEntry(&store.Fill{Value: []byte("v"), TTL: time.Hour},
+		store.Ticket{Epoch: r.Ticket.Epoch + 1, Seq: r.Ticket.Seq}, r.Now)
 	b, _ := e.MarshalBinary()
 	s.cache.Set("k", b)
-	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != paddock.StateMiss || r.Corrupt {
+	if r := leaseOf(t, s, "k", 2); r.Entry != nil || r.State != store.StateMiss || r.Corrupt {
 		t.Fatalf("foreign entry: %+v, want a miss, not Corrupt", r)
 	}
 	if s.Corrupt() != 0 {
@@ -560,58 +561,58 @@ func TestVersionOverflow(t *testing.T) {
 	// A key: a load in flight, an invalidation, then so many others that
 	// every stripe forgets its versions.
 	old := leaseOf(t, s, "k", 1)
-	invalidate(t, s, paddock.Invalidation{Keys: []string{"k"}})
+	invalidate(t, s, store.Invalidation{Keys: []string{"k"}})
 	for i := range others {
-		invalidate(t, s, paddock.Invalidation{Keys: []string{fmt.Sprint("other", i)}})
+		invalidate(t, s, store.Invalidation{Keys: []string{fmt.Sprint("other", i)}})
 	}
 	for i := range s.stripes {
 		if n := len(s.stripes[i].versions.m); n > 1 {
 			t.Fatalf("stripe %d holds %d versions, bound 1", i, n)
 		}
 	}
-	if fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
+	if fill(t, s, "k", &store.Fill{Value: []byte("old"), Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
 		t.Fatal("fill older than a forgotten invalidation accepted")
 	}
 	r := leaseOf(t, s, "k", 2)
-	if !fill(t, s, "k", &paddock.Fill{Value: []byte("new"), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+	if !fill(t, s, "k", &store.Fill{Value: []byte("new"), Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
 		t.Fatal("fill newer than every invalidation refused")
 	}
 
 	// A tag, the same way.
 	old = leaseOf(t, s, "t", 1)
-	invalidate(t, s, paddock.Invalidation{Tags: []string{"tag"}})
+	invalidate(t, s, store.Invalidation{Tags: []string{"tag"}})
 	for i := range others {
-		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("othertag", i)}})
+		invalidate(t, s, store.Invalidation{Tags: []string{fmt.Sprint("othertag", i)}})
 	}
 	for i := range s.tags {
 		if n := len(s.tags[i].soft.m) + len(s.tags[i].hard.m); n > 2 {
 			t.Fatalf("tag shard %d holds %d versions, bound 1+1", i, n)
 		}
 	}
-	if fill(t, s, "t", &paddock.Fill{Value: []byte("old"), Tags: []string{"tag"}, Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
+	if fill(t, s, "t", &store.Fill{Value: []byte("old"), Tags: []string{"tag"}, Ticket: old.Ticket, Lease: 1, TTL: time.Hour}) {
 		t.Fatal("fill older than a forgotten tag invalidation accepted")
 	}
 	r = leaseOf(t, s, "t", 2)
-	if !fill(t, s, "t", &paddock.Fill{Value: []byte("new"), Tags: []string{"tag"}, Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
+	if !fill(t, s, "t", &store.Fill{Value: []byte("new"), Tags: []string{"tag"}, Ticket: r.Ticket, Lease: 2, TTL: time.Hour}) {
 		t.Fatal("fill newer than every tag invalidation refused")
 	}
-	if r := leaseOf(t, s, "t", 3); r.State != paddock.StateFresh {
+	if r := leaseOf(t, s, "t", 3); r.State != store.StateFresh {
 		t.Fatalf("entry filled after the overflow: %v, want fresh", r.State)
 	}
 
 	// Soft invalidations that overflow make older tagged entries stale,
 	// not missing.
 	r = leaseOf(t, s, "soft", 1)
-	fill(t, s, "soft", &paddock.Fill{Value: []byte("v"), Tags: []string{"keep"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour, Stale: time.Hour})
+	fill(t, s, "soft", &store.Fill{Value: []byte("v"), Tags: []string{"keep"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour, Stale: time.Hour})
 	for i := range others {
-		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("softtag", i)}, Soft: true})
+		invalidate(t, s, store.Invalidation{Tags: []string{fmt.Sprint("softtag", i)}, Soft: true})
 	}
-	if r := leaseOf(t, s, "soft", 2); r.State != paddock.StateStale || r.Entry == nil {
+	if r := leaseOf(t, s, "soft", 2); r.State != store.StateStale || r.Entry == nil {
 		t.Fatalf("entry with a tag forgotten by soft invalidations: %v, want stale", r.State)
 	}
 	// And hard ones make them missing: conservative, never stale data.
 	for i := range others {
-		invalidate(t, s, paddock.Invalidation{Tags: []string{fmt.Sprint("hardtag", i)}})
+		invalidate(t, s, store.Invalidation{Tags: []string{fmt.Sprint("hardtag", i)}})
 	}
 	if r := leaseOf(t, s, "soft", 3); r.Entry != nil {
 		t.Fatalf("entry with a tag forgotten by hard invalidations: %v, want a miss", r.State)
@@ -624,7 +625,7 @@ func TestLeaseSweep(t *testing.T) {
 	ctx := t.Context()
 	// Holders that die: leases nobody releases.
 	for i := range 10000 {
-		if _, err := s.Lookup(ctx, fmt.Sprint("dead", i), paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute}); err != nil {
+		if _, err := s.Lookup(ctx, fmt.Sprint("dead", i), store.LookupRequest{Lease: 1, LeaseTTL: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -681,7 +682,7 @@ func TestConcurrency(t *testing.T) {
 				token := uint64(g*100000 + i + 1)
 				switch r.IntN(6) {
 				case 0, 1, 2:
-					l, err := s.Lookup(ctx, k, paddock.LookupRequest{Lease: token, LeaseTTL: time.Minute, Early: r.Float64()})
+					l, err := s.Lookup(ctx, k, store.LookupRequest{Lease: token, LeaseTTL: time.Minute, Early: r.Float64()})
 					if err != nil {
 						t.Error(err)
 						return
@@ -689,7 +690,7 @@ func TestConcurrency(t *testing.T) {
 					if r.IntN(4) == 0 {
 						err = s.Release(ctx, k, token)
 					} else {
-						_, err = s.Fill(ctx, k, &paddock.Fill{
+						_, err = s.Fill(ctx, k, &store.Fill{
 							Value: []byte(k), Tags: pick(r, tags), Ticket: l.Ticket, Lease: token,
 							TTL: time.Duration(r.IntN(3)) * time.Second, Stale: time.Second, Set: r.IntN(8) == 0,
 						})
@@ -699,12 +700,12 @@ func TestConcurrency(t *testing.T) {
 						return
 					}
 				case 3, 4:
-					if err := s.Invalidate(ctx, paddock.Invalidation{Keys: pick(r, keys), Tags: pick(r, tags), Soft: r.IntN(2) == 0}); err != nil {
+					if err := s.Invalidate(ctx, store.Invalidation{Keys: pick(r, keys), Tags: pick(r, tags), Soft: r.IntN(2) == 0}); err != nil {
 						t.Error(err)
 						return
 					}
 				case 5:
-					if _, err := s.Lookup(ctx, k, paddock.LookupRequest{}); err != nil {
+					if _, err := s.Lookup(ctx, k, store.LookupRequest{}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -729,13 +730,13 @@ func TestSetKeepsOld(t *testing.T) {
 		t.Cleanup(func() { hooks.SetKeepsOld.Store(false) })
 		s := newStore(t)
 		r := leaseOf(t, s, "k", 1)
-		fill(t, s, "k", &paddock.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+		fill(t, s, "k", &store.Fill{Value: []byte("old"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
 		w := leaseOf(t, s, "k", 0)
-		invalidate(t, s, paddock.Invalidation{Tags: []string{"new"}})
-		if fill(t, s, "k", &paddock.Fill{Value: []byte("new"), Tags: []string{"new"}, Ticket: w.Ticket, TTL: time.Hour, Set: true}) {
+		invalidate(t, s, store.Invalidation{Tags: []string{"new"}})
+		if fill(t, s, "k", &store.Fill{Value: []byte("new"), Tags: []string{"new"}, Ticket: w.Ticket, TTL: time.Hour, Set: true}) {
 			t.Fatal("Set accepted after an invalidation of its tag")
 		}
-		if r := leaseOf(t, s, "k", 0); (r.State == paddock.StateFresh) != keep {
+		if r := leaseOf(t, s, "k", 0); (r.State == store.StateFresh) != keep {
 			t.Fatalf("SetKeepsOld %v: after the refused Set, %v; want fresh only with the switch on", keep, r.State)
 		}
 	}
@@ -748,8 +749,8 @@ func TestSetKeepsOld(t *testing.T) {
 func TestFillTagGap(t *testing.T) {
 	t.Cleanup(hooks.Reset)
 	ctx := t.Context()
-	setFill := func(tag string, w paddock.Ticket, set bool) *paddock.Fill {
-		return &paddock.Fill{Value: []byte("v"), Tags: []string{tag}, Ticket: w, TTL: time.Hour, Set: set}
+	setFill := func(tag string, w store.Ticket, set bool) *store.Fill {
+		return &store.Fill{Value: []byte("v"), Tags: []string{tag}, Ticket: w, TTL: time.Hour, Set: set}
 	}
 
 	t.Run("on", func(t *testing.T) {
@@ -761,7 +762,7 @@ func TestFillTagGap(t *testing.T) {
 			w := leaseOf(t, s, k, 0)
 			acked := false
 			gap := func() {
-				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+				if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}}); err != nil {
 					t.Error(err)
 				}
 				acked = true
@@ -778,7 +779,7 @@ func TestFillTagGap(t *testing.T) {
 			if !ok {
 				t.Fatalf("Set %v: fill refused; want accepted, its check passed before the invalidation", set)
 			}
-			if r := leaseOf(t, s, k, 0); (r.State == paddock.StateFresh) != set {
+			if r := leaseOf(t, s, k, 0); (r.State == store.StateFresh) != set {
 				t.Fatalf("Set %v: after the fill, %v; want fresh for a Set (its ticket is newer than the invalidation), else a miss", set, r.State)
 			}
 		}
@@ -799,10 +800,10 @@ func TestFillTagGap(t *testing.T) {
 					t.Fatalf("recovered %v, want the callback's panic", p)
 				}
 			}()
-			s.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Tags: []string{"t"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+			s.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Tags: []string{"t"}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
 		}()
 		hooks.Reset()
-		invalidate(t, s, paddock.Invalidation{Tags: []string{"t"}})
+		invalidate(t, s, store.Invalidation{Tags: []string{"t"}})
 		if r := leaseOf(t, s, "k", 2); !r.Lease {
 			t.Fatalf("after the panic: %+v, want the lease free", r)
 		}
@@ -834,7 +835,7 @@ func TestFillTagGap(t *testing.T) {
 			})
 			wg.Go(func() {
 				<-start
-				if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+				if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}}); err != nil {
 					t.Error(err)
 				}
 			})
@@ -844,7 +845,7 @@ func TestFillTagGap(t *testing.T) {
 			switch {
 			case !ok:
 				before++
-			case r.State == paddock.StateMiss:
+			case r.State == store.StateMiss:
 				after++
 			default:
 				t.Fatalf("round %d: the Set's entry is %v after an invalidation of its tag returned", i, r.State)

@@ -7,11 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 )
 
 // An Option configures a [Store] in [New]. An option given a bad value
-// makes New return an error wrapping [paddock.ErrInvalidOption].
+// makes New return an error wrapping [store.ErrInvalidOption].
 type Option func(*config) error
 
 type config struct {
@@ -43,7 +43,7 @@ func defaultConfig() config {
 }
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("memstore: %w: %s", paddock.ErrInvalidOption, fmt.Sprintf(format, args...))
+	return fmt.Errorf("memstore: %w: %s", store.ErrInvalidOption, fmt.Sprintf(format, args...))
 }
 
 // MaxBytes bounds the memory that entries take, in bytes, rounded up to a
@@ -63,7 +63,7 @@ func MaxBytes(n int) Option {
 
 // MaxEntryBytes bounds the size of one encoded entry (value, tags and
 // about 60 bytes of envelope). [Store.Fill] of a larger entry stores
-// nothing and returns an error wrapping [paddock.ErrTooLarge]. It must be
+// nothing and returns an error wrapping [store.ErrTooLarge]. It must be
 // positive and, with a key of 256 bytes, fit in less than half of a shard
 // (MaxBytes/Shards). The default is 1 MiB, or in shards too small for
 // that (MaxBytes of 2 MiB or less, or a large [Shards]) the largest entry

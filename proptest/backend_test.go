@@ -7,8 +7,8 @@ import (
 
 	"pgregory.net/rapid"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // A backend is a kind of store the machine runs on. A new store needs one
@@ -38,7 +38,7 @@ type backend struct {
 // the bubble's fake clock away from socket deadlines.
 type env struct {
 	// store is shared by every node.
-	store paddock.Store
+	store store.Store
 	// advance moves the store's clock forward by d, just before the
 	// bubble's clock moves by d. No-op for a store on the bubble's clock
 	// (memstore), or one that follows it on every call (the Redis stores).
@@ -50,7 +50,7 @@ type env struct {
 	advance func(d time.Duration)
 	// peek reads key without taking a lease, for invariant 4; nil skips
 	// the check.
-	peek func(ctx context.Context, key string) (paddock.Lookup, error)
+	peek func(ctx context.Context, key string) (store.Lookup, error)
 	// setDown makes the store itself unavailable (nil: the nodes' calls
 	// fail instead, which every store supports).
 	setDown func(down bool)
@@ -80,8 +80,8 @@ var memstoreBackend = backend{
 			return &env{
 				store:   s,
 				advance: func(time.Duration) {},
-				peek: func(ctx context.Context, key string) (paddock.Lookup, error) {
-					return s.Lookup(ctx, key, paddock.LookupRequest{})
+				peek: func(ctx context.Context, key string) (store.Lookup, error) {
+					return s.Lookup(ctx, key, store.LookupRequest{})
 				},
 				close:   func() { s.Close() },
 				fillGap: true,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 	"pgregory.net/rapid"
 )
 
@@ -331,7 +332,7 @@ func (m *machine) checkStore() {
 	}
 	for _, key := range rowKeys {
 		lk, err := m.env.peek(context.Background(), namespace+":"+key)
-		if err != nil || (lk.State != paddock.StateFresh && lk.State != paddock.StateStale) {
+		if err != nil || (lk.State != store.StateFresh && lk.State != store.StateStale) {
 			continue
 		}
 		m.mu.Lock()
@@ -350,7 +351,7 @@ func (m *machine) checkStore() {
 				m.violate("I4 cached-values: the store serves an entry that predates a refused Set of its key",
 					"the store holds %s (%v) under %s, filled at step %d, before the %v, refused", s.value(), lk.State, key, s.fillStep, rs)
 			}
-			if sv := m.lastInv(key, m.step+1, true); sv != nil && sv.soft && s.begin < sv.step && lk.State == paddock.StateFresh {
+			if sv := m.lastInv(key, m.step+1, true); sv != nil && sv.soft && s.begin < sv.step && lk.State == store.StateFresh {
 				m.violate("I4 cached-values: the store serves as fresh a value older than a soft invalidation",
 					"the store holds %s fresh under %s after the %v", s.value(), key, sv)
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 	"pgregory.net/rapid"
 )
 
@@ -343,7 +344,7 @@ func newMachine(t *rapid.T, e *env) *machine {
 		heldUntil: make(map[string]time.Time),
 	}
 	m.cfg.nodes = rapid.IntRange(2, 3).Draw(t, "nodes")
-	if r, ok := e.store.(paddock.Remote); ok && r.Remote() {
+	if r, ok := e.store.(store.Remote); ok && r.Remote() {
 		m.cfg.remote = true
 	} else {
 		m.cfg.remote = rapid.Bool().Draw(t, "remote")

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 )
 
 // nodeStore is a node's view of the shared store: it reports calls to the
@@ -17,7 +17,7 @@ type nodeStore struct {
 	n *node
 }
 
-var _ paddock.Remote = (*nodeStore)(nil)
+var _ store.Remote = (*nodeStore)(nil)
 
 func (s *nodeStore) Remote() bool { return s.m.cfg.remote }
 
@@ -37,8 +37,8 @@ func (s *nodeStore) gate() error {
 	return nil
 }
 
-func (s *nodeStore) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
-	var lk paddock.Lookup
+func (s *nodeStore) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
+	var lk store.Lookup
 	err := s.gate()
 	if err == nil {
 		lk, err = s.m.env.store.Lookup(ctx, key, req)
@@ -63,7 +63,7 @@ func (s *nodeStore) Lookup(ctx context.Context, key string, req paddock.LookupRe
 // reply that times out is lost: the store did the lookup (and may have
 // granted the lease, which then stays held until it expires), the node
 // gets an error.
-func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, lk paddock.Lookup) error {
+func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, lk store.Lookup) error {
 	m.mu.Lock()
 	after, ok := m.holdFor[gid]
 	if !ok || m.closing {
@@ -105,7 +105,7 @@ func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, l
 	return err
 }
 
-func (s *nodeStore) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
+func (s *nodeStore) Fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
 	if err := s.gate(); err != nil {
 		return false, err
 	}
@@ -130,7 +130,7 @@ func (s *nodeStore) Release(ctx context.Context, key string, lease uint64) error
 	return s.m.env.store.Release(ctx, key, lease)
 }
 
-func (s *nodeStore) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
+func (s *nodeStore) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if err := s.gate(); err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (s *nodeStore) Close() error { return nil }
 
 // filled records a fill. A fill that failed with an error may still have
 // been written (the reply was lost), so it counts as a possible write.
-func (m *machine) filled(n *node, key string, f *paddock.Fill, ok bool, err error) {
+func (m *machine) filled(n *node, key string, f *store.Fill, ok bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id, parsed := parseValue(f.Value)

@@ -10,9 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"pgregory.net/rapid"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // TestRedis runs the machine on redisstore over a real, standalone
@@ -148,8 +148,8 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 				e := &env{
 					store:   p,
 					advance: func(time.Duration) {},
-					peek: func(ctx context.Context, key string) (paddock.Lookup, error) {
-						return p.Lookup(ctx, key, paddock.LookupRequest{})
+					peek: func(ctx context.Context, key string) (store.Lookup, error) {
+						return p.Lookup(ctx, key, store.LookupRequest{})
 					},
 					flush: flush,
 					close: func() {
@@ -220,11 +220,11 @@ func (o *outside) do(f func()) {
 // timeout of its own.
 type outsideStore struct {
 	out  *outside
-	s    paddock.Store
+	s    store.Store
 	tick func() // publishes the bubble's clock to the store's offset
 }
 
-var _ paddock.Remote = (*outsideStore)(nil)
+var _ store.Remote = (*outsideStore)(nil)
 
 func (p *outsideStore) Remote() bool { return true }
 
@@ -237,12 +237,12 @@ func (p *outsideStore) call(f func(ctx context.Context)) {
 	})
 }
 
-func (p *outsideStore) Lookup(_ context.Context, key string, req paddock.LookupRequest) (lk paddock.Lookup, err error) {
+func (p *outsideStore) Lookup(_ context.Context, key string, req store.LookupRequest) (lk store.Lookup, err error) {
 	p.call(func(ctx context.Context) { lk, err = p.s.Lookup(ctx, key, req) })
 	return lk, err
 }
 
-func (p *outsideStore) Fill(_ context.Context, key string, f *paddock.Fill) (ok bool, err error) {
+func (p *outsideStore) Fill(_ context.Context, key string, f *store.Fill) (ok bool, err error) {
 	p.call(func(ctx context.Context) { ok, err = p.s.Fill(ctx, key, f) })
 	return ok, err
 }
@@ -252,7 +252,7 @@ func (p *outsideStore) Release(_ context.Context, key string, lease uint64) (err
 	return err
 }
 
-func (p *outsideStore) Invalidate(_ context.Context, inv paddock.Invalidation) (err error) {
+func (p *outsideStore) Invalidate(_ context.Context, inv store.Invalidation) (err error) {
 	p.call(func(ctx context.Context) { err = p.s.Invalidate(ctx, inv) })
 	return err
 }

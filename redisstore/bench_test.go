@@ -12,6 +12,7 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // BenchmarkRedis measures paddock on one local redis-server (unix socket)
@@ -68,17 +69,17 @@ func BenchmarkRedis(b *testing.B) {
 	b.Run("op=hit/impl=store-lookup", func(b *testing.B) {
 		// The Store alone, without the Cache: one script call.
 		s := newStore(b, client, prefix())
-		lk, err := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+		lk, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if ok, err := s.Fill(ctx, "k", &paddock.Fill{Value: []byte(value), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
+		if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte(value), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
-		req := paddock.LookupRequest{Lease: 2, LeaseTTL: time.Minute}
+		req := store.LookupRequest{Lease: 2, LeaseTTL: time.Minute}
 		b.ReportAllocs()
 		for b.Loop() {
-			if lk, err := s.Lookup(ctx, "k", req); err != nil || lk.State != paddock.StateFresh {
+			if lk, err := s.Lookup(ctx, "k", req); err != nil || lk.State != store.StateFresh {
 				b.Fatal(lk.State, err)
 			}
 		}

@@ -7,9 +7,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/paddockcache/paddock/store"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/paddockcache/paddock"
 )
 
 // The Cluster paths. The sequence lives in one slot, entries in their
@@ -284,7 +283,7 @@ func (s *Store) preFill(ctx context.Context, t0 uint64, remote map[uint16][]stri
 // removes (or marks stale) any entry whose guard is below s. A load whose
 // ticket was read after the advance began after the writer's change to
 // the database, and may fill.
-func (s *Store) invalidateCluster(ctx context.Context, inv paddock.Invalidation, soft string) error {
+func (s *Store) invalidateCluster(ctx context.Context, inv store.Invalidation, soft string) error {
 	seq, err := s.nextSeq(ctx)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 	"github.com/paddockcache/paddock/storetest"
 )
 
@@ -104,19 +105,19 @@ func testClusterRoundTrips(t *testing.T, env *clusterEnv) {
 	}
 	rec.take()
 
-	req := paddock.LookupRequest{Lease: 7, LeaseTTL: time.Minute}
+	req := store.LookupRequest{Lease: 7, LeaseTTL: time.Minute}
 	lk, err := s.Lookup(ctx, key, req)
 	if err != nil || !lk.Lease {
 		t.Fatalf("miss: %+v, %v", lk, err)
 	}
 	wantCalls(t, "miss (lease, then the ticket)", rec.take(), "lookup", "hget")
 
-	ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute})
+	ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute})
 	if err != nil || !ok {
 		t.Fatalf("fill: %v, %v", ok, err)
 	}
 	wantCalls(t, "fill (no tags)", rec.take(), "fill")
-	if lk, err = s.Lookup(ctx, key, req); err != nil || lk.State != paddock.StateFresh {
+	if lk, err = s.Lookup(ctx, key, req); err != nil || lk.State != store.StateFresh {
 		t.Fatalf("hit: %+v, %v", lk, err)
 	}
 	wantCalls(t, "hit (no tags)", rec.take(), "lookup")
@@ -125,12 +126,12 @@ func testClusterRoundTrips(t *testing.T, env *clusterEnv) {
 	key2 := env.on(0, "k2-")
 	lk, _ = s.Lookup(ctx, key2, req)
 	rec.take()
-	ok, err = s.Fill(ctx, key2, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute, Tags: []string{remote}})
+	ok, err = s.Fill(ctx, key2, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute, Tags: []string{remote}})
 	if err != nil || !ok {
 		t.Fatalf("fill: %v, %v", ok, err)
 	}
 	wantCalls(t, "fill (1 tag in another slot)", rec.take(), "tagcheck", "fill")
-	if lk, err = s.Lookup(ctx, key2, req); err != nil || lk.State != paddock.StateFresh {
+	if lk, err = s.Lookup(ctx, key2, req); err != nil || lk.State != store.StateFresh {
 		t.Fatalf("hit: %+v, %v", lk, err)
 	}
 	wantCalls(t, "hit (1 tag in another slot)", rec.take(), "lookup", "tagcheck")
@@ -139,16 +140,16 @@ func testClusterRoundTrips(t *testing.T, env *clusterEnv) {
 	key3 := env.on(0, "k3-")
 	lk, _ = s.Lookup(ctx, key3, req)
 	rec.take()
-	ok, err = s.Fill(ctx, key3, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute, Tags: []string{key3}})
+	ok, err = s.Fill(ctx, key3, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute, Tags: []string{key3}})
 	if err != nil || !ok {
 		t.Fatalf("fill: %v, %v", ok, err)
 	}
 	wantCalls(t, "fill (1 tag in the key's slot)", rec.take(), "fill")
-	if lk, err = s.Lookup(ctx, key3, req); err != nil || lk.State != paddock.StateFresh {
+	if lk, err = s.Lookup(ctx, key3, req); err != nil || lk.State != store.StateFresh {
 		t.Fatalf("hit: %+v, %v", lk, err)
 	}
 	wantCalls(t, "hit (1 tag in the key's slot)", rec.take(), "lookup")
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{key3}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{key3}}); err != nil {
 		t.Fatal(err)
 	}
 	rec.take()
@@ -158,7 +159,7 @@ func testClusterRoundTrips(t *testing.T, env *clusterEnv) {
 	_ = s.Release(ctx, key3, 7)
 	rec.take()
 
-	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{key}, Tags: []string{remote}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{key}, Tags: []string{remote}}); err != nil {
 		t.Fatal(err)
 	}
 	got := rec.take()
@@ -190,10 +191,10 @@ func testClusterTagsAcrossSlots(t *testing.T, env *clusterEnv) {
 	s := newStore(t, env.client, redisstore.Prefix("xs:"))
 	ctx := t.Context()
 	key, tag := env.on(0, "k"), env.on(1, "t")
-	req := func(tok uint64) paddock.LookupRequest { return paddock.LookupRequest{Lease: tok, LeaseTTL: time.Hour} }
-	fill := func(t0 paddock.Ticket, v string) bool {
+	req := func(tok uint64) store.LookupRequest { return store.LookupRequest{Lease: tok, LeaseTTL: time.Hour} }
+	fill := func(t0 store.Ticket, v string) bool {
 		t.Helper()
-		ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte(v), Ticket: t0, TTL: time.Hour, Tags: []string{tag}})
+		ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte(v), Ticket: t0, TTL: time.Hour, Tags: []string{tag}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +202,7 @@ func testClusterTagsAcrossSlots(t *testing.T, env *clusterEnv) {
 	}
 	// ticket, invalidate the tag (other node), fill: refused.
 	lk, _ := s.Lookup(ctx, key, req(1))
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}}); err != nil {
 		t.Fatal(err)
 	}
 	if fill(lk.Ticket, "old") {
@@ -213,19 +214,19 @@ func testClusterTagsAcrossSlots(t *testing.T, env *clusterEnv) {
 	if !fill(lk.Ticket, "new") {
 		t.Fatal("fill with a new ticket was refused")
 	}
-	if h, _ := s.Lookup(ctx, key, paddock.LookupRequest{}); h.State != paddock.StateFresh {
+	if h, _ := s.Lookup(ctx, key, store.LookupRequest{}); h.State != store.StateFresh {
 		t.Fatalf("after the fill: %v", h.State)
 	}
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}, Soft: true}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}, Soft: true}); err != nil {
 		t.Fatal(err)
 	}
 	// Soft: servable as stale until its TTL ends, one caller refreshes.
 	_, _ = s.Release(ctx, key, 1), s.Release(ctx, key, 2)
-	if h, _ := s.Lookup(ctx, key, req(9)); h.State != paddock.StateStale || !h.Lease {
+	if h, _ := s.Lookup(ctx, key, req(9)); h.State != store.StateStale || !h.Lease {
 		t.Fatalf("after a soft invalidation of the tag: %+v", h)
 	}
 	_ = s.Release(ctx, key, 9)
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}}); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := s.Lookup(ctx, key, req(3)); h.Entry != nil || !h.Lease {
@@ -248,7 +249,7 @@ func testClusterTagsAcrossSlots(t *testing.T, env *clusterEnv) {
 	if err := env.client.HSet(ctx, tk, "s", seq, "h", seq).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := s.Lookup(ctx, key, paddock.LookupRequest{}); h.Entry != nil {
+	if h, _ := s.Lookup(ctx, key, store.LookupRequest{}); h.Entry != nil {
 		t.Fatalf("an entry filled with ticket %d is served after its tag moved to %d", lk.Ticket.Seq, seq)
 	}
 }
@@ -269,7 +270,7 @@ func testClusterSkewFree(t *testing.T, env *clusterEnv) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lk, err := a.Lookup(ctx, key, paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+		lk, err := a.Lookup(ctx, key, store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,11 +281,11 @@ func testClusterSkewFree(t *testing.T, env *clusterEnv) {
 		}
 		// Filled through a, judged through b: the windows are instants
 		// of the master's clock.
-		if ok, err := a.Fill(ctx, key, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Minute}); !ok || err != nil {
+		if ok, err := a.Fill(ctx, key, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Minute}); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		h, err := b.Lookup(ctx, key, paddock.LookupRequest{})
-		if err != nil || h.State != paddock.StateFresh {
+		h, err := b.Lookup(ctx, key, store.LookupRequest{})
+		if err != nil || h.State != store.StateFresh {
 			t.Fatalf("node %d: %+v, %v", i, h, err)
 		}
 		if d := h.Entry.FreshUntil.Sub(h.Entry.Created); d != time.Minute {
@@ -295,18 +296,18 @@ func testClusterSkewFree(t *testing.T, env *clusterEnv) {
 	// taken on master 0 is older than an invalidation applied on master 2
 	// exactly when the sequence says so, whatever the clocks.
 	k0, t2 := env.on(0, "fenced"), env.on(2, "tag")
-	lk, _ := a.Lookup(ctx, k0, paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
-	if err := b.Invalidate(ctx, paddock.Invalidation{Tags: []string{t2}}); err != nil {
+	lk, _ := a.Lookup(ctx, k0, store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+	if err := b.Invalidate(ctx, store.Invalidation{Tags: []string{t2}}); err != nil {
 		t.Fatal(err)
 	}
-	lk2, _ := b.Lookup(ctx, k0, paddock.LookupRequest{})
+	lk2, _ := b.Lookup(ctx, k0, store.LookupRequest{})
 	if lk2.Ticket.Seq <= lk.Ticket.Seq {
 		t.Fatalf("ticket after the invalidation %d <= before %d", lk2.Ticket.Seq, lk.Ticket.Seq)
 	}
-	if ok, _ := a.Fill(ctx, k0, &paddock.Fill{Value: []byte("old"), Ticket: lk.Ticket, Lease: 1, TTL: time.Minute, Tags: []string{t2}}); ok {
+	if ok, _ := a.Fill(ctx, k0, &store.Fill{Value: []byte("old"), Ticket: lk.Ticket, Lease: 1, TTL: time.Minute, Tags: []string{t2}}); ok {
 		t.Fatal("fill with a ticket older than the tag's invalidation on another master was accepted")
 	}
-	if ok, _ := a.Fill(ctx, k0, &paddock.Fill{Value: []byte("new"), Ticket: lk2.Ticket, TTL: time.Minute, Tags: []string{t2}}); !ok {
+	if ok, _ := a.Fill(ctx, k0, &store.Fill{Value: []byte("new"), Ticket: lk2.Ticket, TTL: time.Minute, Tags: []string{t2}}); !ok {
 		t.Fatal("fill with a new ticket was refused")
 	}
 }
@@ -329,52 +330,52 @@ func testClusterNodeLoss(t *testing.T, env *clusterEnv) {
 	key, tag := env.on(keyNode, "k"), env.on(tagNode, "t")
 	other := env.on(keyNode, "other")
 
-	lk, _ := s.Lookup(ctx, key, paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
-	if ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: []string{tag}}); !ok || err != nil {
+	lk, _ := s.Lookup(ctx, key, store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	if ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: []string{tag}}); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	inflight, _ := s.Lookup(ctx, other, paddock.LookupRequest{Lease: 2, LeaseTTL: time.Hour})
+	inflight, _ := s.Lookup(ctx, other, store.LookupRequest{Lease: 2, LeaseTTL: time.Hour})
 	// An invalidation of the tag that the tag's master acknowledges, then
 	// loses.
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{tag}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{tag}}); err != nil {
 		t.Fatal(err)
 	}
 	env.c.FlushNode(t, env.c.Addrs[tagNode])
 
-	if h, err := s.Lookup(ctx, key, paddock.LookupRequest{}); err != nil || h.Entry != nil {
+	if h, err := s.Lookup(ctx, key, store.LookupRequest{}); err != nil || h.Entry != nil {
 		t.Fatalf("entry tagged on the lost master: %+v, %v", h.Entry, err)
 	}
-	if ok, _ := s.Fill(ctx, other, &paddock.Fill{Value: []byte("old"), Ticket: inflight.Ticket, Lease: 2, TTL: time.Hour, Tags: []string{tag}}); ok {
+	if ok, _ := s.Fill(ctx, other, &store.Fill{Value: []byte("old"), Ticket: inflight.Ticket, Lease: 2, TTL: time.Hour, Tags: []string{tag}}); ok {
 		t.Fatal("a load whose ticket predates the loss filled with a tag of the lost master")
 	}
 	// New loads work again.
-	n, _ := s.Lookup(ctx, other, paddock.LookupRequest{Lease: 3, LeaseTTL: time.Hour})
-	if ok, err := s.Fill(ctx, other, &paddock.Fill{Value: []byte("new"), Ticket: n.Ticket, Lease: 3, TTL: time.Hour, Tags: []string{tag}}); !ok || err != nil {
+	n, _ := s.Lookup(ctx, other, store.LookupRequest{Lease: 3, LeaseTTL: time.Hour})
+	if ok, err := s.Fill(ctx, other, &store.Fill{Value: []byte("new"), Ticket: n.Ticket, Lease: 3, TTL: time.Hour, Tags: []string{tag}}); !ok || err != nil {
 		t.Fatalf("a new load was refused: %v, %v", ok, err)
 	}
 
 	// The sequence's own master loses its data: the sequence goes on
 	// upwards, so old tickets stay older than new invalidations.
-	before, _ := s.Lookup(ctx, key, paddock.LookupRequest{})
+	before, _ := s.Lookup(ctx, key, store.LookupRequest{})
 	env.c.FlushNode(t, env.c.Addrs[seqNode])
-	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{other}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{other}}); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := s.Lookup(ctx, other, paddock.LookupRequest{})
+	after, _ := s.Lookup(ctx, other, store.LookupRequest{})
 	if after.Ticket.Seq <= before.Ticket.Seq {
 		t.Fatalf("the sequence went back: %d after the loss, %d before", after.Ticket.Seq, before.Ticket.Seq)
 	}
-	if ok, _ := s.Fill(ctx, other, &paddock.Fill{Value: []byte("old"), Ticket: n.Ticket, TTL: time.Hour}); ok {
+	if ok, _ := s.Fill(ctx, other, &store.Fill{Value: []byte("old"), Ticket: n.Ticket, TTL: time.Hour}); ok {
 		t.Fatal("a fill older than the invalidation after the sequence's loss was accepted")
 	}
 
 	// The key's own master loses its data: its epoch changes.
 	env.c.FlushNode(t, env.c.Addrs[keyNode])
-	h, err := s.Lookup(ctx, other, paddock.LookupRequest{})
+	h, err := s.Lookup(ctx, other, store.LookupRequest{})
 	if err != nil || h.Entry != nil || h.Ticket.Epoch == after.Ticket.Epoch {
 		t.Fatalf("after the key's master lost its data: %+v, %v (epoch was %d)", h, err, after.Ticket.Epoch)
 	}
-	if ok, _ := s.Fill(ctx, other, &paddock.Fill{Value: []byte("old"), Ticket: after.Ticket, TTL: time.Hour}); ok {
+	if ok, _ := s.Fill(ctx, other, &store.Fill{Value: []byte("old"), Ticket: after.Ticket, TTL: time.Hour}); ok {
 		t.Fatal("a ticket of the lost epoch filled")
 	}
 }

@@ -9,9 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // names are the Redis keys of one cache key K tagged T (named like K, so
@@ -184,26 +184,26 @@ var corruptPrefixes atomic.Int64
 func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm names, c corruptCase, order, key, remote string) {
 	ctx := t.Context()
 	tags := []string{key, remote}
-	lookup := func(tok uint64) paddock.Lookup {
+	lookup := func(tok uint64) store.Lookup {
 		t.Helper()
-		lk, err := s.Lookup(ctx, key, paddock.LookupRequest{Lease: tok, LeaseTTL: time.Hour})
+		lk, err := s.Lookup(ctx, key, store.LookupRequest{Lease: tok, LeaseTTL: time.Hour})
 		if err != nil {
 			t.Fatalf("Lookup: %v", err)
 		}
-		if lk.Entry != nil && string(lk.Entry.Value) == "old" && lk.State != paddock.StateMiss {
+		if lk.Entry != nil && string(lk.Entry.Value) == "old" && lk.State != store.StateMiss {
 			t.Fatalf("the old entry is served (%v) after its record was damaged", lk.State)
 		}
 		return lk
 	}
-	fill := func(v string, t0 paddock.Ticket, tok uint64) bool {
+	fill := func(v string, t0 store.Ticket, tok uint64) bool {
 		t.Helper()
-		ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte(v), Ticket: t0, Lease: tok, Tags: tags, TTL: time.Hour, Stale: time.Hour})
+		ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte(v), Ticket: t0, Lease: tok, Tags: tags, TTL: time.Hour, Stale: time.Hour})
 		if err != nil {
 			t.Fatalf("Fill %q: %v", v, err)
 		}
 		return ok
 	}
-	invalidate := func(inv paddock.Invalidation) {
+	invalidate := func(inv store.Invalidation) {
 		t.Helper()
 		if err := s.Invalidate(ctx, inv); err != nil {
 			t.Fatalf("Invalidate(%+v): %v", inv, err)
@@ -222,11 +222,11 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 	invalidated := true
 	switch c.prep {
 	case prepInvalT:
-		invalidate(paddock.Invalidation{Tags: []string{key}})
+		invalidate(store.Invalidation{Tags: []string{key}})
 	case prepInvalR:
-		invalidate(paddock.Invalidation{Tags: []string{remote}})
+		invalidate(store.Invalidation{Tags: []string{remote}})
 	case prepInvalKey:
-		invalidate(paddock.Invalidation{Keys: []string{key}})
+		invalidate(store.Invalidation{Keys: []string{key}})
 	case prepDropEntry:
 		invalidated = false
 		if err := raw.Del(ctx, nm.entry).Err(); err != nil {
@@ -239,11 +239,11 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 		t.Fatalf("corrupt: %v", err)
 	}
 
-	var first paddock.Lookup
+	var first store.Lookup
 	switch order {
 	case "lookup":
 		first = lookup(2)
-		if first.State != paddock.StateMiss || first.Entry != nil {
+		if first.State != store.StateMiss || first.Entry != nil {
 			t.Fatalf("lookup after the damage: %v with entry %v, want a miss", first.State, first.Entry != nil)
 		}
 		if first.Corrupt != c.seen {
@@ -258,7 +258,7 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 			t.Fatalf("Release: %v", err)
 		}
 	case "invalidate":
-		invalidate(paddock.Invalidation{Keys: []string{key}, Tags: tags})
+		invalidate(store.Invalidation{Keys: []string{key}, Tags: tags})
 		invalidated = true
 	}
 	// A load that took its ticket before the invalidation fills nothing,
@@ -266,7 +266,7 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 	if ok := fill("stale", old, 0); ok && invalidated {
 		t.Fatal("a fill older than the invalidation was accepted after its record was damaged")
 	}
-	if lk := lookup(0); invalidated && lk.Entry != nil && string(lk.Entry.Value) == "stale" && lk.State != paddock.StateMiss {
+	if lk := lookup(0); invalidated && lk.Entry != nil && string(lk.Entry.Value) == "stale" && lk.State != store.StateMiss {
 		t.Fatalf("a fill older than the invalidation is served (%v)", lk.State)
 	}
 
@@ -283,7 +283,7 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 		filled := false
 		for try := uint64(0); try < 2 && !filled; try++ {
 			lk := lookup(10 + try)
-			if lk.State == paddock.StateFresh && !invalidated {
+			if lk.State == store.StateFresh && !invalidated {
 				// The "stale" fill was accepted: nothing had invalidated
 				// its load.
 				want, filled = "stale", true
@@ -295,10 +295,10 @@ func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm
 			t.Fatal("no fill was accepted after the damage")
 		}
 	}
-	if lk := lookup(0); lk.State != paddock.StateFresh || string(lk.Entry.Value) != want || lk.Corrupt {
+	if lk := lookup(0); lk.State != store.StateFresh || string(lk.Entry.Value) != want || lk.Corrupt {
 		t.Fatalf("after the new fill: %+v", lk)
 	}
-	invalidate(paddock.Invalidation{Keys: []string{key}, Tags: tags})
+	invalidate(store.Invalidation{Keys: []string{key}, Tags: tags})
 	if lk := lookup(0); lk.Entry != nil {
 		t.Fatalf("after the invalidation: %+v", lk)
 	}

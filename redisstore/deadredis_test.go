@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/store"
 )
 
 // failFastOptions are the client options of the package doc ("Client
@@ -38,7 +38,7 @@ func TestDeadRedisFailsFast(t *testing.T) {
 		start := time.Now()
 		for i := range calls {
 			ctx, cancel := context.WithTimeout(t.Context(), budget)
-			_, err := s.Lookup(ctx, fmt.Sprint("k", i), paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+			_, err := s.Lookup(ctx, fmt.Sprint("k", i), store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
 			cancel()
 			if err == nil {
 				t.Fatal("a Lookup on a dead Redis succeeded")
@@ -62,7 +62,7 @@ func TestDeadRedisFailsFast(t *testing.T) {
 		client := srv.Client(t, failFastOptions)
 		warm := newStore(t, client)
 		for i := range 4 {
-			if _, err := warm.Lookup(t.Context(), fmt.Sprint("w", i), paddock.LookupRequest{}); err != nil {
+			if _, err := warm.Lookup(t.Context(), fmt.Sprint("w", i), store.LookupRequest{}); err != nil {
 				t.Fatal(err)
 			}
 		}

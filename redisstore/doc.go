@@ -1,16 +1,16 @@
-// Package redisstore is a [paddock.Store] on Redis
+// Package redisstore is a [store.Store] on Redis
 // (github.com/redis/go-redis/v9): every process of an application that
 // shares one Redis and one [Prefix] shares the cache, with the guarantees
 // of one process.
 //
 //   - One load per key for the fleet. Callers of one process share one
-//     lookup (the Store is [paddock.Remote]); the processes share a lease
+//     lookup (the Store is [store.Remote]); the processes share a lease
 //     in Redis. The others wait for the holder's fill, or serve the stale
 //     value when the entry has one; a holder that dies is replaced when its
 //     lease expires, and a caller that reaches its wait bound loads for
 //     itself.
 //   - No stale fill, ever. Fills are fenced by the version protocol of
-//     [paddock.Store], in Lua, atomic on the server.
+//     [store.Store], in Lua, atomic on the server.
 //   - One background refresh per key for the fleet in the stale window.
 //   - Freshness is judged by the server's clock (TIME), never by the
 //     process's: clock skew between application nodes changes nothing.
@@ -112,7 +112,7 @@
 //   - An entry that does not parse (any field malformed or missing, the
 //     negative flag set beside a value, a tag list that does not decode or
 //     does not match the entry's tags) is deleted: the lookup is a miss
-//     with [paddock.Lookup].Corrupt set, and the next fill replaces it.
+//     with [store.Lookup].Corrupt set, and the next fill replaces it.
 //   - A lease that does not parse is deleted: nobody holds it.
 //   - A key's or a tag's version that does not parse is repaired as "very
 //     high", never as zero, since the invalidation it recorded is unknown:

@@ -14,21 +14,22 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // storeCalls runs every Store operation on key "k" and returns each
 // one's error with the prefix its text must start with.
 func storeCalls(ctx context.Context, s *redisstore.Store) map[string]error {
-	_, lerr := s.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
-	_, ferr := s.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Ticket: paddock.Ticket{Epoch: 1, Seq: 1}, Lease: 1,
+	_, lerr := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+	_, ferr := s.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, Lease: 1,
 		TTL: time.Minute, Tags: []string{"a", "b", "k"}})
-	_, serr := s.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Ticket: paddock.Ticket{Epoch: 1, Seq: 1}, TTL: time.Minute, Set: true})
+	_, serr := s.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, TTL: time.Minute, Set: true})
 	return map[string]error{
 		`redisstore: lookup "k": `:     lerr,
 		`redisstore: fill "k": `:       ferr,
 		`redisstore: fill "k": ` + "/": serr, // a Set
 		`redisstore: release "k": `:    s.Release(ctx, "k", 1),
-		`redisstore: invalidate: `:     s.Invalidate(ctx, paddock.Invalidation{Keys: []string{"k"}, Tags: []string{"a", "b"}}),
+		`redisstore: invalidate: `:     s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}, Tags: []string{"a", "b"}}),
 	}
 }
 
@@ -70,7 +71,7 @@ func TestErrorTexts(t *testing.T) {
 			t.Run("timeout", func(t *testing.T) {
 				client := srv.Client(t, func(o *redis.Options) { o.MaxRetries = -1 })
 				s := newStore(t, client, layout.opts...)
-				if _, err := s.Lookup(t.Context(), "warm", paddock.LookupRequest{}); err != nil {
+				if _, err := s.Lookup(t.Context(), "warm", store.LookupRequest{}); err != nil {
 					t.Fatal(err)
 				}
 				srv.Pause(t)

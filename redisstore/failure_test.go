@@ -16,6 +16,7 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // TestRedisDown: with Redis gone, Gets load (still coalesced in the
@@ -132,18 +133,18 @@ func TestTooLarge(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStore(t, srv.Client(t, nil), redisstore.MaxValueSize(1024))
 	ctx := t.Context()
-	lk, err := s.Lookup(ctx, "big", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	lk, err := s.Lookup(ctx, "big", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
 	if err != nil || !lk.Lease {
 		t.Fatal(lk, err)
 	}
-	ok, err := s.Fill(ctx, "big", &paddock.Fill{Value: make([]byte, 1025), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour})
+	ok, err := s.Fill(ctx, "big", &store.Fill{Value: make([]byte, 1025), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour})
 	if ok || !errors.Is(err, paddock.ErrTooLarge) || !strings.Contains(err.Error(), "1025 bytes") {
 		t.Fatalf("Fill of 1025 bytes: %v, %v; want ErrTooLarge", ok, err)
 	}
-	if lk, err := s.Lookup(ctx, "big", paddock.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); err != nil || !lk.Lease {
+	if lk, err := s.Lookup(ctx, "big", store.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); err != nil || !lk.Lease {
 		t.Fatalf("lease not released: %+v, %v", lk, err)
 	}
-	if ok, err := s.Fill(ctx, "big", &paddock.Fill{Value: make([]byte, 1024), Ticket: lk.Ticket, Lease: 2, TTL: time.Hour}); !ok || err != nil {
+	if ok, err := s.Fill(ctx, "big", &store.Fill{Value: make([]byte, 1024), Ticket: lk.Ticket, Lease: 2, TTL: time.Hour}); !ok || err != nil {
 		t.Fatalf("Fill of 1024 bytes: %v, %v", ok, err)
 	}
 
@@ -236,11 +237,11 @@ func TestFailoverStartsNewEpoch(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling replication
 	}
 	sp := newStore(t, pc)
-	lk, err := sp.Lookup(ctx, "k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	lk, err := sp.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := sp.Fill(ctx, "k", &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
+	if ok, err := sp.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	// Wait until the replica has the entry.
@@ -260,19 +261,19 @@ func TestFailoverStartsNewEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	sr := newStore(t, rc)
-	got, err := sr.Lookup(ctx, "k", paddock.LookupRequest{})
+	got, err := sr.Lookup(ctx, "k", store.LookupRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.Entry != nil || got.Ticket.Epoch == lk.Ticket.Epoch {
 		t.Fatalf("after the failover: entry %+v, epoch %d (was %d); want no entry and a new epoch", got.Entry, got.Ticket.Epoch, lk.Ticket.Epoch)
 	}
-	if ok, _ := sr.Fill(ctx, "k", &paddock.Fill{Value: []byte("old"), Ticket: lk.Ticket, TTL: time.Hour}); ok {
+	if ok, _ := sr.Fill(ctx, "k", &store.Fill{Value: []byte("old"), Ticket: lk.Ticket, TTL: time.Hour}); ok {
 		t.Fatal("a fill with a ticket of the old epoch was accepted")
 	}
 	// SkipFailoverCheck trusts the replicated marker.
 	lax := newStore(t, rc, redisstore.SkipFailoverCheck())
-	if _, err := lax.Lookup(ctx, "k2", paddock.LookupRequest{}); err != nil {
+	if _, err := lax.Lookup(ctx, "k2", store.LookupRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // node is one member of a simulated fleet: its own client, store and
@@ -179,8 +180,8 @@ func TestFleetStaleWhileRevalidate(t *testing.T) {
 	if loads.Load() != 1 {
 		t.Fatalf("%d refreshes for the fleet, want 1", loads.Load())
 	}
-	lk, err := fl[1].store.Lookup(ctx, "page:home", paddock.LookupRequest{})
-	if err != nil || lk.State != paddock.StateFresh || string(lk.Entry.Value) == "" {
+	lk, err := fl[1].store.Lookup(ctx, "page:home", store.LookupRequest{})
+	if err != nil || lk.State != store.StateFresh || string(lk.Entry.Value) == "" {
 		t.Fatalf("after the refresh: %+v, %v", lk, err)
 	}
 }
@@ -193,7 +194,7 @@ func TestFleetDeadLeaseHolder(t *testing.T) {
 	fl := fleet(t, srv, 1, clock, paddock.LeaseTTL(time.Hour), paddock.WaitTimeout(time.Hour))
 	ctx := t.Context()
 	// The dead process: took the lease, then vanished.
-	lk, err := fl[0].store.Store.Lookup(ctx, "page:k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	lk, err := fl[0].store.Store.Lookup(ctx, "page:k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
 	if err != nil || !lk.Lease {
 		t.Fatalf("dead holder: %+v, %v", lk, err)
 	}
@@ -222,7 +223,7 @@ func TestFleetWaitBound(t *testing.T) {
 	srv := redistest.Start(t)
 	fl := fleet(t, srv, 1, nil, paddock.LeaseTTL(time.Hour), paddock.WaitTimeout(200*time.Millisecond))
 	ctx := t.Context()
-	if lk, err := fl[0].store.Store.Lookup(ctx, "page:k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour}); err != nil || !lk.Lease {
+	if lk, err := fl[0].store.Store.Lookup(ctx, "page:k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour}); err != nil || !lk.Lease {
 		t.Fatalf("holder: %+v, %v", lk, err)
 	}
 	r, err := fl[0].l.Fetch(ctx, "k", func(context.Context) (string, error) { return "mine", nil })

@@ -15,6 +15,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 func TestMain(m *testing.M) {
@@ -126,7 +127,7 @@ type watched struct {
 
 func watch(s *redisstore.Store) *watched { return &watched{Store: s, held: make(chan struct{})} }
 
-func (w *watched) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (w *watched) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	lk, err := w.Store.Lookup(ctx, key, req)
 	if err == nil && lk.Held {
 		w.n.Add(1)
@@ -151,7 +152,7 @@ func newStore(t testing.TB, client redis.UniversalClient, opts ...redisstore.Opt
 	return s
 }
 
-func newCache(t testing.TB, s paddock.Store, opts ...paddock.Option) *paddock.Cache {
+func newCache(t testing.TB, s store.Store, opts ...paddock.Option) *paddock.Cache {
 	t.Helper()
 	// These tests check the protocol, not the timeouts: a store timeout
 	// of seconds keeps a busy test machine from sending Gets around the

@@ -8,10 +8,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // fencedFillAccepted takes a ticket for key, invalidates stale (one of
@@ -20,14 +20,14 @@ import (
 func fencedFillAccepted(t *testing.T, s *redisstore.Store, key string, tags []string, stale string) bool {
 	t.Helper()
 	ctx := t.Context()
-	lk, err := s.Lookup(ctx, key, paddock.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	lk, err := s.Lookup(ctx, key, store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
 	if err != nil || !lk.Lease {
 		t.Fatalf("Lookup: %+v, %v", lk, err)
 	}
-	if err := s.Invalidate(ctx, paddock.Invalidation{Tags: []string{stale}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Tags: []string{stale}}); err != nil {
 		t.Fatal(err)
 	}
-	ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: tags})
+	ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}

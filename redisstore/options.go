@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 )
 
 // Defaults of the options.
@@ -19,7 +19,7 @@ const (
 	MaxValueSizeLimit = 512 << 20
 	// DefaultLeaseTTL is the lease TTL used when a LookupRequest names
 	// none.
-	DefaultLeaseTTL = paddock.DefaultLeaseTTL
+	DefaultLeaseTTL = 10 * time.Second
 )
 
 // An Option configures a [Store].
@@ -40,7 +40,7 @@ func defaultConfig() config {
 
 // invalid is an error of New: options are checked there.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("redisstore: new: %w: "+format, append([]any{paddock.ErrInvalidOption}, args...)...)
+	return fmt.Errorf("redisstore: new: %w: "+format, append([]any{store.ErrInvalidOption}, args...)...)
 }
 
 // Prefix sets the prefix of every Redis key the store writes. Two stores
@@ -59,7 +59,7 @@ func Prefix(p string) Option {
 
 // MaxValueSize sets the largest encoded value, in bytes, that Fill writes.
 // A larger one is not written: Fill returns an error wrapping
-// [paddock.ErrTooLarge] (the Cache still returns the loaded value, with
+// [store.ErrTooLarge] (the Cache still returns the loaded value, with
 // Result.FillErr set). Default [DefaultMaxValueSize]; at most
 // [MaxValueSizeLimit].
 func MaxValueSize(n int) Option {

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/store"
 )
 
 // TestReleasedTokenStaysRefused: a lookup with a released lease's token
@@ -16,8 +16,8 @@ func TestReleasedTokenStaysRefused(t *testing.T) {
 	srv := redistest.Start(t)
 	s := newStore(t, srv.Client(t, nil))
 	ctx := t.Context()
-	req := func(token uint64) paddock.LookupRequest {
-		return paddock.LookupRequest{Lease: token, LeaseTTL: time.Minute}
+	req := func(token uint64) store.LookupRequest {
+		return store.LookupRequest{Lease: token, LeaseTTL: time.Minute}
 	}
 	if lk, err := s.Lookup(ctx, "rel:k", req(7)); err != nil || !lk.Lease {
 		t.Fatalf("first lookup: %+v, %v", lk, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 func wantCalls(t *testing.T, what string, got []string, want ...string) {
@@ -35,31 +36,31 @@ func TestRoundTrips(t *testing.T) {
 	warm(t, s)
 	rec.take()
 
-	req := paddock.LookupRequest{Lease: 7, LeaseTTL: time.Minute}
+	req := store.LookupRequest{Lease: 7, LeaseTTL: time.Minute}
 	lk, err := s.Lookup(ctx, "rt:k", req)
 	if err != nil || !lk.Lease {
 		t.Fatalf("miss: %+v, %v", lk, err)
 	}
 	wantCalls(t, "miss (lease + ticket)", rec.take(), "lookup")
 
-	if _, err := s.Lookup(ctx, "rt:k", paddock.LookupRequest{Lease: 8, LeaseTTL: time.Minute}); err != nil {
+	if _, err := s.Lookup(ctx, "rt:k", store.LookupRequest{Lease: 8, LeaseTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls(t, "miss (wait: lease held)", rec.take(), "lookup")
 
-	ok, err := s.Fill(ctx, "rt:k", &paddock.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute,
+	ok, err := s.Fill(ctx, "rt:k", &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute,
 		Tags: []string{"rt-a", "rt-b"}, Stale: time.Minute})
 	if err != nil || !ok {
 		t.Fatalf("fill: %v, %v", ok, err)
 	}
 	wantCalls(t, "fill (2 tags)", rec.take(), "fill")
 
-	if lk, err = s.Lookup(ctx, "rt:k", req); err != nil || lk.State != paddock.StateFresh {
+	if lk, err = s.Lookup(ctx, "rt:k", req); err != nil || lk.State != store.StateFresh {
 		t.Fatalf("hit: %+v, %v", lk, err)
 	}
 	wantCalls(t, "hit (2 tags checked)", rec.take(), "lookup")
 
-	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{"rt:k", "rt:x"}, Tags: []string{"rt-a"}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"rt:k", "rt:x"}, Tags: []string{"rt-a"}}); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls(t, "invalidate (2 keys, 1 tag)", rec.take(), "invalidate")
@@ -75,17 +76,17 @@ func TestRoundTrips(t *testing.T) {
 func warm(t testing.TB, s *redisstore.Store) {
 	t.Helper()
 	ctx := context.Background()
-	lk, err := s.Lookup(ctx, "warm:k", paddock.LookupRequest{Lease: 1, LeaseTTL: time.Second})
+	lk, err := s.Lookup(ctx, "warm:k", store.LookupRequest{Lease: 1, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Fill(ctx, "warm:k", &paddock.Fill{Value: []byte("x"), Ticket: lk.Ticket, TTL: time.Second, Tags: []string{"warm-t"}, Set: true}); err != nil {
+	if _, err := s.Fill(ctx, "warm:k", &store.Fill{Value: []byte("x"), Ticket: lk.Ticket, TTL: time.Second, Tags: []string{"warm-t"}, Set: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release(ctx, "warm:k", 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Invalidate(ctx, paddock.Invalidation{Keys: []string{"warm:k"}, Tags: []string{"warm-t"}}); err != nil {
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"warm:k"}, Tags: []string{"warm-t"}}); err != nil {
 		t.Fatal(err)
 	}
 }

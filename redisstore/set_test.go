@@ -8,10 +8,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // testRefusedSet: a Set refused by an invalidation (of a tag only the new
@@ -26,23 +26,23 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 		i++
 		return pick(i)
 	}
-	lookup := func(key string, tok uint64) paddock.Lookup {
+	lookup := func(key string, tok uint64) store.Lookup {
 		t.Helper()
-		lk, err := s.Lookup(ctx, key, paddock.LookupRequest{Lease: tok, LeaseTTL: time.Hour})
+		lk, err := s.Lookup(ctx, key, store.LookupRequest{Lease: tok, LeaseTTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return lk
 	}
-	fill := func(key, v string, t0 paddock.Ticket, tok uint64, set bool, tags ...string) bool {
+	fill := func(key, v string, t0 store.Ticket, tok uint64, set bool, tags ...string) bool {
 		t.Helper()
-		ok, err := s.Fill(ctx, key, &paddock.Fill{Value: []byte(v), Ticket: t0, Lease: tok, TTL: time.Hour, Set: set, Tags: tags})
+		ok, err := s.Fill(ctx, key, &store.Fill{Value: []byte(v), Ticket: t0, Lease: tok, TTL: time.Hour, Set: set, Tags: tags})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ok
 	}
-	invalidate := func(inv paddock.Invalidation) {
+	invalidate := func(inv store.Invalidation) {
 		t.Helper()
 		if err := s.Invalidate(ctx, inv); err != nil {
 			t.Fatal(err)
@@ -63,12 +63,12 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 			t.Fatal("the Set was accepted")
 		}
 		got := lookup(key, 0)
-		return got.Entry != nil && got.State != paddock.StateMiss
+		return got.Entry != nil && got.State != store.StateMiss
 	}
 
 	t.Run("refused-by-tag", func(t *testing.T) {
 		key, tag := names()
-		if oldEntrySurvives(key, tag, func() { invalidate(paddock.Invalidation{Tags: []string{tag}}) }) {
+		if oldEntrySurvives(key, tag, func() { invalidate(store.Invalidation{Tags: []string{tag}}) }) {
 			t.Fatal("a Set refused by an invalidation of its tag left the older entry servable")
 		}
 	})
@@ -76,7 +76,7 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 		hooks.SetKeepsOld.Store(true)
 		defer hooks.SetKeepsOld.Store(false)
 		key, tag := names()
-		if !oldEntrySurvives(key, tag, func() { invalidate(paddock.Invalidation{Tags: []string{tag}}) }) {
+		if !oldEntrySurvives(key, tag, func() { invalidate(store.Invalidation{Tags: []string{tag}}) }) {
 			t.Fatal("with SetKeepsOld the older entry was dropped anyway: the check proves nothing")
 		}
 	})
@@ -89,7 +89,7 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 			t.Fatal("the first fill was refused")
 		}
 		w := lookup(key, 0)
-		invalidate(paddock.Invalidation{Keys: []string{key}})
+		invalidate(store.Invalidation{Keys: []string{key}})
 		n := lookup(key, 2)
 		if !n.Lease || !fill(key, "newer", n.Ticket, 2, false) {
 			t.Fatalf("a load after the invalidation did not fill: %+v", n)
@@ -97,14 +97,14 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 		if fill(key, "set", w.Ticket, 0, true, tag) {
 			t.Fatal("the Set was accepted")
 		}
-		if got := lookup(key, 0); got.State != paddock.StateFresh || string(got.Entry.Value) != "newer" {
+		if got := lookup(key, 0); got.State != store.StateFresh || string(got.Entry.Value) != "newer" {
 			t.Fatalf("a refused Set dropped an entry newer than its ticket: %+v", got)
 		}
 	})
 	t.Run("newer-entry-stays", func(t *testing.T) {
 		key, tag := names()
 		w := lookup(key, 0)
-		invalidate(paddock.Invalidation{Tags: []string{tag}})
+		invalidate(store.Invalidation{Tags: []string{tag}})
 		n := lookup(key, 2)
 		if !fill(key, "newer", n.Ticket, 2, false) {
 			t.Fatal("a load after the invalidation did not fill")
@@ -112,7 +112,7 @@ func testRefusedSet(t *testing.T, client redis.UniversalClient, pick func(i int)
 		if fill(key, "set", w.Ticket, 0, true, tag) {
 			t.Fatal("the Set was accepted")
 		}
-		if got := lookup(key, 0); got.State != paddock.StateFresh || string(got.Entry.Value) != "newer" {
+		if got := lookup(key, 0); got.State != store.StateFresh || string(got.Entry.Value) != "newer" {
 			t.Fatalf("a refused Set dropped an entry newer than its ticket: %+v", got)
 		}
 	})

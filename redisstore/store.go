@@ -13,11 +13,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
-// A Store is a [paddock.Store] on Redis, shared by every process that uses
+// A Store is a [store.Store] on Redis, shared by every process that uses
 // the same Redis and prefix. It is safe for concurrent use. Create one with
 // [New].
 type Store struct {
@@ -33,8 +33,8 @@ type Store struct {
 }
 
 var (
-	_ paddock.Store  = (*Store)(nil)
-	_ paddock.Remote = (*Store)(nil)
+	_ store.Store  = (*Store)(nil)
+	_ store.Remote = (*Store)(nil)
 )
 
 // New returns a Store on client: a *redis.Client (standalone, or a
@@ -91,14 +91,14 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 // once per process).
 func (s *Store) Remote() bool { return true }
 
-// Close makes later calls fail with [paddock.ErrClosed]. It does not close
+// Close makes later calls fail with [store.ErrClosed]. It does not close
 // the client.
 func (s *Store) Close() error {
 	s.closed.Store(true)
 	return nil
 }
 
-// Lookup implements [paddock.Store.Lookup]. Standalone it is one script
+// Lookup implements [store.Store.Lookup]. Standalone it is one script
 // call. On Cluster it is one call, plus one to read the sequence when the
 // caller must load (a miss, a granted lease, or req.Lease zero), plus one
 // per other node holding the entry's tags, in parallel, when the entry has
@@ -106,9 +106,9 @@ func (s *Store) Close() error {
 // that does not parse makes the lookup a miss with Corrupt set, never an
 // error (see "Corrupt data" in the package doc); on Cluster, repairing a
 // tag's versions costs one call to the tag's node and a second lookup.
-func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
-		return paddock.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, paddock.ErrClosed)
+		return store.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, store.ErrClosed)
 	}
 	kn := s.layout.key(key)
 	ttl := req.LeaseTTL
@@ -130,14 +130,14 @@ func (s *Store) Lookup(ctx context.Context, key string, req paddock.LookupReques
 			_ = s.release(rctx, kn, args.token)
 			cancel()
 		}
-		return paddock.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, err)
+		return store.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, err)
 	}
 	return lk, nil
 }
 
 // lookup is Lookup's work; granted reports whether a script granted the
 // lease, even if a later step failed.
-func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupRequest, args *lookupArgs) (lk paddock.Lookup, granted bool, err error) {
+func (s *Store) lookup(ctx context.Context, kn keyNames, req store.LookupRequest, args *lookupArgs) (lk store.Lookup, granted bool, err error) {
 	corrupt := false
 	for try := 0; ; try++ {
 		r, err := s.lookupOnce(ctx, kn, args)
@@ -184,7 +184,7 @@ func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupReque
 					hard, soft = max(tc.hard, tc.floor), tc.any
 				}
 			}
-			if hard > r.guard || soft > r.guard && r.lk.State == paddock.StateFresh {
+			if hard > r.guard || soft > r.guard && r.lk.State == store.StateFresh {
 				if try == maxTries {
 					return lk, granted, errors.New("the entry kept changing under the tag check")
 				}
@@ -196,7 +196,7 @@ func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupReque
 			}
 		}
 		if s.cluster {
-			if r.lk.Lease || r.lk.State == paddock.StateMiss || req.Lease == 0 {
+			if r.lk.Lease || r.lk.State == store.StateMiss || req.Lease == 0 {
 				seq, err := s.readSeq(ctx)
 				if err != nil {
 					return lk, granted, err
@@ -212,7 +212,7 @@ func (s *Store) lookup(ctx context.Context, kn keyNames, req paddock.LookupReque
 		if corrupt {
 			// The contract: a lookup that found corrupt data is a miss
 			// (the script already dropped whatever entry it served).
-			r.lk.Entry, r.lk.State = nil, paddock.StateMiss
+			r.lk.Entry, r.lk.State = nil, store.StateMiss
 		}
 		return r.lk, granted, nil
 	}
@@ -228,7 +228,7 @@ type lookupArgs struct {
 }
 
 type lookupResult struct {
-	lk       paddock.Lookup
+	lk       store.Lookup
 	version  uint64 // the key's version (Cluster)
 	guard    uint64 // the entry's guard seq
 	tk       string // the entry's tag keys (Cluster)
@@ -272,7 +272,7 @@ func parseLookup(v []any) (lookupResult, error) {
 		return lookupResult{}, fmt.Errorf("malformed lookup reply of %d elements", len(v))
 	}
 	var r lookupResult
-	r.lk.State = paddock.State(num(v[1]))
+	r.lk.State = store.State(num(v[1]))
 	r.lk.Lease = num(v[2]) == 1
 	r.lk.Held = num(v[3]) == 1
 	epoch, err := strconv.ParseUint(str(v[4]), 10, 64)
@@ -310,12 +310,12 @@ func parseLookup(v []any) (lookupResult, error) {
 	}
 	if !ok {
 		r.badEntry = true
-		r.lk.State = paddock.StateMiss
+		r.lk.State = store.StateMiss
 		return r, nil
 	}
-	e := &paddock.Entry{
+	e := &store.Entry{
 		Negative:     str(f[8]) == "1",
-		Ticket:       paddock.Ticket{Epoch: uint64(nums[0]), Seq: uint64(nums[1])},
+		Ticket:       store.Ticket{Epoch: uint64(nums[0]), Seq: uint64(nums[1])},
 		Tags:         tags,
 		Created:      time.UnixMicro(nums[3]),
 		FreshUntil:   time.UnixMicro(nums[4]),
@@ -332,12 +332,12 @@ func parseLookup(v []any) (lookupResult, error) {
 	return r, nil
 }
 
-// Fill implements [paddock.Store.Fill]: one script call. On Cluster, the
+// Fill implements [store.Store.Fill]: one script call. On Cluster, the
 // versions of tags in other slots are read first (one call per node, in
 // parallel), and a Set first takes its sequence number.
-func (s *Store) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
+func (s *Store) Fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
 	if s.closed.Load() {
-		return false, fmt.Errorf("redisstore: fill %q: %w", key, paddock.ErrClosed)
+		return false, fmt.Errorf("redisstore: fill %q: %w", key, store.ErrClosed)
 	}
 	ok, err := s.fill(ctx, key, f)
 	if err != nil {
@@ -346,13 +346,13 @@ func (s *Store) Fill(ctx context.Context, key string, f *paddock.Fill) (bool, er
 	return ok, nil
 }
 
-func (s *Store) fill(ctx context.Context, key string, f *paddock.Fill) (bool, error) {
+func (s *Store) fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
 	kn := s.layout.key(key)
 	tok := token(f.Lease)
 	if len(f.Value) > s.cfg.maxValueSize {
 		_ = s.release(ctx, kn, tok)
 		return false, fmt.Errorf("%w: %d bytes, the limit is %d (MaxValueSize)",
-			paddock.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
+			store.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
 	}
 	local, remote := s.splitTags(kn.slot, f.Tags)
 	// The test switches, each read once (see internal/hooks).
@@ -460,10 +460,10 @@ func (s *Store) splitTags(slot uint16, tags []string) (local []string, remote ma
 	return local, remote
 }
 
-// Release implements [paddock.Store.Release]: one script call.
+// Release implements [store.Store.Release]: one script call.
 func (s *Store) Release(ctx context.Context, key string, lease uint64) error {
 	if s.closed.Load() {
-		return fmt.Errorf("redisstore: release %q: %w", key, paddock.ErrClosed)
+		return fmt.Errorf("redisstore: release %q: %w", key, store.ErrClosed)
 	}
 	if lease == 0 {
 		return nil
@@ -485,13 +485,13 @@ func (s *Store) release(ctx context.Context, kn keyNames, tok string) error {
 // releaseScript): longer than a request can wait in a client or a network.
 const releaseTombstone = time.Minute
 
-// Invalidate implements [paddock.Store.Invalidate]. Standalone it is one
+// Invalidate implements [store.Store.Invalidate]. Standalone it is one
 // script call for all keys and tags. On Cluster it takes the sequence
 // number (one call), then applies it to every slot named (one call per
 // node, in parallel).
-func (s *Store) Invalidate(ctx context.Context, inv paddock.Invalidation) error {
+func (s *Store) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if s.closed.Load() {
-		return fmt.Errorf("redisstore: invalidate: %w", paddock.ErrClosed)
+		return fmt.Errorf("redisstore: invalidate: %w", store.ErrClosed)
 	}
 	if len(inv.Keys) == 0 && len(inv.Tags) == 0 {
 		return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 	"github.com/paddockcache/paddock/storetest"
 )
 
@@ -20,7 +21,7 @@ type refStore struct {
 	now     time.Time
 	epoch   uint64
 	seq     uint64
-	entries map[string]paddock.Entry
+	entries map[string]store.Entry
 	leases  map[string]refLease
 	keyVer  map[string]uint64
 	tagVer  map[string]uint64 // last invalidation, soft or hard
@@ -41,21 +42,21 @@ func newRefStore(epoch uint64) *refStore {
 
 func (s *refStore) reset(epoch uint64) {
 	s.epoch = epoch
-	s.entries = map[string]paddock.Entry{}
+	s.entries = map[string]store.Entry{}
 	s.leases = map[string]refLease{}
 	s.keyVer = map[string]uint64{}
 	s.tagVer = map[string]uint64{}
 	s.tagHard = map[string]uint64{}
 }
 
-func (s *refStore) Lookup(_ context.Context, key string, req paddock.LookupRequest) (paddock.Lookup, error) {
+func (s *refStore) Lookup(_ context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return paddock.Lookup{}, paddock.ErrClosed
+		return store.Lookup{}, paddock.ErrClosed
 	}
 	now := s.now
-	res := paddock.Lookup{Now: now, Ticket: paddock.Ticket{Epoch: s.epoch, Seq: s.seq}}
+	res := store.Lookup{Now: now, Ticket: store.Ticket{Epoch: s.epoch, Seq: s.seq}}
 	wantLease := true
 	if e, ok := s.entries[key]; ok {
 		hard, soft := false, s.keyVer[key] > e.Ticket.Seq
@@ -68,10 +69,10 @@ func (s *refStore) Lookup(_ context.Context, key string, req paddock.LookupReque
 		case hard || !now.Before(e.Expires()):
 			delete(s.entries, key)
 		case now.Before(e.FreshUntil) && !soft:
-			res.Entry, res.State = &e, paddock.StateFresh
+			res.Entry, res.State = &e, store.StateFresh
 			wantLease = req.Early > 0 && float64(e.LoadDuration)*req.Early >= float64(e.FreshUntil.Sub(now))
 		case now.Before(e.StaleUntil):
-			res.Entry, res.State = &e, paddock.StateStale
+			res.Entry, res.State = &e, store.StateStale
 		default:
 			res.Entry = &e
 		}
@@ -87,7 +88,7 @@ func (s *refStore) Lookup(_ context.Context, key string, req paddock.LookupReque
 	return res, nil
 }
 
-func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, error) {
+func (s *refStore) Fill(_ context.Context, key string, f *store.Fill) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -109,14 +110,14 @@ func (s *refStore) Fill(_ context.Context, key string, f *paddock.Fill) (bool, e
 		t.Seq = s.seq
 		s.keyVer[key] = s.seq
 	}
-	e := paddock.NewEntry(f, t, s.now)
+	e := store.NewEntry(f, t, s.now)
 	e.Value = slices.Clone(e.Value)
 	e.Tags = slices.Clone(e.Tags)
 	s.entries[key] = *e
 	return true, nil
 }
 
-func (s *refStore) admits(key string, f *paddock.Fill) bool {
+func (s *refStore) admits(key string, f *store.Fill) bool {
 	if f.Ticket.Epoch != s.epoch || s.keyVer[key] > f.Ticket.Seq {
 		return false
 	}
@@ -140,7 +141,7 @@ func (s *refStore) Release(_ context.Context, key string, token uint64) error {
 	return nil
 }
 
-func (s *refStore) Invalidate(_ context.Context, inv paddock.Invalidation) error {
+func (s *refStore) Invalidate(_ context.Context, inv store.Invalidation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

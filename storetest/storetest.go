@@ -1,4 +1,4 @@
-// Package storetest checks that a [paddock.Store] keeps the contract
+// Package storetest checks that a [store.Store] keeps the contract
 // written in paddock's store.go: leases, tickets, fenced fills,
 // invalidations, time windows and epochs. Every store runs it from its
 // tests, the way file systems run testing/fstest.TestFS:
@@ -15,7 +15,7 @@
 //	}
 //
 // The suite never sleeps and never uses testing/synctest: time moves only
-// through [Harness.Advance], and every instant is read from [paddock.Lookup]
+// through [Harness.Advance], and every instant is read from [store.Lookup]
 // Now, so a store whose clock is a server's (Redis TIME plus an offset)
 // passes as well as one with a fake clock. Such a clock keeps running while
 // the suite works; the suite keeps its durations long (minutes, hours)
@@ -34,7 +34,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/store"
 )
 
 // Tolerance is how far an instant the store computed (an entry's Created
@@ -48,7 +48,7 @@ type Harness struct {
 	// closes it when the subtest ends: newHarness must not (it may register
 	// cleanups of its own for what the store uses, such as a server; they
 	// run after the store is closed).
-	Store paddock.Store
+	Store store.Store
 	// Advance moves the store's clock forward by d (memstore: a fake clock
 	// option; redis: a server-time offset option). If nil, the subtests
 	// about time are skipped.
@@ -151,7 +151,7 @@ const (
 func (s *suite) key(name string) string { return "storetest:" + s.t.Name() + ":" + name }
 func (s *suite) tag(name string) string { return "storetest-tag:" + s.t.Name() + ":" + name }
 
-func (s *suite) lookup(key string, req paddock.LookupRequest) paddock.Lookup {
+func (s *suite) lookup(key string, req store.LookupRequest) store.Lookup {
 	s.t.Helper()
 	r, err := s.h.Store.Lookup(s.ctx, key, req)
 	if err != nil {
@@ -160,7 +160,7 @@ func (s *suite) lookup(key string, req paddock.LookupRequest) paddock.Lookup {
 	if r.Now.IsZero() {
 		s.t.Fatalf("Lookup(%q): Now is zero", key)
 	}
-	if r.Entry == nil && r.State != paddock.StateMiss {
+	if r.Entry == nil && r.State != store.StateMiss {
 		s.t.Fatalf("Lookup(%q): State %v without an Entry", key, r.State)
 	}
 	if r.Lease && r.Held {
@@ -173,18 +173,18 @@ func (s *suite) lookup(key string, req paddock.LookupRequest) paddock.Lookup {
 }
 
 // lease looks key up with token and its lease TTL.
-func (s *suite) lease(key string, token uint64) paddock.Lookup {
+func (s *suite) lease(key string, token uint64) store.Lookup {
 	s.t.Helper()
-	return s.lookup(key, paddock.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
+	return s.lookup(key, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
 }
 
 // peek looks key up without asking for the lease.
-func (s *suite) peek(key string) paddock.Lookup {
+func (s *suite) peek(key string) store.Lookup {
 	s.t.Helper()
-	return s.lookup(key, paddock.LookupRequest{})
+	return s.lookup(key, store.LookupRequest{})
 }
 
-func (s *suite) fill(key string, f *paddock.Fill) bool {
+func (s *suite) fill(key string, f *store.Fill) bool {
 	s.t.Helper()
 	ok, err := s.h.Store.Fill(s.ctx, key, f)
 	if err != nil {
@@ -193,21 +193,21 @@ func (s *suite) fill(key string, f *paddock.Fill) bool {
 	return ok
 }
 
-func (s *suite) mustFill(key string, f *paddock.Fill) {
+func (s *suite) mustFill(key string, f *store.Fill) {
 	s.t.Helper()
 	if !s.fill(key, f) {
 		s.t.Fatalf("Fill(%q) with ticket %+v was refused, want accepted", key, f.Ticket)
 	}
 }
 
-func (s *suite) mustRefuse(key string, f *paddock.Fill) {
+func (s *suite) mustRefuse(key string, f *store.Fill) {
 	s.t.Helper()
 	if s.fill(key, f) {
 		s.t.Fatalf("Fill(%q) with ticket %+v was accepted, want refused", key, f.Ticket)
 	}
 }
 
-func (s *suite) invalidate(inv paddock.Invalidation) {
+func (s *suite) invalidate(inv store.Invalidation) {
 	s.t.Helper()
 	if err := s.h.Store.Invalidate(s.ctx, inv); err != nil {
 		s.t.Fatalf("Invalidate(%+v): %v", inv, err)
@@ -222,8 +222,8 @@ func (s *suite) release(key string, token uint64) {
 }
 
 // loaded returns a plain fill of value with ticket t and lease token.
-func loaded(value string, t paddock.Ticket, token uint64, tags ...string) *paddock.Fill {
-	return &paddock.Fill{
+func loaded(value string, t store.Ticket, token uint64, tags ...string) *store.Fill {
+	return &store.Fill{
 		Value:        []byte(value),
 		Tags:         tags,
 		Ticket:       t,
@@ -236,7 +236,7 @@ func loaded(value string, t paddock.Ticket, token uint64, tags ...string) *paddo
 }
 
 // want checks the verdict of a lookup.
-func (s *suite) want(r paddock.Lookup, state paddock.State, lease, held bool) {
+func (s *suite) want(r store.Lookup, state store.State, lease, held bool) {
 	s.t.Helper()
 	if r.State != state || r.Lease != lease || r.Held != held {
 		s.t.Fatalf("Lookup = {State: %v, Lease: %v, Held: %v}, want {State: %v, Lease: %v, Held: %v}",
@@ -247,7 +247,7 @@ func (s *suite) want(r paddock.Lookup, state paddock.State, lease, held bool) {
 // wantState checks a lookup's State and Lease but not Held: for read-only
 // lookups and fresh entries the contract leaves open whether a store
 // reports a lease that another caller holds.
-func (s *suite) wantState(r paddock.Lookup, state paddock.State, lease bool) {
+func (s *suite) wantState(r store.Lookup, state store.State, lease bool) {
 	s.t.Helper()
 	if r.State != state || r.Lease != lease {
 		s.t.Fatalf("Lookup = {State: %v, Lease: %v}, want {State: %v, Lease: %v}", r.State, r.Lease, state, lease)
@@ -255,7 +255,7 @@ func (s *suite) wantState(r paddock.Lookup, state paddock.State, lease bool) {
 }
 
 // wantValue checks that r carries a positive entry with value.
-func (s *suite) wantValue(r paddock.Lookup, value string) {
+func (s *suite) wantValue(r store.Lookup, value string) {
 	s.t.Helper()
 	if r.Entry == nil {
 		s.t.Fatalf("Lookup: Entry is nil, want value %q", value)
@@ -268,7 +268,7 @@ func (s *suite) wantValue(r paddock.Lookup, value string) {
 	}
 }
 
-func (s *suite) wantNoEntry(r paddock.Lookup) {
+func (s *suite) wantNoEntry(r store.Lookup) {
 	s.t.Helper()
 	if r.Entry != nil {
 		s.t.Fatalf("Lookup: Entry = %q (ticket %+v), want nil", r.Entry.Value, r.Entry.Ticket)
@@ -283,7 +283,7 @@ func near(a, b time.Time) bool {
 func testMissGrantsLease(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.wantNoEntry(r)
 	r2 := s.peek(k)
 	if r2.Ticket.Epoch != r.Ticket.Epoch {
@@ -296,31 +296,31 @@ func testMissGrantsLease(s *suite) {
 
 func testSecondCallerIsHeld(s *suite) {
 	k := s.key("k")
-	s.want(s.lease(k, 1), paddock.StateMiss, true, false)
+	s.want(s.lease(k, 1), store.StateMiss, true, false)
 	r := s.lease(k, 2)
-	s.want(r, paddock.StateMiss, false, true)
+	s.want(r, store.StateMiss, false, true)
 	s.wantNoEntry(r)
-	s.want(s.lease(k, 3), paddock.StateMiss, false, true)
+	s.want(s.lease(k, 3), store.StateMiss, false, true)
 	// Another key has its own lease.
-	s.want(s.lease(s.key("other"), 2), paddock.StateMiss, true, false)
+	s.want(s.lease(s.key("other"), 2), store.StateMiss, true, false)
 }
 
 func testReadOnlyLookup(s *suite) {
 	k := s.key("k")
 	for range 3 {
 		r := s.peek(k)
-		s.want(r, paddock.StateMiss, false, false)
+		s.want(r, store.StateMiss, false, false)
 		s.wantNoEntry(r)
 	}
 	// The read-only lookups left the lease free.
-	s.want(s.lease(k, 1), paddock.StateMiss, true, false)
+	s.want(s.lease(k, 1), store.StateMiss, true, false)
 	// A read-only lookup of a stale entry takes no lease either.
 	r := s.lease(s.key("soft"), 2)
 	s.mustFill(s.key("soft"), loaded("v", r.Ticket, 2))
-	s.invalidate(paddock.Invalidation{Keys: []string{s.key("soft")}, Soft: true})
+	s.invalidate(store.Invalidation{Keys: []string{s.key("soft")}, Soft: true})
 	p := s.peek(s.key("soft"))
-	s.want(p, paddock.StateStale, false, false)
-	s.want(s.lease(s.key("soft"), 3), paddock.StateStale, true, false)
+	s.want(p, store.StateStale, false, false)
+	s.want(s.lease(s.key("soft"), 3), store.StateStale, true, false)
 }
 
 func testFillThenFreshHit(s *suite) {
@@ -335,7 +335,7 @@ func testFillThenFreshHit(s *suite) {
 	s.mustFill(k, f)
 
 	h := s.lease(k, 2)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "hello")
 	e := h.Entry
 	if !slices.Equal(e.Tags, tags) {
@@ -377,7 +377,7 @@ func testFillThenFreshHit(s *suite) {
 	r = s.lease(s.key("empty"), 4)
 	s.mustFill(s.key("empty"), loaded("", r.Ticket, 4))
 	h = s.peek(s.key("empty"))
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "")
 }
 
@@ -399,9 +399,9 @@ func testFillReleasesLease(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
 	s.mustFill(k, loaded("v", r.Ticket, 1))
-	s.invalidate(paddock.Invalidation{Keys: []string{k}})
+	s.invalidate(store.Invalidation{Keys: []string{k}})
 	// Had the fill kept lease 1, token 2 would be Held here.
-	s.want(s.lease(k, 2), paddock.StateMiss, true, false)
+	s.want(s.lease(k, 2), store.StateMiss, true, false)
 }
 
 func testFillReleasesOnlyItsLease(s *suite) {
@@ -414,7 +414,7 @@ func testFillReleasesOnlyItsLease(s *suite) {
 	s.mustFill(k, f)
 	s.h.Advance(2 * time.Minute)
 	r = s.lease(k, 3)
-	s.want(r, paddock.StateStale, false, true)
+	s.want(r, store.StateStale, false, true)
 	s.wantValue(r, "v")
 }
 
@@ -424,24 +424,24 @@ func testInvalidateKeyDropsEntry(s *suite) {
 		r := s.lease(key, 1)
 		s.mustFill(key, loaded("v", r.Ticket, 1))
 	}
-	s.invalidate(paddock.Invalidation{Keys: []string{k}})
+	s.invalidate(store.Invalidation{Keys: []string{k}})
 	r := s.lease(k, 2)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.wantNoEntry(r)
 	s.wantValue(s.peek(other), "v")
-	s.want(s.peek(other), paddock.StateFresh, false, false)
+	s.want(s.peek(other), store.StateFresh, false, false)
 	// Invalidating a key that holds nothing is not an error.
-	s.invalidate(paddock.Invalidation{Keys: []string{s.key("never")}})
-	s.invalidate(paddock.Invalidation{})
+	s.invalidate(store.Invalidation{Keys: []string{s.key("never")}})
+	s.invalidate(store.Invalidation{})
 }
 
 func testInvalidateKeyFencesFill(s *suite) {
 	k := s.key("k")
 	old := s.lease(k, 1)
-	s.invalidate(paddock.Invalidation{Keys: []string{k}})
+	s.invalidate(store.Invalidation{Keys: []string{k}})
 	s.mustRefuse(k, loaded("old", old.Ticket, 1))
 	r := s.lease(k, 2)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.wantNoEntry(r)
 	if r.Ticket.Epoch != old.Ticket.Epoch || r.Ticket.Seq <= old.Ticket.Seq {
 		s.t.Fatalf("ticket after Invalidate %+v is not newer than the one before %+v", r.Ticket, old.Ticket)
@@ -459,21 +459,21 @@ func testInvalidateTagFencesFill(s *suite) {
 	k := s.key("k")
 	tag, other := s.tag("t"), s.tag("other")
 	old := s.lease(k, 1)
-	s.invalidate(paddock.Invalidation{Tags: []string{tag}})
+	s.invalidate(store.Invalidation{Tags: []string{tag}})
 	// A fill that carries the tag is refused, whatever else it carries.
 	s.mustRefuse(k, loaded("old", old.Ticket, 1, other, tag))
 	s.wantNoEntry(s.peek(k))
 	// A fill of the same old load that does not carry the tag is not
 	// fenced by it.
 	r := s.lease(k, 2)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.mustFill(k, loaded("untouched", old.Ticket, 2, other))
 	s.wantValue(s.peek(k), "untouched")
 	// A load that began after the invalidation fills with the tag.
 	k2 := s.key("k2")
 	r = s.lease(k2, 3)
 	s.mustFill(k2, loaded("new", r.Ticket, 3, tag))
-	s.want(s.peek(k2), paddock.StateFresh, false, false)
+	s.want(s.peek(k2), store.StateFresh, false, false)
 	s.wantValue(s.peek(k2), "new")
 }
 
@@ -484,19 +484,19 @@ func testHardTagInvalidation(s *suite) {
 		r := s.lease(key, 1)
 		s.mustFill(key, loaded("v", r.Ticket, 1, tags...))
 	}
-	s.invalidate(paddock.Invalidation{Tags: []string{b}})
+	s.invalidate(store.Invalidation{Tags: []string{b}})
 	r := s.lease(both, 2)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.wantNoEntry(r)
 	// Entries without the tag stay.
-	s.want(s.peek(onlyA), paddock.StateFresh, false, false)
+	s.want(s.peek(onlyA), store.StateFresh, false, false)
 	// An entry filled after the invalidation, with the tag, is fresh.
 	s.mustFill(both, loaded("new", r.Ticket, 2, a, b))
 	h := s.peek(both)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "new")
 	// Invalidating both tags at once drops both entries.
-	s.invalidate(paddock.Invalidation{Tags: []string{a, b}})
+	s.invalidate(store.Invalidation{Tags: []string{a, b}})
 	s.wantNoEntry(s.peek(both))
 	s.wantNoEntry(s.peek(onlyA))
 }
@@ -505,13 +505,13 @@ func testSoftKeyInvalidation(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
 	s.mustFill(k, loaded("v1", r.Ticket, 1))
-	s.invalidate(paddock.Invalidation{Keys: []string{k}, Soft: true})
+	s.invalidate(store.Invalidation{Keys: []string{k}, Soft: true})
 	// Servable, and one caller refreshes it.
 	st := s.lease(k, 2)
-	s.want(st, paddock.StateStale, true, false)
+	s.want(st, store.StateStale, true, false)
 	s.wantValue(st, "v1")
 	h := s.lease(k, 3)
-	s.want(h, paddock.StateStale, false, true)
+	s.want(h, store.StateStale, false, true)
 	s.wantValue(h, "v1")
 	// Fills of loads older than the invalidation are refused.
 	s.mustRefuse(k, loaded("v0", r.Ticket, 0))
@@ -519,7 +519,7 @@ func testSoftKeyInvalidation(s *suite) {
 	// The refresh fills and the entry is fresh again.
 	s.mustFill(k, loaded("v2", st.Ticket, 2))
 	h = s.peek(k)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "v2")
 }
 
@@ -530,20 +530,20 @@ func testSoftTagInvalidation(s *suite) {
 	s.mustFill(k, loaded("v1", r.Ticket, 1, tag))
 	r2 := s.lease(other, 1)
 	s.mustFill(other, loaded("o", r2.Ticket, 1, s.tag("other")))
-	s.invalidate(paddock.Invalidation{Tags: []string{tag}, Soft: true})
+	s.invalidate(store.Invalidation{Tags: []string{tag}, Soft: true})
 	st := s.lease(k, 2)
-	s.want(st, paddock.StateStale, true, false)
+	s.want(st, store.StateStale, true, false)
 	s.wantValue(st, "v1")
-	s.want(s.lease(k, 3), paddock.StateStale, false, true)
-	s.want(s.peek(other), paddock.StateFresh, false, false)
+	s.want(s.lease(k, 3), store.StateStale, false, true)
+	s.want(s.peek(other), store.StateFresh, false, false)
 	// The soft invalidation still fences older loads.
 	s.mustRefuse(k, loaded("v0", r.Ticket, 0, tag))
 	s.mustFill(k, loaded("v2", st.Ticket, 2, tag))
 	h := s.peek(k)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "v2")
 	// A later hard invalidation of the tag drops the entry.
-	s.invalidate(paddock.Invalidation{Tags: []string{tag}})
+	s.invalidate(store.Invalidation{Tags: []string{tag}})
 	s.wantNoEntry(s.peek(k))
 }
 
@@ -553,20 +553,20 @@ func testInvalidateKeepsLease(s *suite) {
 	// refused, and a refused fill releases the lease like an accepted one.
 	k := s.key("k")
 	r := s.lease(k, 1)
-	s.invalidate(paddock.Invalidation{Keys: []string{k}})
-	s.want(s.lease(k, 2), paddock.StateMiss, false, true)
+	s.invalidate(store.Invalidation{Keys: []string{k}})
+	s.want(s.lease(k, 2), store.StateMiss, false, true)
 	s.mustRefuse(k, loaded("old", r.Ticket, 1))
-	s.want(s.lease(k, 2), paddock.StateMiss, true, false)
+	s.want(s.lease(k, 2), store.StateMiss, true, false)
 }
 
 func testSetBumpsVersion(s *suite) {
 	k := s.key("k")
 	load := s.lease(k, 1) // a load in flight
 	w := s.peek(k)        // the writer's ticket
-	set := &paddock.Fill{Value: []byte("set"), Ticket: w.Ticket, TTL: ttl, Set: true}
+	set := &store.Fill{Value: []byte("set"), Ticket: w.Ticket, TTL: ttl, Set: true}
 	s.mustFill(k, set)
 	h := s.peek(k)
-	s.wantState(h, paddock.StateFresh, false) // lease 1 is still out
+	s.wantState(h, store.StateFresh, false) // lease 1 is still out
 	s.wantValue(h, "set")
 	if h.Entry.Ticket.Epoch != w.Ticket.Epoch || h.Entry.Ticket.Seq <= w.Ticket.Seq ||
 		h.Entry.Ticket.Seq <= load.Ticket.Seq {
@@ -580,7 +580,7 @@ func testSetBumpsVersion(s *suite) {
 	s.mustRefuse(k, loaded("old", load.Ticket, 1))
 	s.wantValue(s.peek(k), "set")
 	// So is a second Set with the same old ticket.
-	s.mustRefuse(k, &paddock.Fill{Value: []byte("set2"), Ticket: w.Ticket, TTL: ttl, Set: true})
+	s.mustRefuse(k, &store.Fill{Value: []byte("set2"), Ticket: w.Ticket, TTL: ttl, Set: true})
 	// A load that began after the Set fills.
 	after := s.peek(k)
 	s.mustFill(k, loaded("after", after.Ticket, 0))
@@ -595,16 +595,16 @@ func testSetBumpsVersion(s *suite) {
 // carries, or a soft one). An entry newer than the Set's ticket comes from
 // a load or Set that began after it, and stays.
 func testRefusedSet(s *suite) {
-	set := func(value string, t paddock.Ticket, tags ...string) *paddock.Fill {
-		return &paddock.Fill{Value: []byte(value), Tags: tags, Ticket: t, TTL: ttl, Stale: time.Hour, Set: true}
+	set := func(value string, t store.Ticket, tags ...string) *store.Fill {
+		return &store.Fill{Value: []byte(value), Tags: tags, Ticket: t, TTL: ttl, Stale: time.Hour, Set: true}
 	}
 	for _, c := range []struct {
 		name string
-		inv  func(key, newTag string) paddock.Invalidation
+		inv  func(key, newTag string) store.Invalidation
 	}{
-		{"newtag", func(_, tag string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}} }},
-		{"softnewtag", func(_, tag string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}, Soft: true} }},
-		{"softkey", func(key, _ string) paddock.Invalidation { return paddock.Invalidation{Keys: []string{key}, Soft: true} }},
+		{"newtag", func(_, tag string) store.Invalidation { return store.Invalidation{Tags: []string{tag}} }},
+		{"softnewtag", func(_, tag string) store.Invalidation { return store.Invalidation{Tags: []string{tag}, Soft: true} }},
+		{"softkey", func(key, _ string) store.Invalidation { return store.Invalidation{Keys: []string{key}, Soft: true} }},
 	} {
 		k, oldTag, newTag := s.key(c.name), s.tag(c.name+":old"), s.tag(c.name+":new")
 		r := s.lease(k, 1)
@@ -615,7 +615,7 @@ func testRefusedSet(s *suite) {
 		s.wantValue(s.peek(k), "old") // not hidden by the invalidation
 		s.mustRefuse(k, set("new", w.Ticket, oldTag, newTag))
 		h := s.peek(k)
-		s.wantState(h, paddock.StateMiss, false)
+		s.wantState(h, store.StateMiss, false)
 		s.wantNoEntry(h)
 	}
 	// Two Sets with one ticket: the first fences the second, but nothing
@@ -626,47 +626,47 @@ func testRefusedSet(s *suite) {
 	s.mustFill(k, set("first", w.Ticket))
 	s.mustRefuse(k, set("second", w.Ticket))
 	h := s.peek(k)
-	s.wantState(h, paddock.StateMiss, false)
+	s.wantState(h, store.StateMiss, false)
 	s.wantNoEntry(h)
 	// A refused Set of a key with no entry leaves none.
 	k = s.key("empty")
 	w = s.peek(k)
-	s.invalidate(paddock.Invalidation{Tags: []string{s.tag("empty")}})
+	s.invalidate(store.Invalidation{Tags: []string{s.tag("empty")}})
 	s.mustRefuse(k, set("new", w.Ticket, s.tag("empty")))
 	s.wantNoEntry(s.peek(k))
 }
 
 func testRelease(s *suite) {
 	k := s.key("k")
-	s.want(s.lease(k, 1), paddock.StateMiss, true, false)
-	s.want(s.lease(k, 2), paddock.StateMiss, false, true)
+	s.want(s.lease(k, 1), store.StateMiss, true, false)
+	s.want(s.lease(k, 2), store.StateMiss, false, true)
 	// Releasing with a token that does not hold the lease does nothing.
 	s.release(k, 3)
-	s.want(s.lease(k, 2), paddock.StateMiss, false, true)
+	s.want(s.lease(k, 2), store.StateMiss, false, true)
 	s.release(k, 1)
-	s.want(s.lease(k, 2), paddock.StateMiss, true, false)
-	s.want(s.lease(k, 1), paddock.StateMiss, false, true)
+	s.want(s.lease(k, 2), store.StateMiss, true, false)
+	s.want(s.lease(k, 1), store.StateMiss, false, true)
 	// Releasing twice, or a key never leased, is not an error.
 	s.release(k, 2)
 	s.release(k, 2)
 	s.release(s.key("never"), 7)
-	s.want(s.lease(k, 4), paddock.StateMiss, true, false)
+	s.want(s.lease(k, 4), store.StateMiss, true, false)
 }
 
 func testLeaseExpiry(s *suite) {
 	k := s.key("k")
-	req := func(token uint64) paddock.LookupRequest {
-		return paddock.LookupRequest{Lease: token, LeaseTTL: time.Minute}
+	req := func(token uint64) store.LookupRequest {
+		return store.LookupRequest{Lease: token, LeaseTTL: time.Minute}
 	}
-	s.want(s.lookup(k, req(1)), paddock.StateMiss, true, false)
-	s.want(s.lookup(k, req(2)), paddock.StateMiss, false, true)
+	s.want(s.lookup(k, req(1)), store.StateMiss, true, false)
+	s.want(s.lookup(k, req(2)), store.StateMiss, false, true)
 	s.h.Advance(2 * time.Minute)
 	// Holder 1 died: after the lease TTL, one other caller takes over.
-	s.want(s.lookup(k, req(2)), paddock.StateMiss, true, false)
-	s.want(s.lookup(k, req(3)), paddock.StateMiss, false, true)
+	s.want(s.lookup(k, req(2)), store.StateMiss, true, false)
+	s.want(s.lookup(k, req(3)), store.StateMiss, false, true)
 	// The late holder's release does not free the new holder's lease.
 	s.release(k, 1)
-	s.want(s.lookup(k, req(3)), paddock.StateMiss, false, true)
+	s.want(s.lookup(k, req(3)), store.StateMiss, false, true)
 }
 
 func testClockAdvances(s *suite) {
@@ -681,8 +681,8 @@ func testClockAdvances(s *suite) {
 
 func testWindows(s *suite) {
 	k := s.key("k")
-	req := func(token uint64) paddock.LookupRequest {
-		return paddock.LookupRequest{Lease: token, LeaseTTL: time.Minute}
+	req := func(token uint64) store.LookupRequest {
+		return store.LookupRequest{Lease: token, LeaseTTL: time.Minute}
 	}
 	r := s.lookup(k, req(1))
 	f := loaded("v", r.Ticket, 1) // fresh 1h, stale 1h more, error 2h more
@@ -690,31 +690,31 @@ func testWindows(s *suite) {
 
 	// Fresh: served, nobody loads.
 	h := s.lookup(k, req(2))
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "v")
 
 	// Stale window: served, one caller refreshes.
 	s.h.Advance(90 * time.Minute)
 	h = s.lookup(k, req(2))
-	s.want(h, paddock.StateStale, true, false)
+	s.want(h, store.StateStale, true, false)
 	s.wantValue(h, "v")
 	h = s.lookup(k, req(3))
-	s.want(h, paddock.StateStale, false, true)
+	s.want(h, store.StateStale, false, true)
 	s.wantValue(h, "v")
 
 	// Error window: a miss, with the entry for stale-if-error.
 	s.h.Advance(time.Hour) // 2h30m after the fill; lease 2 expired
 	h = s.lookup(k, req(4))
-	s.want(h, paddock.StateMiss, true, false)
+	s.want(h, store.StateMiss, true, false)
 	s.wantValue(h, "v")
 	h = s.peek(k)
-	s.wantState(h, paddock.StateMiss, false)
+	s.wantState(h, store.StateMiss, false)
 	s.wantValue(h, "v")
 
 	// Past every window: gone.
 	s.h.Advance(time.Hour) // 3h30m
 	h = s.lookup(k, req(5))
-	s.want(h, paddock.StateMiss, true, false)
+	s.want(h, store.StateMiss, true, false)
 	s.wantNoEntry(h)
 
 	// Without a stale window the entry goes from fresh to the error
@@ -722,15 +722,15 @@ func testWindows(s *suite) {
 	for _, c := range []struct {
 		name       string
 		staleIfErr time.Duration
-		want       func(paddock.Lookup)
+		want       func(store.Lookup)
 	}{
-		{"error", time.Hour, func(h paddock.Lookup) { s.want(h, paddock.StateMiss, true, false); s.wantValue(h, "w") }},
-		{"none", 0, func(h paddock.Lookup) { s.want(h, paddock.StateMiss, true, false); s.wantNoEntry(h) }},
+		{"error", time.Hour, func(h store.Lookup) { s.want(h, store.StateMiss, true, false); s.wantValue(h, "w") }},
+		{"none", 0, func(h store.Lookup) { s.want(h, store.StateMiss, true, false); s.wantNoEntry(h) }},
 	} {
 		k := s.key(c.name)
 		r := s.lookup(k, req(1))
-		s.mustFill(k, &paddock.Fill{Value: []byte("w"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour, StaleIfError: c.staleIfErr})
-		s.want(s.lookup(k, req(2)), paddock.StateFresh, false, false)
+		s.mustFill(k, &store.Fill{Value: []byte("w"), Ticket: r.Ticket, Lease: 1, TTL: time.Hour, StaleIfError: c.staleIfErr})
+		s.want(s.lookup(k, req(2)), store.StateFresh, false, false)
 		s.h.Advance(90 * time.Minute)
 		c.want(s.lookup(k, req(3)))
 	}
@@ -740,40 +740,40 @@ func testEarlyRefresh(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
 	s.mustFill(k, loaded("v", r.Ticket, 1)) // fresh for 1h, load took 1s
-	early := func(token uint64, e float64) paddock.Lookup {
-		return s.lookup(k, paddock.LookupRequest{Lease: token, LeaseTTL: leaseTTL, Early: e})
+	early := func(token uint64, e float64) store.Lookup {
+		return s.lookup(k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL, Early: e})
 	}
-	s.want(early(2, 0), paddock.StateFresh, false, false)
-	s.want(early(2, 1), paddock.StateFresh, false, false) // now + 1s is well before FreshUntil
-	s.want(s.peek(k), paddock.StateFresh, false, false)   // read-only
-	h := early(2, 1e6)                                    // now + 1e6 s is past FreshUntil
-	s.want(h, paddock.StateFresh, true, false)            // due: one caller refreshes
+	s.want(early(2, 0), store.StateFresh, false, false)
+	s.want(early(2, 1), store.StateFresh, false, false) // now + 1s is well before FreshUntil
+	s.want(s.peek(k), store.StateFresh, false, false)   // read-only
+	h := early(2, 1e6)                                  // now + 1e6 s is past FreshUntil
+	s.want(h, store.StateFresh, true, false)            // due: one caller refreshes
 	s.wantValue(h, "v")
-	s.want(early(3, 1e6), paddock.StateFresh, false, true)
-	s.wantState(s.lookup(k, paddock.LookupRequest{Early: 1e6}), paddock.StateFresh, false)
+	s.want(early(3, 1e6), store.StateFresh, false, true)
+	s.wantState(s.lookup(k, store.LookupRequest{Early: 1e6}), store.StateFresh, false)
 	// The refresh fills and releases; the entry is fresh again.
 	s.mustFill(k, loaded("v2", h.Ticket, 2))
 	h = early(3, 0)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	s.wantValue(h, "v2")
 }
 
 func testNegative(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
-	s.mustFill(k, &paddock.Fill{Negative: true, Ticket: r.Ticket, Lease: 1, TTL: time.Minute, Stale: time.Hour, Tags: []string{s.tag("t")}})
-	wantNegative := func(h paddock.Lookup) {
+	s.mustFill(k, &store.Fill{Negative: true, Ticket: r.Ticket, Lease: 1, TTL: time.Minute, Stale: time.Hour, Tags: []string{s.tag("t")}})
+	wantNegative := func(h store.Lookup) {
 		s.t.Helper()
 		if h.Entry == nil || !h.Entry.Negative || len(h.Entry.Value) != 0 {
 			s.t.Fatalf("Lookup: Entry = %+v, want a negative entry without a value", h.Entry)
 		}
 	}
 	h := s.lease(k, 2)
-	s.want(h, paddock.StateFresh, false, false)
+	s.want(h, store.StateFresh, false, false)
 	wantNegative(h)
 	s.h.Advance(2 * time.Minute)
 	h = s.lease(k, 2)
-	s.want(h, paddock.StateStale, true, false)
+	s.want(h, store.StateStale, true, false)
 	wantNegative(h)
 	// A positive value replaces it.
 	s.mustFill(k, loaded("found", h.Ticket, 2))
@@ -781,12 +781,12 @@ func testNegative(s *suite) {
 	// Negative entries are fenced and invalidated like any other.
 	k2 := s.key("k2")
 	old := s.lease(k2, 3)
-	s.invalidate(paddock.Invalidation{Tags: []string{s.tag("t")}})
-	s.mustRefuse(k2, &paddock.Fill{Negative: true, Ticket: old.Ticket, Lease: 3, TTL: time.Minute, Tags: []string{s.tag("t")}})
+	s.invalidate(store.Invalidation{Tags: []string{s.tag("t")}})
+	s.mustRefuse(k2, &store.Fill{Negative: true, Ticket: old.Ticket, Lease: 3, TTL: time.Minute, Tags: []string{s.tag("t")}})
 	r = s.lease(k2, 4)
-	s.mustFill(k2, &paddock.Fill{Negative: true, Ticket: r.Ticket, Lease: 4, TTL: time.Minute, Tags: []string{s.tag("t")}})
+	s.mustFill(k2, &store.Fill{Negative: true, Ticket: r.Ticket, Lease: 4, TTL: time.Minute, Tags: []string{s.tag("t")}})
 	wantNegative(s.peek(k2))
-	s.invalidate(paddock.Invalidation{Tags: []string{s.tag("t")}})
+	s.invalidate(store.Invalidation{Tags: []string{s.tag("t")}})
 	s.wantNoEntry(s.peek(k2))
 }
 
@@ -794,17 +794,17 @@ func testEpochMismatch(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
 	// Tickets of another history: the same point or a later one.
-	for _, t := range []paddock.Ticket{
+	for _, t := range []store.Ticket{
 		{Epoch: r.Ticket.Epoch ^ 1, Seq: r.Ticket.Seq},
 		{Epoch: r.Ticket.Epoch ^ 2, Seq: r.Ticket.Seq + 1000},
 	} {
 		s.mustRefuse(k, loaded("foreign", t, 1))
-		s.mustRefuse(k, &paddock.Fill{Value: []byte("foreign"), Ticket: t, TTL: ttl, Set: true})
+		s.mustRefuse(k, &store.Fill{Value: []byte("foreign"), Ticket: t, TTL: ttl, Set: true})
 		s.wantNoEntry(s.peek(k))
 	}
 	// The refused fill released the lease.
 	r = s.lease(k, 2)
-	s.want(r, paddock.StateMiss, true, false)
+	s.want(r, store.StateMiss, true, false)
 	s.mustFill(k, loaded("ok", r.Ticket, 2))
 	h := s.peek(k)
 	s.wantValue(h, "ok")
@@ -821,13 +821,13 @@ func testFlush(s *suite) {
 	s.mustFill(tagged, loaded("v", r.Ticket, 1, s.tag("t")))
 	// A load in flight before an invalidation that the flush forgets.
 	old := s.lease(s.key("inflight"), 2)
-	s.invalidate(paddock.Invalidation{Keys: []string{s.key("inflight")}, Tags: []string{s.tag("t")}})
+	s.invalidate(store.Invalidation{Keys: []string{s.key("inflight")}, Tags: []string{s.tag("t")}})
 
 	s.h.Flush()
 
 	for _, key := range []string{k, tagged, s.key("inflight")} {
 		h := s.peek(key)
-		s.wantState(h, paddock.StateMiss, false)
+		s.wantState(h, store.StateMiss, false)
 		s.wantNoEntry(h)
 	}
 	// The old load's ticket is from a lost history: refused, even though
@@ -836,7 +836,7 @@ func testFlush(s *suite) {
 	s.mustRefuse(s.key("inflight"), loaded("old", r.Ticket, 2))
 	s.wantNoEntry(s.peek(s.key("inflight")))
 	n := s.lease(s.key("inflight"), 3)
-	s.want(n, paddock.StateMiss, true, false)
+	s.want(n, store.StateMiss, true, false)
 	if n.Ticket.Epoch == old.Ticket.Epoch {
 		s.t.Fatalf("epoch %d did not change across Flush", n.Ticket.Epoch)
 	}
@@ -850,16 +850,16 @@ func testClose(s *suite) {
 		s.t.Fatalf("Close: %v", err)
 	}
 	st, k := s.h.Store, s.key("k")
-	if _, err := st.Lookup(s.ctx, k, paddock.LookupRequest{Lease: 1, LeaseTTL: leaseTTL}); !errors.Is(err, paddock.ErrClosed) {
+	if _, err := st.Lookup(s.ctx, k, store.LookupRequest{Lease: 1, LeaseTTL: leaseTTL}); !errors.Is(err, store.ErrClosed) {
 		s.t.Errorf("Lookup after Close: %v, want ErrClosed", err)
 	}
-	if ok, err := st.Fill(s.ctx, k, loaded("v", paddock.Ticket{}, 1)); ok || !errors.Is(err, paddock.ErrClosed) {
+	if ok, err := st.Fill(s.ctx, k, loaded("v", store.Ticket{}, 1)); ok || !errors.Is(err, store.ErrClosed) {
 		s.t.Errorf("Fill after Close = %v, %v; want false, ErrClosed", ok, err)
 	}
-	if err := st.Release(s.ctx, k, 1); !errors.Is(err, paddock.ErrClosed) {
+	if err := st.Release(s.ctx, k, 1); !errors.Is(err, store.ErrClosed) {
 		s.t.Errorf("Release after Close: %v, want ErrClosed", err)
 	}
-	if err := st.Invalidate(s.ctx, paddock.Invalidation{Keys: []string{k}}); !errors.Is(err, paddock.ErrClosed) {
+	if err := st.Invalidate(s.ctx, store.Invalidation{Keys: []string{k}}); !errors.Is(err, store.ErrClosed) {
 		s.t.Errorf("Invalidate after Close: %v, want ErrClosed", err)
 	}
 }
@@ -875,17 +875,17 @@ func testConcurrentLookupOneLease(s *suite) {
 			errs        = make(chan error, callers)
 			winner      atomic.Uint64
 		)
-		state := paddock.StateMiss
+		state := store.StateMiss
 		if round%2 == 1 { // an entry in its stale window
-			state = paddock.StateStale
+			state = store.StateStale
 			r := s.lease(k, 1000)
-			s.mustFill(k, &paddock.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1000, Stale: time.Hour})
+			s.mustFill(k, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1000, Stale: time.Hour})
 		}
 		for i := range callers {
 			wg.Go(func() {
 				<-start
 				token := uint64(i + 1)
-				r, err := s.h.Store.Lookup(s.ctx, k, paddock.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
+				r, err := s.h.Store.Lookup(s.ctx, k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
 				if err != nil {
 					errs <- err
 					return
@@ -924,12 +924,12 @@ func testFillInvalidateOrdering(s *suite) {
 	tag := s.tag("t")
 	for _, c := range []struct {
 		name string
-		inv  func(key string) paddock.Invalidation
+		inv  func(key string) store.Invalidation
 	}{
-		{"key", func(key string) paddock.Invalidation { return paddock.Invalidation{Keys: []string{key}} }},
-		{"tag", func(string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}} }},
-		{"softkey", func(key string) paddock.Invalidation { return paddock.Invalidation{Keys: []string{key}, Soft: true} }},
-		{"softtag", func(string) paddock.Invalidation { return paddock.Invalidation{Tags: []string{tag}, Soft: true} }},
+		{"key", func(key string) store.Invalidation { return store.Invalidation{Keys: []string{key}} }},
+		{"tag", func(string) store.Invalidation { return store.Invalidation{Tags: []string{tag}} }},
+		{"softkey", func(key string) store.Invalidation { return store.Invalidation{Keys: []string{key}, Soft: true} }},
+		{"softtag", func(string) store.Invalidation { return store.Invalidation{Tags: []string{tag}, Soft: true} }},
 	} {
 		// ticket, invalidate, fill: refused.
 		k := s.key(c.name + ":before")
@@ -943,14 +943,14 @@ func testFillInvalidateOrdering(s *suite) {
 		s.invalidate(c.inv(k))
 		r = s.lease(k, 1)
 		s.mustFill(k, loaded("new", r.Ticket, 1, tag))
-		s.want(s.peek(k), paddock.StateFresh, false, false)
+		s.want(s.peek(k), store.StateFresh, false, false)
 
 		// ticket, fill, invalidate: accepted, then not fresh.
 		k = s.key(c.name + ":filled")
 		r = s.lease(k, 1)
 		s.mustFill(k, loaded("v", r.Ticket, 1, tag))
 		s.invalidate(c.inv(k))
-		if h := s.peek(k); h.State == paddock.StateFresh {
+		if h := s.peek(k); h.State == store.StateFresh {
 			s.t.Fatalf("%s: entry filled before the invalidation is still fresh", c.name)
 		}
 
@@ -984,7 +984,7 @@ func testFillInvalidateRace(s *suite) {
 	)
 	k, tag := s.key("k"), s.tag("t")
 	var (
-		fence atomic.Pointer[paddock.Ticket]
+		fence atomic.Pointer[store.Ticket]
 		done  atomic.Bool
 		wg    sync.WaitGroup
 		errs  = make(chan error, fillers+1)
@@ -992,12 +992,12 @@ func testFillInvalidateRace(s *suite) {
 	wg.Go(func() {
 		defer done.Store(true)
 		for i := range invalidations {
-			tb, err := s.h.Store.Lookup(s.ctx, k, paddock.LookupRequest{})
+			tb, err := s.h.Store.Lookup(s.ctx, k, store.LookupRequest{})
 			if err != nil {
 				errs <- err
 				return
 			}
-			inv := paddock.Invalidation{Soft: i%4 >= 2}
+			inv := store.Invalidation{Soft: i%4 >= 2}
 			if i%2 == 0 {
 				inv.Keys = []string{k}
 			} else {
@@ -1015,16 +1015,16 @@ func testFillInvalidateRace(s *suite) {
 			for i := 0; i < fills || !done.Load(); i++ {
 				token := uint64(f*1_000_000 + i + 1)
 				before := fence.Load()
-				r, err := s.h.Store.Lookup(s.ctx, k, paddock.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
+				r, err := s.h.Store.Lookup(s.ctx, k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
 				if err != nil {
 					errs <- err
 					return
 				}
-				if r.State != paddock.StateMiss && r.Entry == nil {
+				if r.State != store.StateMiss && r.Entry == nil {
 					errs <- fmt.Errorf("lookup: state %v without an entry", r.State)
 					return
 				}
-				if before != nil && r.State == paddock.StateFresh && r.Entry.Ticket.Epoch == before.Epoch &&
+				if before != nil && r.State == store.StateFresh && r.Entry.Ticket.Epoch == before.Epoch &&
 					r.Entry.Ticket.Seq <= before.Seq {
 					errs <- fmt.Errorf("lookup served a fresh entry with ticket %+v after an invalidation that followed ticket %+v",
 						r.Entry.Ticket, *before)
@@ -1055,9 +1055,9 @@ func testFillInvalidateRace(s *suite) {
 	}
 	// And once more, in a fixed order, after the storm.
 	r := s.peek(k)
-	s.invalidate(paddock.Invalidation{Keys: []string{k}, Tags: []string{tag}})
+	s.invalidate(store.Invalidation{Keys: []string{k}, Tags: []string{tag}})
 	s.mustRefuse(k, loaded("late", r.Ticket, 0, tag))
-	if h := s.peek(k); h.State == paddock.StateFresh {
+	if h := s.peek(k); h.State == store.StateFresh {
 		s.t.Fatalf("entry %+v is fresh after the last invalidation", h.Entry.Ticket)
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 func main() {
@@ -307,7 +308,7 @@ func staleWhileRevalidate(ctx context.Context, cache *paddock.Cache) {
 }
 
 // afterRefresh reads the headline through a new Cache on the same store.
-func afterRefresh(ctx context.Context, store paddock.Store) {
+func afterRefresh(ctx context.Context, store store.Store) {
 	cache, err := paddock.New(store)
 	if err != nil {
 		log.Fatal(err)

@@ -1,8 +1,7 @@
-package paddock
+package store
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -73,10 +72,6 @@ const (
 	flagNegative   = 1 << 0
 	maxTags        = 1 << 16
 )
-
-// ErrCorrupt is returned by [Entry.UnmarshalBinary] for bytes that are not
-// an entry of this format. The Cache counts such entries as misses.
-var ErrCorrupt = errors.New("paddock: corrupt or foreign entry")
 
 // MarshalBinary encodes e as an envelope. It implements
 // [encoding.BinaryMarshaler].

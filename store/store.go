@@ -1,4 +1,11 @@
-package paddock
+// Package store is the contract between a paddock Cache and the stores it
+// runs on, as database/sql/driver is for database/sql: the [Store]
+// interface, the [Entry] a store keeps and its byte layout, and the
+// requests and answers that cross it. Programs that use paddock need not
+// import it; stores (memstore, redisstore, and any written elsewhere)
+// need only it. The conformance suite in storetest checks that a Store
+// keeps the contract.
+package store
 
 import (
 	"context"
@@ -7,9 +14,7 @@ import (
 
 // A Store keeps entries, leases and the version numbers that fence fills.
 // Every operation that must be atomic is one method call: a store never
-// relies on the Cache to lock around it. Stores live in subpackages
-// (memstore, redisstore); the conformance suite in storetest checks that a
-// Store keeps this contract.
+// relies on the Cache to lock around it.
 //
 // # The version protocol
 //
@@ -153,14 +158,9 @@ type Lookup struct {
 	// (damaged bytes, fields missing, a value of another type, in the entry
 	// or in the key's lease or versions, or its tags' versions) and dropped
 	// or repaired it: the lookup is then a miss, which the Cache counts in
-	// [Stats].DecodeErrors. A problem with one key is never a store error.
+	// its statistics (DecodeErrors). A problem with one key is never a
+	// store error.
 	Corrupt bool
-
-	// Set by the Cache, not by stores, when the lookup was sent: the count
-	// of invalidations gone pending (gen) and of those a retry applied
-	// (applied), see durable.go; and the lease token the lookup was sent
-	// with (token), which may be one this Cache abandoned on the key.
-	gen, applied, token uint64
 }
 
 // Fill is a conditional write given to [Store.Fill].
@@ -212,10 +212,10 @@ type Invalidation struct {
 	Soft bool
 }
 
-// StoreStats is optionally implemented by stores that count evictions
-// (entries dropped for space or age) per namespace, the part of a key before
-// its first ':'. [Cache.Stats] reports them.
-type StoreStats interface {
+// Stats is optionally implemented by stores that count evictions (entries
+// dropped for space or age) per namespace, the part of a key before its
+// first ':'. The Cache's Stats report them.
+type Stats interface {
 	Evictions() map[string]uint64
 }
 

@@ -1,4 +1,4 @@
-package paddock
+package store
 
 import (
 	"bytes"
