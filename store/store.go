@@ -65,7 +65,11 @@ type Store interface {
 
 	// Invalidate applies inv atomically per key and per tag (see the
 	// version protocol above). Once it returns, no Fill with an older ticket
-	// for those keys or tags is accepted.
+	// for those keys or tags is accepted. It also breaks the lease of every
+	// key it names, hard or soft: the load that holds it began before the
+	// invalidation and can no longer fill, so the next lookup that asks for
+	// the lease is granted it at once instead of waiting for a doomed load.
+	// (A tag names no lease: loads of a tag's entries keep theirs.)
 	Invalidate(ctx context.Context, inv Invalidation) error
 
 	// Close releases the store's resources. The store is unusable after.
@@ -224,4 +228,23 @@ type Stats interface {
 // one Lookup, so that a stampede asks the store once.
 type Remote interface {
 	Remote() bool
+}
+
+// A Batcher is optionally implemented by stores that can look up or fill
+// many keys in one call: one round trip on a network store (one per node
+// holding the keys on Redis Cluster, made in parallel). The Cache uses it
+// for GetMany. Each key's lookup and fill keeps the contract of
+// [Store.Lookup] and [Store.Fill], atomic per key; the batch as a whole is
+// not one atomic step.
+type Batcher interface {
+	// LookupMany does Lookup(ctx, keys[i], reqs[i]) for each i, with
+	// distinct keys. It returns one Lookup per key, and either nil errs or
+	// one error per key (nil where that key's lookup succeeded); a failure
+	// of the whole call is that error for every key.
+	LookupMany(ctx context.Context, keys []string, reqs []LookupRequest) (lks []Lookup, errs []error)
+
+	// FillMany does Fill(ctx, keys[i], fills[i]) for each i, with distinct
+	// keys, and reports each fill's acceptance and error as LookupMany
+	// does.
+	FillMany(ctx context.Context, keys []string, fills []*Fill) (accepted []bool, errs []error)
 }

@@ -43,21 +43,34 @@ var (
 	// NoClusterPreFill makes redisstore on Cluster skip the fill's
 	// pre-check of tags kept in other slots.
 	NoClusterPreFill atomic.Bool
+	// NoDeps makes a Get made inside a load carry nothing to the outer
+	// load: the outer entry does not depend on the inner key or its tags.
+	NoDeps atomic.Bool
+	// WaitDoomed makes an invalidation leave the flights and leases of the
+	// keys it names alone: a Get that begins after it waits for the doomed
+	// load, as the lease holder, and then loads again.
+	WaitDoomed atomic.Bool
+	// LeaseOutlivesInvalidation makes the stores' Invalidate leave the
+	// leases of the keys it names in place (they break them otherwise).
+	LeaseOutlivesInvalidation atomic.Bool
 )
 
 // All lists every switch, by name.
 var All = map[string]*atomic.Bool{
-	"NoFence":                 &NoFence,
-	"JoinOldFlights":          &JoinOldFlights,
-	"RetryTakesAny":           &RetryTakesAny,
-	"NoLease":                 &NoLease,
-	"HardAsSoft":              &HardAsSoft,
-	"IgnoreLoadTags":          &IgnoreLoadTags,
-	"DropFailedInvalidations": &DropFailedInvalidations,
-	"SetKeepsOld":             &SetKeepsOld,
-	"FillTagGap":              &FillTagGap,
-	"FillFirstTagOnly":        &FillFirstTagOnly,
-	"NoClusterPreFill":        &NoClusterPreFill,
+	"NoFence":                   &NoFence,
+	"JoinOldFlights":            &JoinOldFlights,
+	"RetryTakesAny":             &RetryTakesAny,
+	"NoLease":                   &NoLease,
+	"HardAsSoft":                &HardAsSoft,
+	"IgnoreLoadTags":            &IgnoreLoadTags,
+	"DropFailedInvalidations":   &DropFailedInvalidations,
+	"SetKeepsOld":               &SetKeepsOld,
+	"FillTagGap":                &FillTagGap,
+	"FillFirstTagOnly":          &FillFirstTagOnly,
+	"NoClusterPreFill":          &NoClusterPreFill,
+	"NoDeps":                    &NoDeps,
+	"WaitDoomed":                &WaitDoomed,
+	"LeaseOutlivesInvalidation": &LeaseOutlivesInvalidation,
 }
 
 // Reset turns every switch off.
