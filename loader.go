@@ -71,42 +71,6 @@ type Result[T any] struct {
 	FillErr error
 }
 
-// A LoaderOption configures a [Loader]. Every [GetOption] is also a
-// LoaderOption: given to [NewLoader] it sets the loader's default.
-type LoaderOption interface {
-	applyLoader(*loaderConfig)
-}
-
-type loaderConfig struct {
-	policy  policy
-	codec   Codec
-	version uint64
-	err     error
-}
-
-type loaderOptionFunc func(*loaderConfig)
-
-func (f loaderOptionFunc) applyLoader(lc *loaderConfig) { f(lc) }
-
-// WithCodec sets the codec of the loader's values. Default: none for
-// []byte and string, [JSON] for every other type.
-func WithCodec(c Codec) LoaderOption {
-	return loaderOptionFunc(func(lc *loaderConfig) {
-		if c == nil && lc.err == nil {
-			lc.err = invalid("WithCodec: nil codec")
-		}
-		lc.codec = c
-	})
-}
-
-// Version sets the loader's value version, like Django's version=. Bytes
-// written by a loader of another version are never decoded: they are a
-// miss, and the value is loaded again. Bump it when a deploy changes T's
-// shape. Default 0.
-func Version(v uint64) LoaderOption {
-	return loaderOptionFunc(func(lc *loaderConfig) { lc.version = v })
-}
-
 // A Loader is a typed view of a [Cache]: a namespace, a codec and default
 // options for values of type T. Its keys are stored as "namespace:key".
 //
@@ -138,13 +102,9 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		if o == nil {
 			return nil, invalid("NewLoader: nil option")
 		}
-		o.applyLoader(&lc)
-	}
-	if lc.err != nil {
-		return nil, lc.err
-	}
-	if lc.policy.err != nil {
-		return nil, lc.policy.err
+		if err := o.applyLoader(&lc); err != nil {
+			return nil, err
+		}
 	}
 	c.mu.Lock()
 	if c.namespaces == nil {
@@ -180,12 +140,14 @@ func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 	}
 	p := l.policy
 	for _, o := range opts {
-		if o.apply == nil {
-			return p, invalid("zero GetOption")
+		if o == nil {
+			return p, invalid("nil GetOption")
 		}
-		o.apply(&p)
+		if err := o.applyGet(&p); err != nil {
+			return p, err
+		}
 	}
-	return p, p.err
+	return p, nil
 }
 
 // Get returns the value of key, loading it with load if the cache has no

@@ -882,8 +882,14 @@ func TestBadOptions(t *testing.T) {
 	if _, err := l.Get(ctx, "k", nil); !errors.Is(err, paddock.ErrInvalidOption) {
 		t.Errorf("Get with a nil load = %v", err)
 	}
-	if _, err := l.Get(ctx, "k", load, paddock.GetOption{}); !errors.Is(err, paddock.ErrInvalidOption) {
-		t.Errorf("Get with a zero GetOption = %v", err)
+	if _, err := l.Get(ctx, "k", load, nil); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("Get with a nil GetOption = %v", err)
+	}
+	if _, err := paddock.New(newMem(t), nil); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("New with a nil Option = %v", err)
+	}
+	if _, err := paddock.NewLoader[string](c, "nilopt", nil); !errors.Is(err, paddock.ErrInvalidOption) {
+		t.Errorf("NewLoader with a nil LoaderOption = %v", err)
 	}
 }
 
@@ -1069,4 +1075,21 @@ func TestFailedRefreshIsLogged(t *testing.T) {
 			t.Errorf("LoadErrors = %d", st.LoadErrors)
 		}
 	})
+}
+
+func TestMust(t *testing.T) {
+	c := paddock.Must(paddock.New(newMem(t)))
+	l := paddock.Must(paddock.NewLoader[string](c, "must"))
+	if l.Namespace() != "must" {
+		t.Fatalf("Namespace = %q", l.Namespace())
+	}
+	defer func() {
+		r := recover()
+		err, ok := r.(error)
+		if !ok || !errors.Is(err, paddock.ErrInvalidOption) {
+			t.Fatalf("Must of a bad option panicked with %v, want an ErrInvalidOption", r)
+		}
+	}()
+	paddock.Must(paddock.NewLoader[string](c, "bad", paddock.TTL(0)))
+	t.Fatal("Must did not panic")
 }

@@ -10,18 +10,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
-)
-
-// Defaults of the Cache options.
-const (
-	DefaultLeaseTTL         = 10 * time.Second
-	DefaultStoreTimeout     = 250 * time.Millisecond
-	DefaultBreakerThreshold = 5
-	DefaultBreakerCooldown  = time.Second
 )
 
 // A Cache is shared by the [Loader]s of a program: it holds the [store.Store],
@@ -62,119 +53,6 @@ type Cache struct {
 	abandoned atomic.Bool // a lease was ever abandoned: lookups check pending.leases
 }
 
-type config struct {
-	leaseTTL         time.Duration
-	waitTimeout      time.Duration
-	storeTimeout     time.Duration
-	breakerThreshold int
-	breakerCooldown  time.Duration
-	rand             func() float64
-	logger           *slog.Logger
-	maxPending       int
-}
-
-// An Option configures a [Cache].
-type Option func(*config) error
-
-// LeaseTTL sets how long a load holds its key's lease before another caller
-// (in this process or another) may take over. Default [DefaultLeaseTTL]. It
-// bounds how long callers wait for a load whose process died.
-func LeaseTTL(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return invalid("LeaseTTL must be positive, got %v", d)
-		}
-		c.leaseTTL = d
-		return nil
-	}
-}
-
-// WaitTimeout sets how long a caller waits for another caller's load (one
-// holding the lease elsewhere) before it loads for itself. Default: the
-// lease TTL.
-func WaitTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return invalid("WaitTimeout must be positive, got %v", d)
-		}
-		c.waitTimeout = d
-		return nil
-	}
-}
-
-// StoreTimeout bounds each call to a store that crosses a network (one
-// that implements [store.Remote]). A call that fails or times out is worked
-// around: Get loads without the store. A call that times out also opens
-// the breaker at once (see [Breaker]), so a frozen or unreachable store
-// costs one StoreTimeout, not one per Get. Default [DefaultStoreTimeout]:
-// a cache sits in front of a database that answers in milliseconds, and a
-// healthy Redis answers in well under one.
-func StoreTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return invalid("StoreTimeout must be positive, got %v", d)
-		}
-		c.storeTimeout = d
-		return nil
-	}
-}
-
-// Breaker sets when the Cache stops asking a failing store: after threshold
-// consecutive failures, or one call that timed out, it skips the store for
-// cooldown, then lets one call through to probe it. The probe runs on its
-// own context (bounded by the store timeout) whatever its caller's
-// deadline, so once the store is healthy again the Cache uses it within
-// cooldown plus one store timeout. Invalidations are never skipped.
-// Defaults [DefaultBreakerThreshold] and [DefaultBreakerCooldown].
-func Breaker(threshold int, cooldown time.Duration) Option {
-	return func(c *config) error {
-		if threshold < 1 || cooldown <= 0 {
-			return invalid("Breaker needs threshold >= 1 and a positive cooldown, got %d, %v", threshold, cooldown)
-		}
-		c.breakerThreshold, c.breakerCooldown = threshold, cooldown
-		return nil
-	}
-}
-
-// Rand sets the source of uniform numbers in [0, 1) for early refresh.
-// Default: math/rand/v2's Float64. Tests use it to make early refresh
-// deterministic.
-func Rand(f func() float64) Option {
-	return func(c *config) error {
-		if f == nil {
-			return invalid("Rand is nil")
-		}
-		c.rand = f
-		return nil
-	}
-}
-
-// Logger sets where the Cache reports errors nobody waits for (a failed
-// background refresh, a failed fill). Default: discard.
-func Logger(l *slog.Logger) Option {
-	return func(c *config) error {
-		if l == nil {
-			return invalid("Logger is nil")
-		}
-		c.logger = l
-		return nil
-	}
-}
-
-// MaxPendingInvalidations bounds the invalidations kept for retry while
-// the store does not acknowledge them, counted in keys and tags named.
-// Past it the oldest are dropped, counted in [Stats] and logged as errors.
-// Default [DefaultMaxPendingInvalidations].
-func MaxPendingInvalidations(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return invalid("MaxPendingInvalidations must be at least 1, got %d", n)
-		}
-		c.maxPending = n
-		return nil
-	}
-}
-
 // New returns a Cache over store. The embedded default store is
 // memstore.New(); a fleet shares redisstore. The Cache does not own the
 // store: [Cache.Close] leaves it open.
@@ -195,7 +73,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		if o == nil {
 			return nil, invalid("New: nil option")
 		}
-		if err := o(&cfg); err != nil {
+		if err := o.applyCache(&cfg); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,311 @@
+package paddock
+
+import (
+	"log/slog"
+	"math"
+	"time"
+)
+
+// Options. The three kinds are built alike: an [Option] configures a
+// [Cache] in [New], a [LoaderOption] a [Loader] in [NewLoader], and a
+// [GetOption] one call (or, given to NewLoader, the loader's default). Each
+// checks its value when it is applied: a bad value, or a nil option, makes
+// the constructor or the call fail with an error wrapping
+// [ErrInvalidOption], and nothing is created or cached.
+
+// An Option configures a [Cache].
+type Option interface {
+	applyCache(*config) error
+}
+
+// A LoaderOption configures a [Loader]. Every [GetOption] is also a
+// LoaderOption: given to [NewLoader] it sets the loader's default.
+type LoaderOption interface {
+	applyLoader(*loaderConfig) error
+}
+
+// A GetOption sets how one entry is cached. Given to [NewLoader] it sets
+// the loader's default; given to a Get it applies to that call.
+type GetOption interface {
+	LoaderOption
+	applyGet(*policy) error
+}
+
+type cacheOption func(*config) error
+
+func (f cacheOption) applyCache(c *config) error { return f(c) }
+
+type loaderOption func(*loaderConfig) error
+
+func (f loaderOption) applyLoader(lc *loaderConfig) error { return f(lc) }
+
+type getOption func(*policy) error
+
+func (f getOption) applyGet(p *policy) error           { return f(p) }
+func (f getOption) applyLoader(lc *loaderConfig) error { return f(&lc.policy) }
+
+// Must returns v, and panics if err is not nil. It is for programs that
+// configure their Cache and Loaders at start-up, where a bad option is a
+// bug to fix rather than an error to handle:
+//
+//	c := paddock.Must(paddock.New(memstore.New()))
+//	articles := paddock.Must(paddock.NewLoader[Article](c, "article", paddock.TTL(time.Minute)))
+func Must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Defaults of the Cache options.
+const (
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultStoreTimeout     = 250 * time.Millisecond
+	DefaultBreakerThreshold = 5
+	DefaultBreakerCooldown  = time.Second
+)
+
+type config struct {
+	leaseTTL         time.Duration
+	waitTimeout      time.Duration
+	storeTimeout     time.Duration
+	breakerThreshold int
+	breakerCooldown  time.Duration
+	rand             func() float64
+	logger           *slog.Logger
+	maxPending       int
+}
+
+// LeaseTTL sets how long a load holds its key's lease before another caller
+// (in this process or another) may take over. Default [DefaultLeaseTTL]. It
+// bounds how long callers wait for a load whose process died.
+func LeaseTTL(d time.Duration) Option {
+	return cacheOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("LeaseTTL must be positive, got %v", d)
+		}
+		c.leaseTTL = d
+		return nil
+	})
+}
+
+// WaitTimeout sets how long a caller waits for another caller's load (one
+// holding the lease elsewhere) before it loads for itself. Default: the
+// lease TTL.
+func WaitTimeout(d time.Duration) Option {
+	return cacheOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("WaitTimeout must be positive, got %v", d)
+		}
+		c.waitTimeout = d
+		return nil
+	})
+}
+
+// StoreTimeout bounds each call to a store that crosses a network (one
+// that implements [store.Remote]). A call that fails or times out is worked
+// around: Get loads without the store. A call that times out also opens
+// the breaker at once (see [Breaker]), so a frozen or unreachable store
+// costs one StoreTimeout, not one per Get. Default [DefaultStoreTimeout]:
+// a cache sits in front of a database that answers in milliseconds, and a
+// healthy Redis answers in well under one.
+func StoreTimeout(d time.Duration) Option {
+	return cacheOption(func(c *config) error {
+		if d <= 0 {
+			return invalid("StoreTimeout must be positive, got %v", d)
+		}
+		c.storeTimeout = d
+		return nil
+	})
+}
+
+// Breaker sets when the Cache stops asking a failing store: after threshold
+// consecutive failures, or one call that timed out, it skips the store for
+// cooldown, then lets one call through to probe it. The probe runs on its
+// own context (bounded by the store timeout) whatever its caller's
+// deadline, so once the store is healthy again the Cache uses it within
+// cooldown plus one store timeout. Invalidations are never skipped.
+// Defaults [DefaultBreakerThreshold] and [DefaultBreakerCooldown].
+func Breaker(threshold int, cooldown time.Duration) Option {
+	return cacheOption(func(c *config) error {
+		if threshold < 1 || cooldown <= 0 {
+			return invalid("Breaker needs threshold >= 1 and a positive cooldown, got %d, %v", threshold, cooldown)
+		}
+		c.breakerThreshold, c.breakerCooldown = threshold, cooldown
+		return nil
+	})
+}
+
+// Rand sets the source of uniform numbers in [0, 1) for early refresh.
+// Default: math/rand/v2's Float64. Tests use it to make early refresh
+// deterministic.
+func Rand(f func() float64) Option {
+	return cacheOption(func(c *config) error {
+		if f == nil {
+			return invalid("Rand is nil")
+		}
+		c.rand = f
+		return nil
+	})
+}
+
+// Logger sets where the Cache reports errors nobody waits for (a failed
+// background refresh, a failed fill). Default: discard.
+func Logger(l *slog.Logger) Option {
+	return cacheOption(func(c *config) error {
+		if l == nil {
+			return invalid("Logger is nil")
+		}
+		c.logger = l
+		return nil
+	})
+}
+
+// MaxPendingInvalidations bounds the invalidations kept for retry while
+// the store does not acknowledge them, counted in keys and tags named.
+// Past it the oldest are dropped, counted in [Stats] and logged as errors.
+// Default [DefaultMaxPendingInvalidations].
+func MaxPendingInvalidations(n int) Option {
+	return cacheOption(func(c *config) error {
+		if n < 1 {
+			return invalid("MaxPendingInvalidations must be at least 1, got %d", n)
+		}
+		c.maxPending = n
+		return nil
+	})
+}
+
+type loaderConfig struct {
+	policy  policy
+	codec   Codec
+	version uint64
+}
+
+// WithCodec sets the codec of the loader's values. Default: none for
+// []byte and string, [JSON] for every other type.
+func WithCodec(c Codec) LoaderOption {
+	return loaderOption(func(lc *loaderConfig) error {
+		if c == nil {
+			return invalid("WithCodec: nil codec")
+		}
+		lc.codec = c
+		return nil
+	})
+}
+
+// Version sets the loader's value version, like Django's version=. Bytes
+// written by a loader of another version are never decoded: they are a
+// miss, and the value is loaded again. Bump it when a deploy changes T's
+// shape. Default 0.
+func Version(v uint64) LoaderOption {
+	return loaderOption(func(lc *loaderConfig) error { lc.version = v; return nil })
+}
+
+// Defaults of the per-call options (see [GetOption]).
+const (
+	DefaultTTL         = 5 * time.Minute
+	DefaultNegativeTTL = 30 * time.Second
+	DefaultLoadTimeout = 10 * time.Second
+	DefaultBeta        = 1.0
+)
+
+// policy is what a Get is told about freshness: the loader's defaults with
+// the call's options on top.
+type policy struct {
+	ttl          time.Duration
+	stale        time.Duration
+	staleIfError time.Duration
+	negativeTTL  time.Duration
+	loadTimeout  time.Duration
+	beta         float64
+	tags         []string
+}
+
+func defaultPolicy() policy {
+	return policy{
+		ttl:         DefaultTTL,
+		negativeTTL: DefaultNegativeTTL,
+		loadTimeout: DefaultLoadTimeout,
+		beta:        DefaultBeta,
+	}
+}
+
+func durationOption(name string, d time.Duration, min time.Duration, set func(*policy, time.Duration)) GetOption {
+	return getOption(func(p *policy) error {
+		if d < min {
+			return invalid("%s must be at least %v, got %v", name, min, d)
+		}
+		set(p, d)
+		return nil
+	})
+}
+
+// TTL sets how long a loaded value is fresh. Default [DefaultTTL].
+func TTL(d time.Duration) GetOption {
+	return durationOption("TTL", d, time.Millisecond, func(p *policy, d time.Duration) { p.ttl = d })
+}
+
+// Stale sets the stale-while-revalidate window: for d after the TTL, a Get
+// returns the previous value at once while exactly one refresh runs in the
+// background. Default 0: an expired entry is loaded in the foreground.
+func Stale(d time.Duration) GetOption {
+	return durationOption("Stale", d, 0, func(p *policy, d time.Duration) { p.stale = d })
+}
+
+// StaleIfError sets the stale-if-error window: for d after the TTL, a Get
+// whose load fails returns the previous value, marked [StatusStaleIfError],
+// instead of the error. Default 0.
+func StaleIfError(d time.Duration) GetOption {
+	return durationOption("StaleIfError", d, 0, func(p *policy, d time.Duration) { p.staleIfError = d })
+}
+
+// NegativeTTL sets how long a load's [ErrNotFound] is cached. Zero turns
+// negative caching off. Default [DefaultNegativeTTL].
+func NegativeTTL(d time.Duration) GetOption {
+	return durationOption("NegativeTTL", d, 0, func(p *policy, d time.Duration) { p.negativeTTL = d })
+}
+
+// LoadTimeout bounds a load. The load runs on a context detached from its
+// callers' (they may give up; the load goes on for the others) that ends
+// after d. Default [DefaultLoadTimeout].
+func LoadTimeout(d time.Duration) GetOption {
+	return durationOption("LoadTimeout", d, time.Millisecond, func(p *policy, d time.Duration) { p.loadTimeout = d })
+}
+
+// Beta sets the eagerness of early refresh (XFetch, Vattani et al.): a Get
+// on a fresh entry refreshes it in the background with a probability that
+// grows as expiry nears, scaled by the measured load duration times beta.
+// Zero turns early refresh off; above 1 refreshes earlier. Default
+// [DefaultBeta].
+func Beta(beta float64) GetOption {
+	return getOption(func(p *policy) error {
+		if beta < 0 || math.IsNaN(beta) || math.IsInf(beta, 0) {
+			return invalid("Beta must be a finite number >= 0, got %v", beta)
+		}
+		p.beta = beta
+		return nil
+	})
+}
+
+// Tags adds tags to the entry. They add to the loader's default tags and
+// to those the load names with [Tag].
+func Tags(tags ...string) GetOption {
+	return getOption(func(p *policy) error {
+		for _, t := range tags {
+			if t == "" {
+				return invalid("empty tag")
+			}
+		}
+		p.tags = append(p.tags[:len(p.tags):len(p.tags)], tags...)
+		return nil
+	})
+}
+
+// early draws the XFetch factor beta * -ln(u) for u uniform in (0, 1].
+func (p *policy) early(rand func() float64) float64 {
+	if p.beta == 0 {
+		return 0
+	}
+	u := 1 - rand() // (0, 1]
+	return p.beta * -math.Log(u)
+}
