@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/paddockcache/paddock/store"
 )
 
 // A BatchLoadFunc loads the values of keys in one go (one query with
@@ -14,13 +15,18 @@ import (
 type BatchLoadFunc[T any] func(ctx context.Context, keys []string) (map[string]T, error)
 
 // GetMany returns the values of keys that exist, loading the missing ones
-// with one call of load. Each key is still coalesced: a key whose load is
-// already running (here or, on a shared store, in another process) is
-// waited for rather than loaded again, and a key loaded by the batch is
-// shared with concurrent [Loader.Get] callers. The fence applies per key.
+// with one call of load. On a store that implements [store.Batcher] it
+// looks up every key in one store call and fills the loaded ones in one
+// more (one round trip each on Redis). Each key is still coalesced: a key
+// whose load is already running (here or, on a shared store, in another
+// process) is waited for rather than loaded again, and a key loaded by the
+// batch is shared with concurrent [Loader.Get] callers. The fence applies
+// per key.
 //
 // Keys that are not found are left out of the map. If some keys fail,
-// GetMany returns the values it has and the errors joined.
+// GetMany returns the values it has and the errors joined. Called inside a
+// load, it makes the outer entry depend on every key (see the package doc
+// on nested Gets).
 func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFunc[T], opts ...GetOption) (map[string]T, error) {
 	if load == nil {
 		return nil, invalid("GetMany: nil load function")
@@ -35,41 +41,61 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	sc, at := l.nested(ctx)
+	fresh := sc != nil && sc.needFresh
 
-	out := make(map[string]T, len(keys))
+	seen := make(map[string]bool, len(keys))
+	var uniq, full []string
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			uniq = append(uniq, k)
+			full = append(full, l.prefix+k)
+		}
+	}
+	reqs := make([]store.LookupRequest, len(full))
+	for i := range reqs {
+		reqs[i] = l.request(&pol, l.c.token())
+	}
+	lks, errs := l.c.lookupMany(ctx, full, reqs, l.st)
+
+	out := make(map[string]T, len(uniq))
 	var (
 		mine   []batchKey[T] // keys whose lease this call holds
 		others []string      // keys to get one by one (held elsewhere, store down)
-		errs   []error
-		seen   = make(map[string]bool, len(keys))
+		failed []error
 	)
-	for _, k := range keys {
-		if seen[k] {
-			continue
+	take := func(key, fullKey string, o *outcome[T]) {
+		if sc != nil {
+			sc.add(o.input(fullKey))
 		}
-		seen[k] = true
-		w := &work[T]{l: l, key: l.prefix + k, load: single(k, load), pol: pol}
-		lk, err := l.c.lookup(ctx, w.key, w.request(l.c.token()), l.st)
-		token := lk.token // the token the lookup was sent with
-		if unavailable(err) {
-			others = append(others, k)
-			continue
+		switch r, err := l.result(o, true); {
+		case err == nil:
+			out[key] = r.Value
+		case !errors.Is(err, ErrNotFound):
+			failed = append(failed, fmt.Errorf("%s: %w", key, err))
 		}
-		if err != nil {
+	}
+	for i, k := range uniq {
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
+		w := &work[T]{l: l, key: full[i], load: single(k, load), pol: pol, fresh: fresh}
+		switch act, o := l.decide(full[i], &lks[i], err, 0, at, fresh); act {
+		case actFail:
 			l.abandon(ctx, mine, err)
 			return nil, err
-		}
-		if o, ok := l.serve(ctx, w.key, &lk, token, 0, w.self); ok {
-			if r, err := l.result(&o, true); err == nil {
-				out[k] = r.Value
-			}
-			continue
-		}
-		if !lk.Lease {
+		case actServe:
+			take(k, full[i], &o)
+		case actServeRefresh:
+			w.refresh(ctx, lks[i])
+			take(k, full[i], &o)
+		case actLoad:
+			mine = append(mine, batchKey[T]{key: k, w: w, lk: lks[i], f: l.flights.start(full[i], pol.tags, false)})
+		default:
 			others = append(others, k)
-			continue
 		}
-		mine = append(mine, batchKey[T]{key: k, w: w, lk: lk, token: token, f: l.flights.start(w.key, false)})
 	}
 
 	if len(mine) > 0 && !l.c.spawn(func() { l.runBatch(ctx, mine, load, &pol) }) {
@@ -83,7 +109,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 	results := make(chan one, len(others))
 	for _, k := range others {
 		go func() {
-			r, err := l.Fetch(ctx, k, single(k, load), opts...)
+			r, err := l.Fetch(ctx, k, single(k, load), opts...) // records its own dependency
 			results <- one{k, r, err}
 		}()
 	}
@@ -93,13 +119,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		r, err := l.result(&b.f.out, true)
-		switch {
-		case err == nil:
-			out[b.key] = r.Value
-		case !errors.Is(err, ErrNotFound):
-			errs = append(errs, fmt.Errorf("%s: %w", b.key, err))
-		}
+		take(b.key, b.w.key, &b.f.out)
 	}
 	for range others {
 		var o one
@@ -112,19 +132,18 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		case o.err == nil:
 			out[o.key] = o.r.Value
 		case !errors.Is(o.err, ErrNotFound):
-			errs = append(errs, fmt.Errorf("%s: %w", o.key, o.err))
+			failed = append(failed, fmt.Errorf("%s: %w", o.key, o.err))
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, errors.Join(failed...)
 }
 
 // batchKey is one key of a batch load that this call holds the lease of.
 type batchKey[T any] struct {
-	key   string
-	w     *work[T]
-	lk    reply
-	token uint64
-	f     *flight[T]
+	key string
+	w   *work[T]
+	lk  reply
+	f   *flight[T]
 }
 
 // single adapts a batch load to one key.
@@ -143,46 +162,72 @@ func single[T any](key string, load BatchLoadFunc[T]) LoadFunc[T] {
 	}
 }
 
-// runBatch loads the keys of mine with one call and settles each key's
-// flight on its own ticket.
+// runBatch loads the keys of mine with one call, settles each key's flight
+// on its own ticket, and fills them with one store call.
 func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load BatchLoadFunc[T], pol *policy) {
 	ctx = context.WithoutCancel(ctx)
 	finished := false
-	defer func() {
-		if !finished { // the load called runtime.Goexit
-			for _, b := range mine {
-				l.c.release(ctx, b.w.key, b.token, l.st)
-				l.flights.finish(b.w.key, b.f, outcome[T]{err: errGoexit})
-			}
+	defer onGoexit(&finished, func() {
+		for _, b := range mine {
+			l.c.release(ctx, b.w.key, b.f.lease.Swap(0), l.st)
+			l.flights.finish(b.w.key, b.f, outcome[T]{err: errGoexit})
 		}
-	}()
+	})
 	keys := make([]string, len(mine))
 	marks := make([]uint64, len(mine))
 	for i, b := range mine {
 		keys[i] = b.key
+		b.f.lease.Store(b.lk.token)
 		marks[i] = b.f.begin()
 	}
-	lctx, ts, cancel := l.c.loadContext(ctx, pol.loadTimeout)
-	gen := l.c.invGen.Load()
-	start := time.Now()
-	m, err := callLoad(lctx, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
-	dur := time.Since(start)
-	err = l.c.loadError(lctx, err, pol.loadTimeout)
+	lctx, sc, cancel := l.c.loadContext(ctx, pol.loadTimeout)
+	sc.needFresh = mine[0].w.fresh
+	for _, b := range mine {
+		b.f.sc.Store(sc)
+	}
+	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	cancel()
-	l.st.loads.Add(1)
-	tags := ts.list()
+
+	outs := make([]outcome[T], len(mine))
+	var (
+		fkeys []string
+		fills []*store.Fill
+		which []int
+	)
 	for i, b := range mine {
-		ld := loaded[T]{err: err, dur: dur, tags: tags, mark: marks[i], gen: gen}
-		if err == nil {
-			v, ok := m[b.key]
-			if ok {
-				ld.val = v
-			} else {
-				ld.err = ErrNotFound
+		kl := ld
+		kl.mark = marks[i]
+		var v T
+		if kl.err == nil {
+			var ok bool
+			if v, ok = m[b.key]; !ok {
+				kl.err = ErrNotFound
 			}
 		}
-		out := b.w.settle(ctx, b.f, &b.lk, b.token, 0, ld)
-		l.flights.finish(b.w.key, b.f, out)
+		var fill *store.Fill
+		outs[i], fill = b.w.prepare(b.f, &b.lk, 0, v, kl)
+		if fill == nil {
+			l.c.release(ctx, b.w.key, b.f.lease.Swap(0), l.st)
+			continue
+		}
+		fkeys, fills, which = append(fkeys, b.w.key), append(fills, fill), append(which, i)
+	}
+	if len(fills) > 0 {
+		fmarks := make([]uint64, len(which))
+		for n, i := range which {
+			fmarks[n] = mine[i].f.begin()
+		}
+		oks, errs := l.c.fillMany(ctx, fkeys, fills, l.st)
+		for n, i := range which {
+			var err error
+			if errs != nil {
+				err = errs[n]
+			}
+			outs[i] = mine[i].w.filled(ctx, mine[i].f, outs[i], oks[n], err, fmarks[n])
+		}
+	}
+	for i, b := range mine {
+		l.flights.finish(b.w.key, b.f, outs[i])
 	}
 	finished = true
 }
@@ -192,7 +237,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 func (l *Loader[T]) abandon(ctx context.Context, mine []batchKey[T], err error) {
 	ctx = context.WithoutCancel(ctx)
 	for _, b := range mine {
-		l.c.release(ctx, b.w.key, b.token, l.st)
+		l.c.release(ctx, b.w.key, b.lk.token, l.st)
 		l.flights.finish(b.w.key, b.f, outcome[T]{err: err})
 	}
 }

@@ -1,11 +1,9 @@
 package paddock
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -116,7 +114,7 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 	if taken {
 		return nil, invalid("NewLoader: namespace %q already has a loader on this Cache", namespace)
 	}
-	return &Loader[T]{
+	l := &Loader[T]{
 		c:       c,
 		ns:      namespace,
 		prefix:  namespace + ":",
@@ -124,8 +122,15 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		policy:  lc.policy,
 		flights: newGroup[T](),
 		st:      c.counters(namespace),
-	}, nil
+	}
+	c.mu.Lock()
+	c.groups = append(c.groups, l.flights)
+	c.mu.Unlock()
+	return l, nil
 }
+
+// Cache returns the Cache the loader is a view of.
+func (l *Loader[T]) Cache() *Cache { return l.c }
 
 // Namespace returns the loader's namespace.
 func (l *Loader[T]) Namespace() string { return l.ns }
@@ -172,11 +177,18 @@ func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts 
 //     or of any of its tags happened since the load began (the fence), and
 //     returned to every caller allowed to take it (see the package doc).
 //
+// A caller that joins a load gets the first caller's load and options:
+// its own load function, TTL, tags and timeout are not used. Give keys
+// whose values are built differently different names.
+//
 // If ctx ends, Fetch returns ctx.Err() at once; the load goes on for the
 // other callers. If the load fails and the entry is inside its
 // stale-if-error window, the old value is returned (StatusStaleIfError)
 // with a nil error. If the store fails, Fetch loads without it. A load that
 // panics gives every caller a [*PanicError].
+//
+// Called inside a load, with the load's context, Fetch makes the outer
+// entry depend on key (see the package doc on nested Gets).
 //
 // WARNING: load runs on a context detached from ctx: canceling ctx does not
 // stop it. It ends after the load timeout.
@@ -195,16 +207,39 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		return Result[T]{}, err
 	}
 	full := l.prefix + key
+	sc, at := l.nested(ctx)
+	o, owner, err := l.fetch(ctx, full, load, &pol, at, sc != nil && sc.needFresh)
+	if err != nil {
+		return Result[T]{}, err
+	}
+	if sc != nil {
+		sc.add(o.input(full))
+	}
+	return l.result(&o, owner)
+}
+
+// nested returns the scope of the load of this Cache that ctx descends
+// from, if any, and the local instant before this read asks the store.
+func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
+	if sc := scopeOf(ctx); sc != nil && sc.c == l.c {
+		return sc, time.Now()
+	}
+	return nil, time.Time{}
+}
+
+// fetch is Fetch's read path for the full key: it returns the outcome the
+// caller takes and whether the caller ran its load, or the error of a
+// caller that gave up (its context ended, the Cache closed).
+func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], pol *policy, at time.Time, fresh bool) (outcome[T], bool, error) {
 	// The work of a flight is built only on the paths that need one, so
 	// that a hit allocates nothing here.
 	var w *work[T]
 	flightWork := func() *work[T] {
 		if w == nil {
-			w = &work[T]{l: l, key: full, load: load, pol: pol}
+			w = &work[T]{l: l, key: full, load: load, pol: *pol, fresh: fresh}
 		}
 		return w
 	}
-
 	var (
 		j     store.Ticket // this caller's own ticket, once it has looked up
 		known bool
@@ -224,43 +259,48 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		)
 		// On a remote store, callers of one key in this process share one
 		// lookup (a stampede asks the store once). A background refresh is
-		// not waited for: the caller looks up and serves the stale value.
+		// not waited for: the caller looks up and serves the stale value
+		// (unless it needs a fresh one).
 		if l.c.remote && attempt == 0 {
-			if f, owner = l.flights.joinOrStart(full, true); owner {
-				if r, err, done := l.ownerLookup(ctx, f, &pol, flightWork); done {
-					return r, err
+			if f, owner = l.flights.joinOrStart(full, pol.tags, !fresh); owner {
+				if o, err, done := l.ownerLookup(ctx, f, flightWork); done {
+					return o, true, err
 				}
 			}
 		}
 		if f == nil {
-			lk, err := l.c.lookup(ctx, full, l.request(&pol, l.c.token()), l.st)
-			token := lk.token // the token the lookup was sent with
-			switch {
-			case unavailable(err): // load without the store, still coalesced
-				if f, owner = l.flights.joinOrStart(full, false); owner {
-					flightWork().start(ctx, f, plan{noStore: true})
-				}
-			case err != nil:
-				return Result[T]{}, err
-			default:
+			lk, err := l.c.lookup(ctx, full, l.request(pol, l.c.token()), l.st)
+			act, o := l.decide(full, &lk, err, 0, at, fresh)
+			if err == nil {
 				// A lookup that serves an entry may report a lower bound
 				// of the ticket (redisstore on Cluster); only a miss's or
 				// a lease's ticket is exact enough to judge flights by.
 				j, known = lk.Ticket, lk.State == store.StateMiss || lk.Lease
-				if o, ok := l.serve(ctx, full, &lk, token, 0, flightWork); ok {
-					return l.result(&o, true)
+			}
+			switch act {
+			case actFail:
+				return o, false, err
+			case actServe:
+				return o, true, nil
+			case actServeRefresh:
+				flightWork().refresh(ctx, lk)
+				return o, true, nil
+			case actNoStore: // load without the store, still coalesced
+				if f, owner = l.flights.joinOrStart(full, pol.tags, false); owner {
+					flightWork().start(ctx, f, plan{noStore: true})
 				}
-				if lk.Lease {
-					f, owner = l.flights.start(full, false), true
-					flightWork().start(ctx, f, plan{lk: escape(lk), token: token})
-				} else if f, owner = l.flights.joinOrStart(full, false); owner {
-					// The lease is held and no flight is registered here:
-					// the holder is another process, or a caller of this
-					// one between its lookup and flights.start. Either
-					// way this flight waits for the holder's fill through
-					// the store, and loads only once the lease is free, so
-					// loads of the key never overlap.
-					flightWork().start(ctx, f, plan{lk: escape(lk), token: token})
+			case actLoad:
+				f, owner = l.flights.start(full, pol.tags, false), true
+				flightWork().start(ctx, f, plan{lk: escape(lk)})
+			default:
+				// The lease is held and no flight is registered here, or
+				// the lease was not granted: the holder is another
+				// process, or a caller of this one between its lookup and
+				// flights.start. Either way this flight waits for the
+				// holder's fill through the store, and loads only once the
+				// lease is free, so loads of the key never overlap.
+				if f, owner = l.flights.joinOrStart(full, pol.tags, false); owner {
+					flightWork().start(ctx, f, plan{lk: escape(lk)})
 				}
 			}
 		}
@@ -268,11 +308,23 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		select {
 		case <-f.done:
 		case <-ctx.Done():
-			return Result[T]{}, ctx.Err()
+			return outcome[T]{}, false, ctx.Err()
 		}
-		o := &f.out
+		o := f.out
+		if o.private && !owner {
+			// The value was made for the caller that ran the load alone:
+			// load for ourselves, sharing with no one.
+			f = l.flights.unregistered(full, pol.tags)
+			flightWork().start(ctx, f, plan{solo: true})
+			select {
+			case <-f.done:
+				return f.out, true, nil
+			case <-ctx.Done():
+				return outcome[T]{}, false, ctx.Err()
+			}
+		}
 		if owner || o.takeable(began, j, known, gen) || attempt > 0 && hooks.RetryTakesAny.Load() {
-			return l.result(o, owner)
+			return o, owner, nil
 		}
 		// Not takeable: retry with a lookup of our own. A flight found
 		// then may still be older than this caller (a background refresh
@@ -289,38 +341,34 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 // on in the background to load or wait, and the owner waits on it like any
 // caller. If the owner's context ends during the lookup, the flight is
 // handed to a goroutine so that its joiners are not stranded.
-func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], pol *policy, flightWork func() *work[T]) (r Result[T], err error, done bool) {
+func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], flightWork func() *work[T]) (o outcome[T], err error, done bool) {
+	w := flightWork()
 	mark := f.begin()
-	lk, err := l.c.lookup(ctx, f.key, l.request(pol, l.c.token()), l.st)
-	switch {
-	case unavailable(err):
-		flightWork().start(ctx, f, plan{noStore: true})
-		return r, nil, false
-	case err != nil:
+	at := time.Now() // joiners may be nested Gets: the flight notes it for them
+	lk, err := l.c.lookup(ctx, f.key, l.request(&w.pol, l.c.token()), l.st)
+	act, o := l.decide(f.key, &lk, err, mark, at, w.fresh)
+	switch act {
+	case actNoStore:
+		w.start(ctx, f, plan{noStore: true})
+		return o, nil, false
+	case actFail:
 		// The caller is gone (or the store closed); the flight's joiners
 		// are not. The lookup may have been granted the lease: the Cache
 		// keeps its token, and the flight's own lookup takes it back.
-		flightWork().start(ctx, f, plan{})
-		return r, err, true
-	}
-	token := lk.token
-	if o, ok := l.read(f.key, &lk, mark); ok {
+		w.start(ctx, f, plan{})
+		return o, err, true
+	case actServe, actServeRefresh:
 		// The lookup flight ends first, then the refresh (if this lookup
 		// was granted its lease) registers: joiners that retry find it.
 		l.flights.finish(f.key, f, o)
-		if lk.Lease {
-			flightWork().refresh(ctx, lk, token)
+		if act == actServeRefresh {
+			w.refresh(ctx, lk)
 		}
-		r, err = l.result(&o, true)
-		return r, err, true
+		return o, nil, true
 	}
-	flightWork().start(ctx, f, plan{lk: escape(lk), mark: mark, token: token})
-	return r, nil, false
+	w.start(ctx, f, plan{lk: escape(lk), mark: mark})
+	return o, nil, false
 }
-
-// escape returns a heap copy of lk for a flight, so that the caller's own
-// lk stays on its stack.
-func escape(lk reply) *reply { return &lk }
 
 // result turns a flight's outcome into a caller's answer and counts it.
 func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
@@ -340,362 +388,6 @@ func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
 	return r, o.err
 }
 
-// work is one Get's key, load and options, shared with its flights.
-type work[T any] struct {
-	l    *Loader[T]
-	key  string
-	load LoadFunc[T]
-	pol  policy
-}
-
-func (w *work[T]) self() *work[T] { return w }
-
-func (w *work[T]) request(token uint64) store.LookupRequest { return w.l.request(&w.pol, token) }
-
-// request is the lookup a Get makes with lease token.
-func (l *Loader[T]) request(pol *policy, token uint64) store.LookupRequest {
-	if hooks.NoLease.Load() {
-		token = 0
-	}
-	return store.LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
-}
-
-// serve reads a servable entry from lk (see read) and, if the lookup also
-// granted the lease (the entry is stale, or due for early refresh), starts
-// its background refresh with w(). w is called only then, so a plain hit
-// builds no flight work.
-func (l *Loader[T]) serve(ctx context.Context, key string, lk *reply, token, mark uint64, w func() *work[T]) (outcome[T], bool) {
-	o, ok := l.read(key, lk, mark)
-	if ok && lk.Lease {
-		w().refresh(ctx, *lk, token)
-	}
-	return o, ok
-}
-
-// read turns a servable entry into an outcome; ok is false when the entry
-// is not servable, is covered by a pending invalidation, or does not
-// decode.
-func (l *Loader[T]) read(key string, lk *reply, mark uint64) (o outcome[T], ok bool) {
-	if lk.State != store.StateFresh && lk.State != store.StateStale {
-		return o, false
-	}
-	e := lk.Entry
-	if l.c.coveredSince(key, e.Tags, lk.applied) {
-		return o, false
-	}
-	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen}
-	if lk.State == store.StateStale {
-		o.status = StatusStale
-	}
-	if e.Negative {
-		o.err = ErrNotFound
-		return o, true
-	}
-	v, err := l.vc.decode(e.Value)
-	if err != nil {
-		l.st.decodeErrors.Add(1)
-		return o, false
-	}
-	o.val = v
-	return o, true
-}
-
-// refresh reloads the entry in the background with the lease lk granted
-// to token, while its old value is served.
-func (w *work[T]) refresh(ctx context.Context, lk reply, token uint64) {
-	c := w.l.c
-	if lk.State == store.StateFresh {
-		w.l.st.earlyRefreshes.Add(1)
-	}
-	w.l.st.refreshes.Add(1)
-	f := w.l.flights.start(w.key, true)
-	ok := c.spawn(func() {
-		w.run(ctx, f, plan{lk: &lk, token: token})
-		// Nobody waits for a background refresh: report its failure.
-		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
-			c.cfg.logger.Warn("paddock: background refresh failed", "key", w.key, "err", err)
-		}
-	})
-	if !ok { // closed
-		c.release(context.WithoutCancel(ctx), w.key, token, w.l.st)
-		w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
-	}
-}
-
-// plan is how a flight starts.
-type plan struct {
-	lk      *reply // a lookup already made for the flight; nil: look up first
-	mark    uint64 // the flight's mark when lk was sent (0: before the flight)
-	token   uint64 // the lease token of lk, or the token to look up with
-	noStore bool   // the store is unavailable: load, do not fill
-}
-
-// start runs the flight f on a goroutine of the Cache. Once the Cache is
-// closed it runs nothing: it gives back the lease the plan may hold and
-// ends f with ErrClosed.
-func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
-	if w.l.c.spawn(func() { w.run(ctx, f, p) }) {
-		return
-	}
-	if !p.noStore {
-		w.l.c.release(context.WithoutCancel(ctx), w.key, p.token, w.l.st)
-	}
-	w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
-}
-
-var errGoexit = errors.New("paddock: load called runtime.Goexit")
-
-// run is the body of a flight: look up (or poll the lease holder), load,
-// fill, and publish the outcome. It runs on its own goroutine, on a context
-// detached from the caller that started it.
-func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
-	ctx = context.WithoutCancel(ctx)
-	l, c := w.l, w.l.c
-	var (
-		out      outcome[T]
-		finished bool
-		lease    uint64 // a lease to give back if the flight dies
-	)
-	defer func() {
-		if !finished { // the load called runtime.Goexit
-			c.release(ctx, w.key, lease, l.st)
-			l.flights.finish(w.key, f, outcome[T]{err: errGoexit})
-		}
-	}()
-
-	lk, token, mark := p.lk, p.token, p.mark
-	var waitUntil time.Time
-	backoff := time.Millisecond
-	for !p.noStore {
-		own := false
-		if lk == nil {
-			if token == 0 {
-				token = c.token()
-			}
-			mark = f.begin()
-			r, err := c.lookup(ctx, w.key, w.request(token), l.st)
-			if err != nil {
-				if errors.Is(err, ErrClosed) {
-					out, finished = outcome[T]{err: ErrClosed}, true
-					l.flights.finish(w.key, f, out)
-					return
-				}
-				p.noStore = true
-				break
-			}
-			token = r.token
-			lk, own = &r, true
-		}
-		// A lookup handed over in the plan was already found unservable
-		// by the caller (or is being refreshed); only our own lookups are
-		// read here.
-		if own {
-			// On a remote store this lookup was made for the flight's
-			// callers: a stale (or early-refresh) value reaches them at
-			// once.
-			if o, ok := l.serve(ctx, w.key, lk, token, mark, w.self); ok {
-				out = o
-				break
-			}
-		}
-		if lk.Lease || !lk.Held {
-			// Ours to load: with the lease, or without one when the entry
-			// did not decode (fenced by the ticket all the same).
-			if lk.Lease {
-				lease = token
-			} else {
-				token = 0
-			}
-			out = w.loadAndFill(ctx, f, lk, token, mark)
-			break
-		}
-		// Another caller (likely another process) holds the lease: wait
-		// for its fill, up to the wait bound, then load for ourselves.
-		if waitUntil.IsZero() {
-			waitUntil = time.Now().Add(c.cfg.waitTimeout)
-		} else if !time.Now().Before(waitUntil) {
-			out = w.loadAndFill(ctx, f, lk, 0, mark)
-			break
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-c.closing.Done():
-			t.Stop()
-			out, finished = outcome[T]{err: ErrClosed}, true
-			l.flights.finish(w.key, f, out)
-			return
-		}
-		backoff = min(2*backoff, 50*time.Millisecond)
-		lk = nil
-	}
-	if p.noStore {
-		out = w.loadAndFill(ctx, f, nil, 0, 0)
-	}
-	finished = true
-	l.flights.finish(w.key, f, out)
-}
-
-// ErrLoadTimeout is matched (with [errors.Is]) by the error of a load that
-// ran out of its [LoadTimeout]. The error matches
-// [context.DeadlineExceeded] too, but says that the load, not the caller,
-// ran out of time.
-var ErrLoadTimeout = errors.New("paddock: load timed out")
-
-// loadAndFill runs the load and writes its result with lk's ticket, holding
-// lease (or none). Without lk (store unavailable) nothing is written.
-// fallbackMark is the mark of the read that produced lk, for a
-// stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lease uint64, fallbackMark uint64) outcome[T] {
-	lctx, ts, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
-	defer cancel()
-	mark := f.begin()
-	gen := w.l.c.invGen.Load()
-	start := time.Now()
-	v, err := callLoad(lctx, w.load)
-	err = w.l.c.loadError(lctx, err, w.pol.loadTimeout)
-	w.l.st.loads.Add(1)
-	return w.settle(ctx, f, lk, lease, fallbackMark, loaded[T]{v, err, time.Since(start), ts.list(), mark, gen})
-}
-
-// loadContext is the context a load runs on: ctx (detached from callers)
-// with the load timeout, canceled too when the Cache closes, and carrying
-// the set of tags the load names.
-func (c *Cache) loadContext(ctx context.Context, timeout time.Duration) (context.Context, *tagSet, context.CancelFunc) {
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	stop := context.AfterFunc(c.closing, cancel)
-	lctx, ts := withTags(lctx)
-	return lctx, ts, func() { stop(); cancel() }
-}
-
-// loadError says why a load that returned err failed when its own timeout
-// is the reason.
-func (c *Cache) loadError(lctx context.Context, err error, timeout time.Duration) error {
-	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(lctx.Err(), context.DeadlineExceeded) {
-		if err != nil && errors.Is(err, context.Canceled) && c.closed.Load() {
-			return fmt.Errorf("%w: %w", ErrClosed, err)
-		}
-		return err
-	}
-	return fmt.Errorf("%w after %v: %w", ErrLoadTimeout, timeout, err)
-}
-
-// loaded is what a load produced, and the mark and pending-invalidation
-// count at which it began.
-type loaded[T any] struct {
-	val  T
-	err  error
-	dur  time.Duration
-	tags []string
-	mark uint64
-	gen  uint64
-}
-
-// settle turns a load's result into the flight's outcome and, unless lk is
-// nil, fills the store with it (a negative entry for ErrNotFound).
-func (w *work[T]) settle(ctx context.Context, f *flight[T], lk *reply, lease uint64, fallbackMark uint64, ld loaded[T]) outcome[T] {
-	l, c, pol := w.l, w.l.c, &w.pol
-	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
-	if lk != nil {
-		out.ticket = lk.Ticket
-	}
-	fill := &store.Fill{Lease: lease, LoadDuration: ld.dur}
-	switch {
-	case ld.err == nil:
-		out.val = ld.val
-		fill.TTL, fill.Stale, fill.StaleIfError = pol.ttl, pol.stale, pol.staleIfError
-		fill.Value, out.fillErr = l.vc.encode(ld.val)
-	case errors.Is(ld.err, ErrNotFound):
-		out.err = ld.err
-		if pol.negativeTTL == 0 {
-			lk = nil // nothing to write
-		}
-		fill.Negative, fill.TTL = true, pol.negativeTTL
-	default:
-		l.st.loadErrors.Add(1)
-		if fb := w.fallback(lk, fallbackMark, ld.dur); fb != nil {
-			fb.loadErr = ld.err
-			out = *fb
-		} else {
-			out = outcome[T]{err: ld.err, status: StatusLoaded}
-		}
-		lk = nil
-	}
-	if lk == nil || out.fillErr != nil {
-		if out.fillErr != nil {
-			l.st.fillErrors.Add(1)
-		}
-		c.release(ctx, w.key, lease, l.st)
-		return out
-	}
-	fill.Ticket = lk.Ticket
-	if hooks.NoFence.Load() {
-		if now, err := c.lookup(ctx, w.key, store.LookupRequest{}, l.st); err == nil {
-			fill.Ticket = now.Ticket
-		}
-	}
-	if hooks.IgnoreLoadTags.Load() {
-		ld.tags = nil
-	}
-	fill.Tags = mergeTags(pol.tags, ld.tags)
-	if c.covered(w.key, fill.Tags) {
-		// An invalidation of the key or a tag is pending: the store has
-		// not seen it, so it cannot refuse this fill. Refuse it here.
-		l.st.fillsRefused.Add(1)
-		c.release(ctx, w.key, lease, l.st)
-		return out
-	}
-	fmark := f.begin()
-	ok, ferr := c.fill(ctx, w.key, fill, l.st)
-	switch {
-	case ferr != nil:
-		l.st.fillErrors.Add(1)
-		out.fillErr = ferr
-		c.cfg.logger.Warn("paddock: fill failed", "key", w.key, "err", ferr)
-		c.release(ctx, w.key, lease, l.st)
-	case ok:
-		out.filled = fmark
-	default:
-		l.st.fillsRefused.Add(1)
-	}
-	return out
-}
-
-// fallback returns the stale-if-error outcome of lk's entry, if it is
-// still inside its error window now that the load, which took dur after
-// the lookup, has failed. (The window is judged when the load fails, not
-// when it began: a load that outlives the window returns its error.)
-func (w *work[T]) fallback(lk *reply, mark uint64, dur time.Duration) *outcome[T] {
-	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
-		return nil
-	}
-	e := lk.Entry
-	if w.l.c.coveredSince(w.key, e.Tags, lk.applied) {
-		return nil
-	}
-	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen}
-	if e.Negative {
-		o.err = ErrNotFound
-		return o
-	}
-	v, err := w.l.vc.decode(e.Value)
-	if err != nil {
-		return nil
-	}
-	o.val = v
-	return o
-}
-
-// callLoad runs load, turning a panic into a *PanicError.
-func callLoad[T any](ctx context.Context, load LoadFunc[T]) (v T, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return load(ctx)
-}
-
 // ErrFenced is returned by [Loader.Set] when an invalidation of the key or
 // of one of its tags raced the write: the write was refused and no entry
 // of the key older than the Set is left, so the next Get loads. It needs
@@ -710,11 +402,16 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 		return r, false, ErrClosed
 	}
 	full := l.prefix + key
+	sc, at := l.nested(ctx)
 	lk, err := l.c.lookup(ctx, full, store.LookupRequest{}, l.st)
 	if err != nil {
 		return r, false, err
 	}
-	o, ok := l.read(full, &lk, 0)
+	o, ok := l.read(full, &lk, 0, at)
+	if sc != nil {
+		// Found or not, the outer value is built from what Peek saw.
+		sc.add(o.input(full))
+	}
 	if !ok {
 		return r, false, nil
 	}
@@ -726,6 +423,11 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 // between the start of Set and its write, and once it is written no load
 // that began before it can overwrite it. Use it right after writing the
 // source of truth, instead of invalidating, when the new value is at hand.
+//
+// Entries built from key by nested Gets are invalidated once the write is
+// done (see [DependencyTag]); if that invalidation is not acknowledged, Set
+// returns its error, wrapping [ErrStoreUnavailable], and the Cache retries
+// it as [Cache.Invalidate] does. The write itself stands.
 func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption) error {
 	if l.c.closed.Load() {
 		return ErrClosed
@@ -758,7 +460,7 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 		l.st.fillsRefused.Add(1)
 		return ErrFenced
 	}
-	return nil
+	return l.c.invalidate(ctx, store.Invalidation{Tags: []string{DependencyTag(full)}})
 }
 
 // Invalidate invalidates keys of this loader; see [Cache.Invalidate].

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,13 +23,15 @@ import (
 //
 // A Cache is safe for concurrent use. Create one with [New].
 type Cache struct {
-	store  store.Store
-	remote bool
-	cfg    config
+	store   store.Store
+	batcher store.Batcher // the store, if it batches; nil otherwise
+	remote  bool
+	cfg     config
 
 	mu         sync.Mutex
 	stats      map[string]*counters // namespace -> counters
 	namespaces map[string]bool      // namespaces with a Loader
+	groups     []detacher           // the flights of each Loader
 
 	tokens  atomic.Uint64
 	breaker breaker
@@ -84,6 +87,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	if r, ok := s.(store.Remote); ok && r.Remote() {
 		c.remote = true
 	}
+	c.batcher, _ = s.(store.Batcher)
 	c.tokens.Store(rand.Uint64() >> 1)
 	c.breaker.threshold = int32(cfg.breakerThreshold)
 	c.breaker.cooldown = cfg.breakerCooldown
@@ -153,6 +157,15 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 			return invalid("empty tag")
 		}
 	}
+	asked := inv
+	if len(inv.Keys) > 0 {
+		// Entries built from a key by nested Gets carry its dependency
+		// tag: invalidating the key invalidates them.
+		inv.Tags = slices.Grow(slices.Clone(inv.Tags), len(inv.Keys))
+		for _, k := range inv.Keys {
+			inv.Tags = append(inv.Tags, DependencyTag(k))
+		}
+	}
 	if hooks.HardAsSoft.Load() {
 		inv.Soft = true
 	}
@@ -171,13 +184,45 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 		if !hooks.DropFailedInvalidations.Load() {
 			c.keepPending(inv, err)
 		}
+		c.doom(ctx, &inv)
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
-	c.counted(inv)
+	c.doom(ctx, &inv)
+	c.counted(asked)
 	return nil
+}
+
+// A detacher is the flight group of a Loader: see group.detach.
+type detacher interface {
+	detach(inv *store.Invalidation, doomed func(key string, lease uint64))
+}
+
+// doom detaches the flights of this process that inv dooms, and gives
+// back their leases, so that a Get that begins once the invalidation has
+// returned loads at once rather than waiting for a load that can no
+// longer fill. (The store breaks the leases of the keys inv names; the
+// leases of flights doomed by a tag are known only here.)
+func (c *Cache) doom(ctx context.Context, inv *store.Invalidation) {
+	if hooks.WaitDoomed.Load() {
+		return
+	}
+	c.mu.Lock()
+	groups := c.groups
+	c.mu.Unlock()
+	type doomed struct {
+		key   string
+		lease uint64
+	}
+	var leases []doomed
+	for _, g := range groups {
+		g.detach(inv, func(key string, lease uint64) { leases = append(leases, doomed{key, lease}) })
+	}
+	for _, d := range leases {
+		c.release(context.WithoutCancel(ctx), d.key, d.lease, c.counters(namespaceOf(d.key)))
+	}
 }
 
 // counted counts an acknowledged invalidation.
@@ -247,7 +292,7 @@ var errBreakerOpen = fmt.Errorf("%w: the circuit breaker is open", ErrStoreUnava
 // caller works around it.
 func (c *Cache) lookup(ctx context.Context, key string, req store.LookupRequest, st *counters) (reply, error) {
 	lk, err := c.lookupOnce(ctx, key, req, st)
-	if err == nil && lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.coveredSince(key, lk.Entry.Tags, lk.applied) {
+	if err == nil && c.recheck(key, req, &lk) {
 		// A pending invalidation covers the entry, which the store still
 		// thinks fresh: ask again for the lease, so that this process
 		// loads it once, as for a miss, rather than without a lease.
@@ -255,6 +300,76 @@ func (c *Cache) lookup(ctx context.Context, key string, req store.LookupRequest,
 		lk, err = c.lookupOnce(ctx, key, req, st)
 	}
 	return lk, err
+}
+
+// recheck reports whether lk, the answer to req, serves an entry that a
+// pending invalidation covers without granting the lease: the lookup is
+// made again with Refresh.
+func (c *Cache) recheck(key string, req store.LookupRequest, lk *reply) bool {
+	return lk.Entry != nil && req.Lease != 0 && !lk.Lease && !lk.Held && c.coveredSince(key, lk.Entry.Tags, lk.applied)
+}
+
+// lookupMany looks up keys with reqs: in one store call if the store is a
+// [store.Batcher], with the rules of lookup for each key. errs is nil or
+// has one error per key.
+func (c *Cache) lookupMany(ctx context.Context, keys []string, reqs []store.LookupRequest, st *counters) (out []reply, errs []error) {
+	out = make([]reply, len(keys))
+	setErr := func(i int, err error) {
+		if err != nil {
+			if errs == nil {
+				errs = make([]error, len(keys))
+			}
+			errs[i] = err
+		}
+	}
+	if c.batcher == nil || len(keys) < 2 || c.breaker.open() {
+		// One by one: lookup knows how to probe a store behind an open
+		// breaker.
+		for i, k := range keys {
+			var err error
+			out[i], err = c.lookup(ctx, k, reqs[i], st)
+			setErr(i, err)
+		}
+		return out, errs
+	}
+	if c.abandoned.Load() {
+		for i := range reqs {
+			if reqs[i].Lease != 0 {
+				if t := c.pending.takeLease(keys[i]); t != 0 {
+					reqs[i].Lease = t
+				}
+			}
+		}
+	}
+	gen, applied := c.invGen.Load(), c.pending.applied.Load()
+	sctx, cancel := c.storeContext(ctx)
+	lks, serrs := c.batcher.LookupMany(sctx, keys, reqs)
+	cancel()
+	failed := false
+	for i, k := range keys {
+		var err error
+		if serrs != nil {
+			err = serrs[i]
+		}
+		var lk store.Lookup
+		if err == nil {
+			lk = lks[i]
+			c.breaker.success()
+			if lk.Corrupt {
+				st.decodeErrors.Add(1)
+			}
+		} else if err = c.lookupFailed(ctx, k, reqs[i], st, err, !failed); unavailable(err) {
+			failed = true // one failing call counts once for the breaker
+		}
+		out[i] = reply{Lookup: lk, gen: gen, applied: applied, token: reqs[i].Lease}
+		if err == nil && c.recheck(k, reqs[i], &out[i]) {
+			req := reqs[i]
+			req.Refresh, req.Lease = true, out[i].token
+			out[i], err = c.lookupOnce(ctx, k, req, st)
+		}
+		setErr(i, err)
+	}
+	return out, errs
 }
 
 // reply is a store's answer to a lookup with what the Cache noted when it
@@ -300,7 +415,7 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequ
 // counters, and says what its caller gets.
 func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk store.Lookup, err error) (store.Lookup, error) {
 	if err != nil {
-		err = c.lookupFailed(ctx, key, req, st, err)
+		err = c.lookupFailed(ctx, key, req, st, err, true)
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
 			c.breaker.success() // the store answered; a probe is over
 		}
@@ -314,8 +429,9 @@ func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequ
 }
 
 // lookupFailed handles a lookup that returned err and says what its caller
-// gets.
-func (c *Cache) lookupFailed(ctx context.Context, key string, req store.LookupRequest, st *counters, err error) error {
+// gets. count says whether a store failure counts for the breaker (once
+// per store call).
+func (c *Cache) lookupFailed(ctx context.Context, key string, req store.LookupRequest, st *counters, err error, count bool) error {
 	if errors.Is(err, ErrClosed) {
 		return ErrClosed
 	}
@@ -333,7 +449,9 @@ func (c *Cache) lookupFailed(ctx context.Context, key string, req store.LookupRe
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	c.storeFailed(st, "lookup", key, err)
+	if count {
+		c.storeFailed(st, "lookup", key, err)
+	}
 	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 }
 
@@ -391,17 +509,67 @@ func (c *Cache) fill(ctx context.Context, key string, f *store.Fill, st *counter
 	sctx, cancel := c.storeContext(ctx)
 	ok, err := c.store.Fill(sctx, key, f)
 	cancel()
-	if err != nil {
-		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalidOption) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrClosed) {
-			// About this value or key, or the store's owner closed it:
-			// not a sign that the store is failing.
-			return false, err
-		}
-		c.storeFailed(st, "fill", key, err)
-		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	return ok, c.fillDone(key, st, err, true)
+}
+
+// fillDone reports a fill's outcome to the breaker and says what its
+// caller gets. count says whether a store failure counts for the breaker
+// (once per store call).
+func (c *Cache) fillDone(key string, st *counters, err error, count bool) error {
+	switch {
+	case err == nil:
+		c.breaker.success()
+		return nil
+	case errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalidOption) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrClosed):
+		// About this value or key, or the store's owner closed it: not a
+		// sign that the store is failing.
+		return err
 	}
-	c.breaker.success()
-	return ok, nil
+	if count {
+		c.storeFailed(st, "fill", key, err)
+	}
+	return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// fillMany fills keys with fills: in one store call if the store is a
+// [store.Batcher]. errs is nil or has one error per key.
+func (c *Cache) fillMany(ctx context.Context, keys []string, fills []*store.Fill, st *counters) (oks []bool, errs []error) {
+	if c.batcher == nil || len(keys) < 2 {
+		oks = make([]bool, len(keys))
+		for i, k := range keys {
+			var err error
+			if oks[i], err = c.fill(ctx, k, fills[i], st); err != nil {
+				if errs == nil {
+					errs = make([]error, len(keys))
+				}
+				errs[i] = err
+			}
+		}
+		return oks, errs
+	}
+	errs = make([]error, len(keys))
+	if ok, _ := c.breaker.allow(); !ok {
+		for i := range errs {
+			errs[i] = errBreakerOpen
+		}
+		return make([]bool, len(keys)), errs
+	}
+	sctx, cancel := c.storeContext(ctx)
+	oks, serrs := c.batcher.FillMany(sctx, keys, fills)
+	cancel()
+	counted := false
+	for i, k := range keys {
+		var err error
+		if serrs != nil {
+			err = serrs[i]
+		}
+		errs[i] = c.fillDone(k, st, err, !counted)
+		counted = counted || unavailable(errs[i])
+	}
+	if oks == nil {
+		oks = make([]bool, len(keys))
+	}
+	return oks, errs
 }
 
 func (c *Cache) release(ctx context.Context, key string, lease uint64, st *counters) {

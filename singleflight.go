@@ -2,6 +2,7 @@ package paddock
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,36 @@ type flight[T any] struct {
 	// background flights are refreshes while a stale value is being
 	// served; callers that may serve stale do not wait for them.
 	background bool
+	// tags are the tags the Get that started the flight gave; sc, once the
+	// load runs, holds those the load names. An invalidation of one of
+	// them dooms the flight (see group.detach).
+	tags []string
+	sc   atomic.Pointer[scope]
+	// lease is the token of the lease the flight holds while it loads, or
+	// zero. Whoever swaps it to zero gives the lease back.
+	lease atomic.Uint64
+}
+
+// loading reports whether f holds the key's lease or runs its load.
+func (f *flight[T]) loading() bool { return f.lease.Load() != 0 || f.sc.Load() != nil }
+
+// knows reports whether f's result is known to carry one of tags.
+func (f *flight[T]) knows(tags []string) bool {
+	for _, t := range tags {
+		if slices.Contains(f.tags, t) {
+			return true
+		}
+	}
+	if sc := f.sc.Load(); sc != nil {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		for _, t := range tags {
+			if slices.Contains(sc.tags, t) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // begin marks the start of a store read, load or fill and returns its mark:
@@ -93,6 +124,26 @@ type outcome[T any] struct {
 	gen     uint64       // pending-invalidation count when the read or load began
 	loadErr error        // the error a stale-if-error value stands in for
 	fillErr error
+
+	// What a load that read this outcome with a nested Get depends on:
+	// for a store read, the entry, read at store-clock instant now, with
+	// the lookup sent at local instant at; for a load, in.
+	entry   *store.Entry
+	now, at time.Time
+	in      input
+	// private: only the caller that ran the load may take it.
+	private bool
+}
+
+// input returns what a load that read o (of key) with a nested Get
+// depends on.
+func (o *outcome[T]) input(key string) *input {
+	in := o.in
+	if o.entry != nil {
+		in = entryInput(o.entry, o.now, o.at)
+	}
+	in.key = key
+	return &in
 }
 
 // takeable reports whether a caller that began at mark began (that knows
@@ -120,12 +171,17 @@ type group[T any] struct {
 	// caller's start and any flight's reads, loads and fills are on one
 	// scale: a caller notes clock's reading when it begins, and an
 	// operation whose mark is above it began after the caller.
-	clock  atomic.Uint64
+	clock atomic.Uint64
+	// n counts the registered flights, so that an invalidation finds an
+	// idle Loader without locking its shards.
+	n      atomic.Int64
 	seed   maphash.Seed
-	shards [flightShards]struct {
-		mu sync.Mutex
-		m  map[string]*flight[T]
-	}
+	shards [flightShards]shard[T]
+}
+
+type shard[T any] struct {
+	mu sync.Mutex
+	m  map[string]*flight[T]
 }
 
 func newGroup[T any]() *group[T] {
@@ -144,7 +200,7 @@ func (g *group[T]) shard(key string) int {
 // flight that the caller owns. A caller that may serve stale values passes
 // skipBackground: a background flight then is neither joined nor replaced
 // (f is nil).
-func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], owner bool) {
+func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (f *flight[T], owner bool) {
 	s := &g.shards[g.shard(key)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -154,8 +210,9 @@ func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], o
 		}
 		return f, false
 	}
-	f = &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock}
+	f = &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, tags: tags}
 	s.m[key] = f
+	g.n.Add(1)
 	return f, true
 }
 
@@ -163,15 +220,66 @@ func (g *group[T]) joinOrStart(key string, skipBackground bool) (f *flight[T], o
 // lease. If another flight is registered (one waiting for a lease holder
 // elsewhere), the new flight runs unregistered: the lease makes it the one
 // load, and the other flight will see its fill.
-func (g *group[T]) start(key string, background bool) *flight[T] {
-	f := &flight[T]{key: key, done: make(chan struct{}), background: background, clock: &g.clock}
+func (g *group[T]) start(key string, tags []string, background bool) *flight[T] {
+	f := g.unregistered(key, tags)
+	f.background = background
 	s := &g.shards[g.shard(key)]
 	s.mu.Lock()
 	if _, ok := s.m[key]; !ok {
 		s.m[key] = f
+		g.n.Add(1)
 	}
 	s.mu.Unlock()
 	return f
+}
+
+// unregistered returns a flight for key that no caller can join: the
+// load of a caller that may not share another's (see Private).
+func (g *group[T]) unregistered(key string, tags []string) *flight[T] {
+	return &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, tags: tags}
+}
+
+// detach unregisters the flights that inv dooms: those that hold a lease
+// or run a load (so began before inv returned, and cannot fill) of a key
+// inv names, or known to carry one of its tags. Callers that begin after
+// it start a new flight instead of waiting for a load that cannot serve
+// them; those already waiting keep theirs. A flight that only looks up, or
+// waits for a lease holder, is left alone: the load it may start begins
+// after inv, and serves callers that join it. detach hands the doomed
+// flights' leases, taken from them, to doomed, for the caller to give
+// back.
+func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease uint64)) {
+	if g.n.Load() == 0 {
+		return
+	}
+	drop := func(s *shard[T], key string, f *flight[T]) {
+		delete(s.m, key)
+		g.n.Add(-1)
+		if t := f.lease.Swap(0); t != 0 {
+			doomed(key, t)
+		}
+	}
+	for _, k := range inv.Keys {
+		s := &g.shards[g.shard(k)]
+		s.mu.Lock()
+		if f, ok := s.m[k]; ok && f.loading() {
+			drop(s, k, f)
+		}
+		s.mu.Unlock()
+	}
+	if len(inv.Tags) == 0 {
+		return
+	}
+	for i := range g.shards {
+		s := &g.shards[i]
+		s.mu.Lock()
+		for k, f := range s.m {
+			if f.loading() && f.knows(inv.Tags) {
+				drop(s, k, f)
+			}
+		}
+		s.mu.Unlock()
+	}
 }
 
 // finish sets f's outcome, removes f from the map and wakes its callers.
@@ -182,6 +290,7 @@ func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) {
 	s.mu.Lock()
 	if s.m[key] == f {
 		delete(s.m, key)
+		g.n.Add(-1)
 	}
 	s.mu.Unlock()
 	f.out = out

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
 	"pgregory.net/rapid"
 )
@@ -192,12 +193,17 @@ func (m *machine) refusedSet(key string, before int, s *source) *invRec {
 
 // checkOneLoad checks invariant 2 when load s begins: no other load of the
 // key is in flight, in this process or in the fleet, unless it outlived its
-// lease or one of the two could not reach the store (then no lease binds
-// them, but within one process they still share one load). The caller
-// holds m.mu.
+// lease, one of the two could not reach the store (then no lease binds
+// them, but within one process they still share one load), or an
+// invalidation of the key doomed it (it can no longer fill, and nobody who
+// began after the invalidation waits for it: one load per key per
+// invalidation). The caller holds m.mu.
 func (m *machine) checkOneLoad(s *source) {
 	for _, o := range m.sortedSources() {
 		if o == s || o.set || o.key != s.key || (o.state != running && o.state != hasRead && o.state != crashed) {
+			continue
+		}
+		if m.doomed(o) {
 			continue
 		}
 		where := "in the fleet"
@@ -233,6 +239,35 @@ func (m *machine) checkOneLoad(s *source) {
 		m.violate("I2 one-load: a load began while another load of its key was in flight within its lease "+where,
 			"%v began while %v was in flight and within its lease, %s", s, o, where)
 	}
+}
+
+// doomed reports whether an invalidation that affects o's key returned
+// after load o began. A batch load's tags are those of all its keys. The
+// caller holds m.mu.
+func (m *machine) doomed(o *source) bool {
+	if hooks.WaitDoomed.Load() {
+		return false // a doomed load keeps its lease and its flight
+	}
+	keys := []string{o.key}
+	for _, b := range o.batch {
+		keys = append(keys, b.key)
+	}
+	for _, inv := range m.invs {
+		if inv.kind == "set" || inv.step < o.begin {
+			continue
+		}
+		if slices.Contains(inv.keys, o.key) {
+			return true
+		}
+		for _, k := range keys {
+			for _, t := range inv.tags {
+				if slices.Contains(tagsOf(k), t) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // checkLive checks invariant 5: a Get waits only on a load. A blocked Get

@@ -1,0 +1,464 @@
+package paddock
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
+)
+
+// The flight engine: what a caller does with a lookup (decide), and the
+// flights that look up, load and fill on the Cache's goroutines. The join
+// rule that says which callers may share a flight's result is in
+// singleflight.go.
+
+// action is what a caller does with a lookup.
+type action uint8
+
+const (
+	// actServe: the entry is servable; serve it.
+	actServe action = iota
+	// actServeRefresh: serve it, and refresh it in the background with
+	// the lease the lookup was granted (it is stale, or early refresh fell
+	// due).
+	actServeRefresh
+	// actLoad: load and fill, holding the lease the lookup was granted.
+	actLoad
+	// actLoadUnleased: load and fill without a lease, fenced by the
+	// lookup's ticket: nobody holds the lease and this lookup was not
+	// given it (an entry that did not decode, or leases are off).
+	actLoadUnleased
+	// actWait: another caller, here or in another process, holds the
+	// lease: wait for its fill.
+	actWait
+	// actNoStore: the store could not answer; load without it.
+	actNoStore
+	// actFail: return the lookup's error (the caller's context ended, or
+	// the Cache or store is closed).
+	actFail
+)
+
+// decide is the read path's one decision: given a lookup made at mark
+// (and local instant at) or its error, it says what to do and, for
+// actServe and actServeRefresh, returns the outcome to serve. A caller
+// that needs a fresh value (a nested Get of a refresh, see scope.fresh)
+// is served no stale one.
+func (l *Loader[T]) decide(key string, lk *reply, err error, mark uint64, at time.Time, fresh bool) (action, outcome[T]) {
+	switch {
+	case unavailable(err):
+		return actNoStore, outcome[T]{}
+	case err != nil:
+		return actFail, outcome[T]{}
+	}
+	if fresh && lk.State == store.StateStale {
+		return leaseAction(lk), outcome[T]{}
+	}
+	if o, ok := l.read(key, lk, mark, at); ok {
+		if lk.Lease {
+			return actServeRefresh, o
+		}
+		return actServe, o
+	}
+	return leaseAction(lk), outcome[T]{}
+}
+
+// leaseAction says who loads an entry that is not servable.
+func leaseAction(lk *reply) action {
+	switch {
+	case lk.Lease:
+		return actLoad
+	case lk.Held:
+		return actWait
+	default:
+		return actLoadUnleased
+	}
+}
+
+// read turns a servable entry into an outcome; ok is false when the entry
+// is not servable, is covered by a pending invalidation, or does not
+// decode.
+func (l *Loader[T]) read(key string, lk *reply, mark uint64, at time.Time) (o outcome[T], ok bool) {
+	if lk.State != store.StateFresh && lk.State != store.StateStale {
+		return o, false
+	}
+	e := lk.Entry
+	if l.c.coveredSince(key, e.Tags, lk.applied) {
+		return o, false
+	}
+	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen, entry: e, now: lk.Now, at: at}
+	if lk.State == store.StateStale {
+		o.status = StatusStale
+	}
+	if e.Negative {
+		o.err = ErrNotFound
+		return o, true
+	}
+	v, err := l.vc.decode(e.Value)
+	if err != nil {
+		l.st.decodeErrors.Add(1)
+		return o, false
+	}
+	o.val = v
+	return o, true
+}
+
+// work is one Get's key, load and options, shared with its flights.
+type work[T any] struct {
+	l    *Loader[T]
+	key  string
+	load LoadFunc[T]
+	pol  policy
+	// fresh: the Get needs a fresh value (see scope.needFresh), and so do
+	// the nested Gets of its load.
+	fresh bool
+}
+
+// request is the lookup a Get makes with lease token.
+func (l *Loader[T]) request(pol *policy, token uint64) store.LookupRequest {
+	if hooks.NoLease.Load() {
+		token = 0
+	}
+	return store.LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
+}
+
+// plan is how a flight starts.
+type plan struct {
+	lk      *reply // a lookup already made for the flight, found unservable; nil: look up first
+	mark    uint64 // the flight's mark when lk was sent (0: before the flight)
+	noStore bool   // the store is unavailable: load, do not fill
+	solo    bool   // the caller may not share another's load: never wait for a lease holder
+}
+
+// escape returns a heap copy of lk for a flight, so that the caller's own
+// lk stays on its stack.
+func escape(lk reply) *reply { return &lk }
+
+// start runs the flight f on a goroutine of the Cache. Once the Cache is
+// closed it runs nothing: it gives back the lease the plan may hold and
+// ends f with ErrClosed.
+func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
+	if w.l.c.spawn(func() { w.run(ctx, f, p) }) {
+		return
+	}
+	if p.lk != nil && p.lk.Lease {
+		w.l.c.release(context.WithoutCancel(ctx), w.key, p.lk.token, w.l.st)
+	}
+	w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
+}
+
+// refresh reloads the entry in the background with the lease lk granted,
+// while its old value is served.
+func (w *work[T]) refresh(ctx context.Context, lk reply) {
+	c := w.l.c
+	if lk.State == store.StateFresh {
+		w.l.st.earlyRefreshes.Add(1)
+	}
+	w.l.st.refreshes.Add(1)
+	f := w.l.flights.start(w.key, w.pol.tags, true)
+	ok := c.spawn(func() {
+		w.run(ctx, f, plan{lk: &lk})
+		// Nobody waits for a background refresh: report its failure.
+		if err := cmp.Or(f.out.loadErr, f.out.err); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
+			c.cfg.logger.Warn("paddock: background refresh failed", "key", w.key, "err", err)
+		}
+	})
+	if !ok { // closed
+		c.release(context.WithoutCancel(ctx), w.key, lk.token, w.l.st)
+		w.l.flights.finish(w.key, f, outcome[T]{err: ErrClosed})
+	}
+}
+
+var errGoexit = errors.New("paddock: load called runtime.Goexit")
+
+// onGoexit runs cleanup if the function that deferred it did not set
+// *finished: the load it ran called runtime.Goexit.
+func onGoexit(finished *bool, cleanup func()) {
+	if !*finished {
+		cleanup()
+	}
+}
+
+// run is the body of a flight: look up (or wait for the lease holder),
+// load, fill, and publish the outcome. It runs on its own goroutine, on a
+// context detached from the caller that started it.
+func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
+	ctx = context.WithoutCancel(ctx)
+	finished := false
+	defer onGoexit(&finished, func() {
+		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
+		w.l.flights.finish(w.key, f, outcome[T]{err: errGoexit})
+	})
+	out := w.fly(ctx, f, p)
+	finished = true
+	w.l.flights.finish(w.key, f, out)
+}
+
+// fly returns the outcome of flight f.
+func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
+	l, c := w.l, w.l.c
+	if p.noStore {
+		return w.loadAndFill(ctx, f, nil, 0)
+	}
+	lk, mark := p.lk, p.mark
+	var (
+		token     uint64
+		waitUntil time.Time
+		backoff   = time.Millisecond
+	)
+	if lk != nil {
+		token = lk.token
+	}
+	for {
+		var act action
+		if lk == nil {
+			if token == 0 {
+				token = c.token()
+			}
+			mark = f.begin()
+			r, err := c.lookup(ctx, w.key, l.request(&w.pol, token), l.st)
+			var o outcome[T]
+			switch act, o = l.decide(w.key, &r, err, mark, time.Now(), w.fresh); act {
+			case actFail:
+				if errors.Is(err, ErrClosed) {
+					return outcome[T]{err: ErrClosed}
+				}
+				return w.loadAndFill(ctx, f, nil, 0)
+			case actNoStore:
+				return w.loadAndFill(ctx, f, nil, 0)
+			case actServe:
+				// On a remote store this lookup was made for the flight's
+				// callers: a stale (or early-refresh) value reaches them
+				// at once.
+				return o
+			case actServeRefresh:
+				w.refresh(ctx, r)
+				return o
+			}
+			token, lk = r.token, &r
+		} else {
+			// A lookup handed over in the plan was already found
+			// unservable by the caller (or is being refreshed).
+			act = leaseAction(lk)
+		}
+		switch {
+		case act == actLoad:
+			f.lease.Store(token)
+			return w.loadAndFill(ctx, f, lk, mark)
+		case act == actLoadUnleased, p.solo:
+			return w.loadAndFill(ctx, f, lk, mark)
+		}
+		// Another caller (likely another process) holds the lease: wait
+		// for its fill, up to the wait bound, then load for ourselves.
+		if waitUntil.IsZero() {
+			waitUntil = time.Now().Add(c.cfg.waitTimeout)
+		} else if !time.Now().Before(waitUntil) {
+			return w.loadAndFill(ctx, f, lk, mark)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-c.closing.Done():
+			t.Stop()
+			return outcome[T]{err: ErrClosed}
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
+		lk = nil
+	}
+}
+
+// ErrLoadTimeout is matched (with [errors.Is]) by the error of a load that
+// ran out of its [LoadTimeout]. The error matches
+// [context.DeadlineExceeded] too, but says that the load, not the caller,
+// ran out of time.
+var ErrLoadTimeout = errors.New("paddock: load timed out")
+
+// loadAndFill runs f's load and writes its result with lk's ticket, with
+// the lease f holds (or none). Without lk (store unavailable) nothing is
+// written. lkMark is the mark of the read that produced lk, for a
+// stale-if-error value.
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark uint64) outcome[T] {
+	mark := f.begin()
+	lctx, sc, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
+	sc.needFresh = f.background || w.fresh
+	f.sc.Store(sc)
+	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
+	cancel()
+	ld.mark = mark
+	out, fill := w.prepare(f, lk, lkMark, v, ld)
+	if fill == nil {
+		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
+		return out
+	}
+	fmark := f.begin()
+	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
+	return w.filled(ctx, f, out, ok, err, fmark)
+}
+
+// loadContext is the context a load runs on: ctx (detached from callers)
+// with the load timeout, canceled too when the Cache closes, and carrying
+// the load's scope.
+func (c *Cache) loadContext(ctx context.Context, timeout time.Duration) (context.Context, *scope, context.CancelFunc) {
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	stop := context.AfterFunc(c.closing, cancel)
+	lctx, sc := withScope(lctx, c)
+	return lctx, sc, func() { stop(); cancel() }
+}
+
+// loaded is how a load went: its error, how long it took, its scope, and
+// the mark and pending-invalidation count at which it began.
+type loaded struct {
+	err  error
+	dur  time.Duration
+	sc   *scope
+	mark uint64
+	gen  uint64
+}
+
+// timedLoad runs load on lctx (made by loadContext with timeout, whose
+// scope is sc) for loader l, and says how it went. A panic becomes a
+// *PanicError; running out of the timeout, an ErrLoadTimeout.
+func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, load func(context.Context) (V, error)) (V, loaded) {
+	gen := l.c.invGen.Load()
+	start := time.Now()
+	v, err := callLoad(lctx, load)
+	ld := loaded{err: l.c.loadError(lctx, err, timeout), dur: time.Since(start), sc: sc, gen: gen}
+	l.st.loads.Add(1)
+	return v, ld
+}
+
+// loadError says why a load that returned err failed when its own timeout
+// is the reason.
+func (c *Cache) loadError(lctx context.Context, err error, timeout time.Duration) error {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(lctx.Err(), context.DeadlineExceeded) {
+		if err != nil && errors.Is(err, context.Canceled) && c.closed.Load() {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return err
+	}
+	return fmt.Errorf("%w after %v: %w", ErrLoadTimeout, timeout, err)
+}
+
+// callLoad runs load, turning a panic into a *PanicError.
+func callLoad[V any](ctx context.Context, load func(context.Context) (V, error)) (v V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return load(ctx)
+}
+
+// prepare turns a load's result (v, ld) into the flight's outcome and the
+// fill that writes it with lk's ticket, or a nil fill when nothing is to
+// be written: no lk (the store is unavailable), a failed load, a result
+// the load keeps out of the cache, or one covered by a pending
+// invalidation.
+func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded) (outcome[T], *store.Fill) {
+	l, c, pol := w.l, w.l.c, &w.pol
+	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
+	if lk != nil {
+		out.ticket = lk.Ticket
+	}
+	now := time.Now()
+	var k keptAs
+	fill := &store.Fill{LoadDuration: ld.dur}
+	switch {
+	case ld.err == nil:
+		out.val = v
+		k = ld.sc.kept(pol.ttl, pol.stale, pol.staleIfError, now)
+		fill.Value, out.fillErr = l.vc.encode(v)
+	case errors.Is(ld.err, ErrNotFound):
+		out.err = ld.err
+		if k = ld.sc.kept(pol.negativeTTL, 0, 0, now); pol.negativeTTL == 0 && !ld.sc.hasTTL {
+			lk = nil // negative caching is off
+		}
+		fill.Negative = true
+	default:
+		l.st.loadErrors.Add(1)
+		if fb := w.fallback(lk, lkMark, ld.dur); fb != nil {
+			fb.loadErr = ld.err
+			return *fb, nil
+		}
+		return outcome[T]{err: ld.err, status: StatusLoaded}, nil
+	}
+	fill.TTL, fill.Stale, fill.StaleIfError = k.ttl, k.stale, k.staleIfError
+	if hooks.IgnoreLoadTags.Load() {
+		k.tags = nil
+	}
+	fill.Tags = mergeTags(pol.tags, k.tags)
+	out.private = k.private
+	out.in = input{
+		tags: fill.Tags, noStore: k.noStore, private: k.private, bounded: true,
+		fresh: now.Add(k.ttl), stale: now.Add(k.ttl + k.stale), errorEnd: now.Add(k.ttl + k.staleIfError),
+	}
+	switch {
+	case out.fillErr != nil:
+		l.st.fillErrors.Add(1)
+		return out, nil
+	case lk == nil || k.noStore || !k.servable():
+		return out, nil
+	case c.covered(w.key, fill.Tags):
+		// An invalidation of the key or a tag is pending: the store has
+		// not seen it, so it cannot refuse this fill. Refuse it here.
+		l.st.fillsRefused.Add(1)
+		return out, nil
+	}
+	fill.Ticket, fill.Lease = lk.Ticket, f.lease.Load()
+	if hooks.NoFence.Load() {
+		if now, err := c.lookup(context.Background(), w.key, store.LookupRequest{}, l.st); err == nil {
+			fill.Ticket = now.Ticket
+		}
+	}
+	return out, fill
+}
+
+// filled completes out with the answer (ok, err) to its fill, sent at
+// mark.
+func (w *work[T]) filled(ctx context.Context, f *flight[T], out outcome[T], ok bool, err error, mark uint64) outcome[T] {
+	l, c := w.l, w.l.c
+	switch {
+	case err != nil:
+		l.st.fillErrors.Add(1)
+		out.fillErr = err
+		c.cfg.logger.Warn("paddock: fill failed", "key", w.key, "err", err)
+		c.release(ctx, w.key, f.lease.Swap(0), l.st)
+	case ok:
+		f.lease.Store(0) // the fill released it
+		out.filled = mark
+	default:
+		f.lease.Store(0)
+		l.st.fillsRefused.Add(1)
+	}
+	return out
+}
+
+// fallback returns the stale-if-error outcome of lk's entry, if it is
+// still inside its error window now that the load, which took dur after
+// the lookup, has failed. (The window is judged when the load fails, not
+// when it began: a load that outlives the window returns its error.)
+func (w *work[T]) fallback(lk *reply, mark uint64, dur time.Duration) *outcome[T] {
+	if lk == nil || lk.Entry == nil || !lk.Now.Add(dur).Before(lk.Entry.ErrorUntil) {
+		return nil
+	}
+	e := lk.Entry
+	if w.l.c.coveredSince(w.key, e.Tags, lk.applied) {
+		return nil
+	}
+	o := &outcome[T]{status: StatusStaleIfError, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen,
+		entry: e, now: lk.Now, at: time.Now().Add(-dur)}
+	if e.Negative {
+		o.err = ErrNotFound
+		return o
+	}
+	v, err := w.l.vc.decode(e.Value)
+	if err != nil {
+		return nil
+	}
+	o.val = v
+	return o
+}
