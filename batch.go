@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/paddockcache/paddock/store"
 )
@@ -41,9 +42,43 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sc, at := l.nested(ctx)
-	fresh := sc != nil && sc.needFresh
+	bg := batchGet[T]{l: l, ctx: ctx, load: load, pol: pol, opts: opts, out: make(map[string]T, len(keys))}
+	bg.sc, bg.at = l.nested(ctx)
+	bg.fresh = bg.sc != nil && bg.sc.needFresh
+	mine, others, err := bg.lookup(keys)
+	if err != nil {
+		return nil, err
+	}
+	if len(mine) > 0 && !l.c.spawn(func() { l.runBatch(ctx, mine, load, &bg.pol) }) {
+		l.abandon(ctx, mine, ErrClosed)
+	}
+	if err := bg.wait(mine, others); err != nil {
+		return nil, err
+	}
+	return bg.out, errors.Join(bg.failed...)
+}
 
+// batchGet is one GetMany: what it asked for, and what it has so far.
+type batchGet[T any] struct {
+	l     *Loader[T]
+	ctx   context.Context
+	load  BatchLoadFunc[T]
+	pol   policy
+	opts  []GetOption
+	sc    *scope    // the load this GetMany is nested in, or nil
+	at    time.Time // local instant before its lookups, if nested
+	fresh bool      // serve no stale value (see scope.needFresh)
+
+	out    map[string]T
+	failed []error
+}
+
+// lookup looks up the distinct keys in one store call and serves what it
+// can. It returns the keys whose lease this call was granted (their
+// flights started) and those to get one by one (held elsewhere, store
+// down), or the error of a caller that gave up.
+func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []string, err error) {
+	l := bg.l
 	seen := make(map[string]bool, len(keys))
 	var uniq, full []string
 	for _, k := range keys {
@@ -55,87 +90,82 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 	}
 	reqs := make([]store.LookupRequest, len(full))
 	for i := range reqs {
-		reqs[i] = l.request(&pol, l.c.token())
+		reqs[i] = l.request(&bg.pol, l.c.token())
 	}
-	lks, errs := l.c.lookupMany(ctx, full, reqs, l.st)
-
-	out := make(map[string]T, len(uniq))
-	var (
-		mine   []batchKey[T] // keys whose lease this call holds
-		others []string      // keys to get one by one (held elsewhere, store down)
-		failed []error
-	)
-	take := func(key, fullKey string, o *outcome[T]) {
-		if sc != nil {
-			sc.add(o.input(fullKey))
-		}
-		switch r, err := l.result(o, true); {
-		case err == nil:
-			out[key] = r.Value
-		case !errors.Is(err, ErrNotFound):
-			failed = append(failed, fmt.Errorf("%s: %w", key, err))
-		}
-	}
+	lks, errs := l.c.lookupMany(bg.ctx, full, reqs, l.st)
 	for i, k := range uniq {
-		var err error
 		if errs != nil {
 			err = errs[i]
 		}
-		w := &work[T]{l: l, key: full[i], load: single(k, load), pol: pol, fresh: fresh}
-		switch act, o := l.decide(full[i], &lks[i], err, 0, at, fresh); act {
+		w := &work[T]{l: l, key: full[i], load: single(k, bg.load), pol: bg.pol, fresh: bg.fresh}
+		switch act, o := l.decide(full[i], &lks[i], err, 0, bg.at, bg.fresh); act {
 		case actFail:
-			l.abandon(ctx, mine, err)
-			return nil, err
+			l.abandon(bg.ctx, mine, err)
+			return nil, nil, err
 		case actServe:
-			take(k, full[i], &o)
+			bg.take(k, full[i], &o)
 		case actServeRefresh:
-			w.refresh(ctx, lks[i])
-			take(k, full[i], &o)
+			w.refresh(bg.ctx, lks[i])
+			bg.take(k, full[i], &o)
 		case actLoad:
-			mine = append(mine, batchKey[T]{key: k, w: w, lk: lks[i], f: l.flights.start(full[i], pol.tags, false)})
+			mine = append(mine, batchKey[T]{key: k, w: w, lk: lks[i], f: l.flights.start(full[i], bg.pol.tags, false)})
 		default:
 			others = append(others, k)
 		}
 	}
+	return mine, others, nil
+}
 
-	if len(mine) > 0 && !l.c.spawn(func() { l.runBatch(ctx, mine, load, &pol) }) {
-		l.abandon(ctx, mine, ErrClosed)
+// take adds the outcome o of key (full key fullKey) to the answer.
+func (bg *batchGet[T]) take(key, fullKey string, o *outcome[T]) {
+	if bg.sc != nil {
+		bg.sc.add(o.input(fullKey))
 	}
+	r, err := bg.l.result(o, true)
+	bg.add(key, r.Value, err)
+}
+
+func (bg *batchGet[T]) add(key string, v T, err error) {
+	switch {
+	case err == nil:
+		bg.out[key] = v
+	case !errors.Is(err, ErrNotFound):
+		bg.failed = append(bg.failed, fmt.Errorf("%s: %w", key, err))
+	}
+}
+
+// wait collects the keys of the batch load (mine) and gets the others one
+// by one, concurrently.
+func (bg *batchGet[T]) wait(mine []batchKey[T], others []string) error {
 	type one struct {
 		key string
-		r   Result[T]
+		v   T
 		err error
 	}
 	results := make(chan one, len(others))
 	for _, k := range others {
 		go func() {
-			r, err := l.Fetch(ctx, k, single(k, load), opts...) // records its own dependency
-			results <- one{k, r, err}
+			v, err := bg.l.Get(bg.ctx, k, single(k, bg.load), bg.opts...) // records its own dependency
+			results <- one{k, v, err}
 		}()
 	}
 	for _, b := range mine {
 		select {
 		case <-b.f.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		case <-bg.ctx.Done():
+			return bg.ctx.Err()
 		}
-		take(b.key, b.w.key, &b.f.out)
+		bg.take(b.key, b.w.key, &b.f.out)
 	}
 	for range others {
-		var o one
 		select {
-		case o = <-results:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		switch {
-		case o.err == nil:
-			out[o.key] = o.r.Value
-		case !errors.Is(o.err, ErrNotFound):
-			failed = append(failed, fmt.Errorf("%s: %w", o.key, o.err))
+		case o := <-results:
+			bg.add(o.key, o.v, o.err)
+		case <-bg.ctx.Done():
+			return bg.ctx.Err()
 		}
 	}
-	return out, errors.Join(failed...)
+	return nil
 }
 
 // batchKey is one key of a batch load that this call holds the lease of.

@@ -18,11 +18,13 @@
 //
 // # Index
 //
-// Set up: [New] with a [store.Store] (memstore for one process, redisstore for a
-// fleet), then [NewLoader] per kind of value.
+// Set up: [New] with a store (memstore for one process, redisstore for a
+// fleet), then [NewLoader] per kind of value; [Must] for start-up code.
 //
 // Read: [Loader.Get], [Loader.Fetch] (with [Result] metadata),
-// [Loader.GetMany], [Loader.Peek]. Inside a load: [Tag], [ModelTag].
+// [Loader.GetMany], [Loader.Peek]. Inside a load: [Tag], [ModelTag],
+// [DependencyTag], and what the load decides about its result: [SetTTL],
+// [SetStale], [NoStore], [Private].
 //
 // Write: [Loader.Set], [Loader.Invalidate], [Cache.Invalidate],
 // [Cache.InvalidateTags], and the soft forms [Cache.MarkStale] and
@@ -51,7 +53,7 @@
 //     it loads for itself).
 //  3. The load runs on a context detached from the callers (each caller
 //     returns when its own context ends), with its own timeout. It may name
-//     tags with [Tag].
+//     tags with [Tag], and read other cached values (see Nested Gets).
 //  4. The fill is conditional: the store refuses it if the key or any of its
 //     tags was invalidated after the load's ticket. A refused load's value is
 //     still returned to the callers allowed to take it.
@@ -61,6 +63,39 @@
 //     after the caller began, or its ticket is not older than the caller's
 //     own (and no invalidation went pending in between). Otherwise the
 //     caller looks up again and obeys the same rule on what it finds.
+//
+// A Get that begins after an invalidation of its key returned does not
+// wait for a load of the key that began before it (that load can no longer
+// fill): the invalidation breaks the key's lease in the store, and detaches
+// the doomed flights of its process (also those known to carry a tag it
+// names), so the Get loads at once and the Gets after it share that load.
+//
+// The store contract that memstore, redisstore and other stores implement
+// is package store.
+//
+// # Nested Gets
+//
+// A load may read other cached values: a page built from a cached list
+// built from cached rows (Russian-doll caching). A Get, Fetch, GetMany or
+// Peek made with a context that descends from a load's context on the same
+// Cache makes the outer entry depend on what it read:
+//
+//   - the inner key (through its [DependencyTag]) and the inner entry's tags
+//     become tags of the outer entry, however deep the nesting: an
+//     [Cache.Invalidate] of the inner key, an [Cache.InvalidateTags] of one
+//     of its tags (or their soft forms) invalidates the outer entry too, and
+//     one that lands while the outer load runs refuses its fill;
+//   - the outer entry is never fresher than its inputs: its fresh, stale and
+//     stale-if-error windows end no later than theirs. Built from a value
+//     served stale, it is stored already stale, to be served only inside
+//     that value's stale window while it is refreshed; built from a
+//     stale-if-error value, it is kept only for the outer's own
+//     stale-if-error;
+//   - an input that was [NoStore] or [Private] makes the outer value so too.
+//
+// A refresh (a value being served stale while it reloads) needs a fresh
+// result: its nested Gets wait for fresh values instead of taking stale
+// ones, so that one refresh of the page yields a fresh page.
 //
 // # Failures
 //

@@ -328,3 +328,105 @@ func ExampleLoader_Set() {
 	// map[theme:light]
 	// hit map[theme:dark]
 }
+
+// Russian-doll caching: a page built from a cached list built from cached
+// rows. The rows name their model tags; the list and the page name none,
+// yet invalidating a row's tag drops the list and the page built from it,
+// because the Gets made inside a load carry their dependencies.
+func Example_nestedGets() {
+	ctx := context.Background()
+	c, closeCache := exampleCache()
+	defer closeCache()
+	rows := paddock.Must(paddock.NewLoader[string](c, "row"))
+	lists := paddock.Must(paddock.NewLoader[[]string](c, "list"))
+	pages := paddock.Must(paddock.NewLoader[string](c, "page"))
+
+	db := map[int]string{1: "Hello, paddock", 2: "Layered caches"}
+	row := func(ctx context.Context, id int) (string, error) {
+		return rows.Get(ctx, fmt.Sprint(id), func(ctx context.Context) (string, error) {
+			fmt.Println("query article", id)
+			paddock.Tag(ctx, paddock.ModelTag("article", id))
+			return db[id], nil
+		})
+	}
+	latest := func(ctx context.Context) ([]string, error) {
+		return lists.Get(ctx, "latest", func(ctx context.Context) ([]string, error) {
+			fmt.Println("build the list")
+			var titles []string
+			for _, id := range []int{1, 2} {
+				t, err := row(ctx, id) // a nested Get: the list depends on the row
+				if err != nil {
+					return nil, err
+				}
+				titles = append(titles, t)
+			}
+			return titles, nil
+		})
+	}
+	home := func() string {
+		p, err := pages.Get(ctx, "home", func(ctx context.Context) (string, error) {
+			fmt.Println("render the page")
+			titles, err := latest(ctx)
+			return strings.Join(titles, " | "), err
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return p
+	}
+
+	fmt.Println(home())
+	fmt.Println(home()) // cached: nothing is queried or rendered
+
+	db[1] = "Hello again" // an editor publishes
+	if err := c.InvalidateTags(ctx, paddock.ModelTag("article", 1)); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(home())
+	// Output:
+	// render the page
+	// build the list
+	// query article 1
+	// query article 2
+	// Hello, paddock | Layered caches
+	// Hello, paddock | Layered caches
+	// render the page
+	// build the list
+	// query article 1
+	// Hello again | Layered caches
+}
+
+// A load that learns after its query how its result may be kept: an HTTP
+// response's Cache-Control, a response that set a user's cookie.
+func ExampleSetTTL() {
+	ctx := context.Background()
+	c, closeCache := exampleCache()
+	defer closeCache()
+	pages := paddock.Must(paddock.NewLoader[string](c, "page", paddock.TTL(time.Hour)))
+
+	page, err := pages.Get(ctx, "/news", func(ctx context.Context) (string, error) {
+		// The backend answered "Cache-Control: max-age=60,
+		// stale-while-revalidate=30".
+		paddock.SetTTL(ctx, 60*time.Second)
+		paddock.SetStale(ctx, 30*time.Second)
+		return "<h1>News</h1>", nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(page)
+
+	account, err := pages.Get(ctx, "/account", func(ctx context.Context) (string, error) {
+		// The response set a session cookie: it is this caller's alone.
+		paddock.Private(ctx)
+		return "<h1>Your account</h1>", nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, cached, _ := pages.Peek(ctx, "/account")
+	fmt.Println(account, cached)
+	// Output:
+	// <h1>News</h1>
+	// <h1>Your account</h1> false
+}

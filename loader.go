@@ -208,7 +208,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	}
 	full := l.prefix + key
 	sc, at := l.nested(ctx)
-	o, owner, err := l.fetch(ctx, full, load, &pol, at, sc != nil && sc.needFresh)
+	o, owner, err := l.fetch(ctx, full, load, pol, at, sc != nil && sc.needFresh)
 	if err != nil {
 		return Result[T]{}, err
 	}
@@ -230,100 +230,26 @@ func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
 // fetch is Fetch's read path for the full key: it returns the outcome the
 // caller takes and whether the caller ran its load, or the error of a
 // caller that gave up (its context ended, the Cache closed).
-func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], pol *policy, at time.Time, fresh bool) (outcome[T], bool, error) {
-	// The work of a flight is built only on the paths that need one, so
-	// that a hit allocates nothing here.
-	var w *work[T]
-	flightWork := func() *work[T] {
-		if w == nil {
-			w = &work[T]{l: l, key: full, load: load, pol: *pol, fresh: fresh}
-		}
-		return w
+func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool) (outcome[T], bool, error) {
+	g := getter[T]{
+		l: l, ctx: ctx, key: full, load: load, pol: pol, at: at, fresh: fresh,
+		gen: l.c.invGen.Load(), began: l.flights.clock.Load(),
 	}
-	var (
-		j     store.Ticket // this caller's own ticket, once it has looked up
-		known bool
-		// gen is the count of invalidations gone pending (unacknowledged
-		// by the store) when this caller began: a flight that began
-		// before a later one cannot be taken by its ticket, which the
-		// store never saw fenced.
-		gen = l.c.invGen.Load()
-		// began is the mark clock when this caller began: a flight's
-		// read, load or fill with a higher mark began after it.
-		began = l.flights.clock.Load()
-	)
 	for attempt := 0; ; attempt++ {
-		var (
-			f     *flight[T]
-			owner bool
-		)
-		// On a remote store, callers of one key in this process share one
-		// lookup (a stampede asks the store once). A background refresh is
-		// not waited for: the caller looks up and serves the stale value
-		// (unless it needs a fresh one).
-		if l.c.remote && attempt == 0 {
-			if f, owner = l.flights.joinOrStart(full, pol.tags, !fresh); owner {
-				if o, err, done := l.ownerLookup(ctx, f, flightWork); done {
-					return o, true, err
-				}
-			}
+		f, owner, o, err, done := g.enter(attempt)
+		if done {
+			return o, owner, err
 		}
-		if f == nil {
-			lk, err := l.c.lookup(ctx, full, l.request(pol, l.c.token()), l.st)
-			act, o := l.decide(full, &lk, err, 0, at, fresh)
-			if err == nil {
-				// A lookup that serves an entry may report a lower bound
-				// of the ticket (redisstore on Cluster); only a miss's or
-				// a lease's ticket is exact enough to judge flights by.
-				j, known = lk.Ticket, lk.State == store.StateMiss || lk.Lease
-			}
-			switch act {
-			case actFail:
-				return o, false, err
-			case actServe:
-				return o, true, nil
-			case actServeRefresh:
-				flightWork().refresh(ctx, lk)
-				return o, true, nil
-			case actNoStore: // load without the store, still coalesced
-				if f, owner = l.flights.joinOrStart(full, pol.tags, false); owner {
-					flightWork().start(ctx, f, plan{noStore: true})
-				}
-			case actLoad:
-				f, owner = l.flights.start(full, pol.tags, false), true
-				flightWork().start(ctx, f, plan{lk: escape(lk)})
-			default:
-				// The lease is held and no flight is registered here, or
-				// the lease was not granted: the holder is another
-				// process, or a caller of this one between its lookup and
-				// flights.start. Either way this flight waits for the
-				// holder's fill through the store, and loads only once the
-				// lease is free, so loads of the key never overlap.
-				if f, owner = l.flights.joinOrStart(full, pol.tags, false); owner {
-					flightWork().start(ctx, f, plan{lk: escape(lk)})
-				}
-			}
-		}
-
 		select {
 		case <-f.done:
 		case <-ctx.Done():
 			return outcome[T]{}, false, ctx.Err()
 		}
-		o := f.out
-		if o.private && !owner {
-			// The value was made for the caller that ran the load alone:
-			// load for ourselves, sharing with no one.
-			f = l.flights.unregistered(full, pol.tags)
-			flightWork().start(ctx, f, plan{solo: true})
-			select {
-			case <-f.done:
-				return f.out, true, nil
-			case <-ctx.Done():
-				return outcome[T]{}, false, ctx.Err()
-			}
-		}
-		if owner || o.takeable(began, j, known, gen) || attempt > 0 && hooks.RetryTakesAny.Load() {
+		o = f.out
+		switch {
+		case o.private && !owner:
+			return g.alone()
+		case owner || o.takeable(g.began, g.j, g.known, g.gen) || attempt > 0 && hooks.RetryTakesAny.Load():
 			return o, owner, nil
 		}
 		// Not takeable: retry with a lookup of our own. A flight found
@@ -335,14 +261,112 @@ func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], po
 	}
 }
 
+// getter is one Fetch of a key: what it asked for, and what it knows.
+type getter[T any] struct {
+	l     *Loader[T]
+	ctx   context.Context
+	key   string
+	load  LoadFunc[T]
+	pol   policy
+	at    time.Time // local instant before the first lookup, if nested
+	fresh bool      // serve no stale value (see scope.needFresh)
+	w     *work[T]  // built only on the paths that need a flight
+
+	j     store.Ticket // this caller's own ticket, once it has looked up
+	known bool
+	// gen is the count of invalidations gone pending (unacknowledged by
+	// the store) when this caller began: a flight that began before a
+	// later one cannot be taken by its ticket, which the store never saw
+	// fenced.
+	gen uint64
+	// began is the mark clock when this caller began: a flight's read,
+	// load or fill with a higher mark began after it.
+	began uint64
+}
+
+// work returns the flight work of the Get, built on first use so that a
+// hit allocates none.
+func (g *getter[T]) work() *work[T] {
+	if g.w == nil {
+		g.w = &work[T]{l: g.l, key: g.key, load: g.load, pol: g.pol, fresh: g.fresh}
+	}
+	return g.w
+}
+
+// enter looks the key up and either settles the Get (done: served, or
+// failed) or returns the flight to wait on, started or joined.
+func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], err error, done bool) {
+	l, ctx, full := g.l, g.ctx, g.key
+	// On a remote store, callers of one key in this process share one
+	// lookup (a stampede asks the store once). A background refresh is
+	// not waited for: the caller looks up and serves the stale value
+	// (unless it needs a fresh one).
+	if l.c.remote && attempt == 0 {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh); owner {
+			o, err, done = l.ownerLookup(ctx, f, g.work())
+			return f, true, o, err, done
+		}
+		if f != nil {
+			return f, false, o, nil, false
+		}
+	}
+	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
+	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
+	if err == nil {
+		// A lookup that serves an entry may report a lower bound of the
+		// ticket (redisstore on Cluster); only a miss's or a lease's
+		// ticket is exact enough to judge flights by.
+		g.j, g.known = lk.Ticket, lk.State == store.StateMiss || lk.Lease
+	}
+	switch act {
+	case actFail:
+		return nil, false, o, err, true
+	case actServe:
+		return nil, true, o, nil, true
+	case actServeRefresh:
+		g.work().refresh(ctx, lk)
+		return nil, true, o, nil, true
+	case actNoStore: // load without the store, still coalesced
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+			g.work().start(ctx, f, plan{noStore: true})
+		}
+	case actLoad:
+		f, owner = l.flights.start(full, g.pol.tags, false), true
+		g.work().start(ctx, f, plan{lk: escape(lk)})
+	default:
+		// The lease is held and no flight is registered here, or it was
+		// not granted: the holder is another process, or a caller of
+		// this one between its lookup and flights.start. Either way this
+		// flight waits for the holder's fill through the store, and
+		// loads only once the lease is free, so loads of the key never
+		// overlap.
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+			g.work().start(ctx, f, plan{lk: escape(lk)})
+		}
+	}
+	return f, owner, o, nil, false
+}
+
+// alone runs the Get's own load, shared with no one: the flight it joined
+// produced a value for its own caller only (see Private).
+func (g *getter[T]) alone() (outcome[T], bool, error) {
+	f := g.l.flights.unregistered(g.key, g.pol.tags)
+	g.work().start(g.ctx, f, plan{solo: true})
+	select {
+	case <-f.done:
+		return f.out, true, nil
+	case <-g.ctx.Done():
+		return outcome[T]{}, false, g.ctx.Err()
+	}
+}
+
 // ownerLookup makes the first lookup of a flight on a remote store in the
 // owner's own goroutine, so that a hit costs no goroutine. If the entry is
 // servable it settles the flight with it (done); otherwise the flight goes
 // on in the background to load or wait, and the owner waits on it like any
 // caller. If the owner's context ends during the lookup, the flight is
 // handed to a goroutine so that its joiners are not stranded.
-func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], flightWork func() *work[T]) (o outcome[T], err error, done bool) {
-	w := flightWork()
+func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], w *work[T]) (o outcome[T], err error, done bool) {
 	mark := f.begin()
 	at := time.Now() // joiners may be nested Gets: the flight notes it for them
 	lk, err := l.c.lookup(ctx, f.key, l.request(&w.pol, l.c.token()), l.st)
