@@ -133,8 +133,6 @@ func TestPrivateWith100CoalescedCallers(t *testing.T) {
 					c = newCache(t, &holdStore{Store: s})
 				}
 				l := newLoader[string](t, c, "p")
-				type user struct{ name string }
-				type userKey struct{}
 				release := make(chan struct{})
 				var loads atomic.Int64
 				load := func(name string) paddock.LoadFunc[string] {
@@ -175,7 +173,6 @@ func TestPrivateWith100CoalescedCallers(t *testing.T) {
 				if _, found, _ := l.Peek(ctx, "k"); found {
 					t.Error("a Private value was cached")
 				}
-				_ = user{}
 			})
 		})
 	}
