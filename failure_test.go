@@ -56,14 +56,16 @@ func (h *holdStore) Lookup(ctx context.Context, key string, req store.LookupRequ
 // that rejected an old flight's result, and on its retry found a
 // background refresh started from a lookup older than itself, must not
 // take that refresh's stale-if-error value of the invalidated entry. The
-// invalidation would detach G0's flight and spare G the join; WaitDoomed
-// keeps it, so that the join rule alone is tested.
+// invalidation would detach G0's flight and break its lease, sparing G the
+// join; WaitDoomed and LeaseOutlivesInvalidation keep both, so that the
+// join rule alone is tested.
 func TestRetryAfterRejectedFlightObeysJoinRule(t *testing.T) {
 	for _, takeAny := range []bool{false, true} {
 		t.Run(fmt.Sprintf("RetryTakesAny=%v", takeAny), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				defer hooks.Reset()
 				hooks.WaitDoomed.Store(true)
+				hooks.LeaseOutlivesInvalidation.Store(true)
 				hs := &holdStore{Store: newMem(t)}
 				c := newCache(t, hs)
 				l := newLoader[string](t, c, "p", paddock.TTL(time.Minute), paddock.Stale(time.Hour),

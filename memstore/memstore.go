@@ -34,8 +34,13 @@
 //   - Invalidate holds the stripes of its keys and the shards of its tags
 //     while it takes s = ++seq and writes the versions. It never scans
 //     entries: an entry's tags are checked against the tag versions when
-//     it is read. It leaves leases alone: a load in flight stays the one
-//     load, and its fill is refused.
+//     it is read. It drops the lease of each key it names, hard or soft:
+//     the load that holds it began before s and its fill will be refused,
+//     so the next lookup that asks for the lease is granted it at once
+//     rather than waiting for a doomed load. The doomed holder's Fill and
+//     Release then find another token (or none) holding the lease and
+//     leave it alone. A tag names no lease: the leases of a tag's entries
+//     stay, and their loads' fills are refused.
 //
 // A soft invalidation of a key rewrites the entry with FreshUntil moved to
 // now (its ticket unchanged), so that it is stale until its StaleUntil,
@@ -620,8 +625,10 @@ func (s *Store) Release(_ context.Context, key string, token uint64) error {
 // holds the stripes of inv.Keys and the shards of inv.Tags, it sets each
 // key's version and each tag's version to s (and the tag's hard version,
 // unless inv.Soft). A hard invalidation drops the keys' entries; a soft
-// one moves their FreshUntil to now. It does not touch leases. An empty
-// Invalidation does nothing.
+// one moves their FreshUntil to now. Either drops the leases of inv.Keys
+// (a load that holds one can no longer fill), so that the next lookup
+// asking for the lease is granted it; inv.Tags leave leases alone. An
+// empty Invalidation does nothing.
 func (s *Store) Invalidate(_ context.Context, inv store.Invalidation) error {
 	if s.closed.Load() {
 		return errClosed
@@ -642,8 +649,13 @@ func (s *Store) Invalidate(_ context.Context, inv store.Invalidation) error {
 	seq := s.seq.Add(1)
 	now := s.clock()
 	epoch := s.epoch.Load()
+	breakLeases := !hooks.LeaseOutlivesInvalidation.Load()
 	for _, key := range inv.Keys {
-		s.stripes[s.stripeOf(key)].versions.set(key, seq)
+		st := &s.stripes[s.stripeOf(key)]
+		st.versions.set(key, seq)
+		if breakLeases {
+			delete(st.leases, key)
+		}
 		if inv.Soft {
 			s.soften(key, epoch, now)
 		} else {

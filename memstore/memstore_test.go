@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -49,6 +51,56 @@ func TestConformance(t *testing.T) {
 		}
 		return storetest.Harness{Store: s, Advance: clock.Advance, Flush: s.flush}
 	})
+}
+
+// switchEnv names a switch of internal/hooks that TestConformanceSwitched
+// turns on. It is set only in the child process that
+// TestLeaseOutlivesInvalidation starts: the switches are process-wide.
+const switchEnv = "PADDOCK_MEMSTORE_SWITCH"
+
+// TestConformanceSwitched runs the conformance suite with the switch
+// named by switchEnv on, and is skipped without it.
+func TestConformanceSwitched(t *testing.T) {
+	name := os.Getenv(switchEnv)
+	if name == "" {
+		t.Skip(switchEnv + " is not set")
+	}
+	sw, ok := hooks.All[name]
+	if !ok {
+		t.Fatalf("%s=%q names no switch", switchEnv, name)
+	}
+	sw.Store(true)
+	t.Cleanup(hooks.Reset)
+	TestConformance(t)
+}
+
+// TestLeaseOutlivesInvalidation checks that the conformance suite catches a
+// store whose Invalidate leaves the leases of its keys in place
+// (hooks.LeaseOutlivesInvalidation): run with the switch on, in a child
+// process, its InvalidateBreaksLease case fails, and fails there, while
+// the case about tags, which keep their leases, passes.
+func TestLeaseOutlivesInvalidation(t *testing.T) {
+	if os.Getenv(switchEnv) != "" {
+		t.Skip("inside a switched run")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestConformanceSwitched$/^(InvalidateBreaksLease|TagInvalidationKeepsLease)$",
+		"-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), switchEnv+"=LeaseOutlivesInvalidation")
+	b, err := cmd.CombinedOutput()
+	out := string(b)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("with the switch on, the suite passed (or did not run: %v):\n%s", err, out)
+	}
+	for _, want := range []string{
+		"--- FAIL: TestConformanceSwitched/InvalidateBreaksLease",
+		"is not granted the lease",
+		"--- PASS: TestConformanceSwitched/TagInvalidationKeepsLease",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("with the switch on, the output lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 func newStore(t *testing.T, opts ...Option) *Store {

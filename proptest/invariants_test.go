@@ -193,11 +193,12 @@ func (m *machine) refusedSet(key string, before int, s *source) *invRec {
 
 // checkOneLoad checks invariant 2 when load s begins: no other load of the
 // key is in flight, in this process or in the fleet, unless it outlived its
-// lease, one of the two could not reach the store (then no lease binds
-// them, but within one process they still share one load), or an
-// invalidation of the key doomed it (it can no longer fill, and nobody who
-// began after the invalidation waits for it: one load per key per
-// invalidation). The caller holds m.mu.
+// lease, an invalidation of the key broke its lease (see leaseBroken), an
+// invalidation of the key or of a tag it carries doomed it (see doomed: it
+// can no longer fill, and nobody who began after the invalidation waits for
+// it: one load per key per invalidation), or one of the two could not reach
+// the store (then no lease binds them, but within one process they still
+// share one load). The caller holds m.mu.
 func (m *machine) checkOneLoad(s *source) {
 	for _, o := range m.sortedSources() {
 		if o == s || o.set || o.key != s.key || (o.state != running && o.state != hasRead && o.state != crashed) {
@@ -223,6 +224,13 @@ func (m *machine) checkOneLoad(s *source) {
 				m.violate("I2 one-load: two loads of a key in flight in one process while the store was unavailable",
 					"%v began while %v was in flight, both without the store, %s", s, o, where)
 			}
+			continue
+		}
+		if inv := m.leaseBroken(o, s); inv != nil {
+			// The load with the broken lease can no longer fill: the
+			// other was granted the lease at once rather than waiting
+			// for a doomed load.
+			m.count("load begins while a load whose lease an invalidation broke runs")
 			continue
 		}
 		// The lease lasts leaseTTL by the store's clock from the lookup
@@ -268,6 +276,38 @@ func (m *machine) doomed(o *source) bool {
 		}
 	}
 	return false
+}
+
+// leaseBroken returns an invalidation that may have broken the lease of
+// one of loads o and s between their lookups, if any. The store's
+// Invalidate breaks the lease of every key it names, hard or soft (a tag
+// names no lease, and a Set breaks none), because the load that holds it
+// began before the invalidation and can no longer fill; the next lookup is
+// granted the lease at once. So two loads of a key may overlap when an
+// invalidation of the key lands between their lookups, in either order of
+// their beginnings: the later lookup's load may begin first, while the
+// reply of the earlier one is slow.
+//
+// The invalidation must name the key and have begun by the step the later
+// lookup was answered. If it was acknowledged or failed for good, it
+// reached the store during its call, so after the earlier lookup only if
+// it began no earlier than that lookup was answered (a step of both counts:
+// their order inside it is unknown); a pending one is retried until it
+// lands, at any later step. The caller holds m.mu.
+func (m *machine) leaseBroken(o, s *source) *invRec {
+	first, second := o, s
+	if second.asked < first.asked {
+		first, second = second, first
+	}
+	for _, inv := range m.invs {
+		if inv.kind == "set" || !slices.Contains(inv.keys, o.key) || inv.step > second.asked {
+			continue
+		}
+		if inv.pending || inv.step >= first.asked {
+			return inv
+		}
+	}
+	return nil
 }
 
 // checkLive checks invariant 5: a Get waits only on a load. A blocked Get

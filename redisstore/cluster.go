@@ -275,7 +275,10 @@ func (s *Store) preFill(ctx context.Context, t0 uint64, remote map[uint16][]stri
 }
 
 // invalidateCluster takes the invalidation's sequence number, then writes
-// it to every slot named, one script per slot, in one pipeline.
+// it to every slot named, one script per slot, in one pipeline. Each slot's
+// script also breaks the leases of the slot's keys, unless keepLeases is
+// "1": the keys of one invalidation may be on several nodes, and each
+// key's lease is broken with its version, by one script on its own node.
 //
 // The order matters. A load whose ticket was read before the sequence was
 // advanced has t0 < s and is refused once the slot write lands; a fill
@@ -283,7 +286,7 @@ func (s *Store) preFill(ctx context.Context, t0 uint64, remote map[uint16][]stri
 // removes (or marks stale) any entry whose guard is below s. A load whose
 // ticket was read after the advance began after the writer's change to
 // the database, and may fill.
-func (s *Store) invalidateCluster(ctx context.Context, inv store.Invalidation, soft string) error {
+func (s *Store) invalidateCluster(ctx context.Context, inv store.Invalidation, soft, keepLeases string) error {
 	seq, err := s.nextSeq(ctx)
 	if err != nil {
 		return err
@@ -314,14 +317,14 @@ func (s *Store) invalidateCluster(ctx context.Context, inv store.Invalidation, s
 	slots := make([]uint16, 0, len(groups))
 	calls := make([]call, 0, len(groups))
 	for sl, g := range groups {
-		keys := make([]string, 0, 1+2*len(g.keys)+len(g.tags))
+		keys := make([]string, 0, 1+3*len(g.keys)+len(g.tags))
 		keys = append(keys, s.layout.slotMarker(sl))
 		for _, kn := range g.keys {
-			keys = append(keys, kn.entry, kn.version)
+			keys = append(keys, kn.entry, kn.version, kn.lease)
 		}
 		keys = append(keys, g.tags...)
 		slots = append(slots, sl)
-		calls = append(calls, call{invalidateScript, keys, []any{"1", candidate(), s.check, seq, soft, len(g.keys)}})
+		calls = append(calls, call{invalidateScript, keys, []any{"1", candidate(), s.check, seq, soft, len(g.keys), keepLeases}})
 	}
 	for try := 0; len(calls) > 0; try++ {
 		replies, err := arrays(s.runAll(ctx, calls))

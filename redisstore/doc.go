@@ -11,6 +11,12 @@
 //     itself.
 //   - No stale fill, ever. Fills are fenced by the version protocol of
 //     [store.Store], in Lua, atomic on the server.
+//   - No waiting for a doomed load. An invalidation of a key, hard or
+//     soft, breaks the key's lease in the same script that writes the
+//     key's version: the load that held it can no longer fill, and the
+//     next lookup is granted the lease at once. The tombstone a release
+//     leaves, which keeps a lookup with the released token that reaches
+//     Redis late from taking the lease, survives it.
 //   - One background refresh per key for the fleet in the stale window.
 //   - Freshness is judged by the server's clock (TIME), never by the
 //     process's: clock skew between application nodes changes nothing.
@@ -78,8 +84,10 @@
 //   - An invalidation first advances the sequence (s), then writes s to
 //     the versions of every key and tag named, one script per slot; the
 //     write also drops (or marks stale) every entry of the slot's keys
-//     whose ticket is below s. A fill that lands between the two steps is
-//     dropped by the second.
+//     whose ticket is below s, and breaks their leases. A fill that lands
+//     between the two steps is dropped by the second. A lease granted
+//     between them may go with a ticket of at least s and is broken all
+//     the same: one more load, never a stale fill.
 //   - A fill checks the versions of its tags in other slots before its
 //     conditional write (one call per node, in parallel). An invalidation
 //     of such a tag can land between the check and the write: the read-side

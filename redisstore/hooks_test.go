@@ -86,3 +86,52 @@ func TestSwitches(t *testing.T) {
 		}, redisstore.ForceCluster())
 	})
 }
+
+// TestLeaseOutlivesInvalidation checks the switch that keeps a key's lease
+// across an invalidation of the key: off, the invalidation breaks it and
+// another token is granted the lease; on, the other token is held. Hard
+// and soft, standalone and in the Cluster layout (whose invalidation
+// writes each slot in its own script).
+func TestLeaseOutlivesInvalidation(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	for _, layout := range []struct {
+		name string
+		opts []redisstore.Option
+	}{
+		{"standalone", nil},
+		{"cluster", []redisstore.Option{redisstore.ForceCluster()}},
+	} {
+		t.Run("layout="+layout.name, func(t *testing.T) {
+			s := newStore(t, client, append([]redisstore.Option{redisstore.Prefix(fmt.Sprintf("sw%d:", hookPrefixes.Add(1)))}, layout.opts...)...)
+			ctx := t.Context()
+			lookup := func(key string, token uint64) store.Lookup {
+				t.Helper()
+				lk, err := s.Lookup(ctx, key, store.LookupRequest{Lease: token, LeaseTTL: time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return lk
+			}
+			for _, on := range []bool{false, true} {
+				for _, soft := range []bool{false, true} {
+					key := fmt.Sprintf("k-%v-%v", on, soft)
+					if lk := lookup(key, 1); !lk.Lease {
+						t.Fatalf("first lookup: %+v, want the lease", lk)
+					}
+					hooks.LeaseOutlivesInvalidation.Store(on)
+					err := s.Invalidate(ctx, store.Invalidation{Keys: []string{key}, Soft: soft})
+					hooks.LeaseOutlivesInvalidation.Store(false)
+					if err != nil {
+						t.Fatal(err)
+					}
+					lk := lookup(key, 2)
+					if lk.Lease == on || lk.Held != on {
+						t.Fatalf("switch %v, soft %v: after Invalidate, another token's lookup has Lease %v, Held %v; want Lease %v, Held %v",
+							on, soft, lk.Lease, lk.Held, !on, on)
+					}
+				}
+			}
+		})
+	}
+}

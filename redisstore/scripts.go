@@ -508,10 +508,34 @@ return 1
 // invalidateScript applies one invalidation to the keys and tags of one
 // slot (standalone: all of them, and it takes the seq itself).
 //
-//	KEYS: marker (standalone: it holds the sequence), entry and version of
-//	      each key..., tag keys...
+//	KEYS: marker (standalone: it holds the sequence), entry, version and
+//	      lease of each key..., tag keys...
 //	ARGV: cluster, candidate epoch, check replid, seq (Cluster), soft,
-//	      number of keys
+//	      number of keys, keep leases ("1": leave the keys' leases in
+//	      place, see hooks.LeaseOutlivesInvalidation)
+//
+// It breaks the lease of each key, hard or soft: the load that holds it
+// took its ticket before s and its fill will be refused, so the next
+// lookup that asks for the lease is granted it at once rather than waiting
+// for a doomed load. The holder's later Fill is refused by the version and
+// its later Release finds another token's lease (left alone) or none; tags
+// name no lease and leave leases alone.
+//
+// Only a lease is deleted, never a released token's tombstone "~token".
+// The tombstone keeps a lookup with that token, delayed past its caller's
+// give-up, from taking a lease nobody would use; deleting it here would
+// reopen that hole. A broken lease needs no tombstone of its own: its
+// holder did not give up (it is still loading, or has lost the lease's
+// reply and will look up again with the same token to take it back), so a
+// later lookup with its token is a live caller, granted a fresh lease with
+// a ticket that is at least s, whose load may fill. When the holder does
+// give up, its Release leaves the tombstone as after any release.
+//
+// On Cluster, s is taken before this script runs, and a lookup of the key
+// reads its ticket after the script that granted its lease: a lease granted
+// between the two steps may go with a ticket at least s, whose load is not
+// doomed. Breaking it costs one more load of the key (both fills are
+// accepted), never a stale fill.
 //
 // Whatever is under the names: an entry that does not parse is deleted
 // (even by a soft invalidation). A version or tag version that does not
@@ -540,8 +564,9 @@ end
 local ss = fmt(s)
 local soft = ARGV[5] == '1'
 local nk = tonumber(ARGV[6])
+local keepLeases = ARGV[7] == '1'
 for i = 0, nk - 1 do
-  local ek, vk = KEYS[first + 2 * i], KEYS[first + 2 * i + 1]
+  local ek, vk, lk = KEYS[first + 3 * i], KEYS[first + 3 * i + 1], KEYS[first + 3 * i + 2]
   local kv = version(vk)
   if not kv and cluster then
     repair(vk, KEYS[1], false, cluster)
@@ -558,8 +583,14 @@ for i = 0, nk - 1 do
       redis.call('DEL', ek)
     end
   end
+  if not keepLeases then
+    -- A lease that does not parse is left for the next lookup, which
+    -- deletes it and reports it corrupt.
+    local cur = redis.pcall('GET', lk)
+    if not bad(cur) and cur and parselease(cur) then redis.call('DEL', lk) end
+  end
 end
-for i = first + 2 * nk, #KEYS do
+for i = first + 3 * nk, #KEYS do
   local h, sv = tagv(KEYS[i])
   if not h then
     if cluster then

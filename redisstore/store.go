@@ -488,7 +488,9 @@ const releaseTombstone = time.Minute
 // Invalidate implements [store.Store.Invalidate]. Standalone it is one
 // script call for all keys and tags. On Cluster it takes the sequence
 // number (one call), then applies it to every slot named (one call per
-// node, in parallel).
+// node, in parallel). Each key's lease lives in the key's slot and is
+// broken by the same script that writes the key's version (see
+// invalidateScript), so breaking leases costs no call.
 func (s *Store) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if s.closed.Load() {
 		return fmt.Errorf("redisstore: invalidate: %w", store.ErrClosed)
@@ -500,22 +502,27 @@ func (s *Store) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if inv.Soft {
 		soft = "1"
 	}
+	// The test switch, read once (see internal/hooks).
+	keepLeases := "0"
+	if hooks.LeaseOutlivesInvalidation.Load() {
+		keepLeases = "1"
+	}
 	var err error
 	if s.cluster {
-		err = s.invalidateCluster(ctx, inv, soft)
+		err = s.invalidateCluster(ctx, inv, soft, keepLeases)
 	} else {
-		keys := make([]string, 0, 1+2*len(inv.Keys)+len(inv.Tags))
+		keys := make([]string, 0, 1+3*len(inv.Keys)+len(inv.Tags))
 		keys = append(keys, s.layout.globalMarker())
 		for _, k := range inv.Keys {
 			kn := s.layout.key(k)
-			keys = append(keys, kn.entry, kn.version)
+			keys = append(keys, kn.entry, kn.version, kn.lease)
 		}
 		for _, t := range inv.Tags {
 			tk, _ := s.layout.tagKey(t)
 			keys = append(keys, tk)
 		}
 		var v []any
-		v, err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), s.check, "0", soft, len(inv.Keys)).Slice()
+		v, err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), s.check, "0", soft, len(inv.Keys), keepLeases).Slice()
 		if u, _ := uninit(v); err == nil && u { // standalone never replies uninit
 			err = errors.New("malformed invalidate reply")
 		}

@@ -150,6 +150,7 @@ func (s *refStore) Invalidate(_ context.Context, inv store.Invalidation) error {
 	s.seq++
 	for _, k := range inv.Keys {
 		s.keyVer[k] = s.seq
+		delete(s.leases, k) // its holder can no longer fill
 		if !inv.Soft {
 			delete(s.entries, k)
 		}

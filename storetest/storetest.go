@@ -115,7 +115,8 @@ var tests = []struct {
 	{"HardTagInvalidationHidesEntry", 0, testHardTagInvalidation},
 	{"SoftKeyInvalidation", 0, testSoftKeyInvalidation},
 	{"SoftTagInvalidation", 0, testSoftTagInvalidation},
-	{"InvalidateKeepsLeaseRefusedFillReleasesIt", 0, testInvalidateKeepsLease},
+	{"InvalidateBreaksLease", 0, testInvalidateBreaksLease},
+	{"TagInvalidationKeepsLease", 0, testTagInvalidationKeepsLease},
 	{"SetBumpsVersion", 0, testSetBumpsVersion},
 	{"RefusedSetDropsOlderEntry", 0, testRefusedSet},
 	{"Release", 0, testRelease},
@@ -547,16 +548,102 @@ func testSoftTagInvalidation(s *suite) {
 	s.wantNoEntry(s.peek(k))
 }
 
-func testInvalidateKeepsLease(s *suite) {
-	// A load in flight stays the one load for its key: an invalidation
-	// does not hand the lease to another caller. The load's fill is then
-	// refused, and a refused fill releases the lease like an accepted one.
-	k := s.key("k")
-	r := s.lease(k, 1)
-	s.invalidate(store.Invalidation{Keys: []string{k}})
-	s.want(s.lease(k, 2), store.StateMiss, false, true)
-	s.mustRefuse(k, loaded("old", r.Ticket, 1))
-	s.want(s.lease(k, 2), store.StateMiss, true, false)
+// testInvalidateBreaksLease: an invalidation of a key, hard or soft,
+// breaks the key's lease. The load that holds it took its ticket before the
+// invalidation and can no longer fill, so the next caller that asks for the
+// lease is granted it at once instead of waiting for a doomed load. The
+// doomed holder's fill is refused and neither it nor its release takes the
+// new holder's lease away.
+func testInvalidateBreaksLease(s *suite) {
+	const a, b, c = 1, 2, 3
+	for _, tc := range []struct {
+		name string
+		soft bool
+		// setup makes the key's state before the invalidation and returns
+		// a's lookup, granted the lease; after is the state of the key
+		// after the invalidation.
+		setup func(k string) store.Lookup
+		after store.State
+	}{
+		{"hard", false, func(k string) store.Lookup {
+			r := s.lease(k, a)
+			s.want(r, store.StateMiss, true, false)
+			return r
+		}, store.StateMiss},
+		{"soft", true, func(k string) store.Lookup {
+			r := s.lease(k, 9)
+			s.mustFill(k, loaded("v", r.Ticket, 9))
+			// A fresh entry due for early refresh: a refreshes it.
+			r = s.lookup(k, store.LookupRequest{Lease: a, LeaseTTL: leaseTTL, Early: 1e6})
+			s.want(r, store.StateFresh, true, false)
+			return r
+		}, store.StateStale},
+	} {
+		k := s.key(tc.name)
+		old := tc.setup(k)
+		s.invalidate(store.Invalidation{Keys: []string{k}, Soft: tc.soft})
+		r := s.lease(k, b)
+		if !r.Lease {
+			s.t.Fatalf("%s: after Invalidate of the key, a lookup with another token is not granted the lease (Held %v): "+
+				"it would wait for a load whose fill will be refused", tc.name, r.Held)
+		}
+		s.want(r, tc.after, true, false)
+		if tc.soft {
+			s.wantValue(r, "v")
+		} else {
+			s.wantNoEntry(r)
+		}
+		if !r.Ticket.AtLeast(old.Ticket) || r.Ticket.Seq == old.Ticket.Seq {
+			s.t.Fatalf("%s: the new holder's ticket %+v is not newer than the broken lease's %+v", tc.name, r.Ticket, old.Ticket)
+		}
+		// The doomed holder finishes: its fill is refused and leaves b's
+		// lease in place.
+		s.mustRefuse(k, loaded("old", old.Ticket, a))
+		s.want(s.lease(k, c), tc.after, false, true)
+		// So does its release, which finds a lease it does not hold.
+		s.release(k, a)
+		s.want(s.lease(k, c), tc.after, false, true)
+		// The new holder fills.
+		s.mustFill(k, loaded("new", r.Ticket, b))
+		h := s.lease(k, c)
+		s.want(h, store.StateFresh, false, false)
+		s.wantValue(h, "new")
+	}
+	// One invalidation of several keys (on several nodes of a store spread
+	// over some) breaks the lease of each, and only theirs.
+	var keys []string
+	for i := range 8 {
+		k := s.key(fmt.Sprint("many", i))
+		s.want(s.lease(k, a), store.StateMiss, true, false)
+		keys = append(keys, k)
+	}
+	other := s.key("other")
+	s.want(s.lease(other, a), store.StateMiss, true, false)
+	s.invalidate(store.Invalidation{Keys: keys})
+	for _, k := range keys {
+		s.want(s.lease(k, b), store.StateMiss, true, false)
+	}
+	s.want(s.lease(other, b), store.StateMiss, false, true)
+}
+
+// testTagInvalidationKeepsLease: a tag names no lease, so a tag
+// invalidation leaves the leases of its entries' keys in place. The load
+// that holds one is still the one load of its key; its fill is refused if it
+// carries the tag, and a refused fill releases the lease like an accepted
+// one.
+func testTagInvalidationKeepsLease(s *suite) {
+	for _, soft := range []bool{false, true} {
+		name := "hard"
+		if soft {
+			name = "soft"
+		}
+		k, tag := s.key(name), s.tag(name)
+		r := s.lease(k, 1)
+		s.invalidate(store.Invalidation{Tags: []string{tag}, Soft: soft})
+		s.want(s.lease(k, 2), store.StateMiss, false, true)
+		s.mustRefuse(k, loaded("old", r.Ticket, 1, tag))
+		s.want(s.lease(k, 2), store.StateMiss, true, false)
+	}
 }
 
 func testSetBumpsVersion(s *suite) {
@@ -959,7 +1046,9 @@ func testFillInvalidateOrdering(s *suite) {
 		k = s.key(c.name + ":two")
 		a := s.lease(k, 1)
 		s.invalidate(c.inv(k))
-		b := s.lease(k, 2) // held: a's lease is still out
+		// Granted if the invalidation named k (it broke a's lease), held
+		// if it named only the tag; b fills either way.
+		b := s.lease(k, 2)
 		s.mustFill(k, loaded("b", b.Ticket, 0, tag))
 		s.mustRefuse(k, loaded("a", a.Ticket, 1, tag))
 		s.wantValue(s.peek(k), "b")
