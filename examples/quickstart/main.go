@@ -7,6 +7,8 @@
 // 2. No stale sets: the news-homepage race, where a cache keeps an old page
 // after the editor published.
 // 3. No waiting on expiry: stale-while-revalidate.
+// 4. Layered caches: a page built from cached rows goes when a row changes,
+// though the page names no tag.
 //
 // Then it prints the Cache's statistics per namespace.
 package main
@@ -45,6 +47,7 @@ func main() {
 	stampede(ctx, cache)
 	homepageRace(ctx, cache)
 	staleWhileRevalidate(ctx, cache)
+	layered(ctx, cache)
 
 	// Close waits for the background refresh of part 3 to fill the store.
 	// A Cache opened on the same store afterwards (as after a restart)
@@ -305,6 +308,50 @@ func staleWhileRevalidate(ctx context.Context, cache *paddock.Cache) {
 		stale.Load(), "Morning edition", loads.Load())
 
 	close(finish) // the refresh's query ends; main's Close waits for its fill
+}
+
+// layered: a section page is built from cached article rows with nested
+// Gets (the same ctx). Only the rows name tags; the page depends on them
+// all the same.
+func layered(ctx context.Context, cache *paddock.Cache) {
+	fmt.Println("== 4. Layered caches: a page built from cached rows ==")
+	rows := paddock.Must(paddock.NewLoader[string](cache, "row"))
+	sections := paddock.Must(paddock.NewLoader[string](cache, "section"))
+	var mu sync.Mutex
+	db := map[int]string{7: "Rain tomorrow", 8: "Sun on Sunday"}
+	var renders atomic.Int64
+	row := func(ctx context.Context, id int) (string, error) {
+		return rows.Get(ctx, fmt.Sprint(id), func(ctx context.Context) (string, error) {
+			paddock.Tag(ctx, paddock.ModelTag("article", id))
+			mu.Lock()
+			defer mu.Unlock()
+			return db[id], nil
+		})
+	}
+	page := func() string {
+		p, err := sections.Get(ctx, "weather", func(ctx context.Context) (string, error) {
+			renders.Add(1)
+			a, err := row(ctx, 7) // nested: the page now depends on row 7
+			if err != nil {
+				return "", err
+			}
+			b, err := row(ctx, 8)
+			return a + " / " + b, err
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return p
+	}
+	fmt.Printf("page: %q\n", page())
+	fmt.Printf("page: %q (cached, renders=%d)\n", page(), renders.Load())
+	mu.Lock()
+	db[7] = "Snow tomorrow"
+	mu.Unlock()
+	if err := cache.InvalidateTags(ctx, paddock.ModelTag("article", 7)); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("after InvalidateTags(article:7): %q (renders=%d)\n", page(), renders.Load())
 }
 
 // afterRefresh reads the headline through a new Cache on the same store.
