@@ -22,14 +22,31 @@ func RunBatched(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Helper()
 	run(t, func(t *testing.T) Harness {
 		h := newHarness(t)
-		b, ok := h.Store.(store.Batcher)
+		b, ok := h.Store.(batcher)
 		if !ok {
 			_ = h.Store.Close()
 			t.Skip("storetest: the store does not implement store.Batcher")
 		}
-		h.Store = &batched{Store: h.Store, b: b}
+		h.Store = Batched(b)
 		return h
 	}, true)
+}
+
+type batcher interface {
+	store.Store
+	store.Batcher
+}
+
+// Batched returns a Store whose Lookup and Fill go through the LookupMany
+// and FillMany of b, each in a batch with a bystander key of its own (the
+// key with "/bystander" appended); its other methods are b's, and it does
+// not implement store.Batcher itself. [RunBatched] runs the suite on it;
+// a store's own tests may run theirs through it as well.
+func Batched(b interface {
+	store.Store
+	store.Batcher
+}) store.Store {
+	return &batched{Store: b, b: b}
 }
 
 // batched makes each Lookup and Fill of a store a batch of two keys: the
