@@ -14,7 +14,8 @@
 // [MaxVersions]) have the defaults written on each of them. Beside the
 // [store.Store] methods, a Store counts evictions per namespace
 // ([Store.Evictions], which implements [store.Stats]) and entries
-// that failed to decode ([Store.Corrupt]).
+// that failed to decode ([Store.Corrupt]), and implements [store.Batcher]
+// ([Store.LookupMany], [Store.FillMany]) by making each key's call in turn.
 //
 // # How the protocol is kept
 //
@@ -101,8 +102,9 @@ type Store struct {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ store.Stats = (*Store)(nil)
+	_ store.Store   = (*Store)(nil)
+	_ store.Stats   = (*Store)(nil)
+	_ store.Batcher = (*Store)(nil)
 )
 
 // stripe holds what the store knows about the keys that hash to it. Its
@@ -606,6 +608,66 @@ func (s *Store) dropPredating(key string, t store.Ticket) {
 		return
 	}
 	_ = s.cache.Delete(key)
+}
+
+// LookupMany implements [store.Batcher]: it does [Store.Lookup] of each
+// key in turn, each atomic on its own, with the same answer and error per
+// key. It takes no lock across keys (a batch in process saves no round
+// trip) and, like Lookup, ignores ctx. With len(reqs) != len(keys), every
+// key's error wraps [store.ErrInvalidOption]. errs is nil when every
+// lookup succeeded.
+func (s *Store) LookupMany(ctx context.Context, keys []string, reqs []store.LookupRequest) (lks []store.Lookup, errs []error) {
+	lks = make([]store.Lookup, len(keys))
+	if len(reqs) != len(keys) {
+		return lks, each(len(keys), invalid("LookupMany: %d keys, %d requests", len(keys), len(reqs)))
+	}
+	for i, key := range keys {
+		lk, err := s.Lookup(ctx, key, reqs[i])
+		if err != nil {
+			if errs == nil {
+				errs = make([]error, len(keys))
+			}
+			errs[i] = err
+			continue
+		}
+		lks[i] = lk
+	}
+	return lks, errs
+}
+
+// FillMany implements [store.Batcher]: it does [Store.Fill] of each key in
+// turn, each atomic on its own, with the same answer and error per key
+// (an entry too large is [store.ErrTooLarge] for its key only). Like
+// LookupMany, it ignores ctx.
+func (s *Store) FillMany(ctx context.Context, keys []string, fills []*store.Fill) (accepted []bool, errs []error) {
+	accepted = make([]bool, len(keys))
+	if len(fills) != len(keys) {
+		return accepted, each(len(keys), invalid("FillMany: %d keys, %d fills", len(keys), len(fills)))
+	}
+	for i, key := range keys {
+		ok, err := s.Fill(ctx, key, fills[i])
+		if err != nil {
+			if errs == nil {
+				errs = make([]error, len(keys))
+			}
+			errs[i] = err
+			continue
+		}
+		accepted[i] = ok
+	}
+	return accepted, errs
+}
+
+// each returns n copies of err, or nil for none.
+func each(n int, err error) []error {
+	if n == 0 {
+		return nil
+	}
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // Release implements [store.Store]: it drops key's lease if token holds

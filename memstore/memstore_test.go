@@ -41,16 +41,24 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+func conformanceHarness(t *testing.T) storetest.Harness {
+	// An origin far from the wall clock: the suite must read Now.
+	clock := &fakeClock{now: time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC)}
+	s, err := New(Clock(clock.Now), MaxBytes(16<<20), MaxEntryBytes(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storetest.Harness{Store: s, Advance: clock.Advance, Flush: s.flush, TooLarge: 64<<10 + 1}
+}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		// An origin far from the wall clock: the suite must read Now.
-		clock := &fakeClock{now: time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC)}
-		s, err := New(Clock(clock.Now), MaxBytes(16<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return storetest.Harness{Store: s, Advance: clock.Advance, Flush: s.flush}
-	})
+	storetest.Run(t, conformanceHarness)
+}
+
+// TestConformanceBatched runs the suite with every Lookup and Fill made
+// through LookupMany and FillMany.
+func TestConformanceBatched(t *testing.T) {
+	storetest.RunBatched(t, conformanceHarness)
 }
 
 // switchEnv names a switch of internal/hooks that TestConformanceSwitched

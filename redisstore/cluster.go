@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/paddockcache/paddock/store"
@@ -23,27 +24,64 @@ type call struct {
 	args   []any
 }
 
-// runAll runs calls in one pipeline (go-redis sends each node its part in
-// parallel) and returns their commands, done. A script the server does not
-// know yet (NOSCRIPT) is run again on its own, which loads it.
+// runAll runs calls in one round trip (see pipe) and returns their
+// commands, done.
 func (s *Store) runAll(ctx context.Context, calls []call) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(calls))
-	if len(calls) == 1 {
+	cmds, _ := s.pipe(ctx, nil, calls, false)
+	return cmds
+}
+
+// pipe runs calls, and if seq an HGET of the sequence, in one round trip:
+// the command on its own when there is one, else one pipeline (on Cluster
+// go-redis sends each node its part, in parallel, and follows MOVED and
+// ASK redirects), and returns their commands, done. Each command carries
+// its own reply or error: a call that fails is that call's error, and a
+// pipeline that fails (a connection lost, a deadline) is the error of
+// every command it carried. A script the server does not know (NOSCRIPT:
+// its script cache was flushed, or it restarted) is sent again with EVAL,
+// which loads it, as [redis.Script.Run] does for one call: all such calls
+// in one more pipeline. The commands are appended to dst.
+func (s *Store) pipe(ctx context.Context, dst []*redis.Cmd, calls []call, seq bool) ([]*redis.Cmd, *redis.StringCmd) {
+	cmds := slices.Grow(dst[:0], len(calls))[:len(calls)]
+	switch {
+	case len(calls) == 0 && !seq:
+		return cmds, nil
+	case len(calls) == 0:
+		return cmds, s.client.HGet(ctx, s.layout.seq(), "n")
+	case len(calls) == 1 && !seq:
 		c := calls[0]
 		cmds[0] = c.script.Run(ctx, s.client, c.keys, c.args...)
-	} else {
-		pipe := s.client.Pipeline()
-		for i, c := range calls {
-			cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-		_, _ = pipe.Exec(ctx) // errors are read per command below
-		for i, c := range calls {
-			if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
-				cmds[i] = c.script.Run(ctx, s.client, c.keys, c.args...)
-			}
+		return cmds, nil
+	}
+	var seqCmd *redis.StringCmd
+	p := s.client.Pipeline()
+	for i, c := range calls {
+		cmds[i] = c.script.EvalSha(ctx, p, c.keys, c.args...)
+	}
+	if seq {
+		seqCmd = p.HGet(ctx, s.layout.seq(), "n")
+	}
+	_, _ = p.Exec(ctx) // errors are read per command
+	var again []int
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			again = append(again, i)
 		}
 	}
-	return cmds
+	switch len(again) {
+	case 0:
+	case 1:
+		c := calls[again[0]]
+		cmds[again[0]] = c.script.Eval(ctx, s.client, c.keys, c.args...)
+	default:
+		p := s.client.Pipeline()
+		for _, i := range again {
+			c := calls[i]
+			cmds[i] = c.script.Eval(ctx, p, c.keys, c.args...)
+		}
+		_, _ = p.Exec(ctx)
+	}
+	return cmds, seqCmd
 }
 
 // arrays returns the array replies of cmds.
@@ -59,11 +97,11 @@ func arrays(cmds []*redis.Cmd) ([][]any, error) {
 	return out, nil
 }
 
-// readSeq reads the current sequence: the ticket of a load. If its node
-// lost it, it starts it again (above every value it had), so that tickets
-// stay above the versions the other nodes kept.
-func (s *Store) readSeq(ctx context.Context) (uint64, error) {
-	v, err := s.client.HGet(ctx, s.layout.seq(), "n").Result()
+// seqOf reads the current sequence, the ticket of a load, from cmd, an
+// HGET of it. If its node lost it, it starts it again (above every value
+// it had), so that tickets stay above the versions the other nodes kept.
+func (s *Store) seqOf(ctx context.Context, cmd *redis.StringCmd) (uint64, error) {
+	v, err := cmd.Result()
 	if err == nil {
 		if n, ok := parseSeq(v); ok {
 			return n, nil
@@ -212,66 +250,42 @@ type tagCheck struct {
 	corrupt bool   // a script deleted a marker or tag key that did not parse
 }
 
-// readTags reads the versions of tag keys grouped by slot, one call per
-// slot in one pipeline. A slot found uninitialised is fenced, and counts as
-// a version above every ticket taken so far.
-func (s *Store) readTags(ctx context.Context, bySlot map[uint16][]string, extra ...call) (tagCheck, []*redis.Cmd, error) {
-	calls := make([]call, 0, len(bySlot)+len(extra))
+// appendTagCalls appends the tag checks of tag keys grouped by slot: one
+// call per slot.
+func (s *Store) appendTagCalls(calls []call, bySlot map[uint16][]string) []call {
 	for sl, tks := range bySlot {
 		keys := make([]string, 0, 1+len(tks))
 		keys = append(keys, s.layout.slotMarker(sl))
 		keys = append(keys, tks...)
 		calls = append(calls, call{tagCheckScript, keys, []any{s.check}})
 	}
-	n := len(calls)
-	calls = append(calls, extra...)
-	cmds := s.runAll(ctx, calls)
-	replies, err := arrays(cmds[:n])
+	return calls
+}
+
+// tagResult reads the replies of one check's tag-check calls. A slot
+// found uninitialised counts as a version above every ticket taken so
+// far, and sets unfenced: the caller must fence it (even if err is set,
+// for a later reply).
+func tagResult(cmds []*redis.Cmd) (tc tagCheck, unfenced bool, err error) {
+	replies, err := arrays(cmds)
 	if err != nil {
-		return tagCheck{}, nil, err
+		return tagCheck{}, false, err
 	}
-	var tc tagCheck
 	for _, v := range replies {
 		if u, c := uninit(v); u {
 			tc.corrupt = tc.corrupt || c
-			if err := s.fence(ctx); err != nil {
-				return tagCheck{}, nil, err
-			}
+			unfenced = true
 			tc.hard, tc.any, tc.floor = math.MaxUint64, math.MaxUint64, math.MaxUint64
 			continue
 		}
 		if len(v) != 4 {
-			return tagCheck{}, nil, errors.New("malformed tag check reply")
+			return tagCheck{}, unfenced, errors.New("malformed tag check reply")
 		}
 		tc.hard = max(tc.hard, unum(v[1]))
 		tc.any = max(tc.any, unum(v[2]))
 		tc.floor = max(tc.floor, unum(v[3]))
 	}
-	return tc, cmds[n:], nil
-}
-
-// preFill checks a fill's tags outside its key's slot against its ticket
-// t0 and, for a Set, takes the Set's sequence number, in one pipeline. A
-// tag invalidated after the check and before the fill lands is caught by
-// the read-side check: the entry keeps t0 as its guard.
-func (s *Store) preFill(ctx context.Context, t0 uint64, remote map[uint16][]string, set bool) (ok bool, seq string, err error) {
-	var extra []call
-	if set {
-		extra = append(extra, call{seqScript, []string{s.layout.seq()}, nil})
-	}
-	tc, rest, err := s.readTags(ctx, remote, extra...)
-	if err != nil {
-		return false, "", err
-	}
-	if set {
-		if seq, err = rest[0].Text(); err != nil {
-			return false, "", err
-		}
-	}
-	if tc.any > t0 || tc.floor > t0 {
-		return false, "", nil
-	}
-	return true, seq, nil
+	return tc, unfenced, nil
 }
 
 // invalidateCluster takes the invalidation's sequence number, then writes

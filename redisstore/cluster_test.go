@@ -65,6 +65,7 @@ func TestCluster(t *testing.T) {
 		storetest.Run(t, harness(env.client, flush))
 	})
 	t.Run("RoundTrips", func(t *testing.T) { testClusterRoundTrips(t, env) })
+	t.Run("BatchRoundTrips", func(t *testing.T) { testClusterBatchRoundTrips(t, env) })
 	t.Run("TagsAcrossSlots", func(t *testing.T) { testClusterTagsAcrossSlots(t, env) })
 	t.Run("SkewFree", func(t *testing.T) { testClusterSkewFree(t, env) })
 	t.Run("NodeLosesData", func(t *testing.T) { testClusterNodeLoss(t, env) })
@@ -75,7 +76,7 @@ func TestCluster(t *testing.T) {
 		})
 	})
 	t.Run("Corrupt", func(t *testing.T) {
-		testCorrupt(t, env.client, env.client, true, func(i int) (string, string) {
+		testCorrupt(t, env.client, env.client, true, direct, func(i int) (string, string) {
 			return env.on(0, fmt.Sprintf("k%d-", i)), env.on(1, fmt.Sprintf("r%d-", i))
 		})
 	})

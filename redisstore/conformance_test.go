@@ -15,24 +15,27 @@ import (
 )
 
 // harness returns a storetest harness factory: each subtest gets a Store
-// with its own prefix on client, a clock offset for Advance, and FLUSHALL
-// (flush) for Flush.
+// with its own prefix on client, a clock offset for Advance, FLUSHALL
+// (flush) for Flush, and a MaxValueSize of 64 KiB for TooLarge.
 func harness(client redis.UniversalClient, flush func(t *testing.T), opts ...redisstore.Option) func(t *testing.T) storetest.Harness {
 	var n atomic.Int64
+	const maxValue = 64 << 10
 	return func(t *testing.T) storetest.Harness {
 		var offset atomic.Int64
 		o := append([]redisstore.Option{
 			redisstore.Prefix(fmt.Sprintf("conf%d:", n.Add(1))),
 			redisstore.TimeOffset(func() time.Duration { return time.Duration(offset.Load()) }),
+			redisstore.MaxValueSize(maxValue),
 		}, opts...)
 		s, err := redisstore.New(client, o...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return storetest.Harness{
-			Store:   s,
-			Advance: func(d time.Duration) { offset.Add(int64(d)) },
-			Flush:   func() { flush(t) },
+			Store:    s,
+			Advance:  func(d time.Duration) { offset.Add(int64(d)) },
+			Flush:    func() { flush(t) },
+			TooLarge: maxValue + 1,
 		}
 	}
 }
@@ -55,5 +58,12 @@ func TestConformance(t *testing.T) {
 	})
 	t.Run("layout=standalone/nofailovercheck", func(t *testing.T) {
 		storetest.Run(t, harness(client, flush, redisstore.SkipFailoverCheck()))
+	})
+	// Every Lookup and Fill through LookupMany and FillMany.
+	t.Run("layout=standalone/via=batch", func(t *testing.T) {
+		storetest.RunBatched(t, harness(client, flush))
+	})
+	t.Run("layout=cluster/via=batch", func(t *testing.T) {
+		storetest.RunBatched(t, harness(client, flush, redisstore.ForceCluster()))
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
 	"github.com/paddockcache/paddock/store"
+	"github.com/paddockcache/paddock/storetest"
 )
 
 // names are the Redis keys of one cache key K tagged T (named like K, so
@@ -159,11 +160,15 @@ func corruptCases() []corruptCase {
 // served or accepted, the next fill replaces the entry and hits, and the
 // key can be invalidated. Three orders: the damage is met first by a
 // Lookup, a Fill, or an Invalidate.
-func testCorrupt(t *testing.T, client, raw redis.UniversalClient, cluster bool, pick func(i int) (key, remote string), opts ...redisstore.Option) {
+//
+// via gives the store the cases run on: the Store itself, or
+// storetest.Batched of it (every Lookup and Fill through the batch).
+func testCorrupt(t *testing.T, client, raw redis.UniversalClient, cluster bool, via func(*redisstore.Store) store.Store,
+	pick func(i int) (key, remote string), opts ...redisstore.Option) {
 	// One prefix for all cases (on the Cluster layout a new prefix costs
 	// a fence of every slot), a key and a tag of their own for each.
 	prefix := fmt.Sprintf("cor%d:", corruptPrefixes.Add(1))
-	s := newStore(t, client, append([]redisstore.Option{redisstore.Prefix(prefix)}, opts...)...)
+	s := via(newStore(t, client, append([]redisstore.Option{redisstore.Prefix(prefix)}, opts...)...))
 	i := 0
 	for _, c := range corruptCases() {
 		if c.cluster == 1 && !cluster || c.cluster == -1 && cluster {
@@ -181,7 +186,7 @@ func testCorrupt(t *testing.T, client, raw redis.UniversalClient, cluster bool, 
 
 var corruptPrefixes atomic.Int64
 
-func runCorrupt(t *testing.T, s *redisstore.Store, raw redis.UniversalClient, nm names, c corruptCase, order, key, remote string) {
+func runCorrupt(t *testing.T, s store.Store, raw redis.UniversalClient, nm names, c corruptCase, order, key, remote string) {
 	ctx := t.Context()
 	tags := []string{key, remote}
 	lookup := func(tok uint64) store.Lookup {
@@ -309,9 +314,20 @@ func TestCorrupt(t *testing.T) {
 	client := srv.Client(t, nil)
 	pick := func(i int) (string, string) { return fmt.Sprintf("k%d", i), fmt.Sprintf("r%d", i) }
 	t.Run("layout=standalone", func(t *testing.T) {
-		testCorrupt(t, client, client, false, pick)
+		testCorrupt(t, client, client, false, direct, pick)
 	})
 	t.Run("layout=cluster", func(t *testing.T) {
-		testCorrupt(t, client, client, true, pick, redisstore.ForceCluster())
+		testCorrupt(t, client, client, true, direct, pick, redisstore.ForceCluster())
+	})
+	t.Run("layout=standalone/via=batch", func(t *testing.T) {
+		testCorrupt(t, client, client, false, batched, pick)
+	})
+	t.Run("layout=cluster/via=batch", func(t *testing.T) {
+		testCorrupt(t, client, client, true, batched, pick, redisstore.ForceCluster())
 	})
 }
+
+// direct and batched are the two ways to run a test on a Store: its own
+// calls, or every Lookup and Fill through LookupMany and FillMany.
+func direct(s *redisstore.Store) store.Store  { return s }
+func batched(s *redisstore.Store) store.Store { return storetest.Batched(s) }

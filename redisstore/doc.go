@@ -43,6 +43,33 @@
 // parallel, before); an invalidation is two (the sequence, then one
 // pipeline to the nodes named, in parallel).
 //
+// [Store.LookupMany] and [Store.FillMany] (the [store.Batcher] that the
+// Cache's GetMany uses) take, for each key, the steps that Lookup and Fill
+// take for it alone, and make the steps of all keys together: each round
+// is one pipeline, which go-redis sends to every node holding some of its
+// keys, in parallel. A batch takes as many rounds as its slowest key
+// would alone, whatever its size. Round trips, for one key and for a
+// batch of n keys:
+//
+//	                          standalone, Sentinel   Cluster
+//	Lookup: hit               1                      1, +1 for tags in other slots
+//	Lookup: miss              1                      2 (the lookup, the sequence)
+//	Fill                      1                      1, +1 for tags in other slots or a Set
+//	LookupMany: n hits        1                      1 per node, in parallel, +1 as above
+//	LookupMany: n misses      1                      1 per node, in parallel, then 1 (the sequence)
+//	FillMany                  1                      1 per node, in parallel, +1 as above
+//	Invalidate                1                      2 (the sequence, then 1 per node)
+//
+// So a GetMany of n keys costs one round trip warm and two cold
+// (LookupMany, then FillMany of the loaded keys) on a standalone server.
+// On Cluster a lookup whose read-side check finds an entry invalidated by
+// a tag in another slot runs its script again and then reads the
+// sequence: two more rounds, for one key or for every such key of a
+// batch. A value larger than [MaxValueSize] is not sent: its key's lease
+// is given back in the same pipeline. After a server lost its scripts
+// (SCRIPT FLUSH, a restart) a pipeline's calls come back NOSCRIPT and are
+// sent again with EVAL, in one more pipeline.
+//
 // # Layout and epochs
 //
 // Everything about one key lives under one hash tag, "{key}": the entry (a

@@ -18,19 +18,37 @@ import (
 )
 
 // storeCalls runs every Store operation on key "k" and returns each
-// one's error with the prefix its text must start with.
+// one's error with the prefix its text must start with (up to a '|',
+// which tells apart the calls of one prefix). The batch calls are made on
+// "k" and "k2", whose every error must name its own key.
 func storeCalls(ctx context.Context, s *redisstore.Store) map[string]error {
-	_, lerr := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
-	_, ferr := s.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, Lease: 1,
-		TTL: time.Minute, Tags: []string{"a", "b", "k"}})
-	_, serr := s.Fill(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, TTL: time.Minute, Set: true})
+	fill := &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, Lease: 1,
+		TTL: time.Minute, Tags: []string{"a", "b", "k"}}
+	set := &store.Fill{Value: []byte("v"), Ticket: store.Ticket{Epoch: 1, Seq: 1}, TTL: time.Minute, Set: true}
+	req := store.LookupRequest{Lease: 1, LeaseTTL: time.Minute}
+	_, lerr := s.Lookup(ctx, "k", req)
+	_, ferr := s.Fill(ctx, "k", fill)
+	_, serr := s.Fill(ctx, "k", set)
+	_, lerrs := s.LookupMany(ctx, []string{"k", "k2"}, []store.LookupRequest{req, req})
+	_, ferrs := s.FillMany(ctx, []string{"k", "k2"}, []*store.Fill{fill, set})
 	return map[string]error{
-		`redisstore: lookup "k": `:     lerr,
-		`redisstore: fill "k": `:       ferr,
-		`redisstore: fill "k": ` + "/": serr, // a Set
-		`redisstore: release "k": `:    s.Release(ctx, "k", 1),
-		`redisstore: invalidate: `:     s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}, Tags: []string{"a", "b"}}),
+		`redisstore: lookup "k": `:                lerr,
+		`redisstore: fill "k": `:                  ferr,
+		`redisstore: fill "k": |set`:              serr,
+		`redisstore: lookup "k": |LookupMany`:     errAt(lerrs, 0),
+		`redisstore: lookup "k2": |LookupMany`:    errAt(lerrs, 1),
+		`redisstore: fill "k": |FillMany`:         errAt(ferrs, 0),
+		`redisstore: fill "k2": |FillMany of set`: errAt(ferrs, 1),
+		`redisstore: release "k": `:               s.Release(ctx, "k", 1),
+		`redisstore: invalidate: `:                s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}, Tags: []string{"a", "b"}}),
 	}
+}
+
+func errAt(errs []error, i int) error {
+	if i < len(errs) {
+		return errs[i]
+	}
+	return nil
 }
 
 // checkErrors checks that each error names the store and the operation
@@ -38,7 +56,7 @@ func storeCalls(ctx context.Context, s *redisstore.Store) map[string]error {
 func checkErrors(t *testing.T, errs map[string]error, cause func(error) bool) {
 	t.Helper()
 	for prefix, err := range errs {
-		prefix = strings.TrimSuffix(prefix, "/")
+		prefix, _, _ = strings.Cut(prefix, "|")
 		switch {
 		case err == nil:
 			t.Errorf("%s: no error", prefix)

@@ -157,6 +157,23 @@ func TestTooLarge(t *testing.T) {
 	}
 }
 
+// TestNilFill: a nil *store.Fill is bad input, an error wrapping
+// ErrInvalidOption, as in memstore; nothing is sent.
+func TestNilFill(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	rec := new(calls)
+	client.AddHook(rec)
+	s := newStore(t, client)
+	ok, err := s.Fill(t.Context(), "k", nil)
+	if ok || !errors.Is(err, paddock.ErrInvalidOption) || !strings.HasPrefix(err.Error(), `redisstore: fill "k": `) {
+		t.Fatalf("Fill(nil) = %v, %v; want false and a fill error wrapping ErrInvalidOption", ok, err)
+	}
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("Fill(nil) made calls %q", got)
+	}
+}
+
 // TestNewOptions checks the constructor's validation.
 func TestNewOptions(t *testing.T) {
 	ok := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})

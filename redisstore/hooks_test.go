@@ -17,7 +17,7 @@ import (
 // fencedFillAccepted takes a ticket for key, invalidates stale (one of
 // tags), and reports whether a fill with the ticket and tags is accepted:
 // it must not be, unless a switch turned a check off.
-func fencedFillAccepted(t *testing.T, s *redisstore.Store, key string, tags []string, stale string) bool {
+func fencedFillAccepted(t *testing.T, s store.Store, key string, tags []string, stale string) bool {
 	t.Helper()
 	ctx := t.Context()
 	lk, err := s.Lookup(ctx, key, store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
@@ -39,8 +39,10 @@ var hookPrefixes atomic.Int64
 // testSwitch checks a fill that the switch's mechanism must refuse:
 // refused with the switch off, accepted with it on.
 // tags gives the fill's tags for a key and the one to invalidate.
-func testSwitch(t *testing.T, client redis.UniversalClient, sw *atomic.Bool, tags func(key string) ([]string, string), opts ...redisstore.Option) {
-	s := newStore(t, client, append([]redisstore.Option{redisstore.Prefix(fmt.Sprintf("sw%d:", hookPrefixes.Add(1)))}, opts...)...)
+// via gives the store the checks run on (see direct and batched).
+func testSwitch(t *testing.T, client redis.UniversalClient, sw *atomic.Bool, via func(*redisstore.Store) store.Store,
+	tags func(key string) ([]string, string), opts ...redisstore.Option) {
+	s := via(newStore(t, client, append([]redisstore.Option{redisstore.Prefix(fmt.Sprintf("sw%d:", hookPrefixes.Add(1)))}, opts...)...))
 	tt, stale := tags("off")
 	if fencedFillAccepted(t, s, "off", tt, stale) {
 		t.Fatal("with the switch off, a fill whose ticket predates the invalidation of one of its tags was accepted")
@@ -65,26 +67,31 @@ func otherSlotTag(key, prefix string) string {
 func TestSwitches(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t, nil)
-	// FillFirstTagOnly: the second tag's invalidation is not seen.
-	t.Run("FillFirstTagOnly/layout=standalone", func(t *testing.T) {
-		testSwitch(t, client, &hooks.FillFirstTagOnly, func(string) ([]string, string) { return []string{"a", "b"}, "b" })
-	})
-	t.Run("FillFirstTagOnly/layout=cluster", func(t *testing.T) {
-		// The first tag in the key's slot (named like the key), the
-		// second in another: its pre-check is skipped too.
-		testSwitch(t, client, &hooks.FillFirstTagOnly, func(key string) ([]string, string) {
-			b := otherSlotTag(key, "b")
-			return []string{key, b}, b
-		}, redisstore.ForceCluster())
-	})
-	// NoClusterPreFill: a tag in another slot is checked only by the
-	// pre-check, before the fill's script.
-	t.Run("NoClusterPreFill/layout=cluster", func(t *testing.T) {
-		testSwitch(t, client, &hooks.NoClusterPreFill, func(key string) ([]string, string) {
-			r := otherSlotTag(key, "r")
-			return []string{r}, r
-		}, redisstore.ForceCluster())
-	})
+	for _, v := range []struct {
+		name string
+		via  func(*redisstore.Store) store.Store
+	}{{"direct", direct}, {"batch", batched}} {
+		// FillFirstTagOnly: the second tag's invalidation is not seen.
+		t.Run("FillFirstTagOnly/layout=standalone/via="+v.name, func(t *testing.T) {
+			testSwitch(t, client, &hooks.FillFirstTagOnly, v.via, func(string) ([]string, string) { return []string{"a", "b"}, "b" })
+		})
+		t.Run("FillFirstTagOnly/layout=cluster/via="+v.name, func(t *testing.T) {
+			// The first tag in the key's slot (named like the key), the
+			// second in another: its pre-check is skipped too.
+			testSwitch(t, client, &hooks.FillFirstTagOnly, v.via, func(key string) ([]string, string) {
+				b := otherSlotTag(key, "b")
+				return []string{key, b}, b
+			}, redisstore.ForceCluster())
+		})
+		// NoClusterPreFill: a tag in another slot is checked only by the
+		// pre-check, before the fill's script.
+		t.Run("NoClusterPreFill/layout=cluster/via="+v.name, func(t *testing.T) {
+			testSwitch(t, client, &hooks.NoClusterPreFill, v.via, func(key string) ([]string, string) {
+				r := otherSlotTag(key, "r")
+				return []string{r}, r
+			}, redisstore.ForceCluster())
+		})
+	}
 }
 
 // TestLeaseOutlivesInvalidation checks the switch that keeps a key's lease

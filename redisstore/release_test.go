@@ -15,7 +15,16 @@ import (
 // every other token.
 func TestReleasedTokenStaysRefused(t *testing.T) {
 	srv := redistest.Start(t)
-	s := newStore(t, srv.Client(t, nil))
+	client := srv.Client(t, nil)
+	t.Run("via=direct", func(t *testing.T) {
+		testReleasedTokenStaysRefused(t, direct(newStore(t, client, redisstore.Prefix("direct:"))))
+	})
+	t.Run("via=batch", func(t *testing.T) {
+		testReleasedTokenStaysRefused(t, batched(newStore(t, client, redisstore.Prefix("batch:"))))
+	})
+}
+
+func testReleasedTokenStaysRefused(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	req := func(token uint64) store.LookupRequest {
 		return store.LookupRequest{Lease: token, LeaseTTL: time.Minute}

@@ -6,10 +6,11 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/store"
 )
 
 // TestSentinel runs a Cache on a Sentinel failover client: the standalone
-// layout, one script per hit.
+// layout, one script per hit, one pipeline per batch.
 func TestSentinel(t *testing.T) {
 	srv := redistest.Start(t)
 	sn := redistest.StartSentinel(t, srv.ListenTCP(t))
@@ -37,4 +38,20 @@ func TestSentinel(t *testing.T) {
 	if r, err := l.Fetch(ctx, "1", func(context.Context) (string, error) { return "v2", nil }); err != nil || r.Value != "v2" || r.Status != paddock.StatusLoaded {
 		t.Fatal(r, err)
 	}
+
+	// A batch is one pipeline, cold and warm, as standalone.
+	const n = 10
+	keys, reqs := batchKeys("sn:", n), leaseReqs(n, 100)
+	warmPipelines(t, s, keys)
+	rec.take()
+	lks := mustLookupMany(t, s, keys, reqs)
+	wantPipeline(t, "LookupMany of 10 cold keys", rec.take(), "lookup", n)
+	mustFillMany(t, s, keys, fillsFor(lks, reqs, "v"))
+	wantPipeline(t, "FillMany of 10 keys", rec.take(), "fill", n)
+	for i, lk := range mustLookupMany(t, s, keys, leaseReqs(n, 200)) {
+		if lk.State != store.StateFresh {
+			t.Fatalf("warm %q: %+v", keys[i], lk)
+		}
+	}
+	wantPipeline(t, "LookupMany of 10 warm keys", rec.take(), "lookup", n)
 }

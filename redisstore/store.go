@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
 )
 
@@ -108,228 +106,20 @@ func (s *Store) Close() error {
 // tag's versions costs one call to the tag's node and a second lookup.
 func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
-		return store.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, store.ErrClosed)
+		return store.Lookup{}, lookupError(key, store.ErrClosed)
 	}
-	kn := s.layout.key(key)
-	ttl := req.LeaseTTL
-	if ttl <= 0 {
-		ttl = DefaultLeaseTTL
+	op := s.newLookup(key, req)
+	ops := []*lookupOp{&op}
+	s.lookups(ctx, ops)
+	if op.err != nil {
+		s.releaseFailed(ctx, ops)
+		return store.Lookup{}, lookupError(key, op.err)
 	}
-	early := req.Early
-	switch {
-	case req.Refresh:
-		early = -1 // the script's "due now"
-	case !(early > 0) || math.IsInf(early, 0):
-		early = 0
-	}
-	args := lookupArgs{token: token(req.Lease), ttl: max(ttl.Microseconds(), 1), early: early}
-	lk, granted, err := s.lookup(ctx, kn, req, &args)
-	if err != nil {
-		if granted { // nobody will load with it: let another caller take it
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = s.release(rctx, kn, args.token)
-			cancel()
-		}
-		return store.Lookup{}, fmt.Errorf("redisstore: lookup %q: %w", key, err)
-	}
-	return lk, nil
+	return op.lk, nil
 }
 
-// lookup is Lookup's work; granted reports whether a script granted the
-// lease, even if a later step failed.
-func (s *Store) lookup(ctx context.Context, kn keyNames, req store.LookupRequest, args *lookupArgs) (lk store.Lookup, granted bool, err error) {
-	corrupt := false
-	for try := 0; ; try++ {
-		r, err := s.lookupOnce(ctx, kn, args)
-		if err != nil {
-			return lk, granted, err
-		}
-		granted = granted || r.lk.Lease
-		corrupt = corrupt || r.lk.Corrupt
-		if r.badTag != "" {
-			// The script dropped the entry. Repair the tag in its own
-			// slot (the tag check fences the slot), then ask again: the
-			// key's slot may be the one fenced, and the ticket of the
-			// load this lookup grants must be of its new epoch.
-			if _, _, err := s.readTags(ctx, map[uint16][]string{tagKeySlot(r.badTag): {r.badTag}}); err != nil {
-				return lk, granted, err
-			}
-			if try == maxTries {
-				return lk, granted, errors.New("tag versions stay corrupt")
-			}
-			continue
-		}
-		if r.badEntry || s.cluster && r.lk.Entry != nil && len(r.lk.Entry.Tags) > 0 {
-			var hard, soft uint64
-			if r.badEntry {
-				hard, corrupt = math.MaxUint64, true
-			} else {
-				local, remote := s.splitTags(kn.slot, r.lk.Entry.Tags)
-				if encodeList(local) != r.tk {
-					// The script checked the tag keys the entry names: they
-					// must be those of its tags in its slot, or a tag went
-					// unchecked.
-					hard, corrupt = math.MaxUint64, true
-				} else if len(remote) > 0 {
-					// The read-side check: tags in other slots were not
-					// seen by the script.
-					tc, _, err := s.readTags(ctx, remote)
-					if err != nil {
-						return lk, granted, err
-					}
-					corrupt = corrupt || tc.corrupt
-					// A slot that lost data after the entry's ticket may
-					// have lost an invalidation of its tags: its floor
-					// counts as a hard version.
-					hard, soft = max(tc.hard, tc.floor), tc.any
-				}
-			}
-			if hard > r.guard || soft > r.guard && r.lk.State == store.StateFresh {
-				if try == maxTries {
-					return lk, granted, errors.New("the entry kept changing under the tag check")
-				}
-				// Ask again with what the check found: the script drops
-				// (or marks stale) the entry if it is still the one
-				// checked, and decides the lease on that verdict.
-				args.hardBelow, args.softBelow = max(args.hardBelow, hard), max(args.softBelow, soft)
-				continue
-			}
-		}
-		if s.cluster {
-			if r.lk.Lease || r.lk.State == store.StateMiss || req.Lease == 0 {
-				seq, err := s.readSeq(ctx)
-				if err != nil {
-					return lk, granted, err
-				}
-				r.lk.Ticket.Seq = seq
-			} else {
-				// Served without a load: a lower bound spares the
-				// sequence's node a call per hit (see the package doc).
-				r.lk.Ticket.Seq = max(r.version, r.lk.Entry.Ticket.Seq)
-			}
-		}
-		r.lk.Corrupt = corrupt
-		if corrupt {
-			// The contract: a lookup that found corrupt data is a miss
-			// (the script already dropped whatever entry it served).
-			r.lk.Entry, r.lk.State = nil, store.StateMiss
-		}
-		return r.lk, granted, nil
-	}
-}
-
-const maxTries = 3
-
-type lookupArgs struct {
-	token                string
-	ttl                  int64 // µs
-	early                float64
-	hardBelow, softBelow uint64
-}
-
-type lookupResult struct {
-	lk       store.Lookup
-	version  uint64 // the key's version (Cluster)
-	guard    uint64 // the entry's guard seq
-	tk       string // the entry's tag keys (Cluster)
-	badEntry bool   // the script returned an entry that does not parse
-	badTag   string // the key of a tag whose versions do not parse (Cluster)
-}
-
-// lookupOnce runs the lookup script, fencing the key's slot first if it
-// must (Cluster).
-func (s *Store) lookupOnce(ctx context.Context, kn keyNames, a *lookupArgs) (lookupResult, error) {
-	keys := []string{kn.entry, kn.version, kn.lease, s.marker(kn.slot)}
-	corrupt := false
-	for try := 0; ; try++ {
-		v, err := lookupScript.Run(ctx, s.client, keys,
-			s.clusterArg(), s.offset(), candidate(), s.check, a.token, a.ttl,
-			strconv.FormatFloat(a.early, 'g', -1, 64), a.hardBelow, a.softBelow).Slice()
-		if err != nil {
-			return lookupResult{}, err
-		}
-		if u, c := uninit(v); u {
-			corrupt = corrupt || c
-			if try == maxTries {
-				return lookupResult{}, errors.New("slot stays uninitialised")
-			}
-			if err := s.fence(ctx); err != nil {
-				return lookupResult{}, err
-			}
-			continue
-		}
-		r, err := parseLookup(v)
-		r.lk.Corrupt = r.lk.Corrupt || corrupt
-		return r, err
-	}
-}
-
-// parseLookup reads the lookup script's reply. The script parsed the entry
-// already; an entry that still does not parse here is reported with
-// badEntry, and the caller has the script drop it.
-func parseLookup(v []any) (lookupResult, error) {
-	if len(v) < 9 {
-		return lookupResult{}, fmt.Errorf("malformed lookup reply of %d elements", len(v))
-	}
-	var r lookupResult
-	r.lk.State = store.State(num(v[1]))
-	r.lk.Lease = num(v[2]) == 1
-	r.lk.Held = num(v[3]) == 1
-	epoch, err := strconv.ParseUint(str(v[4]), 10, 64)
-	if err != nil {
-		return r, fmt.Errorf("malformed epoch in the lookup reply: %w", err)
-	}
-	r.lk.Ticket.Epoch = epoch
-	if v[5] != nil {
-		r.lk.Ticket.Seq = unum(v[5])
-	}
-	r.lk.Now = time.UnixMicro(num(v[6]))
-	if v[7] != nil {
-		r.version = unum(v[7])
-	}
-	switch c := str(v[8]); c {
-	case "0":
-	case "1":
-		r.lk.Corrupt = true
-	default:
-		r.lk.Corrupt, r.badTag = true, c
-	}
-	if len(v) == 9 {
-		return r, nil
-	}
-	if len(v) != 21 {
-		return r, fmt.Errorf("malformed lookup reply of %d elements", len(v))
-	}
-	f := v[9:]
-	tags, ok := decodeList(str(f[9]))
-	var nums [8]int64
-	for i := range nums {
-		n, err := strconv.ParseInt(str(f[i]), 10, 64)
-		ok = ok && err == nil && (n >= 0 || i >= 3 && i <= 6)
-		nums[i] = n
-	}
-	if !ok {
-		r.badEntry = true
-		r.lk.State = store.StateMiss
-		return r, nil
-	}
-	e := &store.Entry{
-		Negative:     str(f[8]) == "1",
-		Ticket:       store.Ticket{Epoch: uint64(nums[0]), Seq: uint64(nums[1])},
-		Tags:         tags,
-		Created:      time.UnixMicro(nums[3]),
-		FreshUntil:   time.UnixMicro(nums[4]),
-		StaleUntil:   time.UnixMicro(nums[5]),
-		ErrorUntil:   time.UnixMicro(nums[6]),
-		LoadDuration: time.Duration(nums[7]),
-	}
-	if !e.Negative {
-		e.Value = []byte(str(f[10])) // a copy: the caller owns it
-	}
-	r.guard = uint64(nums[2])
-	r.tk = str(f[11])
-	r.lk.Entry = e
-	return r, nil
+func lookupError(key string, err error) error {
+	return fmt.Errorf("redisstore: lookup %q: %w", key, err)
 }
 
 // Fill implements [store.Store.Fill]: one script call. On Cluster, the
@@ -337,102 +127,18 @@ func parseLookup(v []any) (lookupResult, error) {
 // parallel), and a Set first takes its sequence number.
 func (s *Store) Fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
 	if s.closed.Load() {
-		return false, fmt.Errorf("redisstore: fill %q: %w", key, store.ErrClosed)
+		return false, fillError(key, store.ErrClosed)
 	}
-	ok, err := s.fill(ctx, key, f)
-	if err != nil {
-		return false, fmt.Errorf("redisstore: fill %q: %w", key, err)
+	op := s.newFill(key, f)
+	s.fills(ctx, []*fillOp{&op})
+	if op.err != nil {
+		return false, fillError(key, op.err)
 	}
-	return ok, nil
+	return op.ok, nil
 }
 
-func (s *Store) fill(ctx context.Context, key string, f *store.Fill) (bool, error) {
-	kn := s.layout.key(key)
-	tok := token(f.Lease)
-	if len(f.Value) > s.cfg.maxValueSize {
-		_ = s.release(ctx, kn, tok)
-		return false, fmt.Errorf("%w: %d bytes, the limit is %d (MaxValueSize)",
-			store.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
-	}
-	local, remote := s.splitTags(kn.slot, f.Tags)
-	// The test switches, each read once (see internal/hooks).
-	check := len(local)
-	if hooks.FillFirstTagOnly.Load() && len(f.Tags) > 0 {
-		// Check only f.Tags[0]: the first local key if it is local,
-		// else (Cluster) only its remote slot.
-		first, sl := s.layout.tagKey(f.Tags[0])
-		check = 0
-		if !s.cluster || sl == kn.slot {
-			check, remote = 1, nil
-		} else {
-			remote = map[uint16][]string{sl: {first}}
-		}
-	}
-	if hooks.NoClusterPreFill.Load() {
-		remote = nil
-	}
-	keepOld := "0"
-	if hooks.SetKeepsOld.Load() {
-		keepOld = "1"
-	}
-	set := "0"
-	if f.Set {
-		set = "1"
-	}
-	refused := "0"
-	if s.cluster && (len(remote) > 0 || f.Set) {
-		ok, seq, err := s.preFill(ctx, f.Ticket.Seq, remote, f.Set)
-		if err != nil {
-			return false, err
-		}
-		if ok && f.Set {
-			set = seq
-		}
-		// A refusal still runs the script: it releases the lease and,
-		// for a Set, drops the older entry.
-		if !ok {
-			refused = "1"
-		}
-	}
-	keys := make([]string, 0, 4+len(local))
-	keys = append(keys, kn.entry, kn.version, kn.lease, s.marker(kn.slot))
-	keys = append(keys, local...)
-	negative := "0"
-	if f.Negative {
-		negative = "1"
-	}
-	value := f.Value
-	if f.Negative || value == nil {
-		value = []byte{}
-	}
-	for try := 0; ; try++ {
-		v, err := fillScript.Run(ctx, s.client, keys,
-			s.clusterArg(), s.offset(), candidate(), s.check,
-			strconv.FormatUint(f.Ticket.Epoch, 10), strconv.FormatUint(f.Ticket.Seq, 10), tok,
-			value, negative, max(f.TTL, 0).Microseconds(), max(f.Stale, 0).Microseconds(),
-			max(f.StaleIfError, 0).Microseconds(), max(f.LoadDuration, 0).Nanoseconds(), set,
-			encodeList(f.Tags), refused, keepOld, check).Slice()
-		if err != nil {
-			return false, err
-		}
-		if u, _ := uninit(v); u {
-			// The key's slot lost its data since the ticket was taken
-			// (or the script found a version that does not parse and
-			// deleted the slot's marker): fence it; the retry refuses
-			// the fill (other epoch) and releases the lease.
-			if try == maxTries {
-				return false, errors.New("slot stays uninitialised")
-			}
-			if err := s.fence(ctx); err != nil {
-				return false, err
-			}
-			continue
-		}
-		if len(v) != 3 {
-			return false, errors.New("malformed fill reply")
-		}
-		return num(v[1]) == 1, nil
-	}
+func fillError(key string, err error) error {
+	return fmt.Errorf("redisstore: fill %q: %w", key, err)
 }
 
 // splitTags returns the Redis keys of the tags in slot (all of them,
@@ -478,7 +184,13 @@ func (s *Store) release(ctx context.Context, kn keyNames, tok string) error {
 	if tok == "0" {
 		return nil
 	}
-	return releaseScript.Run(ctx, s.client, []string{kn.lease}, tok, releaseTombstone.Milliseconds()).Err()
+	c := releaseCall(kn, tok)
+	return c.script.Run(ctx, s.client, c.keys, c.args...).Err()
+}
+
+// releaseCall is the script call that gives up lease token tok on kn.
+func releaseCall(kn keyNames, tok string) call {
+	return call{releaseScript, []string{kn.lease}, []any{tok, releaseTombstone.Milliseconds()}}
 }
 
 // releaseTombstone is how long a released lease's token stays refused (see

@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -13,9 +14,10 @@ import (
 )
 
 // refStore is the simplest store that keeps the contract: one mutex around
-// plain maps, no bounds. It checks the suite against something other than
-// memstore, and shows the other way to do soft key invalidation: an entry
-// is stale when its key's version is newer than its ticket.
+// plain maps, and a bound on values only (refMaxValue). It checks the suite
+// against something other than memstore, and shows the other way to do
+// soft key invalidation: an entry is stale when its key's version is newer
+// than its ticket. It implements store.Batcher by looping.
 type refStore struct {
 	mu      sync.Mutex
 	now     time.Time
@@ -28,6 +30,11 @@ type refStore struct {
 	tagHard map[string]uint64
 	closed  bool
 }
+
+var _ store.Batcher = (*refStore)(nil)
+
+// refMaxValue is the largest value refStore stores.
+const refMaxValue = 1 << 10
 
 type refLease struct {
 	token uint64
@@ -70,7 +77,7 @@ func (s *refStore) Lookup(_ context.Context, key string, req store.LookupRequest
 			delete(s.entries, key)
 		case now.Before(e.FreshUntil) && !soft:
 			res.Entry, res.State = &e, store.StateFresh
-			wantLease = req.Early > 0 && float64(e.LoadDuration)*req.Early >= float64(e.FreshUntil.Sub(now))
+			wantLease = req.Refresh || req.Early > 0 && float64(e.LoadDuration)*req.Early >= float64(e.FreshUntil.Sub(now))
 		case now.Before(e.StaleUntil):
 			res.Entry, res.State = &e, store.StateStale
 		default:
@@ -97,6 +104,9 @@ func (s *refStore) Fill(_ context.Context, key string, f *store.Fill) (bool, err
 	if l, ok := s.leases[key]; ok && l.token == f.Lease {
 		delete(s.leases, key)
 	}
+	if len(f.Value) > refMaxValue {
+		return false, fmt.Errorf("%w: %d bytes", paddock.ErrTooLarge, len(f.Value))
+	}
 	if !s.admits(key, f) {
 		// A refused Set leaves no entry that predates it.
 		if e, ok := s.entries[key]; ok && f.Set && e.Ticket.Epoch == f.Ticket.Epoch {
@@ -115,6 +125,22 @@ func (s *refStore) Fill(_ context.Context, key string, f *store.Fill) (bool, err
 	e.Tags = slices.Clone(e.Tags)
 	s.entries[key] = *e
 	return true, nil
+}
+
+func (s *refStore) LookupMany(ctx context.Context, keys []string, reqs []store.LookupRequest) ([]store.Lookup, []error) {
+	lks, errs := make([]store.Lookup, len(keys)), make([]error, len(keys))
+	for i, k := range keys {
+		lks[i], errs[i] = s.Lookup(ctx, k, reqs[i])
+	}
+	return lks, errs
+}
+
+func (s *refStore) FillMany(ctx context.Context, keys []string, fills []*store.Fill) ([]bool, []error) {
+	ok, errs := make([]bool, len(keys)), make([]error, len(keys))
+	for i, k := range keys {
+		ok[i], errs[i] = s.Fill(ctx, k, fills[i])
+	}
+	return ok, errs
 }
 
 func (s *refStore) admits(key string, f *store.Fill) bool {
@@ -174,29 +200,42 @@ func (s *refStore) Close() error {
 	return nil
 }
 
-func TestReference(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		s := newRefStore(1)
-		return storetest.Harness{
-			Store: s,
-			Advance: func(d time.Duration) {
-				s.mu.Lock()
-				s.now = s.now.Add(d)
-				s.mu.Unlock()
-			},
-			Flush: func() {
-				s.mu.Lock()
-				s.reset(s.epoch + 1)
-				s.mu.Unlock()
-			},
-		}
-	})
+func refHarness(t *testing.T) storetest.Harness {
+	s := newRefStore(1)
+	return storetest.Harness{
+		Store: s,
+		Advance: func(d time.Duration) {
+			s.mu.Lock()
+			s.now = s.now.Add(d)
+			s.mu.Unlock()
+		},
+		Flush: func() {
+			s.mu.Lock()
+			s.reset(s.epoch + 1)
+			s.mu.Unlock()
+		},
+		TooLarge: refMaxValue + 1,
+	}
 }
 
-// TestOptionalControls runs the suite without Advance and Flush: the
-// subtests that need them are skipped, the others pass.
+func TestReference(t *testing.T) {
+	storetest.Run(t, refHarness)
+}
+
+// TestReferenceBatched runs the suite through the reference store's
+// Batcher.
+func TestReferenceBatched(t *testing.T) {
+	storetest.RunBatched(t, refHarness)
+}
+
+// plainStore hides every optional interface of the store it holds.
+type plainStore struct{ store.Store }
+
+// TestOptionalControls runs the suite without Advance, Flush, TooLarge
+// and a Batcher: the subtests that need them are skipped, the others
+// pass.
 func TestOptionalControls(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		return storetest.Harness{Store: newRefStore(7)}
+		return storetest.Harness{Store: plainStore{newRefStore(7)}}
 	})
 }

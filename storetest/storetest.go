@@ -57,13 +57,23 @@ type Harness struct {
 	// versions (Redis FLUSHALL / restart). Optional: when nil, the
 	// subtest about lost versions is skipped.
 	Flush func()
+	// TooLarge is the length of a value the store refuses with
+	// [store.ErrTooLarge] (its size limit plus one, or more). Optional:
+	// when zero, the subtests about values too large are skipped.
+	TooLarge int
 }
 
 // Run runs the conformance suite. Each subtest gets a fresh harness from
 // newHarness, called with the subtest's t. Subtests do not run in parallel
 // with each other, so harnesses may share a server as long as each one
-// starts empty.
+// starts empty. The subtests of [store.Batcher] run only if the store
+// implements it.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	t.Helper()
+	run(t, newHarness, false)
+}
+
+func run(t *testing.T, newHarness func(t *testing.T) Harness, batched bool) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,6 +95,17 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			if tc.needs&needsFlush != 0 && h.Flush == nil {
 				t.Skip("storetest: Harness.Flush is nil")
 			}
+			if tc.needs&needsTooLarge != 0 && h.TooLarge <= 0 {
+				t.Skip("storetest: Harness.TooLarge is zero")
+			}
+			if tc.needs&needsBatcher != 0 {
+				if batched {
+					t.Skip("storetest: Run checks the store's Batcher itself")
+				}
+				if _, ok := h.Store.(store.Batcher); !ok {
+					t.Skip("storetest: the store does not implement store.Batcher")
+				}
+			}
 			tc.run(s)
 		})
 	}
@@ -95,6 +116,8 @@ type needs uint8
 const (
 	needsAdvance needs = 1 << iota
 	needsFlush
+	needsTooLarge
+	needsBatcher
 )
 
 var tests = []struct {
@@ -131,6 +154,11 @@ var tests = []struct {
 	{"ConcurrentLookupOneLease", 0, testConcurrentLookupOneLease},
 	{"FillInvalidateOrdering", 0, testFillInvalidateOrdering},
 	{"FillInvalidateRace", 0, testFillInvalidateRace},
+	{"FillTooLarge", needsTooLarge, testFillTooLarge},
+	{"Batch/LookupManyAsLookup", needsBatcher, testLookupMany},
+	{"Batch/FillManyFencesPerKey", needsBatcher, testFillMany},
+	{"Batch/FillManyTooLarge", needsBatcher | needsTooLarge, testFillManyTooLarge},
+	{"Batch/Close", needsBatcher, testBatchClose},
 }
 
 // suite is one subtest's view of the harness, with helpers that fail the
@@ -158,6 +186,13 @@ func (s *suite) lookup(key string, req store.LookupRequest) store.Lookup {
 	if err != nil {
 		s.t.Fatalf("Lookup(%q, %+v): %v", key, req, err)
 	}
+	s.wellFormed(key, req, r)
+	return r
+}
+
+// wellFormed checks what every answer of a lookup must satisfy.
+func (s *suite) wellFormed(key string, req store.LookupRequest, r store.Lookup) {
+	s.t.Helper()
 	if r.Now.IsZero() {
 		s.t.Fatalf("Lookup(%q): Now is zero", key)
 	}
@@ -170,7 +205,6 @@ func (s *suite) lookup(key string, req store.LookupRequest) store.Lookup {
 	if r.Lease && req.Lease == 0 {
 		s.t.Fatalf("Lookup(%q) with Lease 0 was granted the lease", key)
 	}
-	return r
 }
 
 // lease looks key up with token and its lease TTL.
