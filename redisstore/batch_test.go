@@ -474,4 +474,50 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 			t.Fatalf("%q after its tag was invalidated: %+v", keys[i], lk)
 		}
 	}
+
+	// GetMany through a Cache: the lookups, then the fills, each at most
+	// one round trip per node.
+	c := newCache(t, s)
+	l := newLoader(t, c, "g", paddock.Beta(0))
+	gkeys, full := make([]string, n), make([]string, n)
+	for i := range gkeys {
+		gkeys[i] = fmt.Sprint(i)
+		full[i] = l.Key(gkeys[i])
+	}
+	warmPipelines(t, s, full)
+	rec.take()
+	take()
+	load := func(ctx context.Context, keys []string) (map[string]string, error) {
+		m := make(map[string]string, len(keys))
+		for _, k := range keys {
+			m[k] = "v" + k
+		}
+		return m, nil
+	}
+	if m, err := l.GetMany(ctx, gkeys, load); err != nil || len(m) != n {
+		t.Fatalf("cold GetMany: %d values, %v", len(m), err)
+	}
+	got = rec.take()
+	if len(got) != 3 || !strings.HasPrefix(got[0], "pipeline(lookup,") || got[1] != "hget" || !strings.HasPrefix(got[2], "pipeline(fill,") {
+		t.Errorf("cold GetMany of 50 keys on Cluster: calls %q, want the lookups, the sequence read, the fills", got)
+	}
+	counts := perNode(take())
+	for addr, c := range counts {
+		if limit := 2 + b2i(addr == seqNode); c > limit {
+			t.Errorf("cold GetMany of 50 keys: %d round trips to %s, want at most %d (lookups, fills)", c, addr, limit)
+		}
+	}
+	t.Logf("cold GetMany of 50 keys on Cluster: %d pipelines, round trips per node %v", len(got), counts)
+	if m, err := l.GetMany(ctx, gkeys, load); err != nil || len(m) != n {
+		t.Fatalf("warm GetMany: %d values, %v", len(m), err)
+	}
+	wantPipeline(t, "warm GetMany of 50 keys on Cluster", rec.take(), "lookup", n)
+	atMostOnePerNode("warm GetMany of 50 keys on Cluster", take(), "")
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

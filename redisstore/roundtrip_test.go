@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -167,4 +168,55 @@ func TestCacheRoundTrips(t *testing.T) {
 		t.Fatalf("stampede of %d callers (%d late hits): calls %q, want %d lookups and one fill", callers, hits, got, 1+hits)
 	}
 	t.Logf("stampede of %d callers in one process: %d load, %d round trips (%d late hits)", callers, loads.Load(), len(got), hits)
+}
+
+// TestCacheGetManyRoundTrips counts the calls of GetMany through a Cache on
+// a standalone server: one pipeline of lookups when warm; one of lookups
+// and one of fills when cold, each key still fenced by its own ticket.
+func TestCacheGetManyRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	rec := new(calls)
+	client.AddHook(rec)
+	s := newStore(t, client)
+	warm(t, s)
+	c := newCache(t, s)
+	l := newLoader(t, c, "gm", paddock.Beta(0))
+	ctx := t.Context()
+	const n = 50
+	keys, full := make([]string, n), make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprint(i)
+		full[i] = l.Key(keys[i])
+	}
+	warmPipelines(t, s, full)
+	rec.take()
+
+	var loads atomic.Int64
+	load := func(ctx context.Context, keys []string) (map[string]string, error) {
+		loads.Add(1)
+		paddock.Tag(ctx, "gm-all")
+		m := make(map[string]string, len(keys))
+		for _, k := range keys {
+			if k != "7" { // 7 does not exist: a negative entry
+				m[k] = "v" + k
+			}
+		}
+		return m, nil
+	}
+	got, err := l.GetMany(ctx, keys, load)
+	if err != nil || len(got) != n-1 || got["3"] != "v3" || loads.Load() != 1 {
+		t.Fatalf("cold GetMany: %d values, %v, %d loads", len(got), err, loads.Load())
+	}
+	calls := rec.take()
+	if len(calls) != 2 {
+		t.Fatalf("cold GetMany of 50 keys: calls %q, want the lookups and the fills, one pipeline each", calls)
+	}
+	wantPipeline(t, "cold GetMany of 50 keys: lookups", calls[:1], "lookup", n)
+	wantPipeline(t, "cold GetMany of 50 keys: fills", calls[1:], "fill", n)
+	got, err = l.GetMany(ctx, keys, load)
+	if err != nil || len(got) != n-1 || loads.Load() != 1 {
+		t.Fatalf("warm GetMany: %d values, %v, %d loads", len(got), err, loads.Load())
+	}
+	wantPipeline(t, "warm GetMany of 50 keys", rec.take(), "lookup", n)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
 )
 
