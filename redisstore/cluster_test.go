@@ -70,6 +70,7 @@ func TestCluster(t *testing.T) {
 	t.Run("SkewFree", func(t *testing.T) { testClusterSkewFree(t, env) })
 	t.Run("NodeLosesData", func(t *testing.T) { testClusterNodeLoss(t, env) })
 	t.Run("Fleet", func(t *testing.T) { testClusterFleet(t, env) })
+	t.Run("NestedFleet", func(t *testing.T) { testNestedFleet(t, env.c.Client(t), "nest:") })
 	t.Run("RefusedSet", func(t *testing.T) {
 		testRefusedSet(t, env.client, func(i int) (string, string) {
 			return env.on(0, fmt.Sprintf("k%d-", i)), env.on(1, fmt.Sprintf("t%d-", i))
