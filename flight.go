@@ -392,7 +392,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	}
 	fill.Tags = mergeTags(pol.tags, k.tags)
 	out.private = k.private
-	out.in = input{
+	out.in = &input{
 		tags: fill.Tags, noStore: k.noStore, private: k.private, bounded: true,
 		fresh: now.Add(k.ttl), stale: now.Add(k.ttl + k.stale), errorEnd: now.Add(k.ttl + k.staleIfError),
 	}

@@ -303,7 +303,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	// (unless it needs a fresh one).
 	if l.c.remote && attempt == 0 {
 		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh); owner {
-			o, err, done = l.ownerLookup(ctx, f, g.work())
+			o, err, done = g.ownerLookup(f)
 			return f, true, o, err, done
 		}
 		if f != nil {
@@ -360,37 +360,40 @@ func (g *getter[T]) alone() (outcome[T], bool, error) {
 	}
 }
 
-// ownerLookup makes the first lookup of a flight on a remote store in the
-// owner's own goroutine, so that a hit costs no goroutine. If the entry is
-// servable it settles the flight with it (done); otherwise the flight goes
-// on in the background to load or wait, and the owner waits on it like any
-// caller. If the owner's context ends during the lookup, the flight is
-// handed to a goroutine so that its joiners are not stranded.
-func (l *Loader[T]) ownerLookup(ctx context.Context, f *flight[T], w *work[T]) (o outcome[T], err error, done bool) {
+// ownerLookup makes the first lookup of flight f on a remote store in the
+// owner's own goroutine, so that a hit costs no goroutine (and no flight
+// work). If the entry is servable it settles the flight with it (done);
+// otherwise the flight goes on in the background to load or wait, and the
+// owner waits on it like any caller. If the owner's context ends during
+// the lookup, the flight is handed to a goroutine so that its joiners are
+// not stranded.
+func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done bool) {
+	l, ctx := g.l, g.ctx
 	mark := f.begin()
 	at := time.Now() // joiners may be nested Gets: the flight notes it for them
-	lk, err := l.c.lookup(ctx, f.key, l.request(&w.pol, l.c.token()), l.st)
-	act, o := l.decide(f.key, &lk, err, mark, at, w.fresh)
+	lk, err := l.c.lookup(ctx, f.key, l.request(&g.pol, l.c.token()), l.st)
+	act, o := l.decide(f.key, &lk, err, mark, at, g.fresh)
 	switch act {
 	case actNoStore:
-		w.start(ctx, f, plan{noStore: true})
+		g.work().start(ctx, f, plan{noStore: true})
 		return o, nil, false
 	case actFail:
 		// The caller is gone (or the store closed); the flight's joiners
 		// are not. The lookup may have been granted the lease: the Cache
 		// keeps its token, and the flight's own lookup takes it back.
-		w.start(ctx, f, plan{})
+		g.work().start(ctx, f, plan{})
 		return o, err, true
-	case actServe, actServeRefresh:
-		// The lookup flight ends first, then the refresh (if this lookup
-		// was granted its lease) registers: joiners that retry find it.
+	case actServe:
 		l.flights.finish(f.key, f, o)
-		if act == actServeRefresh {
-			w.refresh(ctx, lk)
-		}
+		return o, nil, true
+	case actServeRefresh:
+		// The lookup flight ends first, then the refresh registers:
+		// joiners that retry find it.
+		l.flights.finish(f.key, f, o)
+		g.work().refresh(ctx, lk)
 		return o, nil, true
 	}
-	w.start(ctx, f, plan{lk: escape(lk), mark: mark})
+	g.work().start(ctx, f, plan{lk: escape(lk), mark: mark})
 	return o, nil, false
 }
 

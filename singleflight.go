@@ -130,7 +130,7 @@ type outcome[T any] struct {
 	// the lookup sent at local instant at; for a load, in.
 	entry   *store.Entry
 	now, at time.Time
-	in      input
+	in      *input
 	// private: only the caller that ran the load may take it.
 	private bool
 }
@@ -138,9 +138,12 @@ type outcome[T any] struct {
 // input returns what a load that read o (of key) with a nested Get
 // depends on.
 func (o *outcome[T]) input(key string) *input {
-	in := o.in
-	if o.entry != nil {
+	var in input
+	switch {
+	case o.entry != nil:
 		in = entryInput(o.entry, o.now, o.at)
+	case o.in != nil:
+		in = *o.in
 	}
 	in.key = key
 	return &in
