@@ -18,9 +18,21 @@ import (
 // draws action names uniformly, so an action of weight w gets w names.
 var weights = map[string]int{"Get": 4, "Step": 4, "Invalidate": 2}
 
+// nestedWeights are the weights of a check with layered keys: an outer
+// value takes a dozen Steps to build.
+var nestedWeights = map[string]int{"Get": 4, "Step": 6, "Invalidate": 2, "GetOuter": 3, "Drive": 2}
+
 func actions(m *machine) map[string]func(*rapid.T) {
 	acts := rapid.StateMachineActions(m)
-	for name, w := range weights {
+	w := weights
+	if m.cfg.nested {
+		w = nestedWeights
+	} else {
+		delete(acts, "GetOuter")
+		delete(acts, "InvalidateOuter")
+		delete(acts, "Drive")
+	}
+	for name, w := range w {
 		for i := 2; i <= w; i++ {
 			acts[fmt.Sprintf("%s%d", name, i)] = acts[name]
 		}
@@ -78,7 +90,13 @@ func (m *machine) startGet(n *node, key string, slow int) *getRec {
 	m.nextID++
 	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
 	m.gets = append(m.gets, g)
-	m.lastGet = g
+	m.getByID[g.id] = g
+	m.getTags[g.id] = earlyTags[key]
+	if isOuter(key) {
+		m.lastOuter = g
+	} else {
+		m.lastGet = g
+	}
 	if slow > 0 {
 		m.holdFor[g.id] = slow
 	}
@@ -91,7 +109,7 @@ func (m *machine) startGet(n *node, key string, slow int) *getRec {
 		opts = append(opts, paddock.Tags(tags...))
 	}
 	go func() {
-		r, err := n.loader.Fetch(ctx, key, m.loadFunc(n, key, g.id), opts...)
+		r, err := n.loaderOf(key).Fetch(ctx, key, m.loadFuncFor(n, key, g.id), opts...)
 		m.getDone(g, r, err)
 	}()
 	return g
@@ -141,8 +159,9 @@ func (m *machine) Peek(t *rapid.T) {
 	m.begin("peek %s on node %d", key, n.id)
 	m.mu.Lock()
 	m.nextID++
-	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now()}
+	g := &getRec{id: m.nextID, node: n, key: key, start: m.step, startAt: time.Now(), peek: true}
 	m.gets = append(m.gets, g)
+	m.getByID[g.id] = g
 	m.mu.Unlock()
 	r, found, err := n.loader.Peek(context.Background(), key)
 	if !found && err == nil {
@@ -168,6 +187,7 @@ func (m *machine) GetMany(t *rapid.T) {
 		recs = append(recs, g)
 		early = append(early, earlyTags[key]...)
 	}
+	m.getTags[gid] = early
 	m.logf("  get-many %d starts", gid)
 	m.mu.Unlock()
 
@@ -195,17 +215,31 @@ func (m *machine) GetMany(t *rapid.T) {
 // often (its callers got the stale value; a caller that joins it later
 // may get the value again, as stale-if-error, when it fails).
 func (m *machine) Step(t *rapid.T) {
-	s := m.drawSource(t, func(s *source) bool { return s.state == running || s.state == hasRead })
+	s := m.drawSource(t, func(s *source) bool { return (s.state == running || s.state == hasRead) && !s.reading })
 	m.mu.Lock()
 	st, refresh := s.state, s.refresh
+	left := len(inputsOf[s.key]) - len(s.inputs)
 	m.mu.Unlock()
 	failOdds := 5
-	if refresh {
+	switch {
+	case refresh:
 		failOdds = 1
+	case m.cfg.nested:
+		failOdds = 12 // an outer value needs many loads to succeed
 	}
 	if rapid.IntRange(0, failOdds).Draw(t, "fail") == failOdds {
 		m.begin("load %d fails", s.id)
 		s.cmds <- cmdFail
+	} else if st == running && isOuter(s.key) {
+		// An outer load reads its next input with a nested read, which
+		// may start an inner load that Step moves on in turn.
+		modes := []cmd{cmdNestGet, cmdNestPeek}
+		if left > 1 {
+			modes = append(modes, cmdNestMany)
+		}
+		c := rapid.SampledFrom(modes).Draw(t, "nested")
+		m.begin("load %d reads its next input (%v)", s.id, c)
+		s.cmds <- c
 	} else if st == running {
 		m.begin("load %d reads row %s", s.id, s.key)
 		s.cmds <- cmdRead
@@ -299,6 +333,9 @@ func (m *machine) invalidateNow(n *node, keys, tags []string, write, soft bool) 
 	for _, k := range touched {
 		inv.vers[k] = m.db[k]
 	}
+	if inv.ok {
+		inv.dooms = m.doomedBy(n, keys, tags, false)
+	}
 	m.invs = append(m.invs, inv)
 	m.logf("  %s returned %v", kind, err)
 	m.count(fmt.Sprintf("%s ok %v", kind, err == nil))
@@ -354,7 +391,7 @@ func (m *machine) Set(t *rapid.T) {
 	m.db[key]++
 	m.nextID++
 	s := &source{id: m.nextID, set: true, node: n, key: key, begin: m.step, beginAt: time.Now(),
-		read: m.step, ver: m.db[key], end: m.step, state: finished}
+		read: m.step, ver: m.db[key], end: m.step, state: finished, setTags: tags}
 	m.srcs[s.id] = s
 	m.logf("  row %s is v%d; set %d", key, m.db[key], s.id)
 	m.mu.Unlock()
@@ -392,8 +429,13 @@ func (m *machine) Set(t *rapid.T) {
 	// or a tag is pending there, never reaches the store: what binds then
 	// is that pending invalidation, as the model has it.
 	refused := errors.Is(err, paddock.ErrFenced) && n.setFills > 0
-	m.invs = append(m.invs, &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
-		vers: map[string]int{key: s.ver}, refused: refused, setBegin: s.begin, src: s})
+	inv := &invRec{step: m.step, kind: "set", keys: []string{key}, ok: err == nil, node: n, at: time.Now(),
+		vers: map[string]int{key: s.ver}, refused: refused, setBegin: s.begin, src: s}
+	if inv.ok {
+		// The Set invalidates the key's dependency tag once written.
+		inv.dooms = m.doomedBy(n, inv.keys, nil, true)
+	}
+	m.invs = append(m.invs, inv)
 	m.logf("  set returned %v", err)
 	if errors.Is(err, paddock.ErrFenced) && !refused {
 		m.logf("  (refused by the Cache: a pending invalidation covers it)")
@@ -468,6 +510,7 @@ func (m *machine) Fault(t *rapid.T) {
 func (m *machine) lose() {
 	m.mu.Lock()
 	m.lost = m.step
+	m.trouble = time.Now()
 	m.mu.Unlock()
 }
 
@@ -500,6 +543,7 @@ func (m *machine) outage(down bool) {
 	}
 	m.mu.Lock()
 	m.down = down
+	m.trouble = time.Now()
 	if down {
 		m.outages = append(m.outages, outageRec{from: time.Now()})
 	} else {
@@ -556,7 +600,7 @@ func (m *machine) sortedSources() []*source {
 func (n *node) fullKeys(keys []string) []string {
 	full := make([]string, len(keys))
 	for i, k := range keys {
-		full[i] = n.loader.Key(k)
+		full[i] = fullKey(k)
 	}
 	return full
 }

@@ -125,6 +125,13 @@ func (m *machine) checkGet(g *getRec) {
 		m.violate("I0 model: a Get returned the value of another key", "get %d of %s returned %s", g.id, g.key, g.val)
 		return
 	}
+	if g.parent != nil {
+		m.checkNestedRead(g)
+	}
+	if isOuter(g.key) {
+		m.checkOuterGet(g, s)
+		return
+	}
 	// Invariant 1: a Get that starts after an invalidation returned never
 	// takes a value from a load that began before it, and never a row
 	// older than the row at that invalidation.
@@ -250,7 +257,8 @@ func (m *machine) checkOneLoad(s *source) {
 }
 
 // doomed reports whether an invalidation that affects o's key returned
-// after load o began. A batch load's tags are those of all its keys. The
+// after load o began. A batch load's tags are those of all its keys; an
+// outer load's, those its inputs may carry (see mayDoomOuter). The
 // caller holds m.mu.
 func (m *machine) doomed(o *source) bool {
 	if hooks.WaitDoomed.Load() {
@@ -261,6 +269,9 @@ func (m *machine) doomed(o *source) bool {
 		keys = append(keys, b.key)
 	}
 	for _, inv := range m.invs {
+		if isOuter(o.key) && inv.step >= o.begin && m.mayDoomOuter(inv, o.key) {
+			return true
+		}
 		if inv.kind == "set" || inv.step < o.begin {
 			continue
 		}
@@ -373,6 +384,7 @@ func (m *machine) Check(t *rapid.T) {
 	m.checkStore()
 	m.mu.Lock()
 	m.checkLive()
+	m.checkDoomedWait()
 	v := m.violations
 	m.mu.Unlock()
 	if len(v) == 0 {
@@ -393,6 +405,12 @@ func (m *machine) Check(t *rapid.T) {
 		t.Fatalf("%s", v[0])
 	case "I5":
 		t.Fatalf("%s", v[0])
+	case "I6":
+		t.Fatalf("%s", v[0])
+	case "I7":
+		t.Fatalf("%s", v[0])
+	case "I8":
+		t.Fatalf("%s", v[0])
 	default:
 		t.Fatalf("%s", v[0])
 	}
@@ -405,6 +423,7 @@ func (m *machine) checkStore() {
 	if m.env.peek == nil {
 		return
 	}
+	m.checkOuterStore()
 	for _, key := range rowKeys {
 		lk, err := m.env.peek(context.Background(), namespace+":"+key)
 		if err != nil || (lk.State != store.StateFresh && lk.State != store.StateStale) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ func (m *machine) runLoad(ctx context.Context, n *node, keys []string, gid int) 
 			m.mu.Lock()
 			for _, s := range ss {
 				s.read, s.ver, s.state = m.step, m.db[s.key], hasRead
+				s.known = append(s.known, late...)
 				m.logf("  load %d read %s v%d", s.id, s.key, s.ver)
 			}
 			m.mu.Unlock()
@@ -97,7 +99,8 @@ func (m *machine) beginLoad(n *node, keys []string, gid int) []*source {
 	ss := make([]*source, len(keys))
 	for i, key := range keys {
 		m.nextID++
-		s := &source{id: m.nextID, node: n, key: key, owner: gid, refresh: refresh, begin: m.step, beginAt: now, cmds: cmds}
+		s := &source{id: m.nextID, node: n, key: key, owner: gid, refresh: refresh, begin: m.step, beginAt: now, cmds: cmds,
+			known: slices.Clone(m.getTags[gid])}
 		lk, ok := n.lookups[lookupKey{gid, key}]
 		fresh := ok && lk.step == m.step && lk.at.Equal(now)
 		s.leased = fresh && lk.ok && lk.lease
@@ -158,6 +161,16 @@ func (m *machine) getDone(g *getRec, r paddock.Result[string], err error) {
 		return
 	}
 	m.logf("  get %d of %s on node %d: %s (%v)", g.id, g.key, g.node.id, r.Value, r.Status)
+	if r.Status == paddock.StatusStale || r.Status == paddock.StatusHit {
+		// Served from the store: a load it owns is a background refresh
+		// (which may have begun before the Get returned).
+		for _, s := range m.srcs {
+			if s.owner == g.id && !s.set && !s.refresh {
+				s.refresh = true
+				m.logf("  load %d is a background refresh", s.id)
+			}
+		}
+	}
 	if g.many {
 		m.count("get-many value")
 	} else {

@@ -131,14 +131,41 @@ type source struct {
 
 	cmds  chan cmd
 	batch []*source // the sources of one load of several keys (GetMany), in order
+
+	// known: the tags the load's flight is known to carry so far, by
+	// their full names: the Get's Tags option, the tags the load named,
+	// and the dependency tags and inner tags of its nested reads. An
+	// invalidation in its process that names one of them dooms it.
+	known []string
+	// setTags: the tags a Set named.
+	setTags []string
+	// An outer key's load (nested_test.go): the inputs it has read, in
+	// order; whether it is inside a nested read now; its value, once
+	// built.
+	inputs  []inRec
+	reading bool
+	val     string
 }
 
-func (s *source) value() string { return fmt.Sprintf("%s#%d@v%d", s.key, s.id, s.ver) }
+func (s *source) value() string {
+	if s.val != "" {
+		return s.val
+	}
+	return fmt.Sprintf("%s#%d@v%d", s.key, s.id, s.ver)
+}
 
 func (s *source) String() string {
 	kind := "load"
 	if s.set {
 		kind = "set"
+	}
+	if isOuter(s.key) {
+		var in []string
+		for _, i := range s.inputs {
+			in = append(in, i.String())
+		}
+		return fmt.Sprintf("%s %d (key %s, node %d, began step %d, inputs [%s], %v)",
+			kind, s.id, s.key, s.node.id, s.begin, strings.Join(in, ", "), s.state)
 	}
 	return fmt.Sprintf("%s %d (key %s, node %d, began step %d, read v%d at step %d, %v)",
 		kind, s.id, s.key, s.node.id, s.begin, s.ver, s.read, s.state)
@@ -179,7 +206,11 @@ type getRec struct {
 	err     error
 	status  paddock.Status // 0 for a GetMany, which does not report it
 	many    bool           // one key of a GetMany
-	stuck   bool           // reported by checkLive
+	peek    bool           // a Peek
+	stuck   bool           // reported by checkLive or checkDoomedWait
+	// parent is the outer load a nested read is made in (nil for a Get
+	// the machine made).
+	parent *source
 }
 
 // An invRec is an invalidation (or a Set, which is a versioned write that
@@ -202,6 +233,9 @@ type invRec struct {
 	setBegin int
 	src      *source        // a Set's own value
 	vers     map[string]int // row versions of the rows it touches, when it returned
+	// dooms: the loads in flight when it returned that it doomed (see
+	// doomedBy), if it was acknowledged.
+	dooms []doom
 }
 
 // affects reports whether inv fences row key: it names the key or one of
@@ -236,12 +270,14 @@ type outageRec struct{ from, to time.Time }
 // A node is one process: a Cache and its Loader over the shared store,
 // through a nodeStore that can crash it or cut it off.
 type node struct {
-	id        int
-	slot      int
-	cache     *paddock.Cache
-	loader    *paddock.Loader[string]
-	crashed   bool
-	crashedAt time.Time
+	id     int
+	slot   int
+	cache  *paddock.Cache
+	loader *paddock.Loader[string] // rows
+	// lists and pages: the Loaders of the outer keys (nested_test.go)
+	lists, pages *paddock.Loader[string]
+	crashed      bool
+	crashedAt    time.Time
 	// beforeSetFill, if set, runs before the store sees a Set's fill.
 	beforeSetFill func()
 	// setFills counts the Set fills the node sent the store.
@@ -274,6 +310,7 @@ type config struct {
 	loadTimeout  time.Duration
 	staleIfError time.Duration
 	beta         float64 // early refresh (with Rand fixed at 0.5)
+	nested       bool    // Gets of the outer keys (nested_test.go) are among the actions
 }
 
 // machine is the state machine. Its exported methods of type func(*rapid.T)
@@ -289,22 +326,30 @@ type machine struct {
 	// every load still blocked gives up on.
 	dead chan struct{}
 
-	mu         sync.Mutex // guards everything below; Gets, flights and loads report under it
-	step       int
-	db         map[string]int
-	nodes      []*node // the live node in each slot
-	all        []*node // every node ever, crashed ones included
-	gets       []*getRec
-	lastGet    *getRec // the last Get action's
-	srcs       map[int]*source
-	invs       []*invRec
-	down       bool                 // the store is unavailable to the nodes
-	outages    []outageRec          // every time it was, in order
-	holdFor    map[int]int          // Gets whose first lookup reply is to be held, for how many actions
-	replies    []heldReply          // the lookup replies held
-	held       map[string]int       // lookup replies held, by row key
-	heldUntil  map[string]time.Time // when the last held reply of a row key was delivered or lost
-	lost       int                  // the last step at which the store lost its state (flush, restart)
+	mu        sync.Mutex // guards everything below; Gets, flights and loads report under it
+	step      int
+	db        map[string]int
+	nodes     []*node // the live node in each slot
+	all       []*node // every node ever, crashed ones included
+	gets      []*getRec
+	lastGet   *getRec // the last Get action's
+	srcs      map[int]*source
+	invs      []*invRec
+	down      bool                 // the store is unavailable to the nodes
+	outages   []outageRec          // every time it was, in order
+	holdFor   map[int]int          // Gets whose first lookup reply is to be held, for how many actions
+	replies   []heldReply          // the lookup replies held
+	held      map[string]int       // lookup replies held, by row key
+	heldUntil map[string]time.Time // when the last held reply of a row key was delivered or lost
+	lost      int                  // the last step at which the store lost its state (flush, restart)
+	// trouble is the last time a store call may have failed or a lease
+	// been lost for a reason the model does not follow step by step
+	// (outages, lost replies, flushes, restarts): checkDoomedWait
+	// keeps away from it.
+	trouble    time.Time
+	getTags    map[int][]string // the Tags option of each Get (and GetMany), by id
+	getByID    map[int]*getRec
+	lastOuter  *getRec
 	closing    bool
 	nextID     int
 	violations []string
@@ -342,6 +387,8 @@ func newMachine(t *rapid.T, e *env) *machine {
 		holdFor:   make(map[int]int),
 		held:      make(map[string]int),
 		heldUntil: make(map[string]time.Time),
+		getTags:   make(map[int][]string),
+		getByID:   make(map[int]*getRec),
 	}
 	m.cfg.nodes = rapid.IntRange(2, 3).Draw(t, "nodes")
 	if r, ok := e.store.(store.Remote); ok && r.Remote() {
@@ -357,12 +404,14 @@ func newMachine(t *rapid.T, e *env) *machine {
 	}
 	m.cfg.staleIfError = rapid.SampledFrom([]time.Duration{0, 40 * time.Second}).Draw(t, "staleIfError")
 	m.cfg.beta = rapid.SampledFrom([]float64{0, 1}).Draw(t, "beta")
+	m.cfg.nested = rapid.Bool().Draw(t, "nested")
 	for _, k := range rowKeys {
 		m.db[k] = 1
 	}
 	for i := range m.cfg.nodes {
 		m.nodes = append(m.nodes, m.newNode(i))
 	}
+	m.logf("config: %+v", m.cfg)
 	return m
 }
 
@@ -387,6 +436,7 @@ func (m *machine) newNode(slot int) *node {
 		m.t.Fatalf("paddock.NewLoader: %v", err)
 	}
 	n.cache, n.loader = c, l
+	n.lists, n.pages = m.newLoader(c, "list"), m.newLoader(c, "page")
 	m.all = append(m.all, n)
 	return n
 }

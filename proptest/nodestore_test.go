@@ -3,7 +3,6 @@ package proptest
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/paddockcache/paddock/store"
@@ -51,7 +50,7 @@ func (s *nodeStore) Lookup(ctx context.Context, key string, req store.LookupRequ
 			err = s.m.holdReply(ctx, s.n, key, gid, lk)
 		}
 		s.m.mu.Lock()
-		s.n.lookups[lookupKey{gid, strings.TrimPrefix(key, namespace+":")}] = lookupObs{step: s.m.step, asked: asked, at: time.Now(), storeNow: lk.Now, ok: err == nil, lease: lk.Lease}
+		s.n.lookups[lookupKey{gid, shortKey(key)}] = lookupObs{step: s.m.step, asked: asked, at: time.Now(), storeNow: lk.Now, ok: err == nil, lease: lk.Lease}
 		s.m.mu.Unlock()
 	}
 	return lk, err
@@ -74,7 +73,7 @@ func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, l
 	rel := make(chan struct{})
 	m.replies = append(m.replies, heldReply{gid: gid, due: m.step + after, deliver: rel})
 	heldAt := time.Now()
-	k := strings.TrimPrefix(key, namespace+":")
+	k := shortKey(key)
 	m.held[k]++
 	m.logf("  lookup of %s for get %d on node %d answered (%v, lease %v); the reply is held", k, gid, n.id, lk.State, lk.Lease)
 	m.count("lookup reply held")
@@ -100,6 +99,7 @@ func (m *machine) holdReply(ctx context.Context, n *node, key string, gid int, l
 	} else {
 		m.logf("  held lookup reply of %s for get %d on node %d lost: %v", k, gid, n.id, err)
 		m.count("held lookup reply lost")
+		m.trouble = time.Now()
 	}
 	m.mu.Unlock()
 	return err
@@ -127,6 +127,8 @@ func (s *nodeStore) Release(ctx context.Context, key string, lease uint64) error
 	if err := s.gate(); err != nil {
 		return err
 	}
+	s.m.mu.Lock()
+	s.m.mu.Unlock()
 	return s.m.env.store.Release(ctx, key, lease)
 }
 
@@ -134,6 +136,8 @@ func (s *nodeStore) Invalidate(ctx context.Context, inv store.Invalidation) erro
 	if err := s.gate(); err != nil {
 		return err
 	}
+	s.m.mu.Lock()
+	s.m.mu.Unlock()
 	return s.m.env.store.Invalidate(ctx, inv)
 }
 

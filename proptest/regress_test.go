@@ -3,6 +3,7 @@ package proptest
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -100,4 +101,241 @@ func TestStaleIfErrorJoinerPastWindow(t *testing.T) {
 			t.Logf("G2 returned %q (%v), %v", r.r.Value, r.r.Status, r.err)
 		}
 	})
+}
+
+// TestTagInvalidationDoomsUnregisteredFlight is a counterexample the
+// machine found for invariant 7, written out by hand.
+//
+// An invalidation detaches, in the process that makes it, the flights it
+// dooms and gives their leases back, so that a Get that begins after it
+// loads at once rather than waiting for a load that can no longer fill. A
+// flight that holds the lease but was started while another flight of the
+// key was registered runs unregistered (flights.start), and detach, which
+// looks only at the registered flights, neither finds it nor gives its
+// lease back. A tag invalidation (which breaks no lease in the store)
+// then leaves every later Get of the key, in any process, waiting for the
+// doomed load until its lease expires.
+//
+// Two ways to get there, both on one memstore:
+//
+//	polling: node 2 loads b (G0); on node 1, G1 finds the lease held and
+//	         its flight polls; G0's load fails and gives the lease back;
+//	         G2 on node 1 is granted it before G1's flight polls again, and
+//	         loads unregistered (G1's flight is registered)
+//	expired: on node 1, G1 loads b and outlives its lease; G2 is granted
+//	         the lease and loads unregistered (G1's flight is registered)
+//
+// Then InvalidateTags("t0") on node 1 (both loads are known to carry t0),
+// and G3 of b on node 2: it must load at once, not wait for G2's load.
+func TestTagInvalidationDoomsUnregisteredFlight(t *testing.T) {
+	for _, how := range []string{"polling", "expired"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				st, err := memstore.New(memstore.MaxBytes(1<<20), memstore.MaxEntryBytes(4<<10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				var loaders []*paddock.Loader[string]
+				for range 2 {
+					c, err := paddock.New(st, paddock.LeaseTTL(leaseTTL), paddock.WaitTimeout(waitTimeout))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					l, err := paddock.NewLoader[string](c, "row", paddock.LoadTimeout(45*time.Second))
+					if err != nil {
+						t.Fatal(err)
+					}
+					loaders = append(loaders, l)
+				}
+				n1, n2 := loaders[0], loaders[1]
+
+				var mu sync.Mutex
+				var gates []chan error
+				load := func(ctx context.Context) (string, error) {
+					g := make(chan error)
+					mu.Lock()
+					gates = append(gates, g)
+					mu.Unlock()
+					select {
+					case err := <-g:
+						return "v", err
+					case <-ctx.Done():
+						return "", ctx.Err()
+					}
+				}
+				loads := func() int {
+					mu.Lock()
+					defer mu.Unlock()
+					return len(gates)
+				}
+				get := func(l *paddock.Loader[string]) {
+					go l.Get(ctx, "b", load, paddock.Tags("t0"))
+					synctest.Wait()
+				}
+
+				switch how {
+				case "polling":
+					get(n2) // G0 loads
+					get(n1) // G1 waits for G0's lease: its flight polls
+					gates[0] <- errors.New("load failed")
+					synctest.Wait()
+					get(n1) // G2: granted the lease before G1's flight polls again
+				case "expired":
+					get(n1) // G1 loads
+					time.Sleep(leaseTTL)
+					get(n1) // G2: granted the expired lease
+				}
+				if n := loads(); n != 2 {
+					t.Fatalf("%d loads before the invalidation, want 2", n)
+				}
+				if err := n1.Cache().InvalidateTags(ctx, "t0"); err != nil {
+					t.Fatal(err)
+				}
+				get(n2) // G3
+				time.Sleep(time.Second)
+				synctest.Wait()
+				if n := loads(); n != 3 {
+					t.Errorf("a Get that began after InvalidateTags(t0) returned still waits, a second later, for G2's load, which the invalidation doomed: %d loads, want 3", n)
+				}
+				mu.Lock()
+				for _, g := range gates {
+					close(g)
+				}
+				mu.Unlock()
+				synctest.Wait()
+			})
+		})
+	}
+}
+
+// TestNestedInputStaleByTagStoredFresh is a counterexample the machine
+// found for invariant 6, written out by hand.
+//
+// An outer value built from an inner value served stale must be stored
+// already stale. A soft invalidation of a tag leaves the entries that
+// carry it as they were (the lookup reports them stale because of the
+// tag), and the outer load takes its bound from the inner entry's
+// FreshUntil: the outer value is stored fresh for the rest of the inner
+// entry's TTL. Both ways for an inner entry to be stale by a tag:
+//
+//	row tag:  0s  Get row a: loaded, tagged t0, fresh until 10s
+//	          0s  MarkStaleTags(t0)
+//	          0s  Get list ab: its load reads row a with a nested Get, which
+//	              serves it stale (and refreshes it in the background);
+//	              the list is filled
+//	          0s  Get list ab: a hit, built from a stale input
+//
+//	key:      0s  Get page home: its load reads list ab, whose load reads
+//	              row a; all three are filled, fresh until 10s
+//	          0s  MarkStale(row:a): row a's entry is stale, and the list's
+//	              through its dependency tag @row:a
+//	          0s  the page is stale too; Get list ab inside the page's
+//	              refresh would wait, so the test reads the list from a
+//	              fresh load of another page, home2: served stale
+//	          0s  Get page home2: a hit, built from a stale input
+func TestNestedInputStaleByTagStoredFresh(t *testing.T) {
+	for _, how := range []string{"row tag", "key"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				st, err := memstore.New(memstore.MaxBytes(1<<20), memstore.MaxEntryBytes(4<<10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				c, err := paddock.New(st, paddock.LeaseTTL(leaseTTL))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				var loaders []*paddock.Loader[string]
+				for _, ns := range []string{"row", "list", "page"} {
+					l, err := paddock.NewLoader[string](c, ns, paddock.TTL(ttl), paddock.Stale(staleFor), paddock.Beta(0))
+					if err != nil {
+						t.Fatal(err)
+					}
+					loaders = append(loaders, l)
+				}
+				rows, lists, pages := loaders[0], loaders[1], loaders[2]
+				hold := make(chan struct{})
+				defer close(hold)
+				loaded := map[string]bool{}
+				// Each key loads once; a second load (a background
+				// refresh) stays in flight until the test ends.
+				once := func(key, v string) func(ctx context.Context) (string, error) {
+					return func(ctx context.Context) (string, error) {
+						if loaded[key] {
+							<-hold
+							return "", errors.New("the test is over")
+						}
+						loaded[key] = true
+						return v, nil
+					}
+				}
+				row := func(ctx context.Context) (string, error) {
+					paddock.Tag(ctx, "t0")
+					return once("a", "a1")(ctx)
+				}
+				var inner []paddock.Status
+				list := func(ctx context.Context) (string, error) {
+					r, err := rows.Fetch(ctx, "a", row)
+					inner = append(inner, r.Status)
+					if err != nil {
+						return "", err
+					}
+					return once("ab", "list("+r.Value+")")(ctx)
+				}
+				page := func(name string) func(ctx context.Context) (string, error) {
+					return func(ctx context.Context) (string, error) {
+						r, err := lists.Fetch(ctx, "ab", list)
+						inner = append(inner, r.Status)
+						if err != nil {
+							return "", err
+						}
+						return once(name, "page("+r.Value+")")(ctx)
+					}
+				}
+
+				var outer *paddock.Loader[string]
+				var key string
+				var load func(context.Context) (string, error)
+				switch how {
+				case "row tag":
+					outer, key, load = lists, "ab", list
+					if _, err := rows.Get(ctx, "a", row); err != nil {
+						t.Fatal(err)
+					}
+					if err := c.MarkStaleTags(ctx, "t0"); err != nil {
+						t.Fatal(err)
+					}
+				case "key":
+					outer, key, load = pages, "home2", page("home2")
+					if _, err := pages.Get(ctx, "home", page("home")); err != nil {
+						t.Fatal(err)
+					}
+					if err := c.MarkStale(ctx, rows.Key("a")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				inner = nil
+				if _, err := outer.Get(ctx, key, load); err != nil {
+					t.Fatal(err)
+				}
+				if len(inner) != 1 || inner[0] != paddock.StatusStale {
+					t.Fatalf("the outer load's nested Get: %v, want one, served stale", inner)
+				}
+				synctest.Wait()
+				r, err := outer.Fetch(ctx, key, load)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Status == paddock.StatusHit {
+					t.Errorf("%s %s, built from an input served stale, is served as a hit: %q", outer.Namespace(), key, r.Value)
+				}
+			})
+		})
+	}
 }
