@@ -33,6 +33,12 @@ var canFail = []struct {
 	{"TestRedis", "I2", "NoLease", "in flight", "as on memstore, on a real redis-server"},
 	{"TestRedis", "I1", "FillFirstTagOnly", "load that began before", "a load of b whose second tag is invalidated while it runs fills; a Get that joined its flight after the invalidation takes its value"},
 	{"TestRedisCluster", "I1", "NoClusterPreFill", "load that began before", "a load whose tag in another slot is invalidated while it runs fills; a Get that joined its flight after the invalidation takes its value"},
+	{"TestMemstore", "I6", "NoDeps", "older than", "an outer entry carries none of its inputs' keys and tags; invalidating a row leaves the list and the page built from it"},
+	{"TestMemstore", "I8", "NoDeps", "window", "an outer entry is kept for its own TTL, past the windows of the inputs it was built from"},
+	{"TestMemstore", "I7", "WaitDoomed", "doomed", "an invalidation leaves the flights it dooms in place, with their leases; a Get that begins after it waits for the doomed load"},
+	{"TestMemstore", "I7", "LeaseOutlivesInvalidation", "doomed", "the store keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
+	{"TestRedis", "I6", "NoDeps", "older than", "as on memstore, on a real redis-server"},
+	{"TestRedis", "I7", "LeaseOutlivesInvalidation", "doomed", "redisstore keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
 }
 
 // canFailSeed and canFailChecks fix the search of each can-fail run, so

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"pgregory.net/rapid"
 )
 
 // A doom is a load in flight that an invalidation doomed when it
@@ -174,4 +175,32 @@ func (m *machine) troubledSince(from time.Time) bool {
 		}
 	}
 	return !m.trouble.Before(from)
+}
+
+// Doom aims at invariant 7: a Get of a key starts (or joins) a load, an
+// invalidation of the key or of one of its row's tags lands from some
+// node while the load is held, another Get of the key starts on some
+// node, and a second passes, so that the second Get has had time to move
+// on from the doomed load.
+func (m *machine) Doom(t *rapid.T) {
+	keys := rowKeys
+	if m.cfg.nested {
+		keys = append(slices.Clone(rowKeys), outerKeys...)
+	}
+	key := rapid.SampledFrom(keys).Draw(t, "key")
+	m.startGet(m.drawNode(t), key, 0)
+	m.settle()
+	var ikeys, itags []string
+	if tags := tagsOf(key); len(tags) > 0 && rapid.Bool().Draw(t, "byTag") {
+		itags = []string{rapid.SampledFrom(tags).Draw(t, "tag")}
+	} else {
+		ikeys = []string{key}
+	}
+	m.invalidate(m.drawNode(t), ikeys, itags, !isOuter(key) && rapid.Bool().Draw(t, "writeFirst"), false)
+	m.startGet(m.drawNode(t), key, 0)
+	m.settle()
+	m.begin("advance %v", doomedGrace)
+	m.env.advance(doomedGrace)
+	time.Sleep(doomedGrace)
+	m.settle()
 }

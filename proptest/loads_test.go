@@ -87,11 +87,12 @@ func (m *machine) beginLoad(n *node, keys []string, gid int) []*source {
 		return nil
 	}
 	now := time.Now()
-	// A load whose Get has returned is a background refresh (the Get
-	// took the stale value).
+	// A load whose Get has returned a value is a background refresh (the
+	// Get took the stale value). One whose Get gave up (a nested Get whose
+	// outer load timed out) is not: its flight goes on for the Get.
 	refresh := true
 	for _, g := range m.gets {
-		if g.id == gid && !g.done {
+		if g.id == gid && (!g.done || g.err != nil) {
 			refresh = false
 		}
 	}
