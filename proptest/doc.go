@@ -20,7 +20,16 @@
 // fill, or inside the store's fill (memstore with hooks.FillTagGap). An
 // invalidation that fails binds its own node at once and the other nodes
 // once the store has been reachable again for a second, as the Cache
-// retries it.
+// retries it. An invalidation may land while a load of its key is held
+// and another Get of the key follow it, on any node.
+//
+// In half the checks the rows have layers on top (nested_test.go): a list
+// built from rows a and b and a page built from the list, each on its own
+// Loader of the node's Cache, whose loads read their inputs with nested
+// Gets, Peeks and GetManys, one Step at a time, so that invalidations of
+// inner keys and of the rows' tags race the outer and the inner loads at
+// every point. Outer values carry the values they were built from, and the
+// invariants follow them down to the rows.
 //
 // The same machine runs on every store: a store is a backend (open a store,
 // move its clock, flush or restart it), and its test is one line

@@ -267,8 +267,9 @@ func (inv *invRec) String() string {
 // the instant it went down to the instant it came back (zero while down).
 type outageRec struct{ from, to time.Time }
 
-// A node is one process: a Cache and its Loader over the shared store,
-// through a nodeStore that can crash it or cut it off.
+// A node is one process: a Cache and its Loaders (of the rows and of the
+// outer keys) over the shared store, through a nodeStore that can crash
+// it or cut it off.
 type node struct {
 	id     int
 	slot   int
@@ -428,14 +429,7 @@ func (m *machine) newNode(slot int) *node {
 	if err != nil {
 		m.t.Fatalf("paddock.New: %v", err)
 	}
-	l, err := paddock.NewLoader[string](c, namespace,
-		paddock.TTL(ttl), paddock.Stale(staleFor), paddock.Beta(m.cfg.beta),
-		paddock.StaleIfError(m.cfg.staleIfError),
-		paddock.LoadTimeout(m.cfg.loadTimeout), paddock.NegativeTTL(0))
-	if err != nil {
-		m.t.Fatalf("paddock.NewLoader: %v", err)
-	}
-	n.cache, n.loader = c, l
+	n.cache, n.loader = c, m.newLoader(c, namespace)
 	n.lists, n.pages = m.newLoader(c, "list"), m.newLoader(c, "page")
 	m.all = append(m.all, n)
 	return n
