@@ -207,13 +207,13 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 	marks := make([]uint64, len(mine))
 	for i, b := range mine {
 		keys[i] = b.key
-		b.f.lease.Store(b.lk.token)
+		b.f.hold(b.lk.token)
 		marks[i] = b.f.begin()
 	}
 	lctx, sc, cancel := l.c.loadContext(ctx, pol.loadTimeout)
 	sc.needFresh = mine[0].w.fresh
 	for _, b := range mine {
-		b.f.sc.Store(sc)
+		b.f.loads(sc)
 	}
 	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	cancel()

@@ -247,7 +247,7 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		}
 		switch {
 		case act == actLoad:
-			f.lease.Store(token)
+			f.hold(token)
 			return w.loadAndFill(ctx, f, lk, mark)
 		case act == actLoadUnleased, p.solo:
 			return w.loadAndFill(ctx, f, lk, mark)
@@ -285,7 +285,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	mark := f.begin()
 	lctx, sc, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	sc.needFresh = f.background || w.fresh
-	f.sc.Store(sc)
+	f.loads(sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
 	cancel()
 	ld.mark = mark

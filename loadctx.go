@@ -181,14 +181,25 @@ func earliest(a, b time.Time) time.Time {
 
 // entryInput is the input of a nested read served entry e, looked up at
 // store-clock instant now and local instant at (taken before the lookup
-// was sent, so that the bounds are never later than the store's).
-func entryInput(e *store.Entry, now, at time.Time) input {
-	return input{
+// was sent, so that the bounds are never later than the store's). An
+// entry served stale (its window passed, or a soft invalidation of it or
+// of one of its tags, which leaves its FreshUntil alone) is fresh no
+// longer; one served stale-if-error is not servable stale either.
+func entryInput(e *store.Entry, now, at time.Time, status Status) input {
+	in := input{
 		tags: e.Tags, bounded: true,
 		fresh:    at.Add(e.FreshUntil.Sub(now)),
 		stale:    at.Add(e.StaleUntil.Sub(now)),
 		errorEnd: at.Add(e.ErrorUntil.Sub(now)),
 	}
+	switch status {
+	case StatusStaleIfError:
+		in.stale = earliest(in.stale, at)
+		fallthrough
+	case StatusStale:
+		in.fresh = earliest(in.fresh, at)
+	}
+	return in
 }
 
 // keptAs is how a load's result is kept: the fill's windows from a local

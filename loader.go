@@ -302,7 +302,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	// not waited for: the caller looks up and serves the stale value
 	// (unless it needs a fresh one).
 	if l.c.remote && attempt == 0 {
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh, g.fresh, false); owner {
 			o, err, done = g.ownerLookup(f)
 			return f, true, o, err, done
 		}
@@ -327,7 +327,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		g.work().refresh(ctx, lk)
 		return nil, true, o, nil, true
 	case actNoStore: // load without the store, still coalesced
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, g.fresh, true); owner {
 			g.work().start(ctx, f, plan{noStore: true})
 		}
 	case actLoad:
@@ -340,7 +340,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		// flight waits for the holder's fill through the store, and
 		// loads only once the lease is free, so loads of the key never
 		// overlap.
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, g.fresh, act == actLoadUnleased); owner {
 			g.work().start(ctx, f, plan{lk: escape(lk)})
 		}
 	}
@@ -351,6 +351,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 // produced a value for its own caller only (see Private).
 func (g *getter[T]) alone() (outcome[T], bool, error) {
 	f := g.l.flights.unregistered(g.key, g.pol.tags)
+	f.fresh = g.fresh
 	g.work().start(g.ctx, f, plan{solo: true})
 	select {
 	case <-f.done:

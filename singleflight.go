@@ -68,9 +68,14 @@ type flight[T any] struct {
 	// clock is the Loader's mark clock (group.clock): the flight's store
 	// reads, loads and fills take their marks from it.
 	clock *atomic.Uint64
+	// sh is the shard of the Loader's group that holds key.
+	sh *shard[T]
 	// background flights are refreshes while a stale value is being
 	// served; callers that may serve stale do not wait for them.
 	background bool
+	// fresh: the flight serves no stale value (it loads, or it was
+	// started by a caller that needs a fresh value); see scope.needFresh.
+	fresh bool
 	// tags are the tags the Get that started the flight gave; sc, once the
 	// load runs, holds those the load names. An invalidation of one of
 	// them dooms the flight (see group.detach).
@@ -79,10 +84,33 @@ type flight[T any] struct {
 	// lease is the token of the lease the flight holds while it loads, or
 	// zero. Whoever swaps it to zero gives the lease back.
 	lease atomic.Uint64
+	// active: f holds a lease or runs a load, and is in sh.active, where an
+	// invalidation finds it registered or not. Guarded by sh.mu.
+	active, ended bool
 }
 
-// loading reports whether f holds the key's lease or runs its load.
-func (f *flight[T]) loading() bool { return f.lease.Load() != 0 || f.sc.Load() != nil }
+// hold records that f holds the key's lease with token.
+func (f *flight[T]) hold(token uint64) {
+	f.lease.Store(token)
+	f.activate()
+}
+
+// loads records that f's load runs with scope sc.
+func (f *flight[T]) loads(sc *scope) {
+	f.sc.Store(sc)
+	f.activate()
+}
+
+// activate puts f where an invalidation can doom it.
+func (f *flight[T]) activate() {
+	f.sh.mu.Lock()
+	if !f.active && !f.ended {
+		f.active = true
+		f.sh.active[f] = struct{}{}
+		f.sh.g.n.Add(1)
+	}
+	f.sh.mu.Unlock()
+}
 
 // knows reports whether f's result is known to carry one of tags.
 func (f *flight[T]) knows(tags []string) bool {
@@ -141,7 +169,7 @@ func (o *outcome[T]) input(key string) *input {
 	var in input
 	switch {
 	case o.entry != nil:
-		in = entryInput(o.entry, o.now, o.at)
+		in = entryInput(o.entry, o.now, o.at, o.status)
 	case o.in != nil:
 		in = *o.in
 	}
@@ -175,47 +203,62 @@ type group[T any] struct {
 	// scale: a caller notes clock's reading when it begins, and an
 	// operation whose mark is above it began after the caller.
 	clock atomic.Uint64
-	// n counts the registered flights, so that an invalidation finds an
-	// idle Loader without locking its shards.
+	// n counts the active flights (holding a lease or loading), so that an
+	// invalidation finds an idle Loader without locking its shards.
 	n      atomic.Int64
 	seed   maphash.Seed
 	shards [flightShards]shard[T]
 }
 
 type shard[T any] struct {
+	g  *group[T]
 	mu sync.Mutex
-	m  map[string]*flight[T]
+	// m holds the flights callers join, one per key.
+	m map[string]*flight[T]
+	// active holds the flights that hold a lease or run a load, joinable
+	// or not (see flight.active).
+	active map[*flight[T]]struct{}
 }
 
 func newGroup[T any]() *group[T] {
 	g := &group[T]{seed: maphash.MakeSeed()}
 	for i := range g.shards {
+		g.shards[i].g = g
 		g.shards[i].m = make(map[string]*flight[T])
+		g.shards[i].active = make(map[*flight[T]]struct{})
 	}
 	return g
 }
 
-func (g *group[T]) shard(key string) int {
-	return int(maphash.String(g.seed, key) % flightShards)
+func (g *group[T]) shard(key string) *shard[T] {
+	return &g.shards[maphash.String(g.seed, key)%flightShards]
 }
 
 // joinOrStart returns the flight in progress for key, or registers a new
 // flight that the caller owns. A caller that may serve stale values passes
 // skipBackground: a background flight then is neither joined nor replaced
-// (f is nil).
-func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (f *flight[T], owner bool) {
-	s := &g.shards[g.shard(key)]
+// (f is nil). A caller that needs a fresh value (fresh) joins no flight
+// that may serve a stale one (one that neither loads nor was started for
+// a fresh value): it owns a flight of its own, unregistered if another is
+// registered. loads says that a flight the caller starts will load.
+func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, fresh, loads bool) (f *flight[T], owner bool) {
+	s := g.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.m[key]; ok {
-		if f.background && skipBackground {
+		switch {
+		case f.background && skipBackground:
 			return nil, false
+		case fresh && !f.fresh && !f.active:
+			f = g.unregistered(key, tags)
+			f.fresh = true
+			return f, true
 		}
 		return f, false
 	}
-	f = &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, tags: tags}
+	f = g.unregistered(key, tags)
+	f.fresh = fresh || loads
 	s.m[key] = f
-	g.n.Add(1)
 	return f, true
 }
 
@@ -225,12 +268,11 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (
 // load, and the other flight will see its fill.
 func (g *group[T]) start(key string, tags []string, background bool) *flight[T] {
 	f := g.unregistered(key, tags)
-	f.background = background
-	s := &g.shards[g.shard(key)]
+	f.background, f.fresh = background, true // it loads
+	s := f.sh
 	s.mu.Lock()
 	if _, ok := s.m[key]; !ok {
 		s.m[key] = f
-		g.n.Add(1)
 	}
 	s.mu.Unlock()
 	return f
@@ -239,34 +281,40 @@ func (g *group[T]) start(key string, tags []string, background bool) *flight[T] 
 // unregistered returns a flight for key that no caller can join: the
 // load of a caller that may not share another's (see Private).
 func (g *group[T]) unregistered(key string, tags []string) *flight[T] {
-	return &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, tags: tags}
+	return &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, sh: g.shard(key), tags: tags}
 }
 
-// detach unregisters the flights that inv dooms: those that hold a lease
-// or run a load (so began before inv returned, and cannot fill) of a key
-// inv names, or known to carry one of its tags. Callers that begin after
-// it start a new flight instead of waiting for a load that cannot serve
-// them; those already waiting keep theirs. A flight that only looks up, or
+// detach dooms the flights that inv dooms: those that hold a lease or run
+// a load (so began before inv returned, and cannot fill) of a key inv
+// names, or known to carry one of its tags, whether callers can join them
+// or not. It unregisters them, so that callers that begin after it start
+// a new flight instead of waiting for a load that cannot serve them (those
+// already waiting keep theirs), and hands their leases, taken from them,
+// to doomed, for the caller to give back. A flight that only looks up, or
 // waits for a lease holder, is left alone: the load it may start begins
-// after inv, and serves callers that join it. detach hands the doomed
-// flights' leases, taken from them, to doomed, for the caller to give
-// back.
+// after inv, and serves callers that join it.
 func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease uint64)) {
 	if g.n.Load() == 0 {
 		return
 	}
-	drop := func(s *shard[T], key string, f *flight[T]) {
-		delete(s.m, key)
+	drop := func(s *shard[T], f *flight[T]) {
+		if s.m[f.key] == f {
+			delete(s.m, f.key)
+		}
+		delete(s.active, f)
+		f.active = false
 		g.n.Add(-1)
 		if t := f.lease.Swap(0); t != 0 {
-			doomed(key, t)
+			doomed(f.key, t)
 		}
 	}
 	for _, k := range inv.Keys {
-		s := &g.shards[g.shard(k)]
+		s := g.shard(k)
 		s.mu.Lock()
-		if f, ok := s.m[k]; ok && f.loading() {
-			drop(s, k, f)
+		for f := range s.active {
+			if f.key == k {
+				drop(s, f)
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -276,9 +324,9 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	for i := range g.shards {
 		s := &g.shards[i]
 		s.mu.Lock()
-		for k, f := range s.m {
-			if f.loading() && f.knows(inv.Tags) {
-				drop(s, k, f)
+		for f := range s.active {
+			if f.knows(inv.Tags) {
+				drop(s, f)
 			}
 		}
 		s.mu.Unlock()
@@ -289,12 +337,17 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 // The removal comes first: a caller that sees done closed and retries never
 // finds f again.
 func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) {
-	s := &g.shards[g.shard(key)]
+	s := f.sh
 	s.mu.Lock()
 	if s.m[key] == f {
 		delete(s.m, key)
+	}
+	if f.active {
+		delete(s.active, f)
+		f.active = false
 		g.n.Add(-1)
 	}
+	f.ended = true
 	s.mu.Unlock()
 	f.out = out
 	close(f.done)
