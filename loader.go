@@ -249,6 +249,11 @@ func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], po
 		switch {
 		case o.private && !owner:
 			return g.alone()
+		case g.fresh && !owner && o.status == StatusStale:
+			// The flight was another caller's, who may take a stale
+			// value; this one needs a fresh value: look up again (and
+			// load, or wait for the holder, in a flight of its own).
+			continue
 		case owner || o.takeable(g.began, g.j, g.known, g.gen) || attempt > 0 && hooks.RetryTakesAny.Load():
 			return o, owner, nil
 		}
@@ -302,7 +307,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	// not waited for: the caller looks up and serves the stale value
 	// (unless it needs a fresh one).
 	if l.c.remote && attempt == 0 {
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh, g.fresh, false); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh); owner {
 			o, err, done = g.ownerLookup(f)
 			return f, true, o, err, done
 		}
@@ -327,7 +332,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		g.work().refresh(ctx, lk)
 		return nil, true, o, nil, true
 	case actNoStore: // load without the store, still coalesced
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, g.fresh, true); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
 			g.work().start(ctx, f, plan{noStore: true})
 		}
 	case actLoad:
@@ -340,7 +345,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		// flight waits for the holder's fill through the store, and
 		// loads only once the lease is free, so loads of the key never
 		// overlap.
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, g.fresh, act == actLoadUnleased); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
 			g.work().start(ctx, f, plan{lk: escape(lk)})
 		}
 	}
@@ -351,7 +356,6 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 // produced a value for its own caller only (see Private).
 func (g *getter[T]) alone() (outcome[T], bool, error) {
 	f := g.l.flights.unregistered(g.key, g.pol.tags)
-	f.fresh = g.fresh
 	g.work().start(g.ctx, f, plan{solo: true})
 	select {
 	case <-f.done:

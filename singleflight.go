@@ -73,9 +73,6 @@ type flight[T any] struct {
 	// background flights are refreshes while a stale value is being
 	// served; callers that may serve stale do not wait for them.
 	background bool
-	// fresh: the flight serves no stale value (it loads, or it was
-	// started by a caller that needs a fresh value); see scope.needFresh.
-	fresh bool
 	// tags are the tags the Get that started the flight gave; sc, once the
 	// load runs, holds those the load names. An invalidation of one of
 	// them dooms the flight (see group.detach).
@@ -237,27 +234,18 @@ func (g *group[T]) shard(key string) *shard[T] {
 // joinOrStart returns the flight in progress for key, or registers a new
 // flight that the caller owns. A caller that may serve stale values passes
 // skipBackground: a background flight then is neither joined nor replaced
-// (f is nil). A caller that needs a fresh value (fresh) joins no flight
-// that may serve a stale one (one that neither loads nor was started for
-// a fresh value): it owns a flight of its own, unregistered if another is
-// registered. loads says that a flight the caller starts will load.
-func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, fresh, loads bool) (f *flight[T], owner bool) {
+// (f is nil).
+func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (f *flight[T], owner bool) {
 	s := g.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.m[key]; ok {
-		switch {
-		case f.background && skipBackground:
+		if f.background && skipBackground {
 			return nil, false
-		case fresh && !f.fresh && !f.active:
-			f = g.unregistered(key, tags)
-			f.fresh = true
-			return f, true
 		}
 		return f, false
 	}
 	f = g.unregistered(key, tags)
-	f.fresh = fresh || loads
 	s.m[key] = f
 	return f, true
 }
@@ -268,7 +256,7 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, fresh,
 // load, and the other flight will see its fill.
 func (g *group[T]) start(key string, tags []string, background bool) *flight[T] {
 	f := g.unregistered(key, tags)
-	f.background, f.fresh = background, true // it loads
+	f.background = background
 	s := f.sh
 	s.mu.Lock()
 	if _, ok := s.m[key]; !ok {
