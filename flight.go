@@ -391,11 +391,8 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		k.tags = nil
 	}
 	fill.Tags = mergeTags(pol.tags, k.tags)
-	out.private = k.private
-	out.in = &input{
-		tags: fill.Tags, noStore: k.noStore, private: k.private, bounded: true,
-		fresh: now.Add(k.ttl), stale: now.Add(k.ttl + k.stale), errorEnd: now.Add(k.ttl + k.staleIfError),
-	}
+	out.private, out.noStore = k.private, k.noStore
+	out.made, out.at = fill, now
 	switch {
 	case out.fillErr != nil:
 		l.st.fillErrors.Add(1)

@@ -152,12 +152,14 @@ type outcome[T any] struct {
 
 	// What a load that read this outcome with a nested Get depends on:
 	// for a store read, the entry, read at store-clock instant now, with
-	// the lookup sent at local instant at; for a load, in.
+	// the lookup sent at local instant at; for a load, the fill it made
+	// (sent or not) at local instant at.
 	entry   *store.Entry
+	made    *store.Fill
 	now, at time.Time
-	in      *input
-	// private: only the caller that ran the load may take it.
-	private bool
+	// private: only the caller that ran the load may take it; noStore: the
+	// load kept it out of the store.
+	private, noStore bool
 }
 
 // input returns what a load that read o (of key) with a nested Get
@@ -167,8 +169,12 @@ func (o *outcome[T]) input(key string) *input {
 	switch {
 	case o.entry != nil:
 		in = entryInput(o.entry, o.now, o.at, o.status)
-	case o.in != nil:
-		in = *o.in
+	case o.made != nil:
+		f := o.made
+		in = input{
+			tags: f.Tags, noStore: o.noStore, private: o.private, bounded: true,
+			fresh: o.at.Add(f.TTL), stale: o.at.Add(f.TTL + f.Stale), errorEnd: o.at.Add(f.TTL + f.StaleIfError),
+		}
 	}
 	in.key = key
 	return &in
