@@ -77,7 +77,7 @@ type batchGet[T any] struct {
 // can. It returns the keys whose lease this call was granted (their
 // flights started) and those to get one by one (held elsewhere, store
 // down), or the error of a caller that gave up.
-func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []string, err error) {
+func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []string, _ error) {
 	l := bg.l
 	seen := make(map[string]bool, len(keys))
 	var uniq, full []string
@@ -94,6 +94,7 @@ func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []strin
 	}
 	lks, errs := l.c.lookupMany(bg.ctx, full, reqs, l.st)
 	for i, k := range uniq {
+		var err error
 		if errs != nil {
 			err = errs[i]
 		}
@@ -205,15 +206,12 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 	})
 	keys := make([]string, len(mine))
 	marks := make([]uint64, len(mine))
-	for i, b := range mine {
-		keys[i] = b.key
-		b.f.hold(b.lk.token)
-		marks[i] = b.f.begin()
-	}
 	lctx, sc, cancel := l.c.loadContext(ctx, pol.loadTimeout)
 	sc.needFresh = mine[0].w.fresh
-	for _, b := range mine {
-		b.f.loads(sc)
+	for i, b := range mine {
+		keys[i] = b.key
+		b.f.loading(b.lk.token, sc)
+		marks[i] = b.f.begin()
 	}
 	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	cancel()

@@ -202,7 +202,7 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 	l, c := w.l, w.l.c
 	if p.noStore {
-		return w.loadAndFill(ctx, f, nil, 0)
+		return w.loadAndFill(ctx, f, nil, 0, 0)
 	}
 	lk, mark := p.lk, p.mark
 	var (
@@ -227,9 +227,9 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 				if errors.Is(err, ErrClosed) {
 					return outcome[T]{err: ErrClosed}
 				}
-				return w.loadAndFill(ctx, f, nil, 0)
+				return w.loadAndFill(ctx, f, nil, 0, 0)
 			case actNoStore:
-				return w.loadAndFill(ctx, f, nil, 0)
+				return w.loadAndFill(ctx, f, nil, 0, 0)
 			case actServe:
 				// On a remote store this lookup was made for the flight's
 				// callers: a stale (or early-refresh) value reaches them
@@ -247,17 +247,16 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		}
 		switch {
 		case act == actLoad:
-			f.hold(token)
-			return w.loadAndFill(ctx, f, lk, mark)
+			return w.loadAndFill(ctx, f, lk, mark, token)
 		case act == actLoadUnleased, p.solo:
-			return w.loadAndFill(ctx, f, lk, mark)
+			return w.loadAndFill(ctx, f, lk, mark, 0)
 		}
 		// Another caller (likely another process) holds the lease: wait
 		// for its fill, up to the wait bound, then load for ourselves.
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(c.cfg.waitTimeout)
 		} else if !time.Now().Before(waitUntil) {
-			return w.loadAndFill(ctx, f, lk, mark)
+			return w.loadAndFill(ctx, f, lk, mark, 0)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -277,15 +276,15 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 // ran out of time.
 var ErrLoadTimeout = errors.New("paddock: load timed out")
 
-// loadAndFill runs f's load and writes its result with lk's ticket, with
-// the lease f holds (or none). Without lk (store unavailable) nothing is
-// written. lkMark is the mark of the read that produced lk, for a
-// stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark uint64) outcome[T] {
+// loadAndFill runs f's load and writes its result with lk's ticket,
+// holding the lease token (or none, if zero). Without lk (store
+// unavailable) nothing is written. lkMark is the mark of the read that
+// produced lk, for a stale-if-error value.
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
 	lctx, sc, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	sc.needFresh = f.background || w.fresh
-	f.loads(sc)
+	f.loading(token, sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
 	cancel()
 	ld.mark = mark

@@ -150,7 +150,6 @@ type input struct {
 	fresh, stale     time.Time // local instants; zero: unbounded
 	errorEnd         time.Time
 	noStore, private bool
-	bounded          bool
 }
 
 // add records in s that the load read in.
@@ -164,11 +163,9 @@ func (s *scope) add(in *input) {
 	s.tags = append(s.tags, in.tags...)
 	s.noStore = s.noStore || in.noStore
 	s.private = s.private || in.private
-	if in.bounded {
-		s.fresh = earliest(s.fresh, in.fresh)
-		s.staleEnd = earliest(s.staleEnd, in.stale)
-		s.errorEnd = earliest(s.errorEnd, in.errorEnd)
-	}
+	s.fresh = earliest(s.fresh, in.fresh)
+	s.staleEnd = earliest(s.staleEnd, in.stale)
+	s.errorEnd = earliest(s.errorEnd, in.errorEnd)
 }
 
 // earliest returns the earlier of a and b, where zero means unbounded.
@@ -187,7 +184,7 @@ func earliest(a, b time.Time) time.Time {
 // longer; one served stale-if-error is not servable stale either.
 func entryInput(e *store.Entry, now, at time.Time, status Status) input {
 	in := input{
-		tags: e.Tags, bounded: true,
+		tags:     e.Tags,
 		fresh:    at.Add(e.FreshUntil.Sub(now)),
 		stale:    at.Add(e.StaleUntil.Sub(now)),
 		errorEnd: at.Add(e.ErrorUntil.Sub(now)),
@@ -228,11 +225,9 @@ func (s *scope) kept(ttl, stale, staleIfError time.Duration, now time.Time) kept
 		k.tags = slices.Clone(s.tags)
 	}
 	fresh, staleEnd, errorEnd := now.Add(k.ttl), now.Add(k.ttl+k.stale), now.Add(k.ttl+k.staleIfError)
-	if !s.fresh.IsZero() {
-		fresh = earliest(fresh, s.fresh)
-		staleEnd = earliest(staleEnd, s.staleEnd)
-		errorEnd = earliest(errorEnd, s.errorEnd)
-	}
+	fresh = earliest(fresh, s.fresh)
+	staleEnd = earliest(staleEnd, s.staleEnd)
+	errorEnd = earliest(errorEnd, s.errorEnd)
 	if fresh.Before(now) {
 		fresh = now
 	}

@@ -332,14 +332,8 @@ func (c *Cache) lookupMany(ctx context.Context, keys []string, reqs []store.Look
 		}
 		return out, errs
 	}
-	if c.abandoned.Load() {
-		for i := range reqs {
-			if reqs[i].Lease != 0 {
-				if t := c.pending.takeLease(keys[i]); t != 0 {
-					reqs[i].Lease = t
-				}
-			}
-		}
+	for i := range reqs {
+		reqs[i].Lease = c.takeBack(keys[i], reqs[i].Lease)
 	}
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	sctx, cancel := c.storeContext(ctx)
@@ -354,12 +348,10 @@ func (c *Cache) lookupMany(ctx context.Context, keys []string, reqs []store.Look
 		var lk store.Lookup
 		if err == nil {
 			lk = lks[i]
-			c.breaker.success()
-			if lk.Corrupt {
-				st.decodeErrors.Add(1)
-			}
-		} else if err = c.lookupFailed(ctx, k, reqs[i], st, err, !failed); unavailable(err) {
-			failed = true // one failing call counts once for the breaker
+		}
+		// One failing call counts once for the breaker.
+		if lk, err = c.lookupDone(ctx, k, reqs[i], st, lk, err, !failed); unavailable(err) {
+			failed = true
 		}
 		out[i] = reply{Lookup: lk, gen: gen, applied: applied, token: reqs[i].Lease}
 		if err == nil && c.recheck(k, reqs[i], &out[i]) {
@@ -386,15 +378,7 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequ
 	if !ok {
 		return reply{}, errBreakerOpen
 	}
-	if req.Lease != 0 && c.abandoned.Load() {
-		// A lease this Cache abandoned on key (a lookup that failed may
-		// have been granted it): look up with its token, which takes the
-		// lease back. Taken only now that the lookup is sent, so that a
-		// lookup skipped by the breaker loses nothing.
-		if t := c.pending.takeLease(key); t != 0 {
-			req.Lease = t
-		}
-	}
+	req.Lease = c.takeBack(key, req.Lease)
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	var (
 		lk  store.Lookup
@@ -406,16 +390,31 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequ
 		sctx, cancel := c.storeContext(ctx)
 		lk, err = c.store.Lookup(sctx, key, req)
 		cancel()
-		lk, err = c.lookupDone(ctx, key, req, st, lk, err)
+		lk, err = c.lookupDone(ctx, key, req, st, lk, err, true)
 	}
 	return reply{Lookup: lk, gen: gen, applied: applied, token: req.Lease}, err
 }
 
+// takeBack returns the token a lookup of key that asks for a lease (with
+// token, non-zero) is sent with: the token of a lease this Cache abandoned
+// on key, if any (a lookup that failed may have been granted it), which
+// takes the lease back. Taken only when the lookup is sent, so that a
+// lookup skipped by the breaker loses nothing.
+func (c *Cache) takeBack(key string, token uint64) uint64 {
+	if token != 0 && c.abandoned.Load() {
+		if t := c.pending.takeLease(key); t != 0 {
+			return t
+		}
+	}
+	return token
+}
+
 // lookupDone reports a store lookup's outcome to the breaker and the
-// counters, and says what its caller gets.
-func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk store.Lookup, err error) (store.Lookup, error) {
+// counters, and says what its caller gets. count says whether a store
+// failure counts for the breaker (once per store call).
+func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk store.Lookup, err error, count bool) (store.Lookup, error) {
 	if err != nil {
-		err = c.lookupFailed(ctx, key, req, st, err, true)
+		err = c.lookupFailed(ctx, key, req, st, err, count)
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
 			c.breaker.success() // the store answered; a probe is over
 		}
@@ -477,7 +476,7 @@ func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, 
 		sctx, cancel := context.WithTimeout(dctx, c.cfg.storeTimeout)
 		lk, err := c.store.Lookup(sctx, key, req)
 		cancel()
-		lk, err = c.lookupDone(dctx, key, req, st, lk, err)
+		lk, err = c.lookupDone(dctx, key, req, st, lk, err, true)
 		if !state.CompareAndSwap(waiting, answered) && err == nil && lk.Lease {
 			c.release(dctx, key, req.Lease, st) // its caller is gone
 		}

@@ -81,32 +81,41 @@ type flight[T any] struct {
 	// lease is the token of the lease the flight holds while it loads, or
 	// zero. Whoever swaps it to zero gives the lease back.
 	lease atomic.Uint64
-	// active: f holds a lease or runs a load, and is in sh.active, where an
-	// invalidation finds it registered or not. Guarded by sh.mu.
-	active, ended bool
+	// stage says whether f is in sh.active, where an invalidation finds
+	// it registered or not. Guarded by sh.mu.
+	stage flightStage
 }
 
-// hold records that f holds the key's lease with token.
-func (f *flight[T]) hold(token uint64) {
+type flightStage uint8
+
+const (
+	stageIdle   flightStage = iota // looking up, or waiting for a lease holder
+	stageActive                    // loading (with the lease, if lease is set), in sh.active
+	stageOut                       // finished or doomed: never active again
+)
+
+// loading records that f's load runs with scope sc, holding the lease
+// token (or none, if zero), and puts f where an invalidation can doom it.
+func (f *flight[T]) loading(token uint64, sc *scope) {
 	f.lease.Store(token)
-	f.activate()
-}
-
-// loads records that f's load runs with scope sc.
-func (f *flight[T]) loads(sc *scope) {
 	f.sc.Store(sc)
-	f.activate()
-}
-
-// activate puts f where an invalidation can doom it.
-func (f *flight[T]) activate() {
 	f.sh.mu.Lock()
-	if !f.active && !f.ended {
-		f.active = true
+	if f.stage == stageIdle {
+		f.stage = stageActive
 		f.sh.active[f] = struct{}{}
 		f.sh.g.n.Add(1)
 	}
 	f.sh.mu.Unlock()
+}
+
+// retire takes f out of its shard's active set for good. The caller holds
+// f.sh.mu.
+func (f *flight[T]) retire() {
+	if f.stage == stageActive {
+		delete(f.sh.active, f)
+		f.sh.g.n.Add(-1)
+	}
+	f.stage = stageOut
 }
 
 // knows reports whether f's result is known to carry one of tags.
@@ -172,7 +181,7 @@ func (o *outcome[T]) input(key string) *input {
 	case o.made != nil:
 		f := o.made
 		in = input{
-			tags: f.Tags, noStore: o.noStore, private: o.private, bounded: true,
+			tags: f.Tags, noStore: o.noStore, private: o.private,
 			fresh: o.at.Add(f.TTL), stale: o.at.Add(f.TTL + f.Stale), errorEnd: o.at.Add(f.TTL + f.StaleIfError),
 		}
 	}
@@ -295,9 +304,7 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 		if s.m[f.key] == f {
 			delete(s.m, f.key)
 		}
-		delete(s.active, f)
-		f.active = false
-		g.n.Add(-1)
+		f.retire()
 		if t := f.lease.Swap(0); t != 0 {
 			doomed(f.key, t)
 		}
@@ -336,12 +343,7 @@ func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) {
 	if s.m[key] == f {
 		delete(s.m, key)
 	}
-	if f.active {
-		delete(s.active, f)
-		f.active = false
-		g.n.Add(-1)
-	}
-	f.ended = true
+	f.retire()
 	s.mu.Unlock()
 	f.out = out
 	close(f.done)
