@@ -31,6 +31,7 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/memstore"
 	"github.com/paddockcache/paddock/store"
 	"golang.org/x/sync/singleflight"
@@ -437,4 +438,57 @@ func BenchmarkStampede(b *testing.B) {
 		}
 		b.ReportMetric(float64(loads.Load())/float64(i), "loads/op")
 	})
+}
+
+// BenchmarkGetAfterInvalidate measures the Get of a key that begins right
+// after Invalidate returned while a load of the key that began before is
+// still running (a 20 ms load, invalidated as it starts): get-ms/op is how
+// long that Get took. With the doomed flight detached and its lease broken
+// it loads at once; with both switched off (mode=wait) it waits for the
+// doomed load and then loads again.
+func BenchmarkGetAfterInvalidate(b *testing.B) {
+	const loadTime = 20 * time.Millisecond
+	for _, wait := range []bool{false, true} {
+		mode := "detach"
+		if wait {
+			mode = "wait"
+		}
+		b.Run("mode="+mode, func(b *testing.B) {
+			defer hooks.Reset()
+			hooks.WaitDoomed.Store(wait)
+			hooks.LeaseOutlivesInvalidation.Store(wait)
+			l, err := paddock.NewLoader[string](newBenchCache(b, nil), "doomed")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			var total time.Duration
+			n := 0
+			for b.Loop() {
+				key := strconv.Itoa(n)
+				started := make(chan struct{})
+				old := make(chan struct{})
+				go func() {
+					defer close(old)
+					l.Get(ctx, key, func(context.Context) (string, error) {
+						close(started)
+						time.Sleep(loadTime)
+						return "old", nil
+					})
+				}()
+				<-started
+				if err := l.Invalidate(ctx, key); err != nil {
+					b.Fatal(err)
+				}
+				t0 := time.Now()
+				if v, err := l.Get(ctx, key, func(context.Context) (string, error) { return "new", nil }); err != nil || v != "new" {
+					b.Fatalf("Get after the invalidation = %q, %v", v, err)
+				}
+				total += time.Since(t0)
+				<-old
+				n++
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "get-ms/op")
+		})
+	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
 )
 
 // Tests of what a load decides about its result (SetTTL, SetStale,
@@ -275,5 +277,80 @@ func TestGetAfterInvalidateDoesNotWaitForDoomedLoad(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// batchFault is a memstore whose LookupMany fails while fail is set, and
+// whose FillMany fails while failFill is set.
+type batchFault struct {
+	*memstore.Store
+	fail, failFill atomic.Bool
+	batches        atomic.Int64
+}
+
+func (b *batchFault) FillMany(ctx context.Context, keys []string, fills []*store.Fill) ([]bool, []error) {
+	if b.failFill.Load() {
+		errs := make([]error, len(keys))
+		for i := range errs {
+			errs[i] = errDown
+		}
+		return make([]bool, len(keys)), errs
+	}
+	return b.Store.FillMany(ctx, keys, fills)
+}
+
+func (b *batchFault) LookupMany(ctx context.Context, keys []string, reqs []store.LookupRequest) ([]store.Lookup, []error) {
+	b.batches.Add(1)
+	if b.fail.Load() {
+		errs := make([]error, len(keys))
+		for i := range errs {
+			errs[i] = errDown
+		}
+		return make([]store.Lookup, len(keys)), errs
+	}
+	return b.Store.LookupMany(ctx, keys, reqs)
+}
+
+// A batch lookup that fails is one failed store call for the breaker,
+// however many keys it carried: GetMany of 10 keys on a failing store
+// does not open a breaker whose threshold is 3.
+func TestGetManyFailureCountsOnceForTheBreaker(t *testing.T) {
+	bs := &batchFault{Store: newMem(t)}
+	c := newCache(t, bs, paddock.Breaker(3, time.Hour))
+	l := newLoader[string](t, c, "p")
+	keys := []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+	load := func(_ context.Context, keys []string) (map[string]string, error) {
+		m := make(map[string]string, len(keys))
+		for _, k := range keys {
+			m[k] = "v" + k
+		}
+		return m, nil
+	}
+	bs.fail.Store(true)
+	if m, err := l.GetMany(ctx, keys, load); err != nil || len(m) != len(keys) {
+		t.Fatalf("GetMany with the store failing = %d values, %v; want every value, loaded without the store", len(m), err)
+	}
+	bs.fail.Store(false)
+	before := bs.batches.Load()
+	if _, err := l.GetMany(ctx, keys, load); err != nil {
+		t.Fatal(err)
+	}
+	if bs.batches.Load() == before {
+		t.Fatal("the breaker opened after one failed batch lookup: the next GetMany skipped the store")
+	}
+
+	// The same for a batch fill.
+	bs.failFill.Store(true)
+	cold := []string{"a", "b", "c", "d", "e", "f"}
+	if m, err := l.GetMany(ctx, cold, load); err != nil || len(m) != len(cold) {
+		t.Fatalf("GetMany with the fills failing = %d values, %v", len(m), err)
+	}
+	bs.failFill.Store(false)
+	before = bs.batches.Load()
+	if _, err := l.GetMany(ctx, cold, load); err != nil {
+		t.Fatal(err)
+	}
+	if bs.batches.Load() == before {
+		t.Fatal("the breaker opened after one failed batch fill: the next GetMany skipped the store")
 	}
 }
