@@ -354,3 +354,100 @@ func TestGetManyFailureCountsOnceForTheBreaker(t *testing.T) {
 		t.Fatal("the breaker opened after one failed batch fill: the next GetMany skipped the store")
 	}
 }
+
+// A load that calls Private releases its coalesced callers at once, while
+// it goes on: a response that streams for minutes does not hold them. So
+// does the key's lease: a caller that comes later loads at once too.
+func TestPrivateReleasesWaitersAtOnce(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		t.Run(fmt.Sprintf("remote=%v", remote), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var s = newMem(t)
+				c := newCache(t, s)
+				if remote {
+					c = newCache(t, &holdStore{Store: s})
+				}
+				l := newLoader[string](t, c, "p")
+				private, end := make(chan struct{}), make(chan struct{})
+				first := func(ctx context.Context) (string, error) {
+					<-private
+					paddock.Private(ctx)
+					<-end // the stream goes on
+					return "stream", nil
+				}
+				var others atomic.Int64
+				other := func(ctx context.Context) (string, error) {
+					others.Add(1)
+					return "own", nil
+				}
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					if v, err := l.Get(ctx, "k", first); v != "stream" || err != nil {
+						t.Errorf("first caller got %q, %v", v, err)
+					}
+				})
+				synctest.Wait()
+				got := make(chan string, 10)
+				for range 5 {
+					wg.Go(func() {
+						v, _ := l.Get(ctx, "k", other)
+						got <- v
+					})
+				}
+				synctest.Wait() // the five wait on the first load
+				if n := others.Load(); n != 0 {
+					t.Fatalf("%d loads before Private, want 0 (coalesced)", n)
+				}
+				close(private)
+				for range 5 {
+					if v := <-got; v != "own" {
+						t.Errorf("a coalesced caller got %q, want its own load", v)
+					}
+				}
+				// The lease is given back: a later caller loads without
+				// waiting for it.
+				if v, _ := l.Get(ctx, "k", other); v != "own" {
+					t.Errorf("a later caller got %q", v)
+				}
+				// (Each released caller looks up before it loads: one may
+				// find the value another one's load stored.)
+				if n := others.Load(); n < 1 || n > 6 {
+					t.Errorf("%d own loads, want 1 to 6", n)
+				}
+				close(end)
+				wg.Wait()
+			})
+		})
+	}
+}
+
+// SetStaleIfError replaces the Get's window; Result.TTL says how long a
+// stored value stays fresh.
+func TestSetStaleIfErrorAndResultTTL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCache(t, nil)
+		l := newLoader[string](t, c, "p")
+		r, err := l.Fetch(ctx, "k", func(ctx context.Context) (string, error) {
+			paddock.SetTTL(ctx, 10*time.Second)
+			paddock.SetStaleIfError(ctx, time.Minute)
+			return "v", nil
+		}, paddock.StaleIfError(0))
+		if err != nil || r.TTL != 10*time.Second {
+			t.Fatalf("loaded: %+v, %v; want TTL 10s", r, err)
+		}
+		time.Sleep(4 * time.Second) // synctest: virtual time
+		if r, _ := l.Fetch(ctx, "k", failLoad); r.Status != paddock.StatusHit || r.TTL != 6*time.Second {
+			t.Fatalf("hit: %+v, want TTL 6s", r)
+		}
+		time.Sleep(30 * time.Second)
+		r, err = l.Fetch(ctx, "k", func(context.Context) (string, error) { return "", fmt.Errorf("down") })
+		if err != nil || r.Status != paddock.StatusStaleIfError || r.Value != "v" {
+			t.Fatalf("after 34s with a failing load: %+v, %v; want the old value (stale-if-error 1m)", r, err)
+		}
+		if r.TTL != -24*time.Second {
+			t.Errorf("stale TTL = %v, want -24s", r.TTL)
+		}
+	})
+}
+
+func failLoad(context.Context) (string, error) { return "", fmt.Errorf("not called") }

@@ -32,9 +32,12 @@ type scope struct {
 	// dependency tags and the inner entries' tags).
 	tags []string
 	// ttl and stale, if set (SetTTL, SetStale), replace the Get's.
-	ttl, stale       time.Duration
-	hasTTL, hasStale bool
-	noStore, private bool
+	ttl, stale, staleIfError          time.Duration
+	hasTTL, hasStale, hasStaleIfError bool
+	noStore, private                  bool
+	// fl is the flight the load runs for: Private releases its other
+	// callers at once.
+	fl privatizer
 	// fresh: the load refreshes a value that is being served stale (or
 	// runs for a Get that needs a fresh value): its nested Gets wait for
 	// fresh values rather than take stale ones, so that the refresh
@@ -101,6 +104,18 @@ func SetStale(ctx context.Context, d time.Duration) {
 	}
 }
 
+// SetStaleIfError sets the stale-if-error window of the value being
+// loaded, in place of the Get's [StaleIfError]: an HTTP response's
+// stale-if-error. Less than zero counts as zero. Call it from inside a
+// load, with the load's context; outside a load it does nothing.
+func SetStaleIfError(ctx context.Context, d time.Duration) {
+	if s := scopeOf(ctx); s != nil {
+		s.mu.Lock()
+		s.staleIfError, s.hasStaleIfError = max(d, 0), true
+		s.mu.Unlock()
+	}
+}
+
 // NoStore keeps the value being loaded out of the cache: it is returned to
 // every caller of this load (those coalesced with it included), and the
 // next Get loads again. Use it for a result that is fine to share but not
@@ -117,17 +132,29 @@ func NoStore(ctx context.Context) {
 // Private makes the value being loaded its own caller's alone: it is
 // returned only to the caller whose request ran the load, it is not
 // cached, and the callers coalesced with the load each run a load of their
-// own instead (at once, and not coalesced with each other). Use it for a
-// result made for one user: a response that set a cookie. A load whose
-// nested Get read a Private value is Private too. Outside a load it does
-// nothing.
+// own instead, not coalesced with each other. They are released at once,
+// while the load goes on (a response that streams for minutes does not
+// hold them), and so is the key's lease: callers that come later load too.
+// Use it for a result made for one user: a response that set a cookie. A
+// load whose nested Get read a Private value is Private too. Outside a
+// load it does nothing.
 func Private(ctx context.Context) {
-	if s := scopeOf(ctx); s != nil {
-		s.mu.Lock()
-		s.private, s.noStore = true, true
-		s.mu.Unlock()
+	s := scopeOf(ctx)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	first := !s.private
+	s.private, s.noStore = true, true
+	fl := s.fl
+	s.mu.Unlock()
+	if first && fl != nil {
+		fl.privatize()
 	}
 }
+
+// privatize is implemented by flights: see Private.
+type privatizer interface{ privatize() }
 
 // ModelTag returns the tag of one row of a model, "model:id": what a load
 // built from that row tags itself with, and what the code that writes the
@@ -220,6 +247,9 @@ func (s *scope) kept(ttl, stale, staleIfError time.Duration, now time.Time) kept
 	}
 	if s.hasStale {
 		k.stale = s.stale
+	}
+	if s.hasStaleIfError {
+		k.staleIfError = s.staleIfError
 	}
 	if len(s.tags) > 0 {
 		k.tags = slices.Clone(s.tags)

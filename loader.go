@@ -61,6 +61,11 @@ type Result[T any] struct {
 	// Age is how long ago the value was loaded, by the store's clock; zero
 	// for a value loaded by this call or a coalesced one.
 	Age time.Duration
+	// TTL, for a value from the store, is how long it stays fresh, by the
+	// store's clock; less than zero, how long it has been stale. For a value
+	// loaded by this call or a coalesced one it is the TTL it was stored
+	// with (zero if it was not stored).
+	TTL time.Duration
 	// LoadErr, with StatusStaleIfError, is the error of the failed load.
 	LoadErr error
 	// FillErr reports that the loaded value could not be stored (too large
@@ -123,6 +128,7 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		flights: newGroup[T](),
 		st:      c.counters(namespace),
 	}
+	l.flights.l = l
 	c.mu.Lock()
 	c.groups = append(c.groups, l.flights)
 	c.mu.Unlock()
@@ -240,8 +246,17 @@ func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], po
 		if done {
 			return o, owner, err
 		}
+		var private <-chan struct{}
+		if !owner {
+			var gone bool
+			if private, gone = f.privateSignal(); gone {
+				return g.alone()
+			}
+		}
 		select {
 		case <-f.done:
+		case <-private:
+			return g.alone()
 		case <-ctx.Done():
 			return outcome[T]{}, false, ctx.Err()
 		}
@@ -405,6 +420,12 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done boo
 // result turns a flight's outcome into a caller's answer and counts it.
 func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
 	r := Result[T]{Value: o.val, Status: o.status, Age: o.age, LoadErr: o.loadErr, FillErr: o.fillErr}
+	switch {
+	case o.entry != nil:
+		r.TTL = o.entry.FreshUntil.Sub(o.now)
+	case o.made != nil && !o.noStore:
+		r.TTL = o.made.TTL
+	}
 	switch o.status {
 	case StatusHit:
 		l.st.hits.Add(1)
@@ -447,7 +468,7 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 	if !ok {
 		return r, false, nil
 	}
-	return Result[T]{Value: o.val, Status: o.status, Age: o.age}, true, o.err
+	return Result[T]{Value: o.val, Status: o.status, Age: o.age, TTL: o.entry.FreshUntil.Sub(o.now)}, true, o.err
 }
 
 // Set writes v under key as a versioned write: it is refused (with

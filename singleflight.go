@@ -1,6 +1,7 @@
 package paddock
 
 import (
+	"context"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -84,6 +85,11 @@ type flight[T any] struct {
 	// stage says whether f is in sh.active, where an invalidation finds
 	// it registered or not. Guarded by sh.mu.
 	stage flightStage
+	// private: the load called Private; its other callers go their own
+	// way. priv, made for the first caller that waits on f, is closed
+	// then. Both guarded by sh.mu.
+	private bool
+	priv    chan struct{}
 }
 
 type flightStage uint8
@@ -98,6 +104,7 @@ const (
 // token (or none, if zero), and puts f where an invalidation can doom it.
 func (f *flight[T]) loading(token uint64, sc *scope) {
 	f.lease.Store(token)
+	sc.fl = f
 	f.sc.Store(sc)
 	f.sh.mu.Lock()
 	if f.stage == stageIdle {
@@ -106,6 +113,50 @@ func (f *flight[T]) loading(token uint64, sc *scope) {
 		f.sh.g.n.Add(1)
 	}
 	f.sh.mu.Unlock()
+}
+
+// privatize releases the callers waiting on f, and the key's lease, once
+// its load has made its result private (see Private): they would not take
+// the result anyway, and the load may run for a long time. f leaves the
+// map, so that later callers start flights of their own.
+func (f *flight[T]) privatize() {
+	s := f.sh
+	s.mu.Lock()
+	if f.private {
+		s.mu.Unlock()
+		return
+	}
+	f.private = true
+	if s.m[f.key] == f {
+		delete(s.m, f.key)
+	}
+	if f.priv != nil {
+		close(f.priv)
+	}
+	s.mu.Unlock()
+	if t := f.lease.Swap(0); t != 0 {
+		l := s.g.l
+		release := func() { l.c.release(context.Background(), f.key, t, l.st) }
+		if !l.c.spawn(release) {
+			release()
+		}
+	}
+}
+
+// privateSignal returns the channel closed when f's load makes its result
+// private, or gone if it already has: a caller that did not start f then
+// runs its own load.
+func (f *flight[T]) privateSignal() (ch <-chan struct{}, gone bool) {
+	s := f.sh
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.private {
+		return nil, true
+	}
+	if f.priv == nil {
+		f.priv = make(chan struct{})
+	}
+	return f.priv, false
 }
 
 // retire takes f out of its shard's active set for good. The caller holds
@@ -210,6 +261,7 @@ const flightShards = 64
 
 // group holds the flights of one Loader, sharded by key.
 type group[T any] struct {
+	l *Loader[T] // the group's Loader
 	// clock gives the marks of every flight of the Loader, so that a
 	// caller's start and any flight's reads, loads and fills are on one
 	// scale: a caller notes clock's reading when it begins, and an
