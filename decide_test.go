@@ -432,8 +432,8 @@ func TestSetStaleIfErrorAndResultTTL(t *testing.T) {
 			paddock.SetStaleIfError(ctx, time.Minute)
 			return "v", nil
 		}, paddock.StaleIfError(0))
-		if err != nil || r.TTL != 10*time.Second {
-			t.Fatalf("loaded: %+v, %v; want TTL 10s", r, err)
+		if err != nil || r.TTL != 10*time.Second || !r.Stored {
+			t.Fatalf("loaded: %+v, %v; want TTL 10s, stored", r, err)
 		}
 		time.Sleep(4 * time.Second) // synctest: virtual time
 		if r, _ := l.Fetch(ctx, "k", failLoad); r.Status != paddock.StatusHit || r.TTL != 6*time.Second {
@@ -451,3 +451,26 @@ func TestSetStaleIfErrorAndResultTTL(t *testing.T) {
 }
 
 func failLoad(context.Context) (string, error) { return "", fmt.Errorf("not called") }
+
+// Result.Stored is false for a value kept out of the store and for a fill
+// an invalidation refused.
+func TestResultStored(t *testing.T) {
+	c := newCache(t, nil)
+	l := newLoader[string](t, c, "p")
+	r, err := l.Fetch(ctx, "a", func(ctx context.Context) (string, error) { paddock.NoStore(ctx); return "v", nil })
+	if err != nil || r.Stored {
+		t.Errorf("NoStore: %+v, %v; want not stored", r, err)
+	}
+	r, err = l.Fetch(ctx, "b", func(ctx context.Context) (string, error) {
+		if err := c.InvalidateTags(ctx, "t"); err != nil {
+			t.Error(err)
+		}
+		return "old", nil
+	}, paddock.Tags("t"))
+	if err != nil || r.Stored || r.Value != "old" {
+		t.Errorf("fenced: %+v, %v; want the value, not stored", r, err)
+	}
+	if r, _ := l.Fetch(ctx, "c", func(context.Context) (string, error) { return "v", nil }); !r.Stored {
+		t.Errorf("plain load: %+v, want stored", r)
+	}
+}

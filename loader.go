@@ -68,6 +68,11 @@ type Result[T any] struct {
 	TTL time.Duration
 	// LoadErr, with StatusStaleIfError, is the error of the failed load.
 	LoadErr error
+	// Stored, for a value loaded by this call or a coalesced one, reports
+	// that the store accepted its fill. It is false when the value was kept
+	// out of the store (NoStore, Private, an error), could not be stored
+	// (FillErr), or was refused because an invalidation raced the load.
+	Stored bool
 	// FillErr reports that the loaded value could not be stored (too large
 	// for the store, store unavailable, encoding failed). The value is good;
 	// the next Get loads again.
@@ -419,7 +424,7 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done boo
 
 // result turns a flight's outcome into a caller's answer and counts it.
 func (l *Loader[T]) result(o *outcome[T], owner bool) (Result[T], error) {
-	r := Result[T]{Value: o.val, Status: o.status, Age: o.age, LoadErr: o.loadErr, FillErr: o.fillErr}
+	r := Result[T]{Value: o.val, Status: o.status, Age: o.age, LoadErr: o.loadErr, FillErr: o.fillErr, Stored: o.filled != 0}
 	switch {
 	case o.entry != nil:
 		r.TTL = o.entry.FreshUntil.Sub(o.now)
