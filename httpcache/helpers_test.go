@@ -1,0 +1,94 @@
+package httpcache_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/httpcache"
+	"github.com/paddockcache/paddock/memstore"
+	"github.com/paddockcache/paddock/store"
+)
+
+var ctx = context.Background()
+
+// newPaddock returns a paddock Cache on s (a new memstore if nil), closed
+// when the test ends.
+func newPaddock(t testing.TB, s store.Store) *paddock.Cache {
+	t.Helper()
+	if s == nil {
+		m, err := memstore.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		s = m
+	}
+	c, err := paddock.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func newCache(t testing.TB, c *paddock.Cache, opts ...httpcache.Option) *httpcache.Cache {
+	t.Helper()
+	if c == nil {
+		c = newPaddock(t, nil)
+	}
+	hc, err := httpcache.New(c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hc
+}
+
+// counting is a handler that counts its calls and serves what serve
+// writes.
+type counting struct {
+	n     atomic.Int64
+	serve func(n int64, w http.ResponseWriter, r *http.Request)
+}
+
+func (c *counting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := c.n.Add(1)
+	c.serve(n, w, r)
+}
+
+func body(n int64, w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(w, "render "+itoa(n)+" of "+r.URL.RequestURI())
+}
+
+func itoa(n int64) string {
+	return strings.TrimSpace(strings.Repeat(" ", 0) + func() string { return fmtInt(n) }())
+}
+
+func fmtInt(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for n > 0 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+	}
+	return string(b)
+}
+
+// do serves one request with h, in process.
+func do(h http.Handler, method, target string, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Add(header[i], header[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
