@@ -314,42 +314,56 @@ func (cl *call) load(ctx context.Context) (Page, error) {
 	return pg, nil
 }
 
+// kept are a response's windows: the view's, replaced by what its
+// Cache-Control (or Expires) says; set says which were replaced.
+type kept struct {
+	ttl, stale, staleIfError          time.Duration
+	setTTL, setStale, setStaleIfError bool
+}
+
+// zero reports whether a page kept so is never served: it is not stored.
+func (k *kept) zero() bool { return k.ttl == 0 && k.stale == 0 && k.staleIfError == 0 }
+
+// keptFor returns the windows of a response with header hdr.
+func (cfg *config) keptFor(hdr http.Header) kept {
+	d := parseCacheControl(hdr)
+	k := kept{ttl: cfg.ttl, stale: cfg.stale, staleIfError: cfg.staleIfError}
+	switch {
+	case d.hasSMaxAge:
+		k.ttl, k.setTTL = d.sMaxAge, true
+	case d.hasMaxAge:
+		k.ttl, k.setTTL = d.maxAge, true
+	default:
+		if e, ok := expires(hdr, time.Now()); ok {
+			k.ttl, k.setTTL = e, true
+		}
+	}
+	if d.hasSWR {
+		k.stale, k.setStale = d.swr, true
+	}
+	if d.hasSIE {
+		k.staleIfError, k.setStaleIfError = d.sie, true
+	}
+	if d.mustRevalidate {
+		k.stale, k.staleIfError, k.setStale, k.setStaleIfError = 0, 0, true, true
+	}
+	return k
+}
+
 // windows sets the page's windows from its Cache-Control (or Expires), and
 // reports whether they are all zero: the page is not stored.
 func (h *handler) windows(ctx context.Context, pg *Page) (zero bool) {
-	d := parseCacheControl(pg.Header)
-	ttl, stale, sie := h.cfg.ttl, h.cfg.stale, h.cfg.staleIfError
-	switch {
-	case d.hasSMaxAge:
-		ttl = d.sMaxAge
-	case d.hasMaxAge:
-		ttl = d.maxAge
-	default:
-		if e, ok := expires(pg.Header, time.Now()); ok {
-			ttl = e
-		} else {
-			ttl = -1
-		}
+	k := h.cfg.keptFor(pg.Header)
+	if k.setTTL {
+		paddock.SetTTL(ctx, k.ttl)
 	}
-	if ttl >= 0 {
-		paddock.SetTTL(ctx, ttl)
-	} else {
-		ttl = h.cfg.ttl
+	if k.setStale {
+		paddock.SetStale(ctx, k.stale)
 	}
-	if d.hasSWR {
-		stale = d.swr
-		paddock.SetStale(ctx, stale)
+	if k.setStaleIfError {
+		paddock.SetStaleIfError(ctx, k.staleIfError)
 	}
-	if d.hasSIE {
-		sie = d.sie
-		paddock.SetStaleIfError(ctx, sie)
-	}
-	if d.mustRevalidate {
-		stale, sie = 0, 0
-		paddock.SetStale(ctx, 0)
-		paddock.SetStaleIfError(ctx, 0)
-	}
-	return ttl == 0 && stale == 0 && sie == 0
+	return k.zero()
 }
 
 // renderError is a render that failed with a 5xx status: a stale-if-error

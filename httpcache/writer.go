@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/paddockcache/paddock"
 )
@@ -53,6 +54,13 @@ func (cw *capture) WriteHeader(code int) {
 	}
 	d := parseCacheControl(cw.header)
 	cw.why = cfg.refusal(code, cw.header, &d)
+	if cw.why == ReasonNone {
+		if k := cfg.keptFor(cw.header); k.zero() {
+			cw.why = ReasonExpired
+		} else if n, err := strconv.ParseInt(cw.header.Get("Content-Length"), 10, 64); err == nil && n > int64(cfg.maxBody) {
+			cw.why = ReasonTooLarge
+		}
+	}
 	if cw.why.private() {
 		paddock.Private(cw.ctx)
 	}
@@ -70,7 +78,11 @@ func (cw *capture) startStream() {
 		for k, v := range cw.header {
 			h[k] = slices.Clone(v)
 		}
-		h.Add("Cache-Status", "paddock; fwd=miss")
+		cs := "paddock; fwd=miss; fwd-status=" + strconv.Itoa(cw.status)
+		if cw.why != ReasonNone {
+			cs += "; detail=" + cw.why.String()
+		}
+		h.Add("Cache-Status", cs)
 		w.WriteHeader(cw.status)
 		if len(cw.body) > 0 {
 			w.Write(cw.body)
