@@ -23,21 +23,21 @@ const (
 	ReasonCookie        // Cookie, not opted in
 	ReasonBadQuery      // a query that does not parse
 	// Responses served but not stored.
-	ReasonSetCookie    // Set-Cookie: never shared
-	ReasonNoStore      // Cache-Control: no-store (never shared)
-	ReasonPrivate      // Cache-Control: private (never shared)
-	ReasonNoCache      // Cache-Control: no-cache (never shared)
-	ReasonVaryStar     // Vary: * (never shared)
-	ReasonStatus       // a status not stored (shared with coalesced requests)
-	ReasonPartial      // 206 Partial Content
-	ReasonError        // a 5xx status or a panic: a failed render
-	ReasonTooLarge     // a body over MaxBodySize
-	ReasonFlushed      // the handler flushed: a stream
-	ReasonHijacked     // the handler took the connection
-	ReasonTrailer      // the response has trailers
-	ReasonExpired      // its TTL and stale windows are zero
-	ReasonFenced       // an invalidation raced the render
-	ReasonStoreFailed  // the store could not take it
+	ReasonSetCookie   // Set-Cookie: never shared
+	ReasonNoStore     // Cache-Control: no-store (never shared)
+	ReasonPrivate     // Cache-Control: private (never shared)
+	ReasonNoCache     // Cache-Control: no-cache (never shared)
+	ReasonVaryStar    // Vary: * (never shared)
+	ReasonStatus      // a status not stored (shared with coalesced requests)
+	ReasonPartial     // 206 Partial Content
+	ReasonError       // a 5xx status or a panic: a failed render
+	ReasonTooLarge    // a body over MaxBodySize
+	ReasonFlushed     // the handler flushed: a stream
+	ReasonHijacked    // the handler took the connection
+	ReasonTrailer     // the response has trailers
+	ReasonExpired     // its TTL and stale windows are zero
+	ReasonFenced      // an invalidation raced the render
+	ReasonStoreFailed // the store could not take it
 	numReasons
 )
 
