@@ -209,9 +209,11 @@ type call struct {
 	hijacked  bool          // a render took the client's connection
 	done      chan struct{} // made on claim, closed when that render ends
 	ran       bool          // a render ran for this call
-	why       Reason        // why the render's response is not stored
+	rwhy      Reason        // why the render's response is not stored
 	zero      bool          // the render's windows were all zero
 
+	// Set by the request's goroutine alone.
+	why         Reason // why the response was not stored, for the stats
 	varyMiss    bool
 	outcome     outcome
 	notModified bool
@@ -298,7 +300,7 @@ func (cl *call) load(ctx context.Context) (Page, error) {
 	zero := h.windows(ctx, &pg)
 	paddock.Tag(ctx, h.c.pageTags(cl.path, cl.url)...)
 	cl.mu.Lock()
-	cl.why, cl.zero = why, zero
+	cl.rwhy, cl.zero = why, zero
 	cl.mu.Unlock()
 	switch {
 	case pg.Status >= 500:
@@ -389,6 +391,11 @@ func (cl *call) finished(res paddock.Result[Page], err error) bool {
 		return false
 	}
 	cl.outcome = outcomeMiss
+	defer func() {
+		cl.mu.Lock()
+		cl.why = cl.rwhy
+		cl.mu.Unlock()
+	}()
 	if hijacked {
 		return true
 	}
@@ -492,7 +499,7 @@ func (cl *call) notStored(res paddock.Result[Page]) Reason {
 		return ReasonNone
 	}
 	cl.mu.Lock()
-	why, zero := cl.why, cl.zero
+	why, zero := cl.rwhy, cl.zero
 	cl.mu.Unlock()
 	switch {
 	case res.Status == paddock.StatusCoalesced:

@@ -3,6 +3,7 @@ package httpcache_test
 import (
 	"context"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -83,7 +84,9 @@ func do(h http.Handler, method, target string, header ...string) *httptest.Respo
 // returns its URL and a client.
 func server(t testing.TB, h http.Handler) (string, *http.Client) {
 	t.Helper()
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // panics are tested
+	srv.Start()
 	t.Cleanup(srv.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 2000, MaxConnsPerHost: 0}
 	t.Cleanup(tr.CloseIdleConnections)
