@@ -474,3 +474,23 @@ func TestResultStored(t *testing.T) {
 		t.Errorf("plain load: %+v, want stored", r)
 	}
 }
+
+// Refreshing tells a background refresh from a load a caller waits for.
+func TestRefreshing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCache(t, nil)
+		l := newLoader[bool](t, c, "p")
+		seen := make(chan bool, 2)
+		load := func(ctx context.Context) (bool, error) { seen <- paddock.Refreshing(ctx); return true, nil }
+		l.Get(ctx, "k", load, paddock.TTL(time.Second), paddock.Stale(time.Minute))
+		time.Sleep(2 * time.Second)
+		r, _ := l.Fetch(ctx, "k", load, paddock.TTL(time.Second), paddock.Stale(time.Minute))
+		synctest.Wait()
+		if first, second := <-seen, <-seen; first || !second || r.Status != paddock.StatusStale {
+			t.Errorf("Refreshing: %v for the first load, %v for the refresh (%v); want false, true", first, second, r.Status)
+		}
+		if paddock.Refreshing(ctx) {
+			t.Error("Refreshing outside a load")
+		}
+	})
+}

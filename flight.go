@@ -284,6 +284,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	mark := f.begin()
 	lctx, sc, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
 	sc.needFresh = f.background || w.fresh
+	sc.background = f.background
 	f.loading(token, sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
 	cancel()

@@ -44,6 +44,9 @@ type scope struct {
 	// yields a fresh value at once instead of one stale round per level.
 	// Set before the load runs.
 	needFresh bool
+	// background: the load is a refresh while the old value is served
+	// (see Refreshing). Set before the load runs.
+	background bool
 	// bounds from nested inputs: instants of this process's clock past
 	// which an input is no longer fresh, servable stale, or servable after
 	// a failed refresh. Zero: no input bounds it.
@@ -155,6 +158,16 @@ func Private(ctx context.Context) {
 
 // privatize is implemented by flights: see Private.
 type privatizer interface{ privatize() }
+
+// Refreshing reports whether ctx is the context of a background refresh:
+// a load that runs while its key's old value is served, for which no
+// caller waits. A load that would hand its result to its caller as it goes
+// (a page streamed to the client whose request started it) checks it.
+// Outside a load it returns false.
+func Refreshing(ctx context.Context) bool {
+	s := scopeOf(ctx)
+	return s != nil && s.background
+}
 
 // ModelTag returns the tag of one row of a model, "model:id": what a load
 // built from that row tags itself with, and what the code that writes the

@@ -267,7 +267,11 @@ func (cl *call) load(ctx context.Context) (Page, error) {
 	for _, f := range conditional {
 		r.Header.Del(f)
 	}
-	cw := &capture{c: cl, ctx: ctx, header: make(http.Header), stream: h.stream && cl.r.Method == http.MethodGet}
+	// A refresh runs while this request is served the old page: it never
+	// writes to the client.
+	refresh := paddock.Refreshing(ctx)
+	cw := &capture{c: cl, ctx: ctx, header: make(http.Header), refresh: refresh,
+		stream: h.stream && cl.r.Method == http.MethodGet && !refresh}
 	defer func() {
 		cl.mu.Lock()
 		cl.ran = true

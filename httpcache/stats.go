@@ -128,12 +128,12 @@ type RouteStats struct {
 }
 
 // Requests is the number of requests counted.
-func (s *RouteStats) Requests() int64 {
+func (s RouteStats) Requests() int64 {
 	return s.Hits + s.Stale + s.Misses + s.Coalesced + s.Bypassed
 }
 
 // HitRatio is the share of requests served from a stored page.
-func (s *RouteStats) HitRatio() float64 {
+func (s RouteStats) HitRatio() float64 {
 	if n := s.Requests(); n > 0 {
 		return float64(s.Hits+s.Stale) / float64(n)
 	}

@@ -21,6 +21,8 @@ type capture struct {
 	header http.Header
 	// stream: the response may be streamed to the client if it is a 2xx.
 	stream bool
+	// refresh: a background refresh, which may not reach the client at all.
+	refresh bool
 
 	wrote     bool
 	status    int
@@ -143,7 +145,7 @@ func (cw *capture) Flush() {
 		}
 		paddock.Private(cw.ctx)
 	}
-	if !cw.streaming && cw.c.claim() {
+	if !cw.streaming && !cw.refresh && cw.c.claim() {
 		cw.startStream()
 	}
 	if cw.streaming {
@@ -159,7 +161,7 @@ func (cw *capture) Flush() {
 // the one that client waits for and nothing was written yet. The response
 // is neither stored nor shared.
 func (cw *capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if cw.wrote || cw.hijacked || !cw.c.claim() {
+	if cw.wrote || cw.hijacked || cw.refresh || !cw.c.claim() {
 		return nil, nil, http.ErrNotSupported
 	}
 	cw.hijacked, cw.why, cw.streaming = true, ReasonHijacked, true
