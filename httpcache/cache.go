@@ -131,7 +131,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cl := &call{h: h, w: w, r: r, path: p, url: u, names: names}
 		key := variantKey(base, names, r.Header)
 		res, err := h.c.pages.Fetch(r.Context(), key, cl.load, h.opts...)
-		if cl.finished(res, err) {
+		if cl.finished(key, res, err) {
 			h.c.stats.add(label, cl.outcome, cl.why, false)
 			return
 		}
@@ -386,7 +386,7 @@ func (e *renderError) Error() string {
 // finished settles the request if a render streamed to it or took its
 // connection, and reports whether it did. Either way no render may claim
 // the client afterwards.
-func (cl *call) finished(res paddock.Result[Page], err error) bool {
+func (cl *call) finished(key string, res paddock.Result[Page], err error) bool {
 	cl.mu.Lock()
 	cl.returned = true
 	streaming, hijacked, done := cl.streaming, cl.hijacked, cl.done
@@ -404,7 +404,13 @@ func (cl *call) finished(res paddock.Result[Page], err error) bool {
 		return true
 	}
 	if res.Status == paddock.StatusLoaded && err == nil {
-		return true // the render that streamed is this call's: it is over
+		// The render that streamed is this call's: it is over. Whether
+		// its page was stored is known now, as in respond.
+		cl.why = cl.notStored(res)
+		if res.Stored {
+			cl.h.c.urls.add(cl.url, key)
+		}
+		return true
 	}
 	// The render streaming to the client is a refresh that claimed it
 	// before Fetch returned, or this call's own render, failed: wait for
