@@ -395,12 +395,8 @@ func (cl *call) finished(key string, res paddock.Result[Page], err error) bool {
 		return false
 	}
 	cl.outcome = outcomeMiss
-	defer func() {
-		cl.mu.Lock()
-		cl.why = cl.rwhy
-		cl.mu.Unlock()
-	}()
 	if hijacked {
+		cl.why = ReasonHijacked
 		return true
 	}
 	if res.Status == paddock.StatusLoaded && err == nil {
@@ -412,9 +408,14 @@ func (cl *call) finished(key string, res paddock.Result[Page], err error) bool {
 		}
 		return true
 	}
-	// The render streaming to the client is a refresh that claimed it
-	// before Fetch returned, or this call's own render, failed: wait for
-	// it to end; the client has its bytes.
+	// This call's own render streamed, and failed (a stale-if-error page
+	// or an error stands in for it): wait for it to end; the client has
+	// its bytes. (A refresh never streams: see Refreshing.)
+	defer func() {
+		cl.mu.Lock()
+		cl.why = cl.rwhy
+		cl.mu.Unlock()
+	}()
 	select {
 	case <-done:
 	case <-cl.r.Context().Done():
