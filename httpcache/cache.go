@@ -132,6 +132,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key := variantKey(base, names, r.Header)
 		res, err := h.c.pages.Fetch(r.Context(), key, cl.load, h.opts...)
 		if cl.finished(res, err) {
+			if err == nil && res.Status == paddock.StatusLoaded {
+				// This call's render, streamed to the client: whether its
+				// fill was accepted is known only now.
+				cl.why = cl.notStored(res)
+				if res.Stored {
+					h.c.urls.add(cl.url, key)
+				}
+			}
 			h.c.stats.add(label, cl.outcome, cl.why, false)
 			return
 		}
