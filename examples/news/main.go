@@ -193,8 +193,8 @@ func walk(ctx context.Context, w io.Writer, s *site, v *visitor) error {
 	r := <-held
 	fmt.Fprintln(w, "     the held render ends; its client gets the page it rendered:")
 	show("", "", r)
-	fmt.Fprintf(w, "     the page was not stored: fills refused %d; URLs with a stored page under / %v\n",
-		s.cache.Stats()["page"].FillsRefused-refused, must(s.pages.URLs(ctx, "/")))
+	fmt.Fprintf(w, "     not stored (fills refused: %d); the URLs with a stored page: %v\n",
+		s.cache.Stats()["page"].FillsRefused-refused, must(s.pages.URLs(ctx, "")))
 	check(get("/"))
 	check(get("/"))
 	fmt.Fprintln(w, "     (Django's cache_page with a delete on save would have stored the held page:")

@@ -196,6 +196,10 @@ func raceScenario(s *site, v *visitor) error {
 		return fmt.Errorf("the held render's response: %w", err)
 	}
 
+	if urls, err := s.pages.URLs(ctx, ""); err != nil || slices.Contains(urls, "/") {
+		return fmt.Errorf("after the held render: the URLs with a stored page are %v, %v", urls, err)
+	}
+
 	withY := append([]string{"Y", "X"}, seedTitles...)
 	r, err = v.get(ctx, "/")
 	if err := expect(r, err, 200, miss, withY...); err != nil {
@@ -210,6 +214,11 @@ func raceScenario(s *site, v *visitor) error {
 	}
 	if n := s.cache.Stats()["page"].FillsRefused - refused; n != 1 {
 		return fmt.Errorf("the held render's fill: %d fills refused, want 1", n)
+	}
+	for _, row := range s.pages.Stats() {
+		if row.Route == "GET /{$}" && (row.Misses != 3 || row.Stored != 2 || row.Reasons["fenced"] != 1) {
+			return fmt.Errorf("the homepage's stats %+v: want 3 misses, 2 stored, fenced=1", row)
+		}
 	}
 	return nil
 }
@@ -254,7 +263,7 @@ func TestWalk(t *testing.T) {
 	if err := walk(ctx, &out, s, v); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "fills refused 1;") {
+	if !strings.Contains(out.String(), "not stored (fills refused: 1)") {
 		t.Errorf("the walk-through's race did not refuse one fill:\n%s", out.String())
 	}
 	if testing.Verbose() {
