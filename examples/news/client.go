@@ -29,6 +29,7 @@ type response struct {
 	Status      int
 	CacheStatus string // the Cache-Status header
 	Location    string
+	ETag        string
 	Body        string
 }
 
@@ -88,6 +89,7 @@ func (v *visitor) do(req *http.Request) (response, error) {
 		Status:      resp.StatusCode,
 		CacheStatus: resp.Header.Get("Cache-Status"),
 		Location:    resp.Header.Get("Location"),
+		ETag:        resp.Header.Get("ETag"),
 		Body:        string(b),
 	}, nil
 }
