@@ -524,3 +524,37 @@ func TestRenderSharesTemplateEntry(t *testing.T) {
 		t.Errorf("renders after Invalidate(Key) = %d, want 2", n)
 	}
 }
+
+// A caller that gives up returns at once; the render goes on, on its own
+// context (Dot.Ctx), so the cached Gets it makes after that still work,
+// and its markup is cached for the next caller.
+func TestRenderOutlastsCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCache(t, nil)
+		s := newSite(t, c)
+		frags := newFrags(t, c)
+		tm := parse(t, frags, `{{define "f"}}{{.Data.Rendered "f"}}{{.Data.Pause}}<p>{{.Data.Title .Ctx 1}}</p>{{end}}`)
+		goOn := make(chan struct{})
+		s.pause = func() { <-goOn }
+		callerCtx, cancel := context.WithCancel(ctx)
+		errc := make(chan error)
+		go func() {
+			_, err := frags.Render(callerCtx, tm, "f", s)
+			errc <- err
+		}()
+		synctest.Wait() // the render is paused
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the caller that gave up: %v, want context.Canceled", err)
+		}
+		close(goOn)
+		synctest.Wait() // the render ended and filled
+		r, found, err := frags.Loader().Peek(ctx, mustKey(t, frags, tm, "f"))
+		if err != nil || !found || r.Value != "<p>one</p>" {
+			t.Fatalf("cached: %q, %v, %v; want the render's markup", r.Value, found, err)
+		}
+		if h, err := frags.Render(ctx, tm, "f", s); err != nil || h != "<p>one</p>" || s.count("f") != 1 {
+			t.Errorf("next caller: %q, %v after %d renders; want the cached markup", h, err, s.count("f"))
+		}
+	})
+}
