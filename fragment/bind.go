@@ -31,11 +31,12 @@ const (
 //
 // renders the template NAME of the set with a [Dot] of CTX and DATA
 // through [Cache.Render], and returns its markup. OPTIONS are made by
+// these functions ([Vary], [TTL], [Stale] and [Tags] in the template):
 //
-//	(vary VALUES...)  [Vary]: the values the key depends on
-//	(ttl T)           [TTL]: a number is seconds, as in Django; a string a Go duration ("90s")
-//	(stale T)         [Stale], read like ttl
-//	(tags TAGS...)    [Tags]
+//	(vary VALUES...)  the values the key depends on
+//	(ttl T)           a number is seconds, as in Django; a string a Go duration ("90s")
+//	(stale T)         read like ttl
+//	(tags TAGS...)    tags of the entry
 //
 // Until [Cache.Bind] has bound the set, cache returns [ErrNotBound]. Of
 // two functions of one name the later Funcs wins: give your own FuncMap
