@@ -150,6 +150,8 @@ func runChild(name string, args []string) error {
 		return fleetChild(args)
 	case "memory":
 		return memoryChild(args)
+	case "pagenode":
+		return pageNodeChild(args)
 	}
 	return fmt.Errorf("unknown child %q", name)
 }

@@ -32,6 +32,10 @@ var scenarios = []scenario{
 	{"warm", "Warm hits", runWarm},
 	{"tags", "Tag invalidation", runTags},
 	{"memory", "Memory and GC", runMemory},
+	{"page-warm", "Page caching: cached-page latency", runPageWarm},
+	{"page-cold", "Page caching: renders per cold URL, one process", runPageCold},
+	{"page-fleet", "Page caching: renders per cold URL, 4 processes", runPageFleet},
+	{"page-purge", "Page caching: stale pages after a purge that races a render", runPagePurge},
 }
 
 // env is what every scenario gets: the sizes of this run, the Redis
@@ -40,6 +44,7 @@ type env struct {
 	quick bool
 	redis string // "" when no Redis is available
 	libs  []Lib
+	pages []PageLib
 	out   io.Writer
 	log   io.Writer
 	run   string // a prefix that makes this run's keys unique
@@ -120,6 +125,13 @@ func benchMain() int {
 			t.add("`"+l.Name+"`", where(l), l.Module, l.Notes)
 		}
 		t.print(os.Stdout)
+		fmt.Println()
+		t = newTable("lib=", "store", "module", "configuration", "purge")
+		t.left = 5
+		for _, l := range orderedPages() {
+			t.add("`"+l.Name+"`", wherePage(l), l.Module, l.Notes, l.PurgeHow)
+		}
+		t.print(os.Stdout)
 		return 0
 	}
 
@@ -144,6 +156,11 @@ func benchMain() int {
 	for _, l := range ordered() {
 		if re == nil || re.MatchString(l.Name) {
 			e.libs = append(e.libs, l)
+		}
+	}
+	for _, l := range orderedPages() {
+		if re == nil || re.MatchString(l.Name) {
+			e.pages = append(e.pages, l)
 		}
 	}
 
