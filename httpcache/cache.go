@@ -128,7 +128,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	names := union(h.cfg.vary, h.c.hints.get(base))
 	varyMiss := false
 	for attempt := 0; ; attempt++ {
-		cl := &call{h: h, w: w, r: r, path: p, url: u, names: names}
+		cl := &call{h: h, w: w, r: r, path: p, url: u, base: base, names: names}
 		key := variantKey(base, names, r.Header)
 		res, err := h.c.pages.Fetch(r.Context(), key, cl.load, h.opts...)
 		if cl.finished(key, res, err) {
@@ -151,10 +151,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					h.pass(w, r, label, ReasonNone)
 					return
 				}
-			}
-		} else if err == nil {
-			if extra := notIn(res.Value.vary, names); len(extra) > 0 {
-				h.c.hints.learn(base, notIn(res.Value.vary, h.cfg.vary))
 			}
 		}
 		cl.varyMiss = varyMiss
@@ -200,6 +196,7 @@ type call struct {
 	r     *http.Request
 	path  string
 	url   string
+	base  string   // the key without Vary
 	names []string // the Vary names in the key
 
 	mu        sync.Mutex
@@ -294,6 +291,11 @@ func (cl *call) load(ctx context.Context) (Page, error) {
 	pg.varyValues = make([]string, len(pg.vary))
 	for i, n := range pg.vary {
 		pg.varyValues[i] = headerValue(cl.r.Header, n)
+	}
+	if len(notIn(pg.vary, cl.names)) > 0 {
+		// The key lacked some of the headers the page varies on: the next
+		// request of the URL looks up its own variant.
+		h.c.hints.learn(cl.base, notIn(pg.vary, h.cfg.vary))
 	}
 	if pg.Status == http.StatusOK && pg.Header.Get("ETag") == "" && !cw.dropped {
 		pg.Header.Set("ETag", etagOf(pg.Body))

@@ -81,7 +81,7 @@ func TestStreamedRenderListed(t *testing.T) {
 	}))
 	w := httptest.NewRecorder()
 	v.ServeHTTP(w, httptest.NewRequest("GET", "/a?x=1", nil))
-	if got := w.Header().Values("Cache-Status"); !slices.Equal(got, []string{"paddock; fwd=miss"}) {
+	if got := w.Header().Values("Cache-Status"); !slices.Equal(got, []string{"paddock; fwd=miss; fwd-status=200"}) {
 		t.Fatalf("Cache-Status %q: the render was not streamed", got)
 	}
 	urls, err := hc.URLs(t.Context(), "/")
