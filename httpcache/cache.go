@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/hooks"
 )
 
 // A Cache caches whole responses of the handlers it wraps, as [Page]s in
@@ -141,7 +142,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			pg := &res.Value
 			if extra := notIn(pg.vary, names); len(extra) > 0 {
 				h.c.hints.learn(base, notIn(pg.vary, h.cfg.vary))
-				if !pg.matches(r.Header) {
+				if !pg.matches(r.Header) && !hooks.PageIgnoresVary.Load() {
 					names, varyMiss = union(names, extra), true
 					if attempt < 2 {
 						continue
@@ -311,11 +312,11 @@ func (cl *call) load(ctx context.Context) (Page, error) {
 	switch {
 	case pg.Status >= 500:
 		if why.private() {
-			paddock.Private(ctx)
+			private(ctx)
 		}
 		return Page{}, &renderError{page: pg, private: why.private()}
 	case why.private():
-		paddock.Private(ctx)
+		private(ctx)
 	case why != ReasonNone:
 		paddock.NoStore(ctx)
 	}
@@ -356,6 +357,16 @@ func (cfg *config) keptFor(hdr http.Header) kept {
 		k.stale, k.staleIfError, k.setStale, k.setStaleIfError = 0, 0, true, true
 	}
 	return k
+}
+
+// private keeps the page being rendered from every request but the one
+// that rendered it (see paddock.Private).
+func private(ctx context.Context) {
+	if hooks.PageSharesPrivate.Load() {
+		paddock.NoStore(ctx)
+		return
+	}
+	paddock.Private(ctx)
 }
 
 // windows sets the page's windows from its Cache-Control (or Expires), and

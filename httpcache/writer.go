@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/paddockcache/paddock"
 )
 
 // capture is the ResponseWriter a render writes to. It keeps the response
@@ -64,7 +63,7 @@ func (cw *capture) WriteHeader(code int) {
 		}
 	}
 	if cw.why.private() {
-		paddock.Private(cw.ctx)
+		private(cw.ctx)
 	}
 	if cw.stream && code >= 200 && code < 300 && cw.c.claim() {
 		cw.startStream()
@@ -116,7 +115,7 @@ func (cw *capture) Write(p []byte) (int, error) {
 			// The client has the bytes; the requests coalesced with this
 			// one cannot be given a copy: they render for themselves.
 			cw.dropped, cw.body = true, nil
-			paddock.Private(cw.ctx)
+			private(cw.ctx)
 		} else {
 			cw.body = append(cw.body, p...) // the client waits for it
 		}
@@ -143,7 +142,7 @@ func (cw *capture) Flush() {
 		if !cw.why.private() {
 			cw.why = ReasonFlushed
 		}
-		paddock.Private(cw.ctx)
+		private(cw.ctx)
 	}
 	if !cw.streaming && !cw.refresh && cw.c.claim() {
 		cw.startStream()
@@ -165,7 +164,7 @@ func (cw *capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrNotSupported
 	}
 	cw.hijacked, cw.why, cw.streaming = true, ReasonHijacked, true
-	paddock.Private(cw.ctx)
+	private(cw.ctx)
 	return cw.c.hijack()
 }
 

@@ -53,6 +53,14 @@ var (
 	// LeaseOutlivesInvalidation makes the stores' Invalidate leave the
 	// leases of the keys it names in place (they break them otherwise).
 	LeaseOutlivesInvalidation atomic.Bool
+	// PageIgnoresVary makes httpcache serve a page found under a request's
+	// key without checking that the request agrees with it on the headers
+	// it varies on.
+	PageIgnoresVary atomic.Bool
+	// PageSharesPrivate makes httpcache treat a response that must not be
+	// shared (Set-Cookie, Cache-Control private) as one that is only not
+	// stored: the requests coalesced with it get it too.
+	PageSharesPrivate atomic.Bool
 )
 
 // All lists every switch, by name.
@@ -71,6 +79,8 @@ var All = map[string]*atomic.Bool{
 	"NoDeps":                    &NoDeps,
 	"WaitDoomed":                &WaitDoomed,
 	"LeaseOutlivesInvalidation": &LeaseOutlivesInvalidation,
+	"PageIgnoresVary":           &PageIgnoresVary,
+	"PageSharesPrivate":         &PageSharesPrivate,
 }
 
 // Reset turns every switch off.
