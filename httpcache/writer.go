@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-
 )
 
 // capture is the ResponseWriter a render writes to. It keeps the response
