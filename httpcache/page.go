@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unsafe"
 )
 
 // A Page is a stored response.
@@ -162,8 +163,9 @@ func appendStrings(b []byte, ss []string) []byte {
 // decoder reads what pageCodec wrote; bad is set, and zero values read,
 // once the bytes run out or do not parse.
 type decoder struct {
-	b   []byte
-	bad bool
+	b    []byte
+	bad  bool
+	pool []string // backs the string slices decoded
 }
 
 func (d *decoder) byte() byte {
@@ -194,7 +196,9 @@ func (d *decoder) string() string {
 		d.b = nil
 		return ""
 	}
-	s := string(d.b[:n])
+	// The bytes are the store's copy, which nothing else holds or
+	// changes: the page's strings share them instead of copying each.
+	s := unsafe.String(unsafe.SliceData(d.b), int(n))
 	d.b = d.b[n:]
 	return s
 }
@@ -219,9 +223,12 @@ func (d *decoder) strings() []string {
 		}
 		return nil
 	}
-	out := make([]string, n)
-	for i := range out {
-		out[i] = d.string()
+	if uint64(cap(d.pool)-len(d.pool)) < n {
+		d.pool = make([]string, 0, max(n, 16))
 	}
-	return out
+	start := len(d.pool)
+	for range n {
+		d.pool = append(d.pool, d.string())
+	}
+	return d.pool[start:len(d.pool):len(d.pool)]
 }
