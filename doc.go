@@ -23,8 +23,9 @@
 //
 // Read: [Loader.Get], [Loader.Fetch] (with [Result] metadata),
 // [Loader.GetMany], [Loader.Peek]. Inside a load: [Tag], [ModelTag],
-// [DependencyTag], and what the load decides about its result: [SetTTL],
-// [SetStale], [NoStore], [Private].
+// [DependencyTag], what the load decides about its result: [SetTTL],
+// [SetStale], [SetStaleIfError], [NoStore], [Private], and [Refreshing]
+// (whether any caller waits for it).
 //
 // Write: [Loader.Set], [Loader.Invalidate], [Cache.Invalidate],
 // [Cache.InvalidateTags], and the soft forms [Cache.MarkStale] and
@@ -111,4 +112,11 @@
 // the key is not stuck. Data that does not decode is a miss, counted in
 // [Stats].DecodeErrors. [Cache.Close] cancels loads in flight and waits for
 // every goroutine of the Cache.
+//
+// # On top
+//
+// Package httpcache caches whole HTTP responses on a Loader (Django's
+// cache_page and django-fancy-cache); package fragment caches html/template
+// blocks (Django's {% cache %}). Both run their renders as loads, so what a
+// render reads through a Loader with its context becomes a dependency.
 package paddock
