@@ -74,6 +74,29 @@
 // are not in the key: name them, or a page rendered for one value is
 // served for all.
 //
+// # Freshness of pages built from cached values
+//
+// A page is never stored fresher than the cached values its handler read
+// with r.Context(): a page with a 15-minute TTL built from a list cached for
+// 5 minutes stays fresh 5 minutes (Cache-Status shows ttl=299), and goes
+// when the list is invalidated. Give the queries TTLs at least as long as
+// the pages', and let invalidation, not expiry, keep them current.
+//
+// # Cache-Status of a streamed response
+//
+// The client whose request renders a page gets its header before the page
+// is stored, so its Cache-Status says "paddock; fwd=miss; fwd-status=200"
+// and, when the header already shows why, why the page will not be stored;
+// whether the fill was accepted shows in [Cache.Stats] and on the next
+// request. Every other response's Cache-Status says stored or why not.
+//
+// # Stats from the command line
+//
+// [Cache.StatsHandler] serves the table as text to curl
+// (curl -H 'Accept: text/plain' http://host/debug/pages), and
+// [Cache.WriteStats] writes it for a program's own command. The counters
+// are this process's.
+//
 // # Values are shared
 //
 // A [Page] given to [PostProcess] is the one stored; one given to
