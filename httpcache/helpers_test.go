@@ -18,10 +18,18 @@ import (
 
 var ctx = context.Background()
 
-// newPaddock returns a paddock Cache on s (a new memstore if nil), closed
-// when the test ends.
+// backend, if set, makes the store of newPaddock(t, nil): TestOnRedis
+// runs the suite again with Redis.
+var backend func(t testing.TB) store.Store
+
+// newPaddock returns a paddock Cache on s (a new memstore if nil, or
+// backend's store), closed when the test ends.
 func newPaddock(t testing.TB, s store.Store) *paddock.Cache {
 	t.Helper()
+	if s == nil && backend != nil {
+		s = backend(t)
+		t.Cleanup(func() { s.Close() })
+	}
 	if s == nil {
 		m, err := memstore.New()
 		if err != nil {
