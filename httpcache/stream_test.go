@@ -250,3 +250,37 @@ func TestHandlerPanics(t *testing.T) {
 		t.Errorf("after the panic: %d %q", resp.StatusCode, b)
 	}
 }
+
+// A handler that takes the connection gets it, for the request that
+// rendered; nothing is stored or shared.
+func TestHijack(t *testing.T) {
+	hc := newCache(t, nil)
+	h := &counting{serve: func(k int64, w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		io.WriteString(rw, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		rw.Flush()
+	}}
+	url, client := server(t, hc.Handler(h))
+	for range 2 {
+		resp, b := get(t, client, "GET", url+"/raw")
+		if resp.StatusCode != 200 || b != "hijacked" {
+			t.Errorf("%d %q", resp.StatusCode, b)
+		}
+	}
+	if n := h.n.Load(); n != 2 {
+		t.Errorf("%d renders, want 2: a hijacked response is not stored", n)
+	}
+	if s := hc.Stats(); s[len(s)-1].Reasons["hijacked"] != 2 {
+		t.Errorf("reasons %v", s[len(s)-1].Reasons)
+	}
+	// A request that upgrades the connection bypasses the cache.
+	get(t, client, "GET", url+"/raw", "Upgrade", "websocket", "Connection", "Upgrade")
+	if s := hc.Stats(); s[len(s)-1].Reasons["upgrade"] != 1 || s[len(s)-1].Bypassed != 1 {
+		t.Errorf("an upgrade: %+v, want a bypass", s[len(s)-1])
+	}
+}
