@@ -115,12 +115,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label := h.c.stats.label(r)
 	keyed, why := h.cfg.bypass(r)
 	if why != ReasonNone {
-		h.pass(w, r, label, why)
+		h.pass(w, r, label, why, "")
 		return
 	}
 	q, err := h.cfg.query.canonical(r.URL.RawQuery)
 	if err != nil {
-		h.pass(w, r, label, ReasonBadQuery)
+		h.pass(w, r, label, ReasonBadQuery, "")
 		return
 	}
 	p := r.URL.EscapedPath()
@@ -149,7 +149,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					}
 					// The URL's variants keep changing: render this one
 					// uncached.
-					h.pass(w, r, label, ReasonNone)
+					h.pass(w, r, label, ReasonNone, "paddock; fwd=vary-miss; detail=uncached")
 					return
 				}
 			}
@@ -161,15 +161,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// pass serves r with the handler, uncached.
-func (h *handler) pass(w http.ResponseWriter, r *http.Request, label string, why Reason) {
-	cs := "paddock; fwd=bypass"
+// pass serves r with the handler, uncached, because of why (a request
+// the cache refuses) or, with ReasonNone, as cacheStatus says.
+func (h *handler) pass(w http.ResponseWriter, r *http.Request, label string, why Reason, cacheStatus string) {
 	if why != ReasonNone {
-		cs += "; detail=" + why.String()
-	} else {
-		cs = "paddock; fwd=vary-miss; detail=uncached"
+		cacheStatus = "paddock; fwd=bypass; detail=" + why.String()
 	}
-	w.Header().Add("Cache-Status", cs)
+	w.Header().Add("Cache-Status", cacheStatus)
 	h.c.stats.add(label, outcomeBypass, why, false)
 	h.next.ServeHTTP(w, r)
 }
@@ -458,7 +456,7 @@ func (cl *call) respond(key string, res paddock.Result[Page], err error) {
 	case errors.As(err, &re):
 		if re.private && !cl.ran {
 			// Another request's failed render, made for it alone.
-			h.pass(w, r, h.c.stats.label(r), ReasonNone)
+			h.pass(w, r, h.c.stats.label(r), ReasonNone, "paddock; fwd=miss; detail=uncached")
 			cl.outcome = outcomeNone
 			return
 		}
@@ -479,7 +477,7 @@ func (cl *call) respond(key string, res paddock.Result[Page], err error) {
 		return
 	default:
 		// The cache could not serve (closed): serve uncached.
-		h.pass(w, r, h.c.stats.label(r), ReasonNone)
+		h.pass(w, r, h.c.stats.label(r), ReasonNone, "paddock; fwd=bypass; detail=unavailable")
 		cl.outcome = outcomeNone
 		return
 	}

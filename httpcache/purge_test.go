@@ -364,3 +364,22 @@ func rowsOf(hc *httpcache.Cache) map[string]httpcache.RouteStats {
 	}
 	return m
 }
+
+// A closed paddock Cache serves every request uncached, and says so.
+func TestClosedCache(t *testing.T) {
+	c := newPaddock(t, nil)
+	hc := newCache(t, c)
+	h := &counting{serve: body}
+	v := hc.Handler(h)
+	do(v, "GET", "/")
+	c.Close()
+	for i := range 2 {
+		w := do(v, "GET", "/")
+		if w.Code != 200 || status(w.Header()) != "paddock; fwd=bypass; detail=unavailable" {
+			t.Errorf("request %d after Close: %d (%s)", i, w.Code, status(w.Header()))
+		}
+	}
+	if h.n.Load() != 3 {
+		t.Errorf("%d renders, want 3", h.n.Load())
+	}
+}
