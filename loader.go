@@ -91,6 +91,7 @@ type Loader[T any] struct {
 	policy  policy
 	flights *group[T]
 	st      *counters
+	hot     *hotTier[T] // nil: no hot tier (see HotSize)
 }
 
 // NewLoader returns the loader of namespace on c. The namespace must be
@@ -105,7 +106,7 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 	if namespace == "" || strings.ContainsAny(namespace, ":") {
 		return nil, invalid("NewLoader: namespace %q must be non-empty and without ':'", namespace)
 	}
-	lc := loaderConfig{policy: defaultPolicy()}
+	lc := loaderConfig{policy: defaultPolicy(), hotSize: DefaultHotSize}
 	for _, o := range opts {
 		if o == nil {
 			return nil, invalid("NewLoader: nil option")
@@ -134,6 +135,9 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		st:      c.counters(namespace),
 	}
 	l.flights.l = l
+	if c.hot != nil && lc.hotSize > 0 {
+		l.hot = newHotTier[T](c.hot, lc.hotSize)
+	}
 	c.mu.Lock()
 	c.groups = append(c.groups, l.flights)
 	c.mu.Unlock()
@@ -210,6 +214,18 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	if l.c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
+	if l.hot != nil {
+		if e, ok := l.hot.get(key, time.Now()); ok && scopeOf(ctx) == nil {
+			// A hot hit. (A nested Get goes to the store: its load records
+			// the entry it depends on.)
+			if err := ctx.Err(); err != nil {
+				return Result[T]{}, err
+			}
+			l.st.hits.Add(1)
+			now := time.Now()
+			return Result[T]{Value: e.val, Status: StatusHit, Age: now.Sub(e.created), TTL: e.fresh.Sub(now)}, e.err
+		}
+	}
 	pol, err := l.policyFor(opts)
 	if err != nil {
 		return Result[T]{}, err
@@ -219,7 +235,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	}
 	full := l.prefix + key
 	sc, at := l.nested(ctx)
-	o, owner, err := l.fetch(ctx, full, load, pol, at, sc != nil && sc.needFresh)
+	o, owner, err := l.fetch(ctx, key, full, load, pol, at, sc != nil && sc.needFresh)
 	if err != nil {
 		return Result[T]{}, err
 	}
@@ -241,9 +257,9 @@ func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
 // fetch is Fetch's read path for the full key: it returns the outcome the
 // caller takes and whether the caller ran its load, or the error of a
 // caller that gave up (its context ended, the Cache closed).
-func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool) (outcome[T], bool, error) {
+func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool) (outcome[T], bool, error) {
 	g := getter[T]{
-		l: l, ctx: ctx, key: full, load: load, pol: pol, at: at, fresh: fresh,
+		l: l, ctx: ctx, name: name, key: full, load: load, pol: pol, at: at, fresh: fresh,
 		gen: l.c.invGen.Load(), began: l.flights.clock.Load(),
 	}
 	for attempt := 0; ; attempt++ {
@@ -290,7 +306,8 @@ func (l *Loader[T]) fetch(ctx context.Context, full string, load LoadFunc[T], po
 type getter[T any] struct {
 	l     *Loader[T]
 	ctx   context.Context
-	key   string
+	name  string // the key in the Loader
+	key   string // the full key
 	load  LoadFunc[T]
 	pol   policy
 	at    time.Time // local instant before the first lookup, if nested
@@ -335,8 +352,16 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 			return f, false, o, nil, false
 		}
 	}
+	var seq0 uint64
+	if l.hot != nil {
+		seq0 = l.hot.h.seq.Load()
+	}
+	local := time.Now()
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
+	if l.hot != nil && act == actServe && o.status == StatusHit && g.at.IsZero() {
+		l.hot.put(g.name, full, &o, seq0, local)
+	}
 	if err == nil {
 		// A lookup that serves an entry may report a lower bound of the
 		// ticket (redisstore on Cluster); only a miss's or a lease's

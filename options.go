@@ -179,6 +179,29 @@ type loaderConfig struct {
 	policy  policy
 	codec   Codec
 	version uint64
+	hotSize int
+}
+
+// HotSize bounds the Loader's hot tier: the values it keeps decoded, in
+// this process, for hits that cost no store read, no decode and no
+// allocation (default [DefaultHotSize]; 0 turns the tier off). The tier is
+// exact: an invalidation of a key, of one of its tags or of a value it was
+// built from makes the copy unservable before the invalidation returns,
+// and a copy is served only while fresh. It is kept only on a store in
+// this process that tells of every invalidation (memstore); on Redis the
+// option does nothing.
+//
+// A copy's value is shared by every caller it is served to, as otter and
+// other in-process caches do: treat values as read-only. A []byte value is
+// the same slice for every caller; a string is immutable anyway.
+func HotSize(n int) LoaderOption {
+	return loaderOption(func(lc *loaderConfig) error {
+		if n < 0 {
+			return invalid("HotSize(%d): must not be negative", n)
+		}
+		lc.hotSize = n
+		return nil
+	})
 }
 
 // WithCodec sets the codec of the loader's values. Default: none for

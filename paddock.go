@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -54,6 +55,12 @@ type Cache struct {
 	pending   pendingSet
 	invGen    atomic.Uint64
 	abandoned atomic.Bool // a lease was ever abandoned: lookups check pending.leases
+
+	// hot, if the store tells of every invalidation (store.Notifier) and
+	// is in process, are the counters that keep the Loaders' hot tiers
+	// exact (hot.go); unsubscribe stops the store's calls.
+	hot         *hotVersions
+	unsubscribe func()
 }
 
 // New returns a Cache over store. The embedded default store is
@@ -88,6 +95,10 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		c.remote = true
 	}
 	c.batcher, _ = s.(store.Batcher)
+	if n, ok := s.(store.Notifier); ok && !c.remote {
+		c.hot = &hotVersions{seed: maphash.MakeSeed()}
+		c.unsubscribe = n.Subscribe(c.hot.bump)
+	}
 	c.tokens.Store(rand.Uint64() >> 1)
 	c.breaker.threshold = int32(cfg.breakerThreshold)
 	c.breaker.cooldown = cfg.breakerCooldown
@@ -183,6 +194,9 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 		// store failed or the caller's context ended.
 		if !hooks.DropFailedInvalidations.Load() {
 			c.keepPending(inv, err)
+			if c.hot != nil {
+				c.hot.bump(inv.Keys, inv.Tags) // the store may not have told
+			}
 		}
 		c.doom(ctx, &inv)
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -252,6 +266,9 @@ func (c *Cache) Close() error {
 	c.bgMu.Unlock()
 	c.stop()
 	c.bg.Wait()
+	if c.unsubscribe != nil {
+		c.unsubscribe()
+	}
 	return c.flushPending()
 }
 

@@ -97,15 +97,55 @@ type Store struct {
 	corrupt atomic.Uint64
 	closed  atomic.Bool
 
+	// subs are the subscribers of Subscribe, copied on write.
+	subsMu sync.Mutex
+	subs   atomic.Pointer[[]*subscriber]
+
 	evictMu   sync.Mutex
 	evictions map[string]uint64
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.Stats   = (*Store)(nil)
-	_ store.Batcher = (*Store)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.Stats    = (*Store)(nil)
+	_ store.Batcher  = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
 )
+
+type subscriber struct{ f func(keys, tags []string) }
+
+// Subscribe implements [store.Notifier]: f hears of every Invalidate and
+// Set fill of this store, from any Cache, before the call returns.
+func (s *Store) Subscribe(f func(keys, tags []string)) (cancel func()) {
+	sub := &subscriber{f: f}
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	var subs []*subscriber
+	if old := s.subs.Load(); old != nil {
+		subs = append(subs, *old...)
+	}
+	subs = append(subs, sub)
+	s.subs.Store(&subs)
+	return func() {
+		s.subsMu.Lock()
+		defer s.subsMu.Unlock()
+		old := s.subs.Load()
+		if old == nil {
+			return
+		}
+		next := slices.DeleteFunc(slices.Clone(*old), func(x *subscriber) bool { return x == sub })
+		s.subs.Store(&next)
+	}
+}
+
+// notify tells the subscribers of a change.
+func (s *Store) notify(keys, tags []string) {
+	if subs := s.subs.Load(); subs != nil {
+		for _, sub := range *subs {
+			sub.f(keys, tags)
+		}
+	}
+}
 
 // stripe holds what the store knows about the keys that hash to it. Its
 // lock also guards those keys' entries in bigcache.
@@ -442,6 +482,14 @@ func (s *Store) Fill(_ context.Context, key string, f *store.Fill) (accepted boo
 	if f == nil {
 		return false, invalid("Fill: nil *Fill")
 	}
+	accepted, err = s.fill(key, f)
+	if f.Set {
+		s.notify([]string{key}, nil) // the key's entry was replaced or dropped
+	}
+	return accepted, err
+}
+
+func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	st := &s.stripes[s.stripeOf(key)]
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -698,6 +746,12 @@ func (s *Store) Invalidate(_ context.Context, inv store.Invalidation) error {
 	if len(inv.Keys) == 0 && len(inv.Tags) == 0 {
 		return nil
 	}
+	s.invalidate(inv)
+	s.notify(inv.Keys, inv.Tags) // applied, and before Invalidate returns
+	return nil
+}
+
+func (s *Store) invalidate(inv store.Invalidation) {
 	for _, i := range s.stripesOf(inv.Keys) {
 		st := &s.stripes[i]
 		st.mu.Lock()
@@ -731,7 +785,6 @@ func (s *Store) Invalidate(_ context.Context, inv store.Invalidation) error {
 			sh.hard.set(tag, seq)
 		}
 	}
-	return nil
 }
 
 // soften makes key's entry stale from now on, keeping it until its

@@ -419,7 +419,12 @@ func newMachine(t *rapid.T, e *env) *machine {
 func (m *machine) newNode(slot int) *node {
 	m.nextID++
 	n := &node{id: m.nextID, slot: slot, lookups: make(map[lookupKey]lookupObs)}
-	c, err := paddock.New(&nodeStore{m: m, n: n},
+	var st store.Store = &nodeStore{m: m, n: n}
+	if _, ok := m.env.store.(store.Notifier); ok {
+		// The Loaders keep hot tiers, as they would on this store.
+		st = &notifyingNodeStore{nodeStore{m: m, n: n}}
+	}
+	c, err := paddock.New(st,
 		paddock.LeaseTTL(leaseTTL),
 		paddock.WaitTimeout(waitTimeout),
 		paddock.StoreTimeout(time.Second),

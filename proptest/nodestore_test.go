@@ -18,6 +18,16 @@ type nodeStore struct {
 
 var _ store.Remote = (*nodeStore)(nil)
 
+// notifyingNodeStore is a nodeStore over a store that tells of every
+// invalidation (memstore): the node's Cache then keeps hot tiers. The
+// calls reach every node, crashed or cut off, as they would every Cache
+// of one process.
+type notifyingNodeStore struct{ nodeStore }
+
+func (s *notifyingNodeStore) Subscribe(f func(keys, tags []string)) func() {
+	return s.m.env.store.(store.Notifier).Subscribe(f)
+}
+
 func (s *nodeStore) Remote() bool { return s.m.cfg.remote }
 
 func (s *nodeStore) gate() error {

@@ -223,6 +223,19 @@ type Stats interface {
 	Evictions() map[string]uint64
 }
 
+// A Notifier is optionally implemented by stores that can tell each of
+// their users, synchronously, of every change that replaces or drops
+// entries out of turn: an Invalidate, and a Set fill. A Cache keeps a typed
+// hot tier in front of the store only if it can hear of every such change,
+// whichever Cache made it, before the call that made it returns.
+type Notifier interface {
+	// Subscribe calls f with the keys and tags of every Invalidate, and
+	// with the key of every Set fill (accepted or not), after the store has
+	// applied it and before the call returns. f must be quick and must not
+	// call the store. The returned cancel stops the calls.
+	Subscribe(f func(keys, tags []string)) (cancel func())
+}
+
 // Remote is optionally implemented by stores whose calls cross a network.
 // For them the Cache lets concurrent callers of one key in a process share
 // one Lookup, so that a stampede asks the store once.

@@ -61,6 +61,9 @@ var (
 	// shared (Set-Cookie, Cache-Control private) as one that is only not
 	// stored: the requests coalesced with it get it too.
 	PageSharesPrivate atomic.Bool
+	// HotIgnoresInvalidation makes invalidations leave the Loaders' hot
+	// tiers alone: a decoded copy stays servable until its window ends.
+	HotIgnoresInvalidation atomic.Bool
 )
 
 // All lists every switch, by name.
@@ -81,6 +84,7 @@ var All = map[string]*atomic.Bool{
 	"LeaseOutlivesInvalidation": &LeaseOutlivesInvalidation,
 	"PageIgnoresVary":           &PageIgnoresVary,
 	"PageSharesPrivate":         &PageSharesPrivate,
+	"HotIgnoresInvalidation":    &HotIgnoresInvalidation,
 }
 
 // Reset turns every switch off.

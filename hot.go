@@ -1,0 +1,159 @@
+package paddock
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/paddockcache/paddock/internal/hooks"
+)
+
+// The hot tier: each Loader keeps its recently hit values decoded, with
+// what it takes to know that they are still servable, so that a hit costs
+// a map lookup, a clock read and a few atomic loads instead of a store
+// read and a decode.
+//
+// Exactness. Every key and tag maps to one of hotSlots version counters.
+// An invalidation bumps the counters of its keys and tags once the store
+// has applied it, and before it returns: the store calls back
+// synchronously (store.Notifier), for the invalidations of any Cache
+// sharing it, and this Cache bumps them itself for one that went pending.
+// A hot copy records the counters of its key and tags as they were before
+// the store read it came from, and is served only while they are
+// unchanged. Picture the race the order closes:
+//
+//	R: reads the counters (c0), reads the entry E from the store
+//	W: Invalidate: the store drops E, bumps the counters, returns
+//	R: puts E in the tier with c0
+//
+// R's copy is unservable from the moment W's bump lands (c0 is older),
+// and W returned only after the bump. Had R read the counters after the
+// bump, its store read came after the drop too, and found no E. Counters
+// shared by several keys only cost extra misses. A copy is served only
+// while fresh and before its early-refresh instant, so the store still
+// sees the reads that must refresh it.
+//
+// The tier is kept only over a store that implements store.Notifier and is
+// not Remote (memstore): across processes an invalidation elsewhere would
+// not reach it.
+
+const hotSlots = 1 << 12
+
+// DefaultHotSize is the number of values a Loader keeps decoded in its hot
+// tier by default (see [HotSize]).
+const DefaultHotSize = 10_000
+
+// hotVersions are a Cache's invalidation counters.
+type hotVersions struct {
+	seed maphash.Seed
+	// seq counts bumps. A bump adds to it before it adds to the slots, so
+	// that a reader that finds seq unchanged from before its store read to
+	// after it has read the slots knows no bump landed in between (see
+	// hotTier.put).
+	seq   atomic.Uint64
+	slots [hotSlots]atomic.Uint64
+}
+
+func (h *hotVersions) slot(name string) uint16 {
+	return uint16(maphash.String(h.seed, name) % hotSlots)
+}
+
+// bump makes every hot copy that carries one of keys or tags unservable.
+func (h *hotVersions) bump(keys, tags []string) {
+	if hooks.HotIgnoresInvalidation.Load() {
+		return
+	}
+	h.seq.Add(1)
+	for _, k := range keys {
+		h.slots[h.slot(k)].Add(1)
+	}
+	for _, t := range tags {
+		h.slots[h.slot(t)].Add(1)
+	}
+}
+
+// hotRef is one counter a hot copy depends on, and its value then.
+type hotRef struct {
+	slot uint16
+	ver  uint64
+}
+
+// hotEntry is a decoded value with what makes it servable.
+type hotEntry[T any] struct {
+	val T
+	err error // ErrNotFound for a cached absence
+	// created is when the value was stored, and until when the copy stops
+	// being servable (its fresh window or early-refresh instant, whichever
+	// comes first), both on this process's clock.
+	created, until time.Time
+	fresh          time.Time // end of the fresh window, for Result.TTL
+	refs           []hotRef
+}
+
+// servable reports whether the copy may be served at now.
+func (e *hotEntry[T]) servable(h *hotVersions, now time.Time) bool {
+	if !now.Before(e.until) {
+		return false
+	}
+	for _, r := range e.refs {
+		if h.slots[r.slot].Load() != r.ver {
+			return false
+		}
+	}
+	return true
+}
+
+// hotTier is a Loader's tier: a bounded map of the Loader's own keys (the
+// namespace is not in them) to copies.
+type hotTier[T any] struct {
+	h *hotVersions
+	m *otter.Cache[string, *hotEntry[T]]
+}
+
+func newHotTier[T any](h *hotVersions, size int) *hotTier[T] {
+	return &hotTier[T]{h: h, m: otter.Must(&otter.Options[string, *hotEntry[T]]{MaximumSize: size})}
+}
+
+// get returns the servable copy of key, if any.
+func (t *hotTier[T]) get(key string, now time.Time) (*hotEntry[T], bool) {
+	e, ok := t.m.GetIfPresent(key)
+	if !ok || !e.servable(t.h, now) {
+		return nil, false
+	}
+	return e, true
+}
+
+// put keeps a copy of the outcome o of full key full (key in the Loader),
+// read from the store at local instant at, if no counter moved since seq0,
+// read before that store read. The copy depends on the counters of the key
+// and of the entry's tags as they are now: unchanged since before the read.
+func (t *hotTier[T]) put(key, full string, o *outcome[T], seq0 uint64, at time.Time) {
+	e := o.entry
+	until := at.Add(e.FreshUntil.Sub(o.now))
+	if lead := e.LoadDuration * 2; lead > 0 { // leave the early-refresh window to the store
+		until = until.Add(-lead)
+	}
+	if !at.Before(until) {
+		return
+	}
+	refs := t.h.refs(full, e.Tags)
+	if t.h.seq.Load() != seq0 {
+		return // an invalidation landed during the read: no copy
+	}
+	t.m.Set(key, &hotEntry[T]{val: o.val, err: o.err, created: at.Add(-o.now.Sub(e.Created)), until: until,
+		fresh: at.Add(e.FreshUntil.Sub(o.now)), refs: refs})
+}
+
+// refs reads the counters of full key full and of tags.
+func (h *hotVersions) refs(full string, tags []string) []hotRef {
+	refs := make([]hotRef, 0, 1+len(tags))
+	s := h.slot(full)
+	refs = append(refs, hotRef{s, h.slots[s].Load()})
+	for _, tag := range tags {
+		s := h.slot(tag)
+		refs = append(refs, hotRef{s, h.slots[s].Load()})
+	}
+	return refs
+}
