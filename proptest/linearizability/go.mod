@@ -7,6 +7,9 @@ require (
 	github.com/paddockcache/paddock v0.0.0
 )
 
-require github.com/allegro/bigcache/v3 v3.1.0 // indirect
+require (
+	github.com/allegro/bigcache/v3 v3.1.0 // indirect
+	github.com/maypok86/otter/v2 v2.4.0 // indirect
+)
 
 replace github.com/paddockcache/paddock => ../..
