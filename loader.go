@@ -215,14 +215,14 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		return Result[T]{}, ErrClosed
 	}
 	if l.hot != nil {
-		if e, ok := l.hot.get(key, time.Now()); ok && scopeOf(ctx) == nil {
+		now := time.Now()
+		if e, ok := l.hot.get(key, now); ok && scopeOf(ctx) == nil {
 			// A hot hit. (A nested Get goes to the store: its load records
 			// the entry it depends on.)
 			if err := ctx.Err(); err != nil {
 				return Result[T]{}, err
 			}
 			l.st.hits.Add(1)
-			now := time.Now()
 			return Result[T]{Value: e.val, Status: StatusHit, Age: now.Sub(e.created), TTL: e.fresh.Sub(now)}, e.err
 		}
 	}

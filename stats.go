@@ -1,6 +1,7 @@
 package paddock
 
 import (
+	"math/rand/v2"
 	"sync/atomic"
 
 	"github.com/paddockcache/paddock/store"
@@ -59,14 +60,17 @@ type Stats struct {
 }
 
 type counters struct {
-	hits, staleHits, misses, loads, loadErrors, coalesced atomic.Uint64
-	fillsRefused, fillErrors, earlyRefreshes, refreshes   atomic.Uint64
-	invalidations, decodeErrors, storeErrors              atomic.Uint64
+	// hits is striped: every hit of the namespace counts, and on many
+	// cores one shared counter would be the hit path's bottleneck.
+	hits                                                stripedCounter
+	staleHits, misses, loads, loadErrors, coalesced     atomic.Uint64
+	fillsRefused, fillErrors, earlyRefreshes, refreshes atomic.Uint64
+	invalidations, decodeErrors, storeErrors            atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
-		Hits:           c.hits.Load(),
+		Hits:           c.hits.load(),
 		StaleHits:      c.staleHits.Load(),
 		Misses:         c.misses.Load(),
 		Loads:          c.loads.Load(),
@@ -119,4 +123,28 @@ func (c *Cache) Stats() map[string]Stats {
 		}
 	}
 	return out
+}
+
+// stripedCounter is a counter spread over cache lines: each Add picks a
+// stripe at random (math/rand/v2's per-thread source), so that concurrent
+// Adds seldom share a line.
+type stripedCounter struct {
+	stripes [counterStripes]struct {
+		n atomic.Uint64
+		_ [56]byte
+	}
+}
+
+const counterStripes = 8
+
+func (c *stripedCounter) Add(n uint64) {
+	c.stripes[rand.Uint32()%counterStripes].n.Add(n)
+}
+
+func (c *stripedCounter) load() uint64 {
+	var sum uint64
+	for i := range c.stripes {
+		sum += c.stripes[i].n.Load()
+	}
+	return sum
 }
