@@ -48,6 +48,9 @@ const DefaultHotSize = 10_000
 // hotVersions are a Cache's invalidation counters.
 type hotVersions struct {
 	seed maphash.Seed
+	// base is the instant the copies' times count from: time.Since(base)
+	// reads only the monotonic clock, cheaper than time.Now.
+	base time.Time
 	// seq counts bumps. A bump adds to it before it adds to the slots, so
 	// that a reader that finds seq unchanged from before its store read to
 	// after it has read the slots knows no bump landed in between (see
@@ -86,15 +89,16 @@ type hotEntry[T any] struct {
 	err error // ErrNotFound for a cached absence
 	// created is when the value was stored, and until when the copy stops
 	// being servable (its fresh window or early-refresh instant, whichever
-	// comes first), both on this process's clock.
-	created, until time.Time
-	fresh          time.Time // end of the fresh window, for Result.TTL
+	// comes first), both on this process's monotonic clock, as durations
+	// since hotVersions.base.
+	created, until time.Duration
+	fresh          time.Duration // end of the fresh window, for Result.TTL
 	refs           []hotRef
 }
 
-// servable reports whether the copy may be served at now.
-func (e *hotEntry[T]) servable(h *hotVersions, now time.Time) bool {
-	if !now.Before(e.until) {
+// servable reports whether the copy may be served at now (since base).
+func (e *hotEntry[T]) servable(h *hotVersions, now time.Duration) bool {
+	if now >= e.until {
 		return false
 	}
 	for _, r := range e.refs {
@@ -117,7 +121,7 @@ func newHotTier[T any](h *hotVersions, size int) *hotTier[T] {
 }
 
 // get returns the servable copy of key, if any.
-func (t *hotTier[T]) get(key string, now time.Time) (*hotEntry[T], bool) {
+func (t *hotTier[T]) get(key string, now time.Duration) (*hotEntry[T], bool) {
 	e, ok := t.m.GetIfPresent(key)
 	if !ok || !e.servable(t.h, now) {
 		return nil, false
@@ -142,8 +146,9 @@ func (t *hotTier[T]) put(key, full string, o *outcome[T], seq0 uint64, at time.T
 	if t.h.seq.Load() != seq0 {
 		return // an invalidation landed during the read: no copy
 	}
-	t.m.Set(key, &hotEntry[T]{val: o.val, err: o.err, created: at.Add(-o.now.Sub(e.Created)), until: until,
-		fresh: at.Add(e.FreshUntil.Sub(o.now)), refs: refs})
+	b := t.h.base
+	t.m.Set(key, &hotEntry[T]{val: o.val, err: o.err, created: at.Add(-o.now.Sub(e.Created)).Sub(b), until: until.Sub(b),
+		fresh: at.Add(e.FreshUntil.Sub(o.now)).Sub(b), refs: refs})
 }
 
 // refs reads the counters of full key full and of tags.

@@ -215,7 +215,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		return Result[T]{}, ErrClosed
 	}
 	if l.hot != nil {
-		now := time.Now()
+		now := time.Since(l.hot.h.base)
 		if e, ok := l.hot.get(key, now); ok && scopeOf(ctx) == nil {
 			// A hot hit. (A nested Get goes to the store: its load records
 			// the entry it depends on.)
@@ -223,7 +223,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 				return Result[T]{}, err
 			}
 			l.st.hits.Add(1)
-			return Result[T]{Value: e.val, Status: StatusHit, Age: now.Sub(e.created), TTL: e.fresh.Sub(now)}, e.err
+			return Result[T]{Value: e.val, Status: StatusHit, Age: now - e.created, TTL: e.fresh - now}, e.err
 		}
 	}
 	pol, err := l.policyFor(opts)

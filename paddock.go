@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
@@ -96,7 +97,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	}
 	c.batcher, _ = s.(store.Batcher)
 	if n, ok := s.(store.Notifier); ok && !c.remote {
-		c.hot = &hotVersions{seed: maphash.MakeSeed()}
+		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now()}
 		c.unsubscribe = n.Subscribe(c.hot.bump)
 	}
 	c.tokens.Store(rand.Uint64() >> 1)
