@@ -189,7 +189,8 @@ type loaderConfig struct {
 // built from makes the copy unservable before the invalidation returns,
 // and a copy is served only while fresh. It is kept only on a store in
 // this process that tells of every invalidation (memstore); on Redis the
-// option does nothing.
+// option does nothing. The tier judges windows by this process's clock: a
+// memstore given a clock of its own (memstore.Clock) needs HotSize(0).
 //
 // A copy's value is shared by every caller it is served to, as otter and
 // other in-process caches do: treat values as read-only. A []byte value is
