@@ -40,6 +40,13 @@ var canFail = []struct {
 	{"TestRedis", "I6", "NoDeps", "older than", "as on memstore, on a real redis-server"},
 	{"TestMemstore", "I1", "HotIgnoresInvalidation", "load that began before", "an invalidation leaves the hot tier's decoded copy servable; a later Get on a node that hit the key before takes it"},
 	{"TestRedis", "I7", "LeaseOutlivesInvalidation", "doomed", "redisstore keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
+	// The page machine (pages_test.go).
+	{"TestPagesMemstore", "P1", "PageIgnoresVary", "another value", "a process that has not learned a URL's Vary finds another variant's page under the URL's bare key (or joins its render) and serves it"},
+	{"TestPagesMemstore", "P3", "PageSharesPrivate", "cookie", "a render that sets a cookie is handed to the requests coalesced with it"},
+	{"TestPagesMemstore", "P2", "NoFence", "before", "a render that began before a purge fills after it; a later request hits its page"},
+	{"TestPagesMemstore", "P2", "IgnoreLoadTags", "before", "a page lacks its URL tags and its row's tag; purging by URL, prefix or tag leaves it"},
+	{"TestPagesMemstore", "P2", "NoDeps", "before", "a page read through the row Loader carries neither the row's key nor its tag; invalidating the row leaves it"},
+	{"TestPagesRedis", "P2", "NoFence", "before", "as on memstore, on a real redis-server"},
 }
 
 // canFailSeed and canFailChecks fix the search of each can-fail run, so
@@ -51,6 +58,9 @@ const (
 	canFailChecks = 3000
 	// A check on a Redis store costs some 20 times one on memstore.
 	canFailRedisChecks = 600
+	// The page machine's pairs are found within 50 checks for every seed
+	// tried, on memstore and on Redis.
+	canFailPageChecks = 600
 )
 
 // TestCanFail runs a machine once per pair above, in a copy of
@@ -100,9 +110,12 @@ func TestCanFail(t *testing.T) {
 // if the test failed.
 func runChild(t *testing.T, test, hook, invariant string) (string, error) {
 	t.Helper()
-	checks := canFailChecks
-	if test != "TestMemstore" {
-		checks = canFailRedisChecks
+	checks := canFailRedisChecks
+	switch {
+	case test == "TestMemstore":
+		checks = canFailChecks
+	case strings.HasPrefix(test, "TestPages"):
+		checks = canFailPageChecks
 	}
 	cmd := exec.Command(os.Args[0],
 		"-test.run=^"+test+"$", "-test.count=1", "-test.v",

@@ -37,6 +37,28 @@
 // safety mechanism at a time (internal/hooks) and checks that the machine
 // then finds a counterexample.
 //
+// The page machine (pages_test.go) checks package httpcache the same
+// way. Two or three processes, each a paddock Cache with its own
+// httpcache.Cache, share one store (memstore, or a real redis-server) and
+// serve a small site in process. Its handler blocks twice, before it
+// reads its row and before it writes its response, so that rapid
+// interleaves renders with requests (GET and HEAD, with drawn values of
+// the headers the pages vary on), writes of the rows each followed by a
+// purge (by URL, by prefix, by the tag the handler names, or by the key
+// of the row a page read through a nested Get; hard or soft), changes of
+// the Vary a page sends, renders that set a cookie, and the passing of
+// time. A render writes into its response what it saw, and the machine
+// judges every response by it: P1, a response was rendered for a request
+// with the same values of every header it varies on; P2, a request that
+// begins after a purge of its URL gets no page from a render older than
+// the purge, nor one built from a row older than the write the purge
+// followed (after a soft purge: such a page only served stale, inside its
+// window); P3, a response that set a cookie reaches only the request it
+// was rendered for; P4, a GET gets its page's body, also when a HEAD
+// rendered it. TestCanFail has a row for each switch these catch
+// (PageIgnoresVary, PageSharesPrivate, NoFence, IgnoreLoadTags, NoDeps),
+// and TestPageChecks gives each check a response that breaks it.
+//
 // Failing cases are saved under testdata/rapid and replayed first on every
 // run. A long run: go test ./proptest -run TestMemstore -rapid.checks=100000.
 package proptest
