@@ -575,7 +575,9 @@ func (cl *call) write(pg *Page, cacheStatus string, age time.Duration, cached bo
 	}
 	hdr := w.Header()
 	for k, v := range pg.Header {
-		hdr[k] = slices.Clip(v)
+		// The page may be the Loader's hot copy, shared by every request:
+		// a middleware that edits the header in place edits its own.
+		hdr[k] = slices.Clone(v)
 	}
 	if cached {
 		hdr.Set("Age", strconv.FormatInt(int64(max(age, 0)/time.Second), 10))
