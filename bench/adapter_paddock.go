@@ -34,6 +34,10 @@ type paddockCache struct {
 	store store.Store
 	c     *paddock.Cache
 	l     *paddock.Loader[[]byte]
+	ns    string // the loader's namespace, for Stats
+	// getOpts are given to every Get (the early scenario turns early
+	// refresh off with them).
+	getOpts []paddock.GetOption
 }
 
 func newPaddock(s store.Store, cfg Config, opts ...paddock.Option) (*paddockCache, error) {
@@ -46,16 +50,17 @@ func newPaddock(s store.Store, cfg Config, opts ...paddock.Option) (*paddockCach
 	if cfg.Stale > 0 {
 		lopts = append(lopts, paddock.Stale(cfg.Stale))
 	}
-	l, err := paddock.NewLoader[[]byte](c, "b", lopts...)
+	const ns = "b"
+	l, err := paddock.NewLoader[[]byte](c, ns, lopts...)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	return &paddockCache{store: s, c: c, l: l}, nil
+	return &paddockCache{store: s, c: c, l: l, ns: ns}, nil
 }
 
 func (c *paddockCache) Get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
-	return c.l.Get(ctx, key, paddock.LoadFunc[[]byte](load))
+	return c.l.Get(ctx, key, paddock.LoadFunc[[]byte](load), c.getOpts...)
 }
 
 func (c *paddockCache) GetTagged(ctx context.Context, key string, tags []string, load LoadFunc) ([]byte, error) {
