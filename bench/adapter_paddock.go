@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/memstore"
@@ -9,14 +10,17 @@ import (
 )
 
 // paddock itself: a Loader[[]byte] with TTL and Stale (stale-while-
-// revalidate) and the default early refresh (XFetch, beta 1). The Redis
-// row is in adapter_paddock_redis.go.
+// revalidate) and the default early refresh (paddock.DefaultBeta). The
+// Redis row is in adapter_paddock_redis.go.
+
+// defaultBeta is paddock.DefaultBeta as the configuration notes print it.
+var defaultBeta = strconv.FormatFloat(paddock.DefaultBeta, 'g', -1, 64)
 
 func init() {
 	register(Lib{
 		Name:   "paddock-mem",
 		Module: "github.com/paddockcache/paddock + memstore",
-		Notes:  "`memstore.New(MaxBytes)`; `NewLoader[[]byte](c, ns, TTL(TTL), Stale(Stale))` (early refresh: default `Beta(1)`); `Get`; `Invalidate`, `InvalidateTags`",
+		Notes:  "`memstore.New(MaxBytes)`; `NewLoader[[]byte](c, ns, TTL(TTL), Stale(Stale))` (early refresh: default `Beta(" + defaultBeta + ")`); `Get`; `Invalidate`, `InvalidateTags`",
 		New: func(cfg Config) (Cache, error) {
 			// Room for every entry the scenario holds, with bigcache's
 			// per-entry header and paddock's envelope (about 100 bytes).
