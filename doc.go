@@ -46,8 +46,10 @@
 //     entry; a stale entry (and, to one caller, the key's lease to refresh
 //     it in the background); or a miss, with the lease and a ticket (the
 //     store's invalidation sequence now) to the caller that will load, and
-//     "held" to the others. A fresh entry near expiry is handed out with the
-//     lease early, with a probability that grows as expiry nears (XFetch).
+//     "held" to the others. A fresh entry whose early-refresh instant has
+//     come (drawn once per entry when it was filled, a little more than one
+//     load before expiry: see [Beta]) is handed out with the lease too, to
+//     one caller, who refreshes it before it expires.
 //  2. A caller that must wait joins the flight of its process that is
 //     loading the key, or, if the load runs in another process, polls the
 //     store until the lease holder fills it (up to [WaitTimeout], after which

@@ -24,8 +24,8 @@ const (
 	// actServe: the entry is servable; serve it.
 	actServe action = iota
 	// actServeRefresh: serve it, and refresh it in the background with
-	// the lease the lookup was granted (it is stale, or early refresh fell
-	// due).
+	// the lease the lookup was granted (it is stale, or its early-refresh
+	// instant has come).
 	actServeRefresh
 	// actLoad: load and fill, holding the lease the lookup was granted.
 	actLoad
@@ -123,7 +123,7 @@ func (l *Loader[T]) request(pol *policy, token uint64) store.LookupRequest {
 	if hooks.NoLease.Load() {
 		token = 0
 	}
-	return store.LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.early(l.c.cfg.rand)}
+	return store.LookupRequest{Lease: token, LeaseTTL: l.c.cfg.leaseTTL, Early: pol.beta > 0}
 }
 
 // plan is how a flight starts.
@@ -387,6 +387,11 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		return outcome[T]{err: ld.err, status: StatusLoaded}, nil
 	}
 	fill.TTL, fill.Stale, fill.StaleIfError = k.ttl, k.stale, k.staleIfError
+	// The entry's early-refresh instant is drawn here, once per fill, not
+	// per read: with a draw per read, a key read thousands of times per
+	// TTL is almost sure to draw a large factor soon after each fill, and
+	// refreshes almost continuously.
+	fill.Early = pol.earlyLead(ld.dur, c.cfg.rand)
 	if hooks.IgnoreLoadTags.Load() {
 		k.tags = nil
 	}

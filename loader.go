@@ -182,8 +182,8 @@ func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts 
 //
 //  1. It asks the store. A fresh entry is returned (StatusHit). A stale one
 //     is returned at once (StatusStale) and, if this caller won the key's
-//     lease, refreshed in the background; so is a fresh one that XFetch
-//     picked for early refresh.
+//     lease, refreshed in the background; so is a fresh one whose
+//     early-refresh instant has come (see [Beta]).
 //  2. Otherwise the caller joins the load already running for key in this
 //     process, or, holding the lease, starts it. Callers in other
 //     processes on a shared store wait for the lease holder's fill. The

@@ -136,9 +136,10 @@ func Breaker(threshold int, cooldown time.Duration) Option {
 	})
 }
 
-// Rand sets the source of uniform numbers in [0, 1) for early refresh.
-// Default: math/rand/v2's Float64. Tests use it to make early refresh
-// deterministic.
+// Rand sets the source of uniform numbers in [0, 1) for early refresh: one
+// is drawn per fill, for the entry's early-refresh lead (see [Beta]). It
+// is called from many goroutines at once. Default: math/rand/v2's
+// Float64. Tests use it to make early refresh deterministic.
 func Rand(f func() float64) Option {
 	return cacheOption(func(c *config) error {
 		if f == nil {
@@ -230,7 +231,7 @@ const (
 	DefaultTTL         = 5 * time.Minute
 	DefaultNegativeTTL = 30 * time.Second
 	DefaultLoadTimeout = 10 * time.Second
-	DefaultBeta        = 1.0
+	DefaultBeta        = 0.1
 )
 
 // policy is what a Get is told about freshness: the loader's defaults with
@@ -296,11 +297,28 @@ func LoadTimeout(d time.Duration) GetOption {
 	return durationOption("LoadTimeout", d, time.Millisecond, func(p *policy, d time.Duration) { p.loadTimeout = d })
 }
 
-// Beta sets the eagerness of early refresh (XFetch, Vattani et al.): a Get
-// on a fresh entry refreshes it in the background with a probability that
-// grows as expiry nears, scaled by the measured load duration times beta.
-// Zero turns early refresh off; above 1 refreshes earlier. Default
-// [DefaultBeta].
+// Beta sets the margin of early refresh: a hot entry is refreshed in the
+// background shortly before its TTL ends, so that its readers never wait
+// for the load. When a load fills an entry it draws, once for the entry,
+// how long before the end of the TTL the entry falls due:
+//
+//	lead = d × (1 + beta × -ln u)
+//
+// where d is how long the load took and u is uniform in (0, 1] (the draw
+// of XFetch, Vattani et al.). The first Get after that instant, by the
+// store's clock, refreshes the entry while it is still fresh; every other
+// Get, in this process or another on the same store, is served the fresh
+// value meanwhile. A refresh that takes about as long as the last load
+// ends before the TTL, and the entry is loaded about once per TTL however
+// often it is read. A key that no Get reads between its instant and the
+// end of its TTL expires as with a plain TTL.
+//
+// beta scales the random margin above one load duration: on average beta
+// load durations, which absorbs a load that runs a little slower than the
+// last one, and spreads the refreshes of keys filled together. A larger
+// beta refreshes earlier (more loads, more room for a slow load); zero
+// turns early refresh off, for the entries this call fills and for the
+// fresh entries it reads. Default [DefaultBeta].
 func Beta(beta float64) GetOption {
 	return getOption(func(p *policy) error {
 		if beta < 0 || math.IsNaN(beta) || math.IsInf(beta, 0) {
@@ -325,11 +343,20 @@ func Tags(tags ...string) GetOption {
 	})
 }
 
-// early draws the XFetch factor beta * -ln(u) for u uniform in (0, 1].
-func (p *policy) early(rand func() float64) float64 {
-	if p.beta == 0 {
+// earlyLead draws the early-refresh lead of an entry whose load took d:
+// d × (1 + beta × -ln u) for u = 1 - rand(), uniform in (0, 1]. It is
+// zero (never early) when early refresh is off or d is not positive.
+func (p *policy) earlyLead(d time.Duration, rand func() float64) time.Duration {
+	if p.beta == 0 || d <= 0 {
 		return 0
 	}
-	u := 1 - rand() // (0, 1]
-	return p.beta * -math.Log(u)
+	x := -math.Log(1 - rand())
+	if !(x >= 0) { // a Rand outside [0, 1)
+		x = 0
+	}
+	lead := float64(d) * (1 + p.beta*x)
+	if lead >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(lead)
 }

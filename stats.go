@@ -29,8 +29,8 @@ type Stats struct {
 	FillsRefused uint64
 	// FillErrors: fills that failed (store error, value too large).
 	FillErrors uint64
-	// EarlyRefreshes: refreshes started early by XFetch while the entry was
-	// still fresh.
+	// EarlyRefreshes: refreshes started while the entry was still fresh,
+	// its early-refresh instant come (see [Beta]).
 	EarlyRefreshes uint64
 	// Refreshes: background refreshes started (stale-while-revalidate and
 	// early refresh).

@@ -16,7 +16,7 @@ func init() {
 		Name:   "paddock-redis",
 		Module: "github.com/paddockcache/paddock + redisstore",
 		Redis:  true,
-		Notes:  "`redisstore.New(go-redis client with ContextTimeoutEnabled)` (defaults); `NewLoader[[]byte](c, ns, TTL(TTL), Stale(Stale))` (early refresh: default `Beta(1)`); `Get`; `Invalidate`, `InvalidateTags`",
+		Notes:  "`redisstore.New(go-redis client with ContextTimeoutEnabled)` (defaults); `NewLoader[[]byte](c, ns, TTL(TTL), Stale(Stale))` (early refresh: default `Beta(" + defaultBeta + ")`); `Get`; `Invalidate`, `InvalidateTags`",
 		New: func(cfg Config) (Cache, error) {
 			if cfg.Redis == "" {
 				return nil, errNoRedis

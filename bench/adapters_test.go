@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/paddockcache/paddock"
 )
 
 // newTestCache builds lib for a test, on the test Redis if it needs one.
@@ -219,6 +221,40 @@ func TestRaceTrial(t *testing.T) {
 			}
 			if stale != want {
 				t.Fatalf("%d of %d trials stale, want %d", stale, trials, want)
+			}
+		})
+	}
+}
+
+// TestEarlyRow checks the early construction on both paddock rows: with
+// Beta(0) nothing is refreshed early and readers wait at expiry; at the
+// defaults the key is refreshed early.
+func TestEarlyRow(t *testing.T) {
+	for _, name := range []string{"paddock-mem", "paddock-redis"} {
+		t.Run("lib="+name, func(t *testing.T) {
+			lib, err := lookupLib(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &env{run: fmt.Sprintf("et%d", time.Now().UnixNano()%1e9)}
+			if lib.Redis {
+				e.redis = requireRedis(t)
+			}
+			// Five TTLs: four expiries for the plain TTL.
+			shape := expiryLoadShape{readers: earlyReaders, pace: earlyPace, load: earlyLoad, dur: 5 * earlyTTL}
+			r, early, err := earlyRow(t.Context(), e, lib, "off", []paddock.GetOption{paddock.Beta(0)}, shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if early != 0 || r.blocked == 0 || r.loads == 0 {
+				t.Errorf("Beta(0): %d loads, %d early, %d blocked Gets; want loads at expiry, none early, Gets blocked", r.loads, early, r.blocked)
+			}
+			r, early, err = earlyRow(t.Context(), e, lib, "defaults", nil, shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if early == 0 || early > r.loads {
+				t.Errorf("defaults: %d loads, %d early; want the key refreshed early", r.loads, early)
 			}
 		})
 	}

@@ -25,6 +25,19 @@ const (
 	expiryPace    = time.Millisecond
 )
 
+// expiryLoadShape is one expiry-under-load workload: readers goroutines
+// each Get one hot key every pace for dur, and a load sleeps load. The
+// TTL and the refresh window are the cache's.
+type expiryLoadShape struct {
+	readers int
+	pace    time.Duration
+	load    time.Duration
+	dur     time.Duration
+}
+
+// slow is how long a Get must take to count as waiting for a load.
+func (w expiryLoadShape) slow() time.Duration { return w.load / 2 }
+
 func runExpiry(ctx context.Context, e *env) error {
 	expiries := e.pick(3, 10)
 	// Half a TTL past the last expiry, so that each run sees exactly
@@ -39,7 +52,14 @@ func runExpiry(ctx context.Context, e *env) error {
 		if !e.usable(lib) {
 			continue
 		}
-		r, err := expiry(ctx, e, lib, dur)
+		c, err := lib.New(e.config(Config{TTL: expiryTTL, Stale: time.Minute, Entries: 16}))
+		var r *expiryResult
+		if err == nil {
+			r, err = expiry(ctx, e.key(lib, "expiry"), c, expiryLoadShape{
+				readers: expiryReaders, pace: expiryPace, load: expiryLoad, dur: dur,
+			})
+			c.Close()
+		}
 		n := float64(expiries)
 		if err != nil {
 			t.add(lib.Name, where(lib), e.failed(lib.Name, err), "", "", "", "", "")
@@ -62,13 +82,9 @@ type expiryResult struct {
 // span is a Get that took at least half a load.
 type span struct{ start, end time.Time }
 
-func expiry(ctx context.Context, e *env, lib Lib, dur time.Duration) (*expiryResult, error) {
-	c, err := lib.New(e.config(Config{TTL: expiryTTL, Stale: time.Minute, Entries: 16}))
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	key := e.key(lib, "expiry")
+// expiry drives c with workload w on key and counts its loads, the Gets
+// that waited for one (blocked) and the Gets as slow for another reason.
+func expiry(ctx context.Context, key string, c Cache, w expiryLoadShape) (*expiryResult, error) {
 	val := value(1024, "v")
 	var (
 		loads    atomic.Uint64
@@ -77,7 +93,7 @@ func expiry(ctx context.Context, e *env, lib Lib, dur time.Duration) (*expiryRes
 	)
 	load := func(ctx context.Context) ([]byte, error) {
 		loads.Add(1)
-		time.Sleep(expiryLoad)
+		time.Sleep(w.load)
 		endsMu.Lock()
 		loadEnds = append(loadEnds, time.Now())
 		endsMu.Unlock()
@@ -98,13 +114,13 @@ func expiry(ctx context.Context, e *env, lib Lib, dur time.Duration) (*expiryRes
 		errs   atomic.Uint64
 		cancel = make(chan struct{})
 	)
-	for range expiryReaders {
+	for range w.readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			h := new(hist)
 			var mine []span
-			tick := time.NewTicker(expiryPace)
+			tick := time.NewTicker(w.pace)
 			defer tick.Stop()
 			for {
 				select {
@@ -120,7 +136,7 @@ func expiry(ctx context.Context, e *env, lib Lib, dur time.Duration) (*expiryRes
 				v, err := c.Get(ctx, key, load)
 				t1 := time.Now()
 				h.add(t1.Sub(t0))
-				if t1.Sub(t0) >= expiryLoad/2 {
+				if t1.Sub(t0) >= w.slow() {
 					mine = append(mine, span{t0, t1})
 				}
 				if err != nil || len(v) == 0 {
@@ -130,7 +146,7 @@ func expiry(ctx context.Context, e *env, lib Lib, dur time.Duration) (*expiryRes
 		}()
 	}
 	select {
-	case <-time.After(dur):
+	case <-time.After(w.dur):
 	case <-ctx.Done():
 	}
 	close(cancel)

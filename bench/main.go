@@ -28,6 +28,7 @@ var scenarios = []scenario{
 	{"stampede", "Cold stampede, one process", runStampede},
 	{"fleet", "Fleet stampede, 4 processes on one Redis", runFleet},
 	{"expiry", "Expiry under load", runExpiry},
+	{"early", "Early refresh under load, no stale window", runEarly},
 	{"race", "The stale-set race", runRace},
 	{"warm", "Warm hits", runWarm},
 	{"tags", "Tag invalidation", runTags},

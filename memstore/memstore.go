@@ -297,7 +297,8 @@ var errClosed = fmt.Errorf("memstore: %w", store.ErrClosed)
 //   - past StaleUntil, before ErrorUntil: State Miss with the Entry, for
 //     stale-if-error.
 //
-// In every case but a Fresh entry not yet due for early refresh, a caller
+// In every case but a Fresh entry not due for refresh (req.Refresh, or
+// req.Early and the entry's RefreshAt has come: [store.Entry.DueEarly]), a caller
 // with a non-zero req.Lease is granted the key's lease if no one holds it
 // (or if it holds it itself: the lease is renewed), and is told Held
 // otherwise. Held reports a live lease of another token whatever the
@@ -355,7 +356,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
 			res.Entry, res.State = e, store.StateFresh
-			wantLease = req.Refresh || dueEarly(e, now, req.Early)
+			wantLease = req.Refresh || req.Early && e.DueEarly(now)
 		case now.Before(e.StaleUntil):
 			res.Entry, res.State = e, store.StateStale
 		default: // inside the error window
@@ -376,16 +377,6 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		res.Lease = true
 	}
 	return res, false
-}
-
-// dueEarly reports whether a fresh entry is due for early refresh: now +
-// LoadDuration*early reaches FreshUntil. It compares in floating point so
-// that no early factor overflows a Duration.
-func dueEarly(e *store.Entry, now time.Time, early float64) bool {
-	if !(early > 0) {
-		return false
-	}
-	return float64(e.LoadDuration)*early >= float64(e.FreshUntil.Sub(now))
 }
 
 // read returns the entry under key if there is one of this epoch that

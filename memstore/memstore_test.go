@@ -742,7 +742,7 @@ func TestConcurrency(t *testing.T) {
 				token := uint64(g*100000 + i + 1)
 				switch r.IntN(6) {
 				case 0, 1, 2:
-					l, err := s.Lookup(ctx, k, store.LookupRequest{Lease: token, LeaseTTL: time.Minute, Early: r.Float64()})
+					l, err := s.Lookup(ctx, k, store.LookupRequest{Lease: token, LeaseTTL: time.Minute, Early: r.IntN(2) == 0})
 					if err != nil {
 						t.Error(err)
 						return
@@ -753,6 +753,7 @@ func TestConcurrency(t *testing.T) {
 						_, err = s.Fill(ctx, k, &store.Fill{
 							Value: []byte(k), Tags: pick(r, tags), Ticket: l.Ticket, Lease: token,
 							TTL: time.Duration(r.IntN(3)) * time.Second, Stale: time.Second, Set: r.IntN(8) == 0,
+							Early: time.Duration(r.IntN(3)) * time.Second,
 						})
 					}
 					if err != nil {

@@ -98,7 +98,7 @@ var (
 
 func corruptCases() []corruptCase {
 	var cs []corruptCase
-	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "k"} {
+	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "k", "a"} {
 		cs = append(cs, corruptCase{name: "entry/" + f + "=garbage", corrupt: hset(entryKey, f, "12garbage"), seen: true})
 	}
 	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "tg", "tk", "v"} {

@@ -263,6 +263,6 @@ func (s *Store) fillArgs(op *fillOp) []any {
 		strconv.FormatUint(f.Ticket.Epoch, 10), strconv.FormatUint(f.Ticket.Seq, 10), op.tok,
 		value, negative, max(f.TTL, 0).Microseconds(), max(f.Stale, 0).Microseconds(),
 		max(f.StaleIfError, 0).Microseconds(), max(f.LoadDuration, 0).Nanoseconds(), op.set,
-		encodeList(f.Tags), refused, keepOld, op.check,
+		encodeList(f.Tags), refused, keepOld, op.check, min(max(f.Early, 0), max(f.TTL, 0)).Microseconds(),
 	}
 }

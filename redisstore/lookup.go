@@ -67,8 +67,8 @@ const maxTries = 3
 
 type lookupArgs struct {
 	token                string
-	ttl                  int64 // µs
-	early                float64
+	ttl                  int64  // µs
+	early                string // "1": early refresh; "-1": a refresh; "0": neither
 	hardBelow, softBelow uint64
 }
 
@@ -86,12 +86,12 @@ func (s *Store) newLookup(key string, req store.LookupRequest) lookupOp {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
-	early := req.Early
+	early := "0"
 	switch {
 	case req.Refresh:
-		early = -1 // the script's "due now"
-	case !(early > 0) || math.IsInf(early, 0):
-		early = 0
+		early = "-1" // the script's "due now"
+	case req.Early:
+		early = "1"
 	}
 	return lookupOp{
 		kn:   s.layout.key(key),
@@ -134,7 +134,7 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 			a := &op.args
 			calls = append(calls, call{lookupScript, []string{op.kn.entry, op.kn.version, op.kn.lease, s.marker(op.kn.slot)}, []any{
 				s.clusterArg(), s.offset(), candidate(), s.check, a.token, a.ttl,
-				strconv.FormatFloat(a.early, 'g', -1, 64), a.hardBelow, a.softBelow,
+				a.early, a.hardBelow, a.softBelow,
 			}})
 		case stepTags, stepRepair:
 			calls = s.appendTagCalls(calls, op.remote)
@@ -361,14 +361,21 @@ func parseLookup(v []any) (lookupResult, error) {
 	if len(v) == 9 {
 		return r, nil
 	}
-	if len(v) != 21 {
+	if len(v) != 22 {
 		return r, fmt.Errorf("malformed lookup reply of %d elements", len(v))
 	}
 	f := v[9:]
 	tags, ok := decodeList(str(f[9]))
-	var nums [8]int64
+	var nums [9]int64
 	for i := range nums {
-		n, err := strconv.ParseInt(str(f[i]), 10, 64)
+		j := i
+		if i == 8 {
+			j = 12 // the early lead, after n, tg, v, tk
+			if f[j] == nil {
+				continue // an entry written before entries kept a lead: never early
+			}
+		}
+		n, err := strconv.ParseInt(str(f[j]), 10, 64)
 		ok = ok && err == nil && (n >= 0 || i >= 3 && i <= 6)
 		nums[i] = n
 	}
@@ -386,6 +393,9 @@ func parseLookup(v []any) (lookupResult, error) {
 		StaleUntil:   time.UnixMicro(nums[5]),
 		ErrorUntil:   time.UnixMicro(nums[6]),
 		LoadDuration: time.Duration(nums[7]),
+	}
+	if lead := nums[8]; lead > 0 {
+		e.RefreshAt = e.FreshUntil.Add(-time.Duration(lead) * time.Microsecond)
 	}
 	if !e.Negative {
 		e.Value = []byte(str(f[10])) // a copy: the caller owns it

@@ -14,7 +14,10 @@ import "github.com/redis/go-redis/v9"
 // f fresh until, s stale until, x error until (store clock, µs), d load
 // duration (ns), n "1" for a negative entry, k the seq of a soft
 // invalidation, tg the tags (encodeList), tk the Redis keys of the tags
-// checked inside the script (encodeList), v the value.
+// checked inside the script (encodeList), v the value, a the early-refresh
+// lead (µs before f at which the entry falls due for early refresh; 0:
+// never). An entry without a (written by a version that drew early
+// refresh per read) is never due early; it expires as with a plain TTL.
 
 const luaPrelude = `
 local function fmt(n) return string.format('%.0f', n) end
@@ -221,7 +224,7 @@ local function release(lk, token)
 end
 
 -- entry parses the fields of an entry hash, read with HMGET in the order
--- e q g c f s x d n k tg tk v, for the entry under key name k. It returns
+-- e q g c f s x d n k tg tk v a, for the entry under key name k. It returns
 -- nil when a field is missing or malformed, when the negative flag n is
 -- set with a value or missing without one, when a tag list does not
 -- decode, or when the tag keys tk are not those of the tags tg (all of
@@ -232,6 +235,11 @@ local function entry(ent, k, cluster)
   local p = {e = ent[1], q = int(ent[2]), g = int(ent[3]), c = sint(ent[4]), f = sint(ent[5]),
     s = sint(ent[6]), x = sint(ent[7]), d = int(ent[8])}
   if not (int(p.e) and p.q and p.g and p.c and p.f and p.s and p.x and p.d) then return nil end
+  p.a = 0
+  if ent[14] then
+    p.a = int(ent[14])
+    if not p.a then return nil end
+  end
   if ent[9] then
     if ent[9] ~= '1' or ent[13] then return nil end
   elseif not ent[13] then
@@ -258,15 +266,16 @@ end
 //
 //	KEYS: entry, version, lease, marker (standalone: it holds the sequence)
 //	ARGV: cluster, offset µs, candidate epoch, check replid, token, lease
-//	      TTL µs, early (-1: a fresh entry is due now), hard-below,
-//	      soft-below
+//	      TTL µs, early ("1": a fresh entry is due once t reaches f - a,
+//	      its early-refresh instant; "-1": due now; "0": not due),
+//	      hard-below, soft-below
 //
 // hard-below and soft-below come from the read-side check of tags in other
 // slots (Cluster): an entry whose guard is below them is dropped or stale.
 //
 // Reply: {"uninit"[, 1]} or {"ok", state, lease, held, epoch, seq|false,
 // now, version|false, corrupt, [e, q, g, c, f, s, x, d, n, tg, v,
-// tk|false]}; state 0 miss, 1 fresh, 2 stale. Standalone gives the
+// tk|false, a|false]}; state 0 miss, 1 fresh, 2 stale. Standalone gives the
 // sequence, Cluster the key's version and the entry's tag keys. corrupt
 // is 1 when the script dropped or repaired something that did not parse
 // (the reply is then a miss), and on Cluster, when that was a tag whose
@@ -284,13 +293,13 @@ local cluster = ARGV[1] == '1'
 local E, seq, corrupt = epoch(KEYS[4], ARGV[3], ARGV[4], cluster)
 if not E then return uninit(corrupt) end
 local t = now(tonumber(ARGV[2]))
-local ent = redis.pcall('HMGET', KEYS[1], 'e', 'q', 'g', 'c', 'f', 's', 'x', 'd', 'n', 'k', 'tg', 'tk', 'v')
+local ent = redis.pcall('HMGET', KEYS[1], 'e', 'q', 'g', 'c', 'f', 's', 'x', 'd', 'n', 'k', 'tg', 'tk', 'v', 'a')
 local p, badtag = nil, nil
 if bad(ent) then
   redis.call('DEL', KEYS[1])
   corrupt = true
 else
-  for i = 1, 13 do
+  for i = 1, 14 do
     if ent[i] then
       p = entry(ent, KEYS[1], cluster)
       if not p then
@@ -338,8 +347,11 @@ end
 local lease, held = 0, 0
 local try = state ~= 1
 if state == 1 then
-  local early = tonumber(ARGV[7])
-  try = early < 0 or early > 0 and t + p.d / 1000 * early >= p.f
+  -- The instant is the entry's, drawn once by its filler: every lookup
+  -- after it, from any process, agrees that it is due, and the lease
+  -- below lets one of them refresh it.
+  local early = ARGV[7]
+  try = early == '-1' or early == '1' and p.a > 0 and t >= p.f - p.a
 end
 if try then
   local cur = redis.pcall('GET', KEYS[3])
@@ -395,6 +407,7 @@ local out = {'ok', state, lease, held, E, seq, fmt(t), ver, c}
 if has then
   for _, i in ipairs({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13}) do out[#out + 1] = ent[i] end
   if cluster then out[#out + 1] = ent[12] else out[#out + 1] = false end
+  out[#out + 1] = ent[14]
 end
 return out
 `
@@ -408,7 +421,8 @@ return out
 //	      the Set), tags (encodeList), refused ("1": the client's
 //	      pre-check of tags in other slots refused the fill), keep old
 //	      ("1": a refused Set leaves the older entry), tags to check (how
-//	      many of the tag keys, from the first)
+//	      many of the tag keys, from the first), early-refresh lead µs
+//	      (at most the TTL; 0: never early)
 //
 // The tag keys are those in the entry's slot (all of them, standalone);
 // the caller checked the others before. A version or tag version that does
@@ -462,7 +476,7 @@ if ok then
   for i = first, #KEYS do tk[#tk + 1] = #KEYS[i] .. ':' .. KEYS[i] end
   redis.call('DEL', KEYS[1])
   local f = {'e', E, 'q', fmt(q), 'g', fmt(t0), 'c', fmt(t), 'f', fmt(fr), 's', fmt(st), 'x', fmt(er),
-    'd', ARGV[13], 'tg', ARGV[15], 'tk', table.concat(tk)}
+    'd', ARGV[13], 'tg', ARGV[15], 'tk', table.concat(tk), 'a', ARGV[19]}
   if ARGV[9] == '1' then
     f[#f + 1] = 'n'; f[#f + 1] = '1'
   else

@@ -30,13 +30,17 @@ type Entry struct {
 	ErrorUntil time.Time
 	// LoadDuration is how long the load that produced it took.
 	LoadDuration time.Duration
+	// RefreshAt is when the entry falls due for early refresh (see
+	// [Entry.DueEarly]): FreshUntil minus the fill's Early lead, and not
+	// before Created. The zero Time: never.
+	RefreshAt time.Time
 }
 
 // NewEntry builds the entry that Fill f stores at now with ticket t. Stores
 // use it so that every store derives the windows the same way.
 func NewEntry(f *Fill, t Ticket, now time.Time) *Entry {
 	fresh := now.Add(f.TTL)
-	return &Entry{
+	e := &Entry{
 		Value:        f.Value,
 		Negative:     f.Negative,
 		Ticket:       t,
@@ -47,6 +51,17 @@ func NewEntry(f *Fill, t Ticket, now time.Time) *Entry {
 		ErrorUntil:   fresh.Add(f.StaleIfError),
 		LoadDuration: f.LoadDuration,
 	}
+	if lead := min(f.Early, f.TTL); lead > 0 {
+		e.RefreshAt = fresh.Add(-lead)
+	}
+	return e
+}
+
+// DueEarly reports whether the entry, if fresh at now (a reading of the
+// store's clock), is due for early refresh: it has a RefreshAt and now has
+// reached it. Stores judge a lookup's [LookupRequest].Early with it.
+func (e *Entry) DueEarly(now time.Time) bool {
+	return !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt)
 }
 
 // Expires is the last instant at which the entry is of any use.
@@ -62,13 +77,16 @@ func (e *Entry) Expires() time.Time {
 // bytes of any other format decode as ErrCorrupt, which callers count as a
 // miss.
 //
-//	magic "pd" | format (1) | flags | uvarint epoch | uvarint seq |
-//	created, fresh, stale, error: each varint seconds since the Unix epoch,
-//	uvarint nanoseconds (< 1e9) |
+//	magic "pd" | format (2) | flags | uvarint epoch | uvarint seq |
+//	created, fresh, stale, error, refresh: each varint seconds since the
+//	Unix epoch, uvarint nanoseconds (< 1e9) |
 //	uvarint load duration (ns) | uvarint ntags, then per tag uvarint len, bytes |
 //	uvarint value length, value bytes
+//
+// Format 1 had no refresh instant (its early refresh was drawn per read):
+// its bytes are a miss, and the entry is loaded again.
 const (
-	envelopeFormat = 1
+	envelopeFormat = 2
 	flagNegative   = 1 << 0
 	maxTags        = 1 << 16
 )
@@ -76,7 +94,9 @@ const (
 // MarshalBinary encodes e as an envelope. It implements
 // [encoding.BinaryMarshaler].
 func (e *Entry) MarshalBinary() ([]byte, error) {
-	n := 3 + 1 + 5*binary.MaxVarintLen64 + 2*binary.MaxVarintLen64 + len(e.Value)
+	// Epoch and seq, five instants of two varints, the load duration,
+	// the tag count and the value's length.
+	n := 3 + 1 + 15*binary.MaxVarintLen64 + len(e.Value)
 	for _, t := range e.Tags {
 		n += binary.MaxVarintLen64 + len(t)
 	}
@@ -97,7 +117,7 @@ func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, 'p', 'd', envelopeFormat, flags)
 	b = binary.AppendUvarint(b, e.Ticket.Epoch)
 	b = binary.AppendUvarint(b, e.Ticket.Seq)
-	for _, t := range [...]time.Time{e.Created, e.FreshUntil, e.StaleUntil, e.ErrorUntil} {
+	for _, t := range [...]time.Time{e.Created, e.FreshUntil, e.StaleUntil, e.ErrorUntil, e.RefreshAt} {
 		// Seconds and nanoseconds, not UnixNano: that overflows outside
 		// 1678–2262, and a TTL of centuries (or the zero time) must
 		// survive the round trip.
@@ -135,7 +155,7 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	out.Negative = flags&flagNegative != 0
 	out.Ticket.Epoch = d.uvarint()
 	out.Ticket.Seq = d.uvarint()
-	for _, t := range [...]*time.Time{&out.Created, &out.FreshUntil, &out.StaleUntil, &out.ErrorUntil} {
+	for _, t := range [...]*time.Time{&out.Created, &out.FreshUntil, &out.StaleUntil, &out.ErrorUntil, &out.RefreshAt} {
 		sec, nsec := d.varint(), d.uvarint()
 		if nsec >= 1e9 {
 			d.fail("nanoseconds")

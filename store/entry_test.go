@@ -28,6 +28,7 @@ func sampleEntries() map[string]*Entry {
 			StaleUntil:   entryT0.Add(time.Hour),
 			ErrorUntil:   entryT0.Add(24 * time.Hour),
 			LoadDuration: 3 * time.Millisecond,
+			RefreshAt:    entryT0.Add(5*time.Minute - 4*time.Millisecond),
 		},
 		"negative": {
 			Negative:   true,
@@ -84,6 +85,7 @@ func sampleEntries() map[string]*Entry {
 			StaleUntil:   entryT0.Add(150 * 365 * 24 * time.Hour),
 			ErrorUntil:   entryT0.Add(200 * 365 * 24 * time.Hour),
 			LoadDuration: math.MaxInt64,
+			RefreshAt:    entryT0.Add(50 * 365 * 24 * time.Hour),
 		},
 		"before-1970": {
 			Value:      []byte("v"),
@@ -91,6 +93,7 @@ func sampleEntries() map[string]*Entry {
 			FreshUntil: time.Date(1969, 12, 31, 23, 59, 59, 999999999, time.UTC),
 			StaleUntil: time.Unix(0, 0),
 			ErrorUntil: time.Unix(0, 1),
+			RefreshAt:  time.Date(1969, 12, 31, 23, 59, 58, 7, time.UTC),
 		},
 		"unix-zero-times": {
 			Value:      []byte("v"),
@@ -125,6 +128,8 @@ func equalEntries(a, b *Entry) string {
 		return "ErrorUntil"
 	case a.LoadDuration != b.LoadDuration:
 		return "LoadDuration"
+	case !a.RefreshAt.Equal(b.RefreshAt):
+		return "RefreshAt"
 	}
 	return ""
 }
@@ -154,6 +159,9 @@ func TestEntryRoundTrip(t *testing.T) {
 			}
 			if len(e.Tags) == 0 && got.Tags != nil {
 				t.Errorf("Tags = %#v, want nil", got.Tags)
+			}
+			if e.RefreshAt.IsZero() != got.RefreshAt.IsZero() {
+				t.Errorf("RefreshAt = %v, want %v: the zero Time (never early) must stay zero", got.RefreshAt, e.RefreshAt)
 			}
 			// AppendBinary appends the same bytes after a prefix.
 			prefix := []byte("prefix")
@@ -204,12 +212,64 @@ func TestEntryNewEntry(t *testing.T) {
 	if d := equalEntries(e, want); d != "" {
 		t.Fatalf("NewEntry: %s differs: %+v", d, *e)
 	}
+	if !e.RefreshAt.IsZero() {
+		t.Errorf("RefreshAt = %v without an Early lead, want the zero Time (never early)", e.RefreshAt)
+	}
 	if !e.Expires().Equal(want.ErrorUntil) {
 		t.Errorf("Expires = %v, want ErrorUntil %v", e.Expires(), want.ErrorUntil)
 	}
 	e.ErrorUntil = e.FreshUntil
 	if !e.Expires().Equal(e.StaleUntil) {
 		t.Errorf("Expires = %v, want StaleUntil %v", e.Expires(), e.StaleUntil)
+	}
+}
+
+// TestEntryNewEntryEarly: the fill's Early lead becomes the entry's one
+// early-refresh instant, FreshUntil minus the lead, never before the entry
+// was written; no lead, no instant.
+func TestEntryNewEntryEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		early time.Duration
+		want  time.Time // zero: never
+	}{
+		{"lead", 1100 * time.Millisecond, entryT0.Add(time.Minute - 1100*time.Millisecond)},
+		{"lead = TTL", time.Minute, entryT0},
+		{"lead > TTL", time.Hour, entryT0},
+		{"zero", 0, time.Time{}},
+		{"negative", -time.Second, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEntry(&Fill{Value: []byte("v"), TTL: time.Minute, LoadDuration: time.Second, Early: tc.early}, Ticket{}, entryT0)
+			if !e.RefreshAt.Equal(tc.want) || e.RefreshAt.IsZero() != tc.want.IsZero() {
+				t.Fatalf("RefreshAt = %v, want %v", e.RefreshAt, tc.want)
+			}
+		})
+	}
+	// A fill that is never fresh has no early refresh either.
+	if e := NewEntry(&Fill{TTL: 0, Early: time.Second}, Ticket{}, entryT0); !e.RefreshAt.IsZero() {
+		t.Errorf("TTL 0: RefreshAt = %v, want the zero Time", e.RefreshAt)
+	}
+}
+
+func TestEntryDueEarly(t *testing.T) {
+	e := NewEntry(&Fill{TTL: time.Minute, Early: 10 * time.Second}, Ticket{}, entryT0)
+	for _, tc := range []struct {
+		at   time.Duration // after Created
+		want bool
+	}{
+		{0, false},
+		{50*time.Second - time.Nanosecond, false},
+		{50 * time.Second, true},
+		{59 * time.Second, true},
+	} {
+		if got := e.DueEarly(entryT0.Add(tc.at)); got != tc.want {
+			t.Errorf("DueEarly(Created+%v) = %v, want %v", tc.at, got, tc.want)
+		}
+	}
+	never := NewEntry(&Fill{TTL: time.Minute}, Ticket{}, entryT0)
+	if never.DueEarly(entryT0.Add(time.Minute - time.Nanosecond)) {
+		t.Error("an entry filled without an Early lead is due early")
 	}
 }
 
@@ -308,7 +368,7 @@ func TestEntryCorrupt(t *testing.T) {
 		b := []byte{'p', 'd', envelopeFormat, flags}
 		b = binary.AppendUvarint(b, 1) // epoch
 		b = binary.AppendUvarint(b, 2) // seq
-		for range 4 {
+		for range 5 {
 			b = binary.AppendVarint(b, entryT0.Unix())
 			b = binary.AppendUvarint(b, uint64(entryT0.Nanosecond()))
 		}
@@ -324,7 +384,8 @@ func TestEntryCorrupt(t *testing.T) {
 		"wrong magic":      with(valid, func(b []byte) []byte { b[0] = 'P'; return b }),
 		"wrong magic 2":    with(valid, func(b []byte) []byte { b[1] = 'x'; return b }),
 		"format 0":         with(valid, func(b []byte) []byte { b[2] = 0; return b }),
-		"format 2":         with(valid, func(b []byte) []byte { b[2] = envelopeFormat + 1; return b }),
+		"format 1":         format1(),
+		"next format":      with(valid, func(b []byte) []byte { b[2] = envelopeFormat + 1; return b }),
 		"format 255":       with(valid, func(b []byte) []byte { b[2] = 0xff; return b }),
 		"unknown flag 2":   with(valid, func(b []byte) []byte { b[3] |= 2; return b }),
 		"unknown flag 128": with(valid, func(b []byte) []byte { b[3] |= 0x80; return b }),
@@ -337,7 +398,7 @@ func TestEntryCorrupt(t *testing.T) {
 			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02),
 		"load duration > MaxInt64": func() []byte {
 			b := []byte{'p', 'd', envelopeFormat, 0, 1, 2}
-			for range 4 {
+			for range 5 {
 				b = binary.AppendVarint(b, 0)
 				b = binary.AppendUvarint(b, 0)
 			}
@@ -384,6 +445,24 @@ func TestEntryCorrupt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// format1 is a well-formed envelope of format 1, written before entries
+// kept an early-refresh instant (four instants, no refresh): a clean
+// ErrCorrupt, so that the entry is loaded again rather than decoded with
+// its fields shifted.
+func format1() []byte {
+	b := []byte{'p', 'd', 1, 0}
+	b = binary.AppendUvarint(b, 1) // epoch
+	b = binary.AppendUvarint(b, 2) // seq
+	for range 4 {
+		b = binary.AppendVarint(b, entryT0.Unix())
+		b = binary.AppendUvarint(b, uint64(entryT0.Nanosecond()))
+	}
+	b = binary.AppendUvarint(b, uint64(time.Millisecond)) // load duration
+	b = binary.AppendUvarint(b, 0)                        // tags
+	b = binary.AppendUvarint(b, 5)
+	return append(b, "hello"...)
 }
 
 // TestEntryCorruptEveryByte flips every byte of a valid envelope to every

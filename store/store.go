@@ -97,11 +97,14 @@ type LookupRequest struct {
 	Lease uint64
 	// LeaseTTL is how long a granted lease lasts unless released.
 	LeaseTTL time.Duration
-	// Early asks for probabilistic early refresh (XFetch): a fresh entry
-	// counts as due for refresh when now + LoadDuration*Early reaches its
-	// FreshUntil. The caller draws Early as beta * -ln(rand()); zero
-	// disables early refresh.
-	Early float64
+	// Early asks for early refresh: a fresh entry that is due for it by
+	// the store's clock ([Entry.DueEarly]: its RefreshAt has come) is
+	// treated like a stale one, and the lease is granted as for a refresh.
+	// The instant belongs to the entry, fixed when it was filled (see
+	// [Fill].Early), so every caller in every process agrees on it, and
+	// one lease refreshes the entry however many lookups come after it.
+	// False: a fresh entry is never due early for this caller.
+	Early bool
 	// Refresh makes a fresh entry due for refresh: the caller will not
 	// serve it (an invalidation of it is pending in the caller's process)
 	// and asks for the lease as for a miss.
@@ -143,7 +146,8 @@ type Lookup struct {
 	State State
 	// Lease reports that the caller was granted the key's lease: it must
 	// load and Fill (or Release) with Ticket. A fresh entry comes with a
-	// lease only when early refresh fell due.
+	// lease only when it was due for early refresh or the request asked
+	// for a refresh.
 	Lease bool
 	// Held reports that another caller holds the key's lease: the value is
 	// being loaded elsewhere.
@@ -188,8 +192,17 @@ type Fill struct {
 	// StaleIfError is how long after TTL the entry may be served when its
 	// refresh fails.
 	StaleIfError time.Duration
-	// LoadDuration is how long the load took (for early refresh).
+	// LoadDuration is how long the load took. The store keeps it in the
+	// entry; it decides nothing.
 	LoadDuration time.Duration
+	// Early is the entry's early-refresh lead: from FreshUntil - Early on,
+	// by the store's clock, the entry is due for early refresh (see
+	// [LookupRequest].Early). The filler draws it once for the entry; a
+	// Cache makes it a little more than LoadDuration, so that a refresh
+	// that starts then normally ends before the entry's TTL. Zero or
+	// negative: the entry is never due early. A lead of TTL or more makes
+	// it due as soon as it is written.
+	Early time.Duration
 	// Set makes the fill a versioned write: if accepted, the store also
 	// advances the key's version (s = ++seq, version(key) = s) and stores
 	// the entry with ticket s, so that no load that began earlier can

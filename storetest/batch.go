@@ -152,16 +152,18 @@ func testLookupMany(s *suite) {
 		req  store.LookupRequest   // Lease is set per key
 		want func(store.Lookup)
 	}
-	fill := func(value string, negative bool) func(key, tag string) {
+	fillEarly := func(value string, negative bool, early time.Duration) func(key, tag string) {
 		return func(key, tag string) {
 			r := s.lease(key, 1)
 			f := loaded(value, r.Ticket, 1, tag)
 			if negative {
 				f.Value, f.Negative = nil, true
 			}
+			f.Early = early
 			s.mustFill(key, f)
 		}
 	}
+	fill := func(value string, negative bool) func(key, tag string) { return fillEarly(value, negative, 0) }
 	then := func(first func(key, tag string), inv func(key, tag string) store.Invalidation) func(key, tag string) {
 		return func(key, tag string) {
 			first(key, tag)
@@ -192,11 +194,15 @@ func testLookupMany(s *suite) {
 				s.t.Fatalf("Lookup: Entry = %+v, want a negative entry", r.Entry)
 			}
 		}},
-		{"fresh-early", fill("v", false), store.LookupRequest{LeaseTTL: leaseTTL, Early: 1e6}, func(r store.Lookup) {
+		// A lead of the whole TTL: due for early refresh from the fill on.
+		{"fresh-early", fillEarly("v", false, ttl), store.LookupRequest{LeaseTTL: leaseTTL, Early: true}, func(r store.Lookup) {
 			s.want(r, store.StateFresh, true, false)
 			s.wantValue(r, "v")
 		}},
-		{"fresh-not-early", fill("v", false), store.LookupRequest{LeaseTTL: leaseTTL, Early: 1}, func(r store.Lookup) {
+		{"fresh-early-not-asked", fillEarly("v", false, ttl), lease, func(r store.Lookup) {
+			s.want(r, store.StateFresh, false, false)
+		}},
+		{"fresh-not-early", fillEarly("v", false, time.Second), store.LookupRequest{LeaseTTL: leaseTTL, Early: true}, func(r store.Lookup) {
 			s.want(r, store.StateFresh, false, false)
 		}},
 		{"stale", then(fill("v", false), softKey), lease, func(r store.Lookup) { s.want(r, store.StateStale, true, false); s.wantValue(r, "v") }},
@@ -254,7 +260,8 @@ func testLookupMany(s *suite) {
 		if a.Entry != nil {
 			ea, eb := a.Entry, b.Entry
 			if !bytes.Equal(ea.Value, eb.Value) || ea.Negative != eb.Negative || ea.LoadDuration != eb.LoadDuration ||
-				len(ea.Tags) != len(eb.Tags) {
+				len(ea.Tags) != len(eb.Tags) || ea.RefreshAt.IsZero() != eb.RefreshAt.IsZero() ||
+				!ea.RefreshAt.IsZero() && !near(ea.Created.Add(eb.RefreshAt.Sub(eb.Created)), ea.RefreshAt) {
 				s.t.Errorf("%s: LookupMany's entry %+v, Lookup's %+v", c.name, eb, ea)
 			}
 		}

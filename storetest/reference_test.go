@@ -77,7 +77,7 @@ func (s *refStore) Lookup(_ context.Context, key string, req store.LookupRequest
 			delete(s.entries, key)
 		case now.Before(e.FreshUntil) && !soft:
 			res.Entry, res.State = &e, store.StateFresh
-			wantLease = req.Refresh || req.Early > 0 && float64(e.LoadDuration)*req.Early >= float64(e.FreshUntil.Sub(now))
+			wantLease = req.Refresh || req.Early && e.DueEarly(now)
 		case now.Before(e.StaleUntil):
 			res.Entry, res.State = &e, store.StateStale
 		default:

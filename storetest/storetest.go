@@ -147,6 +147,7 @@ var tests = []struct {
 	{"ClockAdvances", needsAdvance, testClockAdvances},
 	{"Windows", needsAdvance, testWindows},
 	{"EarlyRefresh", 0, testEarlyRefresh},
+	{"EarlyRefreshInstant", needsAdvance, testEarlyRefreshInstant},
 	{"Negative", needsAdvance, testNegative},
 	{"EpochMismatch", 0, testEpochMismatch},
 	{"Flush", needsFlush, testFlush},
@@ -367,6 +368,7 @@ func testFillThenFreshHit(s *suite) {
 	f.Stale = 20 * time.Minute
 	f.StaleIfError = 30 * time.Minute
 	f.LoadDuration = 1500 * time.Millisecond
+	f.Early = 2 * time.Minute
 	s.mustFill(k, f)
 
 	h := s.lease(k, 2)
@@ -394,6 +396,7 @@ func testFillThenFreshHit(s *suite) {
 		{"FreshUntil", e.FreshUntil, e.Created.Add(f.TTL)},
 		{"StaleUntil", e.StaleUntil, e.Created.Add(f.TTL + f.Stale)},
 		{"ErrorUntil", e.ErrorUntil, e.Created.Add(f.TTL + f.StaleIfError)},
+		{"RefreshAt", e.RefreshAt, e.Created.Add(f.TTL - f.Early)},
 	} {
 		if !near(w.got, w.want) {
 			s.t.Errorf("Entry.%s = %v, want %v (Created %v)", w.name, w.got, w.want, e.Created)
@@ -407,6 +410,8 @@ func testFillThenFreshHit(s *suite) {
 	s.mustFill(s.key("untagged"), loaded("x", r.Ticket, 3))
 	if e := s.peek(s.key("untagged")).Entry; e == nil || len(e.Tags) != 0 {
 		s.t.Errorf("untagged entry = %+v, want an entry without tags", e)
+	} else if !e.RefreshAt.IsZero() {
+		s.t.Errorf("entry filled without an Early lead: RefreshAt = %v, want the zero Time (never early)", e.RefreshAt)
 	}
 	// An empty value is a value, not a negative entry.
 	r = s.lease(s.key("empty"), 4)
@@ -606,9 +611,11 @@ func testInvalidateBreaksLease(s *suite) {
 		}, store.StateMiss},
 		{"soft", true, func(k string) store.Lookup {
 			r := s.lease(k, 9)
-			s.mustFill(k, loaded("v", r.Ticket, 9))
+			f := loaded("v", r.Ticket, 9)
+			f.Early = f.TTL // due for early refresh from the fill on
+			s.mustFill(k, f)
 			// A fresh entry due for early refresh: a refreshes it.
-			r = s.lookup(k, store.LookupRequest{Lease: a, LeaseTTL: leaseTTL, Early: 1e6})
+			r = s.lookup(k, store.LookupRequest{Lease: a, LeaseTTL: leaseTTL, Early: true})
 			s.want(r, store.StateFresh, true, false)
 			return r
 		}, store.StateStale},
@@ -857,26 +864,104 @@ func testWindows(s *suite) {
 	}
 }
 
+// testEarlyRefresh: a fresh entry whose early-refresh instant has come is
+// refreshed by one caller, whatever the number of lookups after the
+// instant; callers that do not ask for early refresh, and read-only
+// lookups, never take its lease; an entry filled without a lead is never
+// due early. (A lead of the whole TTL makes the entry due from its fill
+// on, so no clock is needed here; testEarlyRefreshInstant moves it.)
 func testEarlyRefresh(s *suite) {
 	k := s.key("k")
 	r := s.lease(k, 1)
-	s.mustFill(k, loaded("v", r.Ticket, 1)) // fresh for 1h, load took 1s
-	early := func(token uint64, e float64) store.Lookup {
-		return s.lookup(k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL, Early: e})
+	f := loaded("v", r.Ticket, 1) // fresh for 1h
+	f.Early = f.TTL
+	s.mustFill(k, f)
+	early := func(token uint64) store.Lookup {
+		return s.lookup(k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL, Early: true})
 	}
-	s.want(early(2, 0), store.StateFresh, false, false)
-	s.want(early(2, 1), store.StateFresh, false, false) // now + 1s is well before FreshUntil
-	s.want(s.peek(k), store.StateFresh, false, false)   // read-only
-	h := early(2, 1e6)                                  // now + 1e6 s is past FreshUntil
-	s.want(h, store.StateFresh, true, false)            // due: one caller refreshes
+	s.want(s.lease(k, 2), store.StateFresh, false, false) // not asked
+	s.want(s.peek(k), store.StateFresh, false, false)     // read-only
+	s.wantState(s.lookup(k, store.LookupRequest{Early: true}), store.StateFresh, false)
+	h := early(2) // due: one caller refreshes
+	s.want(h, store.StateFresh, true, false)
 	s.wantValue(h, "v")
-	s.want(early(3, 1e6), store.StateFresh, false, true)
-	s.wantState(s.lookup(k, store.LookupRequest{Early: 1e6}), store.StateFresh, false)
-	// The refresh fills and releases; the entry is fresh again.
-	s.mustFill(k, loaded("v2", h.Ticket, 2))
-	h = early(3, 0)
-	s.want(h, store.StateFresh, false, false)
+	// Every later lookup, each with its own token, finds the refresh
+	// under way: one lease per entry, not per read.
+	for tok := uint64(3); tok < 20; tok++ {
+		s.want(early(tok), store.StateFresh, false, true)
+	}
+	s.want(early(2), store.StateFresh, true, false) // the holder renews its lease
+	// The refresh fills and releases; its entry, with a lead of a second,
+	// is not due: no lookup takes the lease.
+	f = loaded("v2", h.Ticket, 2)
+	f.Early = time.Second
+	s.mustFill(k, f)
+	for tok := uint64(20); tok < 30; tok++ {
+		h = early(tok)
+		s.want(h, store.StateFresh, false, false)
+	}
 	s.wantValue(h, "v2")
+
+	// No lead: never due early.
+	k = s.key("never")
+	r = s.lease(k, 1)
+	s.mustFill(k, loaded("v", r.Ticket, 1))
+	s.want(s.lookup(k, store.LookupRequest{Lease: 2, LeaseTTL: leaseTTL, Early: true}), store.StateFresh, false, false)
+}
+
+// testEarlyRefreshInstant: the entry is due for early refresh from
+// FreshUntil - Early on, by the store's clock, and not before; one lookup
+// after the instant takes the lease; once the refresh fills, its entry has
+// an instant of its own.
+func testEarlyRefreshInstant(s *suite) {
+	const lead = 10 * time.Minute
+	k := s.key("k")
+	early := func(token uint64) store.Lookup {
+		return s.lookup(k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL, Early: true})
+	}
+	fill := func(value string, t store.Ticket, token uint64) {
+		f := loaded(value, t, token) // fresh for 1h
+		f.Early = lead
+		s.mustFill(k, f)
+	}
+	r := s.lease(k, 1)
+	fill("v", r.Ticket, 1)
+	h := early(2)
+	s.want(h, store.StateFresh, false, false)
+	if e := h.Entry; !near(e.RefreshAt, e.FreshUntil.Add(-lead)) {
+		s.t.Fatalf("Entry.RefreshAt = %v, want FreshUntil - %v = %v", e.RefreshAt, lead, e.FreshUntil.Add(-lead))
+	}
+	s.h.Advance(ttl - lead - time.Minute) // a minute before the instant
+	for tok := uint64(2); tok < 10; tok++ {
+		s.want(early(tok), store.StateFresh, false, false)
+	}
+	s.h.Advance(2 * time.Minute) // a minute after it
+	leases, holder := 0, uint64(0)
+	for tok := uint64(10); tok < 60; tok++ {
+		r := early(tok)
+		if r.State != store.StateFresh {
+			s.t.Fatalf("token %d: State %v, want fresh (the entry has %v left)", tok, r.State, lead-time.Minute)
+		}
+		if r.Lease {
+			leases, holder = leases+1, tok
+		}
+	}
+	if leases != 1 {
+		s.t.Fatalf("%d of 50 lookups after the early-refresh instant were granted the lease, want 1", leases)
+	}
+	// A refresh that gives up leaves the entry due: the next lookup
+	// refreshes it.
+	s.release(k, holder)
+	h = early(60)
+	s.want(h, store.StateFresh, true, false)
+	// The refresh fills: the new entry is due a full TTL minus the lead
+	// later, not now.
+	fill("v2", h.Ticket, 60)
+	for tok := uint64(61); tok < 70; tok++ {
+		s.want(early(tok), store.StateFresh, false, false)
+	}
+	s.h.Advance(ttl - lead + time.Minute)
+	s.want(early(70), store.StateFresh, true, false)
 }
 
 func testNegative(s *suite) {
@@ -987,7 +1072,7 @@ func testClose(s *suite) {
 
 func testConcurrentLookupOneLease(s *suite) {
 	const callers = 64
-	for round := range 4 {
+	for round := range 6 {
 		k := s.key(fmt.Sprint("k", round))
 		var (
 			start       = make(chan struct{})
@@ -997,16 +1082,24 @@ func testConcurrentLookupOneLease(s *suite) {
 			winner      atomic.Uint64
 		)
 		state := store.StateMiss
-		if round%2 == 1 { // an entry in its stale window
+		req := store.LookupRequest{LeaseTTL: leaseTTL}
+		switch round % 3 {
+		case 1: // an entry in its stale window
 			state = store.StateStale
 			r := s.lease(k, 1000)
 			s.mustFill(k, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1000, Stale: time.Hour})
+		case 2: // a fresh entry due for early refresh: one refresh, not one per lookup
+			state, req.Early = store.StateFresh, true
+			r := s.lease(k, 1000)
+			s.mustFill(k, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1000, TTL: ttl, Early: ttl})
 		}
 		for i := range callers {
 			wg.Go(func() {
 				<-start
 				token := uint64(i + 1)
-				r, err := s.h.Store.Lookup(s.ctx, k, store.LookupRequest{Lease: token, LeaseTTL: leaseTTL})
+				req := req
+				req.Lease = token
+				r, err := s.h.Store.Lookup(s.ctx, k, req)
 				if err != nil {
 					errs <- err
 					return
@@ -1035,7 +1128,8 @@ func testConcurrentLookupOneLease(s *suite) {
 				round, leases.Load(), hel.Load(), callers-1)
 		}
 		s.release(k, winner.Load())
-		s.want(s.lease(k, callers+1), state, true, false)
+		req.Lease = callers + 1
+		s.want(s.lookup(k, req), state, true, false)
 	}
 }
 
