@@ -135,10 +135,11 @@ func (t *hotTier[T]) get(key string, now time.Duration) (*hotEntry[T], bool) {
 // and of the entry's tags as they are now: unchanged since before the read.
 func (t *hotTier[T]) put(key, full string, o *outcome[T], seq0 uint64, at time.Time) {
 	e := o.entry
-	until := at.Add(e.FreshUntil.Sub(o.now))
-	if lead := e.LoadDuration * 2; lead > 0 { // leave the early-refresh window to the store
-		until = until.Add(-lead)
+	end := e.FreshUntil
+	if !e.RefreshAt.IsZero() && e.RefreshAt.Before(end) {
+		end = e.RefreshAt // from then on the store must see the reads: one takes the refresh lease
 	}
+	until := at.Add(end.Sub(o.now))
 	if !at.Before(until) {
 		return
 	}

@@ -265,9 +265,15 @@ func TestHijack(t *testing.T) {
 		io.WriteString(rw, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
 		rw.Flush()
 	}}
-	url, client := server(t, hc.Handler(h))
+	cached := hc.Handler(h)
+	served := make(chan struct{}, 10)
+	url, client := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cached.ServeHTTP(w, r)
+		served <- struct{}{} // the stats are counted by now
+	}))
 	for range 2 {
 		resp, b := get(t, client, "GET", url+"/raw")
+		<-served
 		if resp.StatusCode != 200 || b != "hijacked" {
 			t.Errorf("%d %q", resp.StatusCode, b)
 		}
@@ -280,6 +286,7 @@ func TestHijack(t *testing.T) {
 	}
 	// A request that upgrades the connection bypasses the cache.
 	get(t, client, "GET", url+"/raw", "Upgrade", "websocket", "Connection", "Upgrade")
+	<-served
 	if s := hc.Stats(); s[len(s)-1].Reasons["upgrade"] != 1 || s[len(s)-1].Bypassed != 1 {
 		t.Errorf("an upgrade: %+v, want a bypass", s[len(s)-1])
 	}
