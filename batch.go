@@ -206,7 +206,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 	})
 	keys := make([]string, len(mine))
 	marks := make([]uint64, len(mine))
-	lctx, sc, cancel := l.c.loadContext(ctx, pol.loadTimeout)
+	lctx, sc := l.c.newLoadCtx(ctx, pol.loadTimeout)
 	sc.needFresh = mine[0].w.fresh
 	for i, b := range mine {
 		keys[i] = b.key
@@ -214,7 +214,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 		marks[i] = b.f.begin()
 	}
 	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
-	cancel()
+	lctx.cancel(context.Canceled)
 
 	outs := make([]outcome[T], len(mine))
 	var (

@@ -282,12 +282,12 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 // produced lk, for a stale-if-error value.
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
-	lctx, sc, cancel := w.l.c.loadContext(ctx, w.pol.loadTimeout)
+	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout)
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
-	cancel()
+	lctx.cancel(context.Canceled)
 	ld.mark = mark
 	out, fill := w.prepare(f, lk, lkMark, v, ld)
 	if fill == nil {
@@ -297,16 +297,6 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	fmark := f.begin()
 	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
 	return w.filled(ctx, f, out, ok, err, fmark)
-}
-
-// loadContext is the context a load runs on: ctx (detached from callers)
-// with the load timeout, canceled too when the Cache closes, and carrying
-// the load's scope.
-func (c *Cache) loadContext(ctx context.Context, timeout time.Duration) (context.Context, *scope, context.CancelFunc) {
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	stop := context.AfterFunc(c.closing, cancel)
-	lctx, sc := withScope(lctx, c)
-	return lctx, sc, func() { stop(); cancel() }
 }
 
 // loaded is how a load went: its error, how long it took, its scope, and
@@ -319,7 +309,7 @@ type loaded struct {
 	gen  uint64
 }
 
-// timedLoad runs load on lctx (made by loadContext with timeout, whose
+// timedLoad runs load on lctx (made by newLoadCtx with timeout, whose
 // scope is sc) for loader l, and says how it went. A panic becomes a
 // *PanicError; running out of the timeout, an ErrLoadTimeout.
 func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, load func(context.Context) (V, error)) (V, loaded) {

@@ -53,11 +53,6 @@ type scope struct {
 	fresh, staleEnd, errorEnd time.Time
 }
 
-func withScope(ctx context.Context, c *Cache) (context.Context, *scope) {
-	s := &scope{c: c}
-	return context.WithValue(ctx, scopeKey{}, s), s
-}
-
 // scopeOf returns the scope of the load ctx descends from, if any.
 func scopeOf(ctx context.Context) *scope {
 	s, _ := ctx.Value(scopeKey{}).(*scope)
