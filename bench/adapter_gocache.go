@@ -68,8 +68,9 @@ type gocacheCache struct {
 	// tagged reports whether the store's index of tag lists key.
 	tagged func(ctx context.Context, tag, key string) bool
 
-	mu   sync.Mutex
-	tags map[string][]string // the tags each key was loaded with, for Settle
+	mu      sync.Mutex
+	tags    map[string][]string // the tags each key was loaded with, for Settle
+	drained bool                // the background setter has written every earlier Get
 }
 
 type gocacheLoadKey struct{}
@@ -121,6 +122,9 @@ func (c *gocacheCache) InvalidateTag(ctx context.Context, tag string) error {
 // Settle waits until the background setter has written key to the store,
 // and its tags' indexes, which the store writes after the value.
 func (c *gocacheCache) Settle(ctx context.Context, key string) error {
+	if err := c.drain(ctx); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	tags := c.tags[key]
 	c.mu.Unlock()
@@ -134,6 +138,40 @@ func (c *gocacheCache) Settle(ctx context.Context, key string) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// drain waits, once, until gocache's background setter has written every
+// value Get handed it so far. Its go_cache store keeps a tag's index as a
+// map it changes in place, without a lock: reading the index while the
+// setter still writes is a data race (a fatal "concurrent map read and map
+// write"). The setter is one goroutine taking values in order, so once a
+// sentinel Get's value is in the store, every earlier one is, with its
+// tags, and nothing writes the indexes any more.
+func (c *gocacheCache) drain(ctx context.Context) error {
+	c.mu.Lock()
+	done := c.drained
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	sentinel := fmt.Sprintf("settle-sentinel-%p", c)
+	if _, err := c.GetTagged(ctx, sentinel, nil, func(context.Context) ([]byte, error) { return []byte{1}, nil }); err != nil {
+		return err
+	}
+	for {
+		if _, err := c.base.Get(ctx, sentinel); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	c.mu.Lock()
+	c.drained = true
+	c.mu.Unlock()
+	return nil
 }
 
 func (c *gocacheCache) indexed(ctx context.Context, key string, tags []string) bool {

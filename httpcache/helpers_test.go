@@ -18,9 +18,13 @@ import (
 
 var ctx = context.Background()
 
-// backend, if set, makes the store of newPaddock(t, nil): TestOnRedis
-// runs the suite again with Redis.
-var backend func(t testing.TB) store.Store
+// backend, if set, makes the store of newPaddock(t, nil), and
+// backendOptions are then the paddock Cache's options: TestOnRedis runs the
+// suite again with Redis.
+var (
+	backend        func(t testing.TB) store.Store
+	backendOptions []paddock.Option
+)
 
 // newPaddock returns a paddock Cache on s (a new memstore if nil, or
 // backend's store), closed when the test ends.
@@ -38,7 +42,11 @@ func newPaddock(t testing.TB, s store.Store) *paddock.Cache {
 		t.Cleanup(func() { m.Close() })
 		s = m
 	}
-	c, err := paddock.New(s)
+	var opts []paddock.Option
+	if backend != nil {
+		opts = backendOptions
+	}
+	c, err := paddock.New(s, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

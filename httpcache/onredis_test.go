@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/paddockcache/paddock"
 
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
@@ -23,7 +26,11 @@ func TestOnRedis(t *testing.T) {
 		}
 		return s
 	}
-	defer func() { backend = nil }()
+	// The tests check behaviour, not timeouts: store calls get a bound a
+	// busy machine under -race never reaches (1000 concurrent requests
+	// would otherwise trip the 250 ms default and load without the store).
+	backendOptions = []paddock.Option{paddock.StoreTimeout(10 * time.Second), paddock.LeaseTTL(time.Minute)}
+	defer func() { backend, backendOptions = nil, nil }()
 	for _, tc := range []struct {
 		name string
 		f    func(*testing.T)
