@@ -174,6 +174,12 @@ func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 // servable entry. See [Loader.Fetch] for the read path; Get is Fetch
 // without the metadata.
 func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (T, error) {
+	if l.hot != nil && load != nil && !l.c.closed.Load() {
+		if e, ok := l.hot.get(key, time.Since(l.hot.h.base)); ok && scopeOf(ctx) == nil && ctx.Err() == nil {
+			l.st.hits.Add(1)
+			return e.val, e.err // a hot hit, as in Fetch, without the Result
+		}
+	}
 	r, err := l.Fetch(ctx, key, load, opts...)
 	return r.Value, err
 }

@@ -136,11 +136,17 @@ type stripedCounter struct {
 	}
 }
 
-const counterStripes = 8
+const (
+	counterBits    = 4
+	counterStripes = 1 << counterBits
+)
 
 func (c *stripedCounter) Add(n uint64) {
 	var here byte
-	c.stripes[(uintptr(unsafe.Pointer(&here))>>11)%counterStripes].n.Add(n)
+	// Fibonacci hashing of the address: stacks are aligned to powers of
+	// two, so their low bits say little.
+	h := uint64(uintptr(unsafe.Pointer(&here))>>10) * 0x9E3779B97F4A7C15
+	c.stripes[h>>(64-counterBits)].n.Add(n)
 }
 
 func (c *stripedCounter) load() uint64 {
