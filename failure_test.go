@@ -625,3 +625,21 @@ func TestLookupInFlightAcrossTheRetry(t *testing.T) {
 		}
 	})
 }
+
+// A value loaded while the store cannot be reached says why it was not
+// stored (Result.FillErr), and is still returned.
+func TestUnreachableStoreReportsFillErr(t *testing.T) {
+	fs := &faultStore{Store: newMem(t)}
+	c := newCache(t, fs)
+	l := newLoader[string](t, c, "p")
+	fs.setFail(errDown)
+	r, err := l.Fetch(ctx, "k", func(context.Context) (string, error) { return "v", nil })
+	if err != nil || r.Value != "v" || r.Stored || !errors.Is(r.FillErr, paddock.ErrStoreUnavailable) {
+		t.Errorf("store down: %+v, %v; want the value, not stored, FillErr ErrStoreUnavailable", r, err)
+	}
+	fs.setFail(nil)
+	r, _ = l.Fetch(ctx, "j", func(ctx context.Context) (string, error) { paddock.NoStore(ctx); return "v", nil })
+	if r.FillErr != nil {
+		t.Errorf("NoStore with the store up: FillErr %v", r.FillErr)
+	}
+}

@@ -350,6 +350,7 @@ func callLoad[V any](ctx context.Context, load func(context.Context) (V, error))
 // invalidation.
 func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded) (outcome[T], *store.Fill) {
 	l, c, pol := w.l, w.l.c, &w.pol
+	unreachable := lk == nil // the store could not be asked: nothing is written
 	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
 	if lk != nil {
 		out.ticket = lk.Ticket
@@ -391,6 +392,10 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	switch {
 	case out.fillErr != nil:
 		l.st.fillErrors.Add(1)
+		return out, nil
+	case unreachable && !k.noStore && k.servable():
+		// A value that would have been stored: say why it was not.
+		out.fillErr = fmt.Errorf("%w: not stored, the store could not be reached", ErrStoreUnavailable)
 		return out, nil
 	case lk == nil || k.noStore || !k.servable():
 		return out, nil
