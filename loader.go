@@ -174,10 +174,9 @@ func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 // servable entry. See [Loader.Fetch] for the read path; Get is Fetch
 // without the metadata.
 func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (T, error) {
-	if l.hot != nil && load != nil && !l.c.closed.Load() {
-		if e, ok := l.hot.get(key, time.Since(l.hot.h.base)); ok && scopeOf(ctx) == nil && ctx.Err() == nil {
-			l.st.hits.Add(1)
-			return e.val, e.err // a hot hit, as in Fetch, without the Result
+	if load != nil && !l.c.closed.Load() {
+		if e, _, ok := l.hotHit(ctx, key); ok {
+			return e.val, e.err // as Fetch would, without building the Result
 		}
 	}
 	r, err := l.Fetch(ctx, key, load, opts...)
@@ -220,17 +219,8 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	if l.c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
-	if l.hot != nil {
-		now := time.Since(l.hot.h.base)
-		if e, ok := l.hot.get(key, now); ok && scopeOf(ctx) == nil {
-			// A hot hit. (A nested Get goes to the store: its load records
-			// the entry it depends on.)
-			if err := ctx.Err(); err != nil {
-				return Result[T]{}, err
-			}
-			l.st.hits.Add(1)
-			return Result[T]{Value: e.val, Status: StatusHit, Age: now - e.created, TTL: e.fresh - now}, e.err
-		}
+	if e, now, ok := l.hotHit(ctx, key); ok {
+		return Result[T]{Value: e.val, Status: StatusHit, Age: now - e.created, TTL: e.fresh - now}, e.err
 	}
 	pol, err := l.policyFor(opts)
 	if err != nil {
@@ -249,6 +239,23 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 		sc.add(o.input(full))
 	}
 	return l.result(&o, owner)
+}
+
+// hotHit returns key's copy in the hot tier, counted as a hit, and the
+// instant it was read at, if a Get with ctx may be served it: a nested Get
+// goes to the store (its load records the entry it depends on), and one
+// whose context has ended gets its error from the read path.
+func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], time.Duration, bool) {
+	if l.hot == nil {
+		return nil, 0, false
+	}
+	now := time.Since(l.hot.h.base)
+	e, ok := l.hot.get(key, now)
+	if !ok || scopeOf(ctx) != nil || ctx.Err() != nil {
+		return nil, 0, false
+	}
+	l.st.hits.Add(1)
+	return e, now, true
 }
 
 // nested returns the scope of the load of this Cache that ctx descends
@@ -358,11 +365,13 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 			return f, false, o, nil, false
 		}
 	}
-	var seq0 uint64
+	var (
+		seq0  uint64
+		local time.Time
+	)
 	if l.hot != nil {
-		seq0 = l.hot.h.seq.Load()
+		seq0, local = l.hot.h.seq.Load(), time.Now()
 	}
-	local := time.Now()
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
 	if l.hot != nil && act == actServe && o.status == StatusHit && g.at.IsZero() {
