@@ -129,7 +129,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	names := union(h.cfg.vary, h.c.hints.get(base))
 	varyMiss := false
 	for attempt := 0; ; attempt++ {
-		cl := &call{h: h, w: w, r: r, path: p, url: u, base: base, names: names}
+		cl := &call{h: h, w: w, r: r, label: label, path: p, url: u, base: base, names: names}
 		key := variantKey(base, names, r.Header)
 		res, err := h.c.pages.Fetch(r.Context(), key, cl.load, h.opts...)
 		if cl.finished(key, res, err) {
@@ -193,6 +193,7 @@ type call struct {
 	h     *handler
 	w     http.ResponseWriter
 	r     *http.Request
+	label string // the request's stats row
 	path  string
 	url   string
 	base  string   // the key without Vary
@@ -456,7 +457,7 @@ func (cl *call) respond(key string, res paddock.Result[Page], err error) {
 	case errors.As(err, &re):
 		if re.private && !cl.ran {
 			// Another request's failed render, made for it alone.
-			h.pass(w, r, h.c.stats.label(r), ReasonNone, "paddock; fwd=miss; detail=uncached")
+			h.pass(w, r, cl.label, ReasonNone, "paddock; fwd=miss; detail=uncached")
 			cl.outcome = outcomeNone
 			return
 		}
@@ -477,7 +478,7 @@ func (cl *call) respond(key string, res paddock.Result[Page], err error) {
 		return
 	default:
 		// The cache could not serve (closed): serve uncached.
-		h.pass(w, r, h.c.stats.label(r), ReasonNone, "paddock; fwd=bypass; detail=unavailable")
+		h.pass(w, r, cl.label, ReasonNone, "paddock; fwd=bypass; detail=unavailable")
 		cl.outcome = outcomeNone
 		return
 	}
@@ -651,13 +652,19 @@ func (hs *hints) learn(base string, names []string) {
 		return
 	}
 	if len(hs.m) >= hs.max {
-		n := 0
-		for k := range hs.m { // forget some, arbitrarily
-			delete(hs.m, k)
-			if n++; n >= hs.max/8+1 {
-				break
-			}
-		}
+		forgetSome(hs.m, hs.max)
 	}
 	hs.m[base] = names
+}
+
+// forgetSome deletes about an eighth of m's max entries, arbitrarily: the
+// bound of a map of hints or records whose loss costs only a lookup.
+func forgetSome[V any](m map[string]V, max int) {
+	n := 0
+	for k := range m {
+		delete(m, k)
+		if n++; n >= max/8+1 {
+			return
+		}
+	}
 }

@@ -304,26 +304,24 @@ func Namespace(ns string) Option {
 // [DefaultMaxURLs]); past it, arbitrary ones are forgotten. Purges do not
 // depend on it. New only.
 func MaxURLs(n int) Option {
-	return option(func(c *config) error {
-		c.newOnly = append(c.newOnly, "MaxURLs")
-		if n <= 0 {
-			return invalid("MaxURLs(%d): must be positive", n)
-		}
-		c.maxURLs = n
-		return nil
-	})
+	return newOnlyBound("MaxURLs", n, func(c *config) { c.maxURLs = n })
 }
 
 // MaxStatsRows bounds the rows of the per-URL stats (default
 // [DefaultMaxStatsRows]); requests of further routes count in the row
 // "(other)". New only.
 func MaxStatsRows(n int) Option {
+	return newOnlyBound("MaxStatsRows", n, func(c *config) { c.maxStatsRows = n })
+}
+
+// newOnlyBound is an option of New that sets a positive bound.
+func newOnlyBound(name string, n int, set func(*config)) Option {
 	return option(func(c *config) error {
-		c.newOnly = append(c.newOnly, "MaxStatsRows")
+		c.newOnly = append(c.newOnly, name)
 		if n <= 0 {
-			return invalid("MaxStatsRows(%d): must be positive", n)
+			return invalid("%s(%d): must be positive", name, n)
 		}
-		c.maxStatsRows = n
+		set(c)
 		return nil
 	})
 }

@@ -155,13 +155,7 @@ func (x *urlIndex) add(u, key string) {
 		return
 	}
 	if !ok && len(x.m) >= x.max {
-		n := 0
-		for k := range x.m { // forget some, arbitrarily
-			delete(x.m, k)
-			if n++; n >= x.max/8+1 {
-				break
-			}
-		}
+		forgetSome(x.m, x.max)
 	}
 	if len(keys) >= maxVariants {
 		keys = keys[1:]

@@ -475,17 +475,7 @@ func (f *fleet) total() httpcache.RouteStats {
 	tot.Reasons = map[string]int64{}
 	for _, n := range f.nodes {
 		all := n.hc.Stats()
-		st := all[len(all)-1]
-		tot.Hits += st.Hits
-		tot.Stale += st.Stale
-		tot.Misses += st.Misses
-		tot.Stored += st.Stored
-		tot.Coalesced += st.Coalesced
-		tot.Bypassed += st.Bypassed
-		tot.NotModified += st.NotModified
-		for k, v := range st.Reasons {
-			tot.Reasons[k] += v
-		}
+		tot.Add(all[len(all)-1])
 	}
 	return tot
 }

@@ -167,21 +167,27 @@ func (c *Cache) Stats() []RouteStats {
 	slices.SortFunc(out, func(a, b RouteStats) int { return cmp.Compare(a.Route, b.Route) })
 	total := RouteStats{Route: "(total)"}
 	for _, s := range out {
-		total.Hits += s.Hits
-		total.Stale += s.Stale
-		total.Misses += s.Misses
-		total.Stored += s.Stored
-		total.Coalesced += s.Coalesced
-		total.Bypassed += s.Bypassed
-		total.NotModified += s.NotModified
-		for k, n := range s.Reasons {
-			if total.Reasons == nil {
-				total.Reasons = make(map[string]int64)
-			}
-			total.Reasons[k] += n
-		}
+		total.Add(s)
 	}
 	return append(out, total)
+}
+
+// Add adds the counters of o to s (its Route stays): to sum the rows of
+// several routes, or of several processes.
+func (s *RouteStats) Add(o RouteStats) {
+	s.Hits += o.Hits
+	s.Stale += o.Stale
+	s.Misses += o.Misses
+	s.Stored += o.Stored
+	s.Coalesced += o.Coalesced
+	s.Bypassed += o.Bypassed
+	s.NotModified += o.NotModified
+	for k, n := range o.Reasons {
+		if s.Reasons == nil {
+			s.Reasons = make(map[string]int64)
+		}
+		s.Reasons[k] += n
+	}
 }
 
 // reasons formats a row's reasons as "cookie=3 set-cookie=1".
