@@ -291,3 +291,32 @@ func TestHijack(t *testing.T) {
 		t.Errorf("an upgrade: %+v, want a bypass", s[len(s)-1])
 	}
 }
+
+// A handler that panics after its response began to stream ends the
+// client's connection (http.ErrAbortHandler), as net/http does, and stores
+// nothing.
+func TestPanicMidStream(t *testing.T) {
+	hc := newCache(t, nil)
+	h := &counting{serve: func(k int64, w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part")
+		if k == 1 {
+			panic("boom")
+		}
+	}}
+	v := hc.Handler(h)
+	w := httptest.NewRecorder()
+	func() {
+		defer func() {
+			if r := recover(); r != http.ErrAbortHandler {
+				t.Errorf("recovered %v, want http.ErrAbortHandler", r)
+			}
+		}()
+		v.ServeHTTP(w, httptest.NewRequest("GET", "/p", nil))
+	}()
+	if w.Body.String() != "part" {
+		t.Errorf("the client got %q before the abort", w.Body.String())
+	}
+	if w := do(v, "GET", "/p"); w.Body.String() != "part" || h.n.Load() != 2 {
+		t.Errorf("after the panic: %q, %d renders; want a new render", w.Body.String(), h.n.Load())
+	}
+}
