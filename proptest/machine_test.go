@@ -520,6 +520,27 @@ func (m *machine) historyString() string {
 	return strings.Join(m.history, "\n")
 }
 
+// settle waits, in the bubble, until pending reports no call of the
+// check still blocked, letting a lease TTL pass at a time (waiters on a
+// lease poll as time passes), and reports the calls still blocked after
+// ten.
+func settle(t *rapid.T, env *env, what string, pending func() int) {
+	synctest.Wait()
+	for i := 0; ; i++ {
+		n := pending()
+		if n == 0 {
+			return
+		}
+		if i == 10 {
+			t.Errorf("%d %s still blocked after %v", n, what, time.Duration(i)*leaseTTL)
+			return
+		}
+		env.advance(leaseTTL)
+		time.Sleep(leaseTTL)
+		synctest.Wait()
+	}
+}
+
 // teardown ends the check: it releases every blocked load and crashed
 // node, lets the Gets finish (leases of crashed nodes expire on the way),
 // and closes the caches and the store. Nothing outlives the bubble.
@@ -535,27 +556,16 @@ func (m *machine) teardown(t *rapid.T) {
 		m.env.setDown(false)
 	}
 	close(m.dead)
-	synctest.Wait()
-	for i := 0; ; i++ {
+	settle(t, m.env, "Gets", func() (pending int) {
 		m.mu.Lock()
-		pending := 0
+		defer m.mu.Unlock()
 		for _, g := range m.gets {
 			if !g.done {
 				pending++
 			}
 		}
-		m.mu.Unlock()
-		if pending == 0 {
-			break
-		}
-		if i == 10 {
-			t.Errorf("%d Gets still blocked after %v", pending, time.Duration(i)*leaseTTL)
-			break
-		}
-		m.env.advance(leaseTTL)
-		time.Sleep(leaseTTL)
-		synctest.Wait()
-	}
+		return pending
+	})
 	for _, n := range m.all {
 		n.cache.Close()
 	}

@@ -715,27 +715,16 @@ func (m *pageMachine) teardown(t *rapid.T) {
 	m.closing = true
 	m.mu.Unlock()
 	close(m.dead)
-	synctest.Wait()
-	for i := 0; ; i++ {
+	settle(t, m.env, "requests", func() (pending int) {
 		m.mu.Lock()
-		pending := 0
+		defer m.mu.Unlock()
 		for _, q := range m.reqs {
 			if !q.done {
 				pending++
 			}
 		}
-		m.mu.Unlock()
-		if pending == 0 {
-			break
-		}
-		if i == 10 {
-			t.Errorf("%d requests still blocked after %v", pending, time.Duration(i)*leaseTTL)
-			break
-		}
-		m.env.advance(leaseTTL)
-		time.Sleep(leaseTTL)
-		synctest.Wait()
-	}
+		return pending
+	})
 	for _, n := range m.nodes {
 		n.cache.Close()
 	}
