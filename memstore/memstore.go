@@ -156,6 +156,14 @@ type stripe struct {
 	// the expired ones (leases whose holders never filled or released).
 	sweepAt  int
 	versions versions
+	// sets counts the entries written in the stripe (see write): a lookup
+	// that found its key missing under the read lock knows, if sets has
+	// not moved once it holds the write lock, that the key still is.
+	sets uint64
+	// buf is where the stripe's fills encode their envelopes: bigcache
+	// copies an entry in, so one buffer per stripe, used under mu, saves
+	// an allocation per fill. Kept only while small (see write).
+	buf []byte
 }
 
 type lease struct {
@@ -317,21 +325,31 @@ func (s *Store) Lookup(_ context.Context, key string, req store.LookupRequest) (
 	// lock, and everything is decided again under it, since the entry and
 	// the lease may have changed in between.
 	st.mu.RLock()
-	res, write := s.lookup(st, key, req, false)
+	res, write, missing := s.lookup(st, key, req, false)
+	sets := st.sets
 	st.mu.RUnlock()
 	if !write {
 		return res, nil
 	}
 	st.mu.Lock()
-	res, _ = s.lookup(st, key, req, true)
+	if missing && st.sets == sets {
+		// A miss asking for the lease, the common case: no entry was
+		// written in the stripe since (only write adds one, under the
+		// write lock), so key is still missing and only its lease, and
+		// the ticket, are decided again.
+		res.Ticket = store.Ticket{Epoch: s.epoch.Load(), Seq: s.seq.Load()}
+		s.lease(st, key, req, true, res.Now, true, &res)
+	} else {
+		res, _, _ = s.lookup(st, key, req, true)
+	}
 	st.mu.Unlock()
 	return res, nil
 }
 
 // lookup decides a Lookup with st locked: exclusively if excl, else for
 // reading, in which case it changes nothing and reports whether it needs
-// the write lock instead.
-func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite bool) {
+// the write lock instead. missing reports that key had no bytes at all.
+func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite, missing bool) {
 	now := s.clock()
 	epoch := s.epoch.Load()
 	res = store.Lookup{Now: now, Ticket: store.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
@@ -340,7 +358,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 	if found && e == nil {
 		// Bytes that are corrupt or of another epoch.
 		if !excl {
-			return res, true
+			return res, true, false
 		}
 		_ = s.cache.Delete(key)
 		res.Corrupt = corrupt
@@ -351,7 +369,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		switch {
 		case hard || !now.Before(e.Expires()):
 			if !excl {
-				return res, true
+				return res, true, false
 			}
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
@@ -364,6 +382,13 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		}
 	}
 
+	return res, s.lease(st, key, req, wantLease, now, excl, &res), !found
+}
+
+// lease decides the lease part of a lookup of key at now into res: held
+// by another, or granted if wantLease (with st locked exclusively if excl;
+// otherwise it changes nothing and reports that it needs the write lock).
+func (s *Store) lease(st *stripe, key string, req store.LookupRequest, wantLease bool, now time.Time, excl bool, res *store.Lookup) (needWrite bool) {
 	l, leased := st.leases[key]
 	live := leased && now.Before(l.until)
 	switch {
@@ -371,12 +396,12 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		res.Held = true
 	case wantLease && req.Lease != 0:
 		if !excl {
-			return res, true
+			return true
 		}
 		st.grant(key, lease{token: req.Lease, until: now.Add(req.LeaseTTL)}, now)
 		res.Lease = true
 	}
-	return res, false
+	return false
 }
 
 // read returns the entry under key if there is one of this epoch that
@@ -523,7 +548,7 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	var werr error
 	if !now.Before(e.Expires()) {
 		_ = s.cache.Delete(key)
-	} else if werr = s.write(key, e); werr != nil && f.Set {
+	} else if werr = s.write(st, key, e); werr != nil && f.Set {
 		// A Set that cannot store its entry still replaces the key's:
 		// it follows a write to the source of truth, so the old entry
 		// goes, and the version advances below, as for an invalidation
@@ -540,11 +565,18 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	return true, nil
 }
 
-// write stores e under key. The caller holds key's stripe. An entry that
-// is too large is an error wrapping [store.ErrTooLarge]; the key's old
-// entry may stay.
-func (s *Store) write(key string, e *store.Entry) error {
-	b, err := e.MarshalBinary()
+// maxStripeBuf is the largest envelope buffer a stripe keeps for its next
+// fill; a larger one is left to the collector.
+const maxStripeBuf = 64 << 10
+
+// write stores e under key. The caller holds key's stripe st. An entry
+// that is too large is an error wrapping [store.ErrTooLarge]; the key's
+// old entry may stay.
+func (s *Store) write(st *stripe, key string, e *store.Entry) error {
+	b, err := e.AppendBinary(st.buf[:0])
+	if cap(b) <= maxStripeBuf {
+		st.buf = b[:0]
+	}
 	if err != nil {
 		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, store.ErrTooLarge, err)
 	}
@@ -556,6 +588,7 @@ func (s *Store) write(key string, e *store.Entry) error {
 		return fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
 			len(b), len(key), s.shardBytes, store.ErrTooLarge)
 	}
+	st.sets++
 	if err := s.cache.Set(key, b); err != nil {
 		// Only "entry is bigger than max shard size", which fits rules
 		// out. bigcache has already dropped the old entry.

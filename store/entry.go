@@ -37,10 +37,18 @@ type Entry struct {
 }
 
 // NewEntry builds the entry that Fill f stores at now with ticket t. Stores
-// use it so that every store derives the windows the same way.
+// use it so that every store derives the windows the same way. It is small
+// enough to inline, so that a store that only encodes the entry keeps it on
+// its stack.
 func NewEntry(f *Fill, t Ticket, now time.Time) *Entry {
+	e := new(Entry)
+	e.fill(f, t, now)
+	return e
+}
+
+func (e *Entry) fill(f *Fill, t Ticket, now time.Time) {
 	fresh := now.Add(f.TTL)
-	e := &Entry{
+	*e = Entry{
 		Value:        f.Value,
 		Negative:     f.Negative,
 		Ticket:       t,
@@ -54,7 +62,6 @@ func NewEntry(f *Fill, t Ticket, now time.Time) *Entry {
 	if lead := min(f.Early, f.TTL); lead > 0 {
 		e.RefreshAt = fresh.Add(-lead)
 	}
-	return e
 }
 
 // DueEarly reports whether the entry, if fresh at now (a reading of the
