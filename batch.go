@@ -151,8 +151,9 @@ func (bg *batchGet[T]) wait(mine []batchKey[T], others []string) error {
 		}()
 	}
 	for _, b := range mine {
+		fdone, _, _ := b.f.signals(false)
 		select {
-		case <-b.f.done:
+		case <-fdone:
 		case <-bg.ctx.Done():
 			return bg.ctx.Err()
 		}
@@ -196,7 +197,7 @@ func single[T any](key string, load BatchLoadFunc[T]) LoadFunc[T] {
 // runBatch loads the keys of mine with one call, settles each key's flight
 // on its own ticket, and fills them with one store call.
 func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load BatchLoadFunc[T], pol *policy) {
-	ctx = context.WithoutCancel(ctx)
+	ctx = detach(ctx)
 	finished := false
 	defer onGoexit(&finished, func() {
 		for _, b := range mine {
@@ -206,14 +207,15 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 	})
 	keys := make([]string, len(mine))
 	marks := make([]uint64, len(mine))
-	lctx, sc := l.c.newLoadCtx(ctx, pol.loadTimeout)
+	start := time.Now()
+	lctx, sc := l.c.newLoadCtx(ctx, pol.loadTimeout, start)
 	sc.needFresh = mine[0].w.fresh
 	for i, b := range mine {
 		keys[i] = b.key
 		b.f.loading(b.lk.token, sc)
 		marks[i] = b.f.begin()
 	}
-	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
+	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, start, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	lctx.cancel(context.Canceled)
 
 	outs := make([]outcome[T], len(mine))
@@ -246,6 +248,9 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 			fmarks[n] = mine[i].f.begin()
 		}
 		oks, errs := l.c.fillMany(ctx, fkeys, fills, l.st)
+		for n, i := range which {
+			mine[i].f.recycle(fills[n])
+		}
 		for n, i := range which {
 			var err error
 			if errs != nil {

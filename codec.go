@@ -6,6 +6,7 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"unsafe"
 )
 
@@ -84,26 +85,66 @@ func newValueCodec[T any](version uint64, codec Codec) valueCodec[T] {
 	return vc
 }
 
+// encode returns the bytes of v.
 func (vc valueCodec[T]) encode(v T) ([]byte, error) {
+	p, err := vc.encodeBuf(v)
+	if err != nil {
+		return nil, err
+	}
+	return *p, nil
+}
+
+// encodeBuf returns the bytes of v in a buffer from encodeBufs: give it
+// back with recycle once the store call it was made for has returned (a
+// store keeps no Fill's Value after Fill returns), or let the collector
+// have it.
+func (vc valueCodec[T]) encodeBuf(v T) (*[]byte, error) {
 	if vc.codec == nil {
-		var payload []byte
 		switch x := any(v).(type) {
 		case []byte:
-			payload = x
+			return appendRaw(vc.version, x), nil
 		case string:
-			payload = []byte(x)
+			return appendRaw(vc.version, x), nil
 		}
-		b := make([]byte, 0, binary.MaxVarintLen64+len(payload))
-		b = binary.AppendUvarint(b, vc.version)
-		return append(b, payload...), nil
 	}
 	payload, err := vc.codec.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("paddock: encode %T: %w", v, err)
 	}
-	b := make([]byte, 0, binary.MaxVarintLen64+len(payload))
-	b = binary.AppendUvarint(b, vc.version)
-	return append(b, payload...), nil
+	return appendRaw(vc.version, payload), nil
+}
+
+// appendRaw returns version's uvarint and then payload, in a buffer from
+// encodeBufs.
+func appendRaw[B []byte | string](version uint64, payload B) *[]byte {
+	p, _ := encodeBufs.Get().(*[]byte)
+	if p == nil {
+		p = new([]byte)
+	}
+	b := (*p)[:0]
+	if need := binary.MaxVarintLen64 + len(payload); cap(b) < need {
+		b = make([]byte, 0, need)
+	}
+	b = binary.AppendUvarint(b, version)
+	*p = append(b, payload...)
+	return p
+}
+
+// maxRecycled is the capacity of the largest buffer recycle keeps.
+const maxRecycled = 64 << 10
+
+// encodeBufs holds the buffers of encoded values that went to the store
+// and came back, so that a fill allocates none for its value's bytes.
+var encodeBufs sync.Pool
+
+// recycle gives encodeBuf's buffer p back once nothing refers to its
+// bytes. A nil p is not an error.
+func recycle(p *[]byte) {
+	if p == nil || cap(*p) > maxRecycled {
+		return
+	}
+	*p = (*p)[:0]
+	encodeBufs.Put(p)
 }
 
 func (vc valueCodec[T]) decode(data []byte) (T, error) {

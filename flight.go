@@ -134,15 +134,29 @@ type plan struct {
 	solo    bool   // the caller may not share another's load: never wait for a lease holder
 }
 
-// escape returns a heap copy of lk for a flight, so that the caller's own
-// lk stays on its stack.
-func escape(lk reply) *reply { return &lk }
+// keep returns f's copy of lk, for f's plan: the caller's own lk stays on
+// its stack, and no other copy is allocated.
+func (f *flight[T]) keep(lk reply) *reply {
+	f.lk = lk
+	return &f.lk
+}
 
-// start runs the flight f on a goroutine of the Cache. Once the Cache is
-// closed it runs nothing: it gives back the lease the plan may hold and
-// ends f with ErrClosed.
+// start runs the flight f for a caller with context ctx. A caller whose
+// context can end (ctx.Done is not nil) must be free to return when it
+// does, so f runs on a goroutine of the Cache; a caller whose context
+// cannot end would wait for f anyway, and runs it on its own goroutine,
+// which saves a goroutine's start, its stack growth and two switches on
+// every miss. Once the Cache is closed it runs nothing: it gives back the
+// lease the plan may hold and ends f with ErrClosed.
 func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
-	if w.l.c.spawn(func() { w.run(ctx, f, p) }) {
+	c := w.l.c
+	if ctx.Done() == nil {
+		if c.enter() {
+			defer c.bg.Done()
+			w.run(ctx, f, p)
+			return
+		}
+	} else if c.spawn(func() { w.run(ctx, f, p) }) {
 		return
 	}
 	if p.lk != nil && p.lk.Lease {
@@ -187,7 +201,7 @@ func onGoexit(finished *bool, cleanup func()) {
 // load, fill, and publish the outcome. It runs on its own goroutine, on a
 // context detached from the caller that started it.
 func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
-	ctx = context.WithoutCancel(ctx)
+	ctx = detach(ctx)
 	finished := false
 	defer onGoexit(&finished, func() {
 		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
@@ -239,7 +253,7 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 				w.refresh(ctx, r)
 				return o
 			}
-			token, lk = r.token, &r
+			token, lk = r.token, f.keep(r)
 		} else {
 			// A lookup handed over in the plan was already found
 			// unservable by the caller (or is being refreshed).
@@ -282,11 +296,12 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 // produced lk, for a stale-if-error value.
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
-	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout)
+	start := time.Now()
+	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
-	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, w.load)
+	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, start, w.load)
 	lctx.cancel(context.Canceled)
 	ld.mark = mark
 	out, fill := w.prepare(f, lk, lkMark, v, ld)
@@ -296,27 +311,30 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	}
 	fmark := f.begin()
 	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
+	f.recycle(fill)
 	return w.filled(ctx, f, out, ok, err, fmark)
 }
 
-// loaded is how a load went: its error, how long it took, its scope, and
-// the mark and pending-invalidation count at which it began.
+// loaded is how a load went: its error, how long it took, when it ended
+// (by this process's clock), its scope, and the mark and
+// pending-invalidation count at which it began.
 type loaded struct {
 	err  error
 	dur  time.Duration
+	end  time.Time
 	sc   *scope
 	mark uint64
 	gen  uint64
 }
 
-// timedLoad runs load on lctx (made by newLoadCtx with timeout, whose
-// scope is sc) for loader l, and says how it went. A panic becomes a
+// timedLoad runs load on lctx (made by newLoadCtx with timeout and start,
+// whose scope is sc) for loader l, and says how it went. A panic becomes a
 // *PanicError; running out of the timeout, an ErrLoadTimeout.
-func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, load func(context.Context) (V, error)) (V, loaded) {
+func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, start time.Time, load func(context.Context) (V, error)) (V, loaded) {
 	gen := l.c.invGen.Load()
-	start := time.Now()
 	v, err := callLoad(lctx, load)
-	ld := loaded{err: l.c.loadError(lctx, err, timeout), dur: time.Since(start), sc: sc, gen: gen}
+	dur := time.Since(start)
+	ld := loaded{err: l.c.loadError(lctx, err, timeout), dur: dur, end: start.Add(dur), sc: sc, gen: gen}
 	l.st.loads.Add(1)
 	return v, ld
 }
@@ -355,14 +373,17 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	if lk != nil {
 		out.ticket = lk.Ticket
 	}
-	now := time.Now()
+	now := ld.end
 	var k keptAs
-	fill := &store.Fill{LoadDuration: ld.dur}
+	fill := &f.fill
+	*fill = store.Fill{LoadDuration: ld.dur}
 	switch {
 	case ld.err == nil:
 		out.val = v
 		k = ld.sc.kept(pol.ttl, pol.stale, pol.staleIfError, now)
-		fill.Value, out.fillErr = l.vc.encode(v)
+		if f.buf, out.fillErr = l.vc.encodeBuf(v); out.fillErr == nil {
+			fill.Value = *f.buf
+		}
 	case errors.Is(ld.err, ErrNotFound):
 		out.err = ld.err
 		if k = ld.sc.kept(pol.negativeTTL, 0, 0, now); pol.negativeTTL == 0 && !ld.sc.hasTTL {

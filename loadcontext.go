@@ -20,7 +20,7 @@ import (
 // start no goroutine of their own.
 type loadCtx struct {
 	parent   context.Context // detached: no Done; its values
-	sc       *scope
+	sc       scope           // one allocation for both
 	deadline time.Time
 	closing  context.Context // the Cache's
 
@@ -34,16 +34,25 @@ type loadCtx struct {
 
 type afterFunc struct{ f func() }
 
-func (c *Cache) newLoadCtx(ctx context.Context, timeout time.Duration) (*loadCtx, *scope) {
-	sc := &scope{c: c}
-	return &loadCtx{parent: context.WithoutCancel(ctx), sc: sc, deadline: time.Now().Add(timeout), closing: c.closing}, sc
+func (c *Cache) newLoadCtx(ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
+	x := &loadCtx{parent: detach(ctx), deadline: start.Add(timeout), closing: c.closing}
+	x.sc.c = c
+	return x, &x.sc
+}
+
+// detach returns ctx without its cancellation: ctx itself if it has none.
+func detach(ctx context.Context) context.Context {
+	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 func (x *loadCtx) Deadline() (time.Time, bool) { return x.deadline, true }
 
 func (x *loadCtx) Value(key any) any {
 	if key == (scopeKey{}) {
-		return x.sc
+		return &x.sc
 	}
 	return x.parent.Value(key)
 }

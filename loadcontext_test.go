@@ -34,8 +34,8 @@ func TestLoadCtxDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := testCache(t)
 		parent, cancelParent := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
-		lazy, sc := c.newLoadCtx(parent, time.Second)
-		armed, _ := c.newLoadCtx(parent, time.Second)
+		lazy, sc := c.newLoadCtx(parent, time.Second, time.Now())
+		armed, _ := c.newLoadCtx(parent, time.Second, time.Now())
 		done := armed.Done()
 		cancelParent()
 		if lazy.Err() != nil || lazy.Value(ctxKey{}) != "v" || scopeOf(lazy) != sc {
@@ -70,8 +70,8 @@ func TestLoadCtxDeadline(t *testing.T) {
 func TestLoadCtxClosing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := testCache(t)
-		lazy, _ := c.newLoadCtx(context.Background(), time.Hour)
-		armed, _ := c.newLoadCtx(context.Background(), time.Hour)
+		lazy, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		armed, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
 		child, cancelChild := context.WithTimeout(armed, time.Minute)
 		defer cancelChild()
 		ran := make(chan struct{})
@@ -95,7 +95,7 @@ func TestLoadCtxClosing(t *testing.T) {
 func TestLoadCtxDerived(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := testCache(t)
-		lctx, _ := c.newLoadCtx(context.Background(), time.Hour)
+		lctx, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
 		short, cancel := context.WithTimeout(lctx, time.Second)
 		defer cancel()
 		time.Sleep(time.Second)

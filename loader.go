@@ -174,12 +174,17 @@ func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 // servable entry. See [Loader.Fetch] for the read path; Get is Fetch
 // without the metadata.
 func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (T, error) {
-	if load != nil && !l.c.closed.Load() {
-		if e, _, ok := l.hotHit(ctx, key); ok {
-			return e.val, e.err // as Fetch would, without building the Result
-		}
+	if load == nil {
+		return *new(T), invalid("Get: nil load function")
 	}
-	r, err := l.Fetch(ctx, key, load, opts...)
+	if l.c.closed.Load() {
+		return *new(T), ErrClosed
+	}
+	e, mark, ok := l.hotHit(ctx, key)
+	if ok {
+		return e.val, e.err // as Fetch would, without building the Result
+	}
+	r, err := l.fetchSlow(ctx, key, load, opts, mark)
 	return r.Value, err
 }
 
@@ -202,10 +207,16 @@ func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts 
 // whose values are built differently different names.
 //
 // If ctx ends, Fetch returns ctx.Err() at once; the load goes on for the
-// other callers. If the load fails and the entry is inside its
-// stale-if-error window, the old value is returned (StatusStaleIfError)
+// other callers. A caller whose ctx cannot end (its Done returns nil, as
+// context.Background's does) runs the load, and the fill, on its own
+// goroutine, since it would wait for them anyway; other callers' loads
+// run on goroutines of the Cache. If the load fails and the entry is inside
+// its stale-if-error window, the old value is returned (StatusStaleIfError)
 // with a nil error. If the store fails, Fetch loads without it. A load that
-// panics gives every caller a [*PanicError].
+// panics gives every caller a [*PanicError]. A load that calls
+// runtime.Goexit ends the goroutine it runs on, as in
+// [golang.org/x/sync/singleflight.Group.Do], and the other callers get an
+// error.
 //
 // Called inside a load, with the load's context, Fetch makes the outer
 // entry depend on key (see the package doc on nested Gets).
@@ -219,9 +230,15 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	if l.c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
-	if e, now, ok := l.hotHit(ctx, key); ok {
-		return Result[T]{Value: e.val, Status: StatusHit, Age: now - e.created, TTL: e.fresh - now}, e.err
+	e, mark, ok := l.hotHit(ctx, key)
+	if ok {
+		return Result[T]{Value: e.val, Status: StatusHit, Age: mark.now - e.created, TTL: e.fresh - mark.now}, e.err
 	}
+	return l.fetchSlow(ctx, key, load, opts, mark)
+}
+
+// fetchSlow is Fetch past the hot tier, which was read at mark.
+func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T], opts []GetOption, mark hotMark) (Result[T], error) {
 	pol, err := l.policyFor(opts)
 	if err != nil {
 		return Result[T]{}, err
@@ -231,7 +248,7 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	}
 	full := l.prefix + key
 	sc, at := l.nested(ctx)
-	o, owner, err := l.fetch(ctx, key, full, load, pol, at, sc != nil && sc.needFresh)
+	o, owner, err := l.fetch(ctx, key, full, load, pol, at, sc != nil && sc.needFresh, mark)
 	if err != nil {
 		return Result[T]{}, err
 	}
@@ -241,21 +258,30 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	return l.result(&o, owner)
 }
 
-// hotHit returns key's copy in the hot tier, counted as a hit, and the
-// instant it was read at, if a Get with ctx may be served it: a nested Get
-// goes to the store (its load records the entry it depends on), and one
-// whose context has ended gets its error from the read path.
-func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], time.Duration, bool) {
+// A hotMark is when a Get read the hot tier: the tier's invalidation
+// count and the instant (since the tier's base time), both read before
+// the Get's first store lookup, so that a copy the lookup puts in the tier
+// is judged from them (see hotTier.put).
+type hotMark struct {
+	seq uint64
+	now time.Duration
+}
+
+// hotHit returns key's copy in the hot tier, counted as a hit, if a Get
+// with ctx may be served it: a nested Get goes to the store (its load
+// records the entry it depends on), and one whose context has ended gets
+// its error from the read path. The mark says when the tier was read.
+func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMark, bool) {
 	if l.hot == nil {
-		return nil, 0, false
+		return nil, hotMark{}, false
 	}
-	now := time.Since(l.hot.h.base)
-	e, ok := l.hot.get(key, now)
+	mark := hotMark{seq: l.hot.h.seq.Load(), now: time.Since(l.hot.h.base)}
+	e, ok := l.hot.get(key, mark.now)
 	if !ok || scopeOf(ctx) != nil || ctx.Err() != nil {
-		return nil, 0, false
+		return nil, mark, false
 	}
 	l.st.hits.Add(1)
-	return e, now, true
+	return e, mark, true
 }
 
 // nested returns the scope of the load of this Cache that ctx descends
@@ -270,9 +296,9 @@ func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
 // fetch is Fetch's read path for the full key: it returns the outcome the
 // caller takes and whether the caller ran its load, or the error of a
 // caller that gave up (its context ended, the Cache closed).
-func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool) (outcome[T], bool, error) {
+func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool, mark hotMark) (outcome[T], bool, error) {
 	g := getter[T]{
-		l: l, ctx: ctx, name: name, key: full, load: load, pol: pol, at: at, fresh: fresh,
+		l: l, ctx: ctx, name: name, key: full, load: load, pol: pol, at: at, fresh: fresh, hot: mark,
 		gen: l.c.invGen.Load(), began: l.flights.clock.Load(),
 	}
 	for attempt := 0; ; attempt++ {
@@ -280,15 +306,12 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 		if done {
 			return o, owner, err
 		}
-		var private <-chan struct{}
-		if !owner {
-			var gone bool
-			if private, gone = f.privateSignal(); gone {
-				return g.alone()
-			}
+		fdone, private, gone := f.signals(!owner)
+		if gone {
+			return g.alone()
 		}
 		select {
-		case <-f.done:
+		case <-fdone:
 		case <-private:
 			return g.alone()
 		case <-ctx.Done():
@@ -325,6 +348,7 @@ type getter[T any] struct {
 	pol   policy
 	at    time.Time // local instant before the first lookup, if nested
 	fresh bool      // serve no stale value (see scope.needFresh)
+	hot   hotMark   // when the Get read the hot tier, if there is one
 	w     *work[T]  // built only on the paths that need a flight
 
 	j     store.Ticket // this caller's own ticket, once it has looked up
@@ -339,8 +363,15 @@ type getter[T any] struct {
 	began uint64
 }
 
-// work returns the flight work of the Get, built on first use so that a
-// hit allocates none.
+// launch starts flight f for the Get with plan p. The flight carries its
+// own copy of the Get's work, so that a miss allocates none for it.
+func (g *getter[T]) launch(f *flight[T], p plan) {
+	f.w = work[T]{l: g.l, key: g.key, load: g.load, pol: g.pol, fresh: g.fresh}
+	f.w.start(g.ctx, f, p)
+}
+
+// work returns the work of the Get for a refresh, built on first use so
+// that a hit allocates none.
 func (g *getter[T]) work() *work[T] {
 	if g.w == nil {
 		g.w = &work[T]{l: g.l, key: g.key, load: g.load, pol: g.pol, fresh: g.fresh}
@@ -370,7 +401,13 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		local time.Time
 	)
 	if l.hot != nil {
-		seq0, local = l.hot.h.seq.Load(), time.Now()
+		if attempt == 0 {
+			// Read before this lookup (and judged from then, which is
+			// safe: a copy's windows only shrink).
+			seq0, local = g.hot.seq, l.hot.h.base.Add(g.hot.now)
+		} else {
+			seq0, local = l.hot.h.seq.Load(), time.Now()
+		}
 	}
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
@@ -393,11 +430,11 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		return nil, true, o, nil, true
 	case actNoStore: // load without the store, still coalesced
 		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
-			g.work().start(ctx, f, plan{noStore: true})
+			g.launch(f, plan{noStore: true})
 		}
 	case actLoad:
 		f, owner = l.flights.start(full, g.pol.tags, false), true
-		g.work().start(ctx, f, plan{lk: escape(lk)})
+		g.launch(f, plan{lk: f.keep(lk)})
 	default:
 		// The lease is held and no flight is registered here, or it was
 		// not granted: the holder is another process, or a caller of
@@ -406,7 +443,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		// loads only once the lease is free, so loads of the key never
 		// overlap.
 		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
-			g.work().start(ctx, f, plan{lk: escape(lk)})
+			g.launch(f, plan{lk: f.keep(lk)})
 		}
 	}
 	return f, owner, o, nil, false
@@ -416,9 +453,10 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 // produced a value for its own caller only (see Private).
 func (g *getter[T]) alone() (outcome[T], bool, error) {
 	f := g.l.flights.unregistered(g.key, g.pol.tags)
-	g.work().start(g.ctx, f, plan{solo: true})
+	g.launch(f, plan{solo: true})
+	fdone, _, _ := f.signals(false)
 	select {
-	case <-f.done:
+	case <-fdone:
 		return f.out, true, nil
 	case <-g.ctx.Done():
 		return outcome[T]{}, false, g.ctx.Err()
@@ -440,13 +478,13 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done boo
 	act, o := l.decide(f.key, &lk, err, mark, at, g.fresh)
 	switch act {
 	case actNoStore:
-		g.work().start(ctx, f, plan{noStore: true})
+		g.launch(f, plan{noStore: true})
 		return o, nil, false
 	case actFail:
 		// The caller is gone (or the store closed); the flight's joiners
 		// are not. The lookup may have been granted the lease: the Cache
 		// keeps its token, and the flight's own lookup takes it back.
-		g.work().start(ctx, f, plan{})
+		g.launch(f, plan{})
 		return o, err, true
 	case actServe:
 		l.flights.finish(f.key, f, o)
@@ -458,7 +496,7 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done boo
 		g.work().refresh(ctx, lk)
 		return o, nil, true
 	}
-	g.work().start(ctx, f, plan{lk: escape(lk), mark: mark})
+	g.launch(f, plan{lk: f.keep(lk), mark: mark})
 	return o, nil, false
 }
 

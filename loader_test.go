@@ -394,20 +394,67 @@ func TestPanicReachesEveryCaller(t *testing.T) {
 	})
 }
 
+// A load that calls runtime.Goexit ends the goroutine it runs on, and
+// leaves the key free. A caller whose context can end has its flight run
+// on a goroutine of the Cache, and gets an error; a caller whose context
+// cannot end runs the flight on its own goroutine, which ends (as
+// singleflight.Group.Do's does), while the callers joined with it get the
+// error.
 func TestGoexitInLoadDoesNotStickKey(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		c := newCache(t, nil)
-		l := newLoader[string](t, c, "p")
-		_, err := l.Get(ctx, "k", func(ctx context.Context) (string, error) {
-			runtime.Goexit()
-			return "", nil
+	t.Run("ctx=cancelable", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c := newCache(t, nil)
+			l := newLoader[string](t, c, "p")
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			_, err := l.Get(cctx, "k", func(ctx context.Context) (string, error) {
+				runtime.Goexit()
+				return "", nil
+			})
+			if err == nil {
+				t.Fatal("Get after runtime.Goexit in the load returned no error")
+			}
+			if v, err := l.Get(ctx, "k", func(context.Context) (string, error) { return "ok", nil }); err != nil || v != "ok" {
+				t.Errorf("next Get = %q, %v", v, err)
+			}
 		})
-		if err == nil {
-			t.Fatal("Get after runtime.Goexit in the load returned no error")
-		}
-		if v, err := l.Get(ctx, "k", func(context.Context) (string, error) { return "ok", nil }); err != nil || v != "ok" {
-			t.Errorf("next Get = %q, %v", v, err)
-		}
+	})
+	t.Run("ctx=background", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c := newCache(t, nil)
+			l := newLoader[string](t, c, "p")
+			entered, exit := make(chan struct{}), make(chan struct{})
+			returned := false
+			var owner sync.WaitGroup
+			owner.Go(func() {
+				_, _ = l.Get(context.Background(), "k", func(ctx context.Context) (string, error) {
+					close(entered)
+					<-exit
+					runtime.Goexit()
+					return "", nil
+				})
+				returned = true
+			})
+			<-entered
+			var joinErr error
+			var joiner sync.WaitGroup
+			joiner.Go(func() {
+				_, joinErr = l.Get(ctx, "k", func(context.Context) (string, error) { return "joiner's", nil })
+			})
+			synctest.Wait() // the joiner waits on the owner's flight
+			close(exit)
+			owner.Wait()
+			joiner.Wait()
+			if returned {
+				t.Error("the Get whose load called runtime.Goexit returned; its goroutine should have ended")
+			}
+			if joinErr == nil {
+				t.Error("a caller joined with a load that called runtime.Goexit got no error")
+			}
+			if v, err := l.Get(ctx, "k", func(context.Context) (string, error) { return "ok", nil }); err != nil || v != "ok" {
+				t.Errorf("next Get = %q, %v", v, err)
+			}
+		})
 	})
 }
 
@@ -1092,4 +1139,39 @@ func TestMust(t *testing.T) {
 	}()
 	paddock.Must(paddock.NewLoader[string](c, "bad", paddock.TTL(0)))
 	t.Fatal("Must did not panic")
+}
+
+// goroutineID returns the ID of the calling goroutine, from its stack
+// header ("goroutine 42 [running]:").
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// A miss whose caller's context cannot end runs its load on the caller's
+// goroutine (no goroutine is started for it); one whose context can end
+// runs it on a goroutine of the Cache, so that the caller can leave.
+func TestMissRunsLoadOnCallerGoroutineWhenContextCannotEnd(t *testing.T) {
+	c := newCache(t, nil)
+	l := newLoader[string](t, c, "p")
+	var loadOn string
+	load := func(context.Context) (string, error) { loadOn = goroutineID(); return "v", nil }
+
+	if _, err := l.Get(context.Background(), "a", load); err != nil {
+		t.Fatal(err)
+	}
+	if caller := goroutineID(); loadOn != caller {
+		t.Errorf("context.Background(): the load ran on goroutine %s, the caller is %s", loadOn, caller)
+	}
+
+	cctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := l.Get(cctx, "b", load); err != nil {
+		t.Fatal(err)
+	}
+	if caller := goroutineID(); loadOn == caller {
+		t.Errorf("a cancelable context: the load ran on the caller's goroutine %s", caller)
+	}
 }

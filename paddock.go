@@ -276,17 +276,26 @@ func (c *Cache) Close() error {
 // spawn runs f on a goroutine that Close waits for. It runs nothing and
 // reports false once Close has begun.
 func (c *Cache) spawn(f func()) bool {
-	c.bgMu.RLock()
-	if c.closed.Load() {
-		c.bgMu.RUnlock()
+	if !c.enter() {
 		return false
 	}
-	c.bg.Add(1)
-	c.bgMu.RUnlock()
 	go func() {
 		defer c.bg.Done()
 		f()
 	}()
+	return true
+}
+
+// enter counts work that a caller runs on its own goroutine as background
+// work, so that Close waits for it as for a spawned one; the caller calls
+// c.bg.Done when it ends. It reports false once Close has begun.
+func (c *Cache) enter() bool {
+	c.bgMu.RLock()
+	defer c.bgMu.RUnlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.bg.Add(1)
 	return true
 }
 

@@ -62,9 +62,15 @@ import (
 // flight is one load (or store read) for one key, shared by the callers of
 // one process.
 type flight[T any] struct {
-	key  string
-	done chan struct{} // closed when out is set
-	out  outcome[T]
+	key string
+	// out is the flight's outcome, set once with finished. done, made for
+	// the first caller that waits before then (see signals), is closed
+	// when they are set: a flight that its owner ran to the end on its own
+	// goroutine, the common miss, makes none. All three guarded by sh.mu
+	// until finished.
+	out      outcome[T]
+	finished bool
+	done     chan struct{}
 
 	// clock is the Loader's mark clock (group.clock): the flight's store
 	// reads, loads and fills take their marks from it.
@@ -82,7 +88,7 @@ type flight[T any] struct {
 	// lease is the token of the lease the flight holds while it loads, or
 	// zero. Whoever swaps it to zero gives the lease back.
 	lease atomic.Uint64
-	// stage says whether f is in sh.active, where an invalidation finds
+	// stage says whether f is in sh's active list, where an invalidation finds
 	// it registered or not. Guarded by sh.mu.
 	stage flightStage
 	// private: the load called Private; its other callers go their own
@@ -90,6 +96,24 @@ type flight[T any] struct {
 	// then. Both guarded by sh.mu.
 	private bool
 	priv    chan struct{}
+	// buf holds the encoded value of the flight's fill until the store
+	// has answered (see recycle).
+	buf *[]byte
+	// The flight's own copies of its work, its plan's lookup and its fill,
+	// held here so that a miss allocates them with the flight.
+	w    work[T]
+	lk   reply
+	fill store.Fill
+	// prev and next link f into its shard's active list.
+	prev, next *flight[T]
+}
+
+// recycle gives back the buffer of fill's encoded value, once the store
+// has answered fill (it keeps no Value), and drops fill's reference to it.
+func (f *flight[T]) recycle(fill *store.Fill) {
+	fill.Value = nil
+	recycle(f.buf)
+	f.buf = nil
 }
 
 type flightStage uint8
@@ -109,7 +133,7 @@ func (f *flight[T]) loading(token uint64, sc *scope) {
 	f.sh.mu.Lock()
 	if f.stage == stageIdle {
 		f.stage = stageActive
-		f.sh.active[f] = struct{}{}
+		f.sh.link(f)
 		f.sh.g.n.Add(1)
 	}
 	f.sh.mu.Unlock()
@@ -143,30 +167,67 @@ func (f *flight[T]) privatize() {
 	}
 }
 
-// privateSignal returns the channel closed when f's load makes its result
-// private, or gone if it already has: a caller that did not start f then
-// runs its own load.
-func (f *flight[T]) privateSignal() (ch <-chan struct{}, gone bool) {
+// closed is the done channel of every flight that finished before anyone
+// waited for it.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// signals returns the channel closed when f has finished (and f.out may
+// be read). For a joiner (a caller that did not start f) it also returns
+// the channel closed when f's load makes its result private, or gone if
+// it already has: the joiner then runs its own load.
+func (f *flight[T]) signals(joiner bool) (done, private <-chan struct{}, gone bool) {
 	s := f.sh
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.private {
-		return nil, true
+	if joiner {
+		if f.private {
+			return nil, nil, true
+		}
+		if f.priv == nil {
+			f.priv = make(chan struct{})
+		}
+		private = f.priv
 	}
-	if f.priv == nil {
-		f.priv = make(chan struct{})
+	if f.finished {
+		return closed, private, false
 	}
-	return f.priv, false
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	return f.done, private, false
 }
 
-// retire takes f out of its shard's active set for good. The caller holds
-// f.sh.mu.
+// retire takes f out of its shard's active list for good. The caller
+// holds f.sh.mu.
 func (f *flight[T]) retire() {
 	if f.stage == stageActive {
-		delete(f.sh.active, f)
+		f.sh.unlink(f)
 		f.sh.g.n.Add(-1)
 	}
 	f.stage = stageOut
+}
+
+// link puts f at the head of s's active list. The caller holds s.mu.
+func (s *shard[T]) link(f *flight[T]) {
+	f.prev, f.next = nil, s.active
+	if s.active != nil {
+		s.active.prev = f
+	}
+	s.active = f
+}
+
+// unlink takes f, which is in s's active list, out of it. The caller holds
+// s.mu.
+func (s *shard[T]) unlink(f *flight[T]) {
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		s.active = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	}
+	f.prev, f.next = nil, nil
 }
 
 // knows reports whether f's result is known to carry one of tags.
@@ -279,9 +340,10 @@ type shard[T any] struct {
 	mu sync.Mutex
 	// m holds the flights callers join, one per key.
 	m map[string]*flight[T]
-	// active holds the flights that hold a lease or run a load, joinable
-	// or not (see flight.active).
-	active map[*flight[T]]struct{}
+	// active heads the list of the flights that hold a lease or run a
+	// load, joinable or not (see flightStage), linked through their prev
+	// and next: a flight joins and leaves it without a map's hashing.
+	active *flight[T]
 }
 
 func newGroup[T any]() *group[T] {
@@ -289,7 +351,6 @@ func newGroup[T any]() *group[T] {
 	for i := range g.shards {
 		g.shards[i].g = g
 		g.shards[i].m = make(map[string]*flight[T])
-		g.shards[i].active = make(map[*flight[T]]struct{})
 	}
 	return g
 }
@@ -336,7 +397,7 @@ func (g *group[T]) start(key string, tags []string, background bool) *flight[T] 
 // unregistered returns a flight for key that no caller can join: the
 // load of a caller that may not share another's (see Private).
 func (g *group[T]) unregistered(key string, tags []string) *flight[T] {
-	return &flight[T]{key: key, done: make(chan struct{}), clock: &g.clock, sh: g.shard(key), tags: tags}
+	return &flight[T]{key: key, clock: &g.clock, sh: g.shard(key), tags: tags}
 }
 
 // detach dooms the flights that inv dooms: those that hold a lease or run
@@ -364,10 +425,12 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	for _, k := range inv.Keys {
 		s := g.shard(k)
 		s.mu.Lock()
-		for f := range s.active {
+		for f := s.active; f != nil; {
+			next := f.next // drop unlinks f
 			if f.key == k {
 				drop(s, f)
 			}
+			f = next
 		}
 		s.mu.Unlock()
 	}
@@ -377,10 +440,12 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	for i := range g.shards {
 		s := &g.shards[i]
 		s.mu.Lock()
-		for f := range s.active {
+		for f := s.active; f != nil; {
+			next := f.next // drop unlinks f
 			if f.knows(inv.Tags) {
 				drop(s, f)
 			}
+			f = next
 		}
 		s.mu.Unlock()
 	}
@@ -396,7 +461,10 @@ func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) {
 		delete(s.m, key)
 	}
 	f.retire()
+	f.out, f.finished = out, true
+	done := f.done
 	s.mu.Unlock()
-	f.out = out
-	close(f.done)
+	if done != nil {
+		close(done)
+	}
 }
