@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,8 +104,20 @@ func memoryChild(args []string) error {
 	size := fs.Int("size", 1024, "")
 	redisAddr := fs.String("redis", "", "")
 	prefix := fs.String("prefix", "m", "")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the child's run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r, err := measureMemory(*libName, *n, *size, *redisAddr, *prefix)
 	if err != nil {
