@@ -231,7 +231,7 @@ const (
 	DefaultTTL         = 5 * time.Minute
 	DefaultNegativeTTL = 30 * time.Second
 	DefaultLoadTimeout = 10 * time.Second
-	DefaultBeta        = 0.1
+	DefaultBeta        = 0.05
 )
 
 // policy is what a Get is told about freshness: the loader's defaults with
