@@ -35,7 +35,6 @@ type Cache struct {
 	namespaces map[string]bool      // namespaces with a Loader
 	groups     []detacher           // the flights of each Loader
 
-	tokens  atomic.Uint64
 	breaker breaker
 
 	// Goroutines. Every goroutine of the Cache (flights, refreshes, batch
@@ -100,7 +99,6 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now()}
 		c.unsubscribe = n.Subscribe(c.hot.bump)
 	}
-	c.tokens.Store(rand.Uint64() >> 1)
 	c.breaker.threshold = int32(cfg.breakerThreshold)
 	c.breaker.cooldown = cfg.breakerCooldown
 	c.breaker.timeout = cfg.storeTimeout
@@ -308,7 +306,11 @@ func (c *Cache) storeContext(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, c.cfg.storeTimeout)
 }
 
-func (c *Cache) token() uint64 { return c.tokens.Add(1)<<1 | 1 }
+// token returns a new lease token: odd, so never zero, and random, so that
+// the tokens of the processes of a fleet do not meet (two live leases of a
+// key with one token: about 2^-63 per pair). Drawn from the runtime's
+// per-thread generator, it writes no memory that other cores share.
+func (*Cache) token() uint64 { return rand.Uint64() | 1 }
 
 // errBreakerOpen is what a store call skipped by the open breaker reports.
 var errBreakerOpen = fmt.Errorf("%w: the circuit breaker is open", ErrStoreUnavailable)

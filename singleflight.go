@@ -134,7 +134,7 @@ func (f *flight[T]) loading(token uint64, sc *scope) {
 	if f.stage == stageIdle {
 		f.stage = stageActive
 		f.sh.link(f)
-		f.sh.g.n.Add(1)
+		f.sh.n.Add(1)
 	}
 	f.sh.mu.Unlock()
 }
@@ -202,7 +202,7 @@ func (f *flight[T]) signals(joiner bool) (done, private <-chan struct{}, gone bo
 func (f *flight[T]) retire() {
 	if f.stage == stageActive {
 		f.sh.unlink(f)
-		f.sh.g.n.Add(-1)
+		f.sh.n.Add(-1)
 	}
 	f.stage = stageOut
 }
@@ -327,10 +327,7 @@ type group[T any] struct {
 	// caller's start and any flight's reads, loads and fills are on one
 	// scale: a caller notes clock's reading when it begins, and an
 	// operation whose mark is above it began after the caller.
-	clock atomic.Uint64
-	// n counts the active flights (holding a lease or loading), so that an
-	// invalidation finds an idle Loader without locking its shards.
-	n      atomic.Int64
+	clock  atomic.Uint64
 	seed   maphash.Seed
 	shards [flightShards]shard[T]
 }
@@ -344,6 +341,12 @@ type shard[T any] struct {
 	// load, joinable or not (see flightStage), linked through their prev
 	// and next: a flight joins and leaves it without a map's hashing.
 	active *flight[T]
+	// n counts them, so that an invalidation passes a shard with none
+	// without locking it. Written under mu.
+	n atomic.Int32
+	// A shard per cache line: the shards of two keys are written by
+	// different cores.
+	_ [64 - 8 - 8 - 8 - 8 - 4]byte
 }
 
 func newGroup[T any]() *group[T] {
@@ -410,9 +413,6 @@ func (g *group[T]) unregistered(key string, tags []string) *flight[T] {
 // waits for a lease holder, is left alone: the load it may start begins
 // after inv, and serves callers that join it.
 func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease uint64)) {
-	if g.n.Load() == 0 {
-		return
-	}
 	drop := func(s *shard[T], f *flight[T]) {
 		if s.m[f.key] == f {
 			delete(s.m, f.key)
@@ -424,6 +424,9 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	}
 	for _, k := range inv.Keys {
 		s := g.shard(k)
+		if s.n.Load() == 0 {
+			continue
+		}
 		s.mu.Lock()
 		for f := s.active; f != nil; {
 			next := f.next // drop unlinks f
@@ -439,6 +442,9 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	}
 	for i := range g.shards {
 		s := &g.shards[i]
+		if s.n.Load() == 0 {
+			continue
+		}
 		s.mu.Lock()
 		for f := s.active; f != nil; {
 			next := f.next // drop unlinks f

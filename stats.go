@@ -60,10 +60,11 @@ type Stats struct {
 }
 
 type counters struct {
-	// hits is striped: every hit of the namespace counts, and on many
-	// cores one shared counter would be the hit path's bottleneck.
-	hits                                                stripedCounter
-	staleHits, misses, loads, loadErrors, coalesced     atomic.Uint64
+	// hits, misses and loads are striped: every hit or miss of the
+	// namespace counts, and on many cores one shared counter would be a
+	// cache line that every core's read writes.
+	hits, misses, loads                                 stripedCounter
+	staleHits, loadErrors, coalesced                    atomic.Uint64
 	fillsRefused, fillErrors, earlyRefreshes, refreshes atomic.Uint64
 	invalidations, decodeErrors, storeErrors            atomic.Uint64
 }
@@ -72,8 +73,8 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		Hits:           c.hits.load(),
 		StaleHits:      c.staleHits.Load(),
-		Misses:         c.misses.Load(),
-		Loads:          c.loads.Load(),
+		Misses:         c.misses.load(),
+		Loads:          c.loads.load(),
 		LoadErrors:     c.loadErrors.Load(),
 		Coalesced:      c.coalesced.Load(),
 		FillsRefused:   c.fillsRefused.Load(),
