@@ -251,7 +251,8 @@ func (c *Cache) counted(inv store.Invalidation) {
 // Close ends the Cache: later calls fail with [ErrClosed]; loads in flight
 // see their context canceled, and Close waits until every goroutine of the
 // Cache (loads, background refreshes, the invalidation retrier) has
-// returned. It then tries once more to apply the invalidations the store
+// returned, and every load that a caller runs on its own goroutine (see
+// [Loader.Fetch]) has ended. It then tries once more to apply the invalidations the store
 // has not acknowledged, and returns an error wrapping
 // [ErrStoreUnavailable] that names those it could not. It does not close
 // the store. Calls after the first return nil.
