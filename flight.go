@@ -223,7 +223,9 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		token     uint64
 		waitUntil time.Time
 		backoff   = time.Millisecond
+		w8        watcher
 	)
+	defer w8.stop()
 	if lk != nil {
 		token = lk.token
 	}
@@ -272,15 +274,53 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		} else if !time.Now().Before(waitUntil) {
 			return w.loadAndFill(ctx, f, lk, mark, 0)
 		}
+		// A store that wakes waiters (store.Waker) says when the holder
+		// may have filled or released: look again at once. The watch is
+		// set before the lookup that found the lease held, except for the
+		// first one, made before the flight: a fill since is seen at the
+		// first poll.
+		w8.watch(c.waker, w.key)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
+		case <-w8.wake:
+			t.Stop()
 		case <-c.closing.Done():
 			t.Stop()
 			return outcome[T]{err: ErrClosed}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
+		w8.renew(c.waker, w.key) // before the next lookup
 		lk = nil
+	}
+}
+
+// watcher is a flight's watch of its key on a store that wakes waiters
+// (see store.Waker); the zero watcher watches nothing, and a nil waker
+// makes every method a no-op.
+type watcher struct {
+	wake <-chan struct{}
+	done func()
+}
+
+// watch starts a watch of key unless one is on.
+func (w *watcher) watch(s store.Waker, key string) {
+	if s != nil && w.done == nil {
+		w.wake, w.done = s.Watch(key)
+	}
+}
+
+// renew replaces the watch with a new one, so that a fill after this
+// point wakes the caller.
+func (w *watcher) renew(s store.Waker, key string) {
+	w.stop()
+	w.watch(s, key)
+}
+
+func (w *watcher) stop() {
+	if w.done != nil {
+		w.done()
+		w.wake, w.done = nil, nil
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 type Cache struct {
 	store   store.Store
 	batcher store.Batcher // the store, if it batches; nil otherwise
+	waker   store.Waker   // the store, if it wakes waiters; nil otherwise
 	remote  bool
 	cfg     config
 
@@ -95,7 +96,17 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		c.remote = true
 	}
 	c.batcher, _ = s.(store.Batcher)
-	if n, ok := s.(store.Notifier); ok && !c.remote {
+	c.waker, _ = s.(store.Waker)
+	switch n, notifies := s.(store.Notifier); {
+	case cfg.near > 0:
+		feed, ok := s.(store.Feed)
+		if !ok {
+			return nil, invalid("NearCache: the store (%T) has no feed of invalidations (store.Feed)", s)
+		}
+		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now(), maxAge: cfg.near}
+		c.hot.down.Store(true)
+		c.unsubscribe = feed.Listen(c.hot.bump, c.hot.setUp)
+	case notifies && !c.remote:
 		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now()}
 		c.unsubscribe = n.Subscribe(c.hot.bump)
 	}
@@ -202,6 +213,11 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	if c.hot != nil && c.remote {
+		// A near cache hears of its own invalidations through the feed
+		// too late: drop its copies before returning.
+		c.hot.bump(inv.Keys, inv.Tags)
 	}
 	c.doom(ctx, &inv)
 	c.counted(asked)

@@ -110,6 +110,7 @@ var (
 	_ store.Stats    = (*Store)(nil)
 	_ store.Batcher  = (*Store)(nil)
 	_ store.Notifier = (*Store)(nil)
+	_ store.Waker    = (*Store)(nil)
 )
 
 type subscriber struct{ f func(keys, tags []string) }
@@ -156,6 +157,10 @@ type stripe struct {
 	// the expired ones (leases whose holders never filled or released).
 	sweepAt  int
 	versions versions
+	// watches holds, per key, the channels of the callers waiting for
+	// another's lease on it (see Watch), closed by the key's next fill,
+	// release or invalidation. Made on first use.
+	watches map[string][]chan struct{}
 	// sets counts the entries written in the stripe (see write): a lookup
 	// that found its key missing under the read lock knows, if sets has
 	// not moved once it holds the write lock, that the key still is.
@@ -469,6 +474,49 @@ func (st *stripe) release(key string, token uint64) {
 	if l, ok := st.leases[key]; ok && l.token == token {
 		delete(st.leases, key)
 	}
+	st.wake(key)
+}
+
+// wake closes the channels of the callers watching key. The caller holds
+// st exclusively.
+func (st *stripe) wake(key string) {
+	if len(st.watches) == 0 {
+		return
+	}
+	for _, ch := range st.watches[key] {
+		close(ch)
+	}
+	delete(st.watches, key)
+}
+
+// Watch implements [store.Waker]: the channel is closed by the next Fill
+// or Release of key, or an Invalidate that names it (which breaks its
+// lease), whoever makes it.
+func (s *Store) Watch(key string) (wake <-chan struct{}, stop func()) {
+	st := &s.stripes[s.stripeOf(key)]
+	ch := make(chan struct{})
+	st.mu.Lock()
+	if st.watches == nil {
+		st.watches = make(map[string][]chan struct{})
+	}
+	st.watches[key] = append(st.watches[key], ch)
+	st.mu.Unlock()
+	return ch, func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		chs := st.watches[key]
+		for i, c := range chs {
+			if c == ch {
+				chs = append(chs[:i], chs[i+1:]...)
+				break
+			}
+		}
+		if len(chs) == 0 {
+			delete(st.watches, key)
+		} else {
+			st.watches[key] = chs
+		}
+	}
 }
 
 // Fill implements [store.Store]. It refuses (false, nil) a fill whose
@@ -510,7 +558,9 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if f.Lease != 0 {
-		defer st.release(key, f.Lease)
+		defer st.release(key, f.Lease) // and wakes the key's watchers
+	} else {
+		defer st.wake(key)
 	}
 	// Hold the shards of the fill's tags, read-locked, from the check to
 	// the write. Without them a Set fill could interleave with an
@@ -796,6 +846,7 @@ func (s *Store) invalidate(inv store.Invalidation) {
 		if breakLeases {
 			delete(st.leases, key)
 		}
+		st.wake(key)
 		if inv.Soft {
 			s.soften(key, epoch, now)
 		} else {

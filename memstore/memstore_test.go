@@ -915,3 +915,66 @@ func TestFillTagGap(t *testing.T) {
 		t.Logf("invalidation before the check: %d, after the write: %d", before, after)
 	})
 }
+
+// Watch: a waiter's channel is closed by the key's next fill, release or
+// invalidation, and by nothing of another key; stop unregisters it.
+func TestWatch(t *testing.T) {
+	s := newStore(t)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		end  func(key string, lk store.Lookup)
+	}{
+		{"fill", func(key string, lk store.Lookup) {
+			fill(t, s, key, &store.Fill{Value: []byte("v"), TTL: time.Hour, Ticket: lk.Ticket, Lease: 1})
+		}},
+		{"release", func(key string, _ store.Lookup) {
+			if err := s.Release(t.Context(), key, 1); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"invalidate", func(key string, _ store.Lookup) { invalidate(t, s, store.Invalidation{Keys: []string{key}}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "ns:" + tc.name
+			lk := leaseOf(t, s, key, 1)
+			if !lk.Lease {
+				t.Fatal("no lease")
+			}
+			wake, stop := s.Watch(key)
+			defer stop()
+			other, stopOther := s.Watch("ns:other-" + tc.name)
+			defer stopOther()
+			if waiter := leaseOf(t, s, key, 3); !waiter.Held {
+				t.Fatal("a second lookup was not told the lease is held")
+			}
+			if closed(wake) {
+				t.Fatal("woken before the lease ended")
+			}
+			tc.end(key, lk)
+			if !closed(wake) {
+				t.Fatalf("a %s of the key did not wake its watcher", tc.name)
+			}
+			if closed(other) {
+				t.Fatalf("a %s of the key woke a watcher of another key", tc.name)
+			}
+		})
+	}
+	t.Run("stop", func(t *testing.T) {
+		wake, stop := s.Watch("ns:stopped")
+		stop()
+		stop() // twice is harmless
+		lk := leaseOf(t, s, "ns:stopped", 1)
+		fill(t, s, "ns:stopped", &store.Fill{Value: []byte("v"), TTL: time.Hour, Ticket: lk.Ticket, Lease: 1})
+		if closed(wake) {
+			t.Fatal("a stopped watch was woken")
+		}
+	})
+}

@@ -274,3 +274,38 @@ type Batcher interface {
 	// does.
 	FillMany(ctx context.Context, keys []string, fills []*Fill) (accepted []bool, errs []error)
 }
+
+// A Waker is optionally implemented by stores that can tell a caller
+// waiting for another caller's lease (a Lookup that reported Held) that
+// the key's lease may have been given up: the holder filled the key or
+// released its lease. The Cache then looks the key up again at once,
+// instead of at its next poll. Polling stays: a wake-up is a hint, and a
+// lost one costs only the time to the next poll.
+type Waker interface {
+	// Watch returns a channel that is closed once a Fill or Release of key
+	// may have ended a lease of it, after Watch was called (and possibly
+	// spuriously), and stop, which the caller calls when it no longer
+	// waits. A caller watches before the Lookup that may report Held, so
+	// that a fill between the two is not missed.
+	Watch(key string) (wake <-chan struct{}, stop func())
+}
+
+// A Feed is optionally implemented by shared stores that publish every
+// change that replaces or drops entries out of turn (an Invalidate, a Set
+// fill), made by any process, to every process that listens, as a channel
+// on Redis does. A change reaches a listener after the call that made it
+// returned, with a delay, and may be lost while the listener's connection
+// is down; the feed says when that may have happened. A Cache keeps a near
+// cache (a hot tier) in front of a remote store only if it has a Feed (see
+// paddock.NearCache).
+type Feed interface {
+	// Listen calls changed with the keys and tags of every such change as
+	// it arrives, and up(false) when changes may be missed from then on
+	// (the subscription was lost, or it is not yet confirmed), up(true)
+	// once every change made from then on will be delivered. Listen calls
+	// up(false) before it returns, and up(true) when its subscription is
+	// confirmed. Calls to changed and up come from one goroutine at a time;
+	// they must be quick and must not call the store. cancel stops the
+	// calls.
+	Listen(changed func(keys, tags []string), up func(bool)) (cancel func())
+}
