@@ -35,9 +35,15 @@ import (
 // while fresh and before its early-refresh instant, so the store still
 // sees the reads that must refresh it.
 //
-// The tier is kept only over a store that implements store.Notifier and is
-// not Remote (memstore): across processes an invalidation elsewhere would
-// not reach it.
+// The tier is kept over a store that implements store.Notifier and is not
+// Remote (memstore), and, with NearCache, over a shared store whose
+// store.Feed brings every other process's invalidations (Redis): a near
+// cache. There the other processes' bumps land when their changes arrive,
+// so a copy may be served for that delay after another process's
+// invalidation returned (never after this process's own, which it bumps
+// before returning); a copy is served at most maxAge after its store read;
+// and while the feed is down every copy is unservable (all) and none is
+// taken (down), since changes may be missed then.
 
 const hotSlots = 1 << 12
 
@@ -57,6 +63,26 @@ type hotVersions struct {
 	// hotTier.put).
 	seq   atomic.Uint64
 	slots [hotSlots]atomic.Uint64
+	// all is bumped to make every copy unservable: when a store's feed
+	// (a near cache's) goes down, and again when it is back. down is set
+	// while it is down: no copy is taken then. maxAge, if not zero, is
+	// how long after its store read a copy may be served (NearCache).
+	all    atomic.Uint64
+	down   atomic.Bool
+	maxAge time.Duration
+}
+
+// setUp is a store feed's report that it is up (every change from now on
+// will be heard) or down (changes may be missed).
+func (h *hotVersions) setUp(up bool) {
+	if !up {
+		h.down.Store(true)
+	}
+	h.seq.Add(1)
+	h.all.Add(1)
+	if up {
+		h.down.Store(false)
+	}
 }
 
 func (h *hotVersions) slot(name string) uint16 {
@@ -93,12 +119,13 @@ type hotEntry[T any] struct {
 	// since hotVersions.base.
 	created, until time.Duration
 	fresh          time.Duration // end of the fresh window, for Result.TTL
+	all            uint64        // hotVersions.all when it was taken
 	refs           []hotRef
 }
 
 // servable reports whether the copy may be served at now (since base).
 func (e *hotEntry[T]) servable(h *hotVersions, now time.Duration) bool {
-	if now >= e.until {
+	if now >= e.until || h.all.Load() != e.all {
 		return false
 	}
 	for _, r := range e.refs {
@@ -140,16 +167,20 @@ func (t *hotTier[T]) put(key, full string, o *outcome[T], seq0 uint64, at time.T
 		end = e.RefreshAt // from then on the store must see the reads: one takes the refresh lease
 	}
 	until := at.Add(end.Sub(o.now))
+	if m := at.Add(t.h.maxAge); t.h.maxAge > 0 && m.Before(until) {
+		until = m // at is before the store read
+	}
 	if !at.Before(until) {
 		return
 	}
+	all := t.h.all.Load()
 	refs := t.h.refs(full, e.Tags)
-	if t.h.seq.Load() != seq0 {
-		return // an invalidation landed during the read: no copy
+	if t.h.seq.Load() != seq0 || t.h.down.Load() {
+		return // an invalidation landed during the read, or the feed is down: no copy
 	}
 	b := t.h.base
 	t.m.Set(key, &hotEntry[T]{val: o.val, err: o.err, created: at.Add(-o.now.Sub(e.Created)).Sub(b), until: until.Sub(b),
-		fresh: at.Add(e.FreshUntil.Sub(o.now)).Sub(b), refs: refs})
+		fresh: at.Add(e.FreshUntil.Sub(o.now)).Sub(b), all: all, refs: refs})
 }
 
 // refs reads the counters of full key full and of tags.

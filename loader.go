@@ -488,6 +488,10 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done boo
 		return o, err, true
 	case actServe:
 		l.flights.finish(f.key, f, o)
+		if l.hot != nil && o.status == StatusHit && g.at.IsZero() {
+			// A near cache: the owner's mark was read before this lookup.
+			l.hot.put(g.name, f.key, &o, g.hot.seq, l.hot.h.base.Add(g.hot.now))
+		}
 		return o, nil, true
 	case actServeRefresh:
 		// The lookup flight ends first, then the refresh registers:
@@ -589,6 +593,11 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 		Value: b, Tags: mergeTags(pol.tags, nil), Ticket: lk.Ticket, Set: true,
 		TTL: pol.ttl, Stale: pol.stale, StaleIfError: pol.staleIfError,
 	}, l.st)
+	if l.c.hot != nil && l.c.remote {
+		// A near cache: the key's copies in this process go now, the
+		// other processes' when the store's feed tells them.
+		l.c.hot.bump([]string{full}, nil)
+	}
 	switch {
 	case err != nil:
 		return err

@@ -74,6 +74,33 @@ type config struct {
 	rand             func() float64
 	logger           *slog.Logger
 	maxPending       int
+	near             time.Duration // NearCache's maximum staleness; 0: off
+}
+
+// NearCache keeps each Loader's hot tier (see [HotSize]) in front of a
+// store shared by a fleet (redisstore), as a near cache: hits of recently
+// read keys cost no round trip. The store must publish every
+// invalidation, by any process, to every process ([store.Feed]); New
+// refuses one that does not.
+//
+// The guarantee changes for the other processes, which is why it is not
+// the default: the process that invalidates drops its own copies before
+// Invalidate returns, as without a near cache, but another process drops
+// its copies when the invalidation reaches it through the feed (on Redis
+// about one network hop after the invalidation; see docs/guarantees.md
+// for the bound). Until then it may serve the old value from its tier. A
+// copy is never served longer than maxStale after the store read it came
+// from, whatever happens to the feed, and never after its fresh window;
+// while the feed is down (its connection lost, or not yet confirmed) the
+// tier is empty and unused.
+func NearCache(maxStale time.Duration) Option {
+	return cacheOption(func(c *config) error {
+		if maxStale <= 0 {
+			return invalid("NearCache: maximum staleness must be positive, got %v", maxStale)
+		}
+		c.near = maxStale
+		return nil
+	})
 }
 
 // LeaseTTL sets how long a load holds its key's lease before another caller
@@ -188,9 +215,10 @@ type loaderConfig struct {
 // allocation (default [DefaultHotSize]; 0 turns the tier off). The tier is
 // exact: an invalidation of a key, of one of its tags or of a value it was
 // built from makes the copy unservable before the invalidation returns,
-// and a copy is served only while fresh. It is kept only on a store in
-// this process that tells of every invalidation (memstore); on Redis the
-// option does nothing. The tier judges windows by this process's clock: a
+// and a copy is served only while fresh. It is kept on a store in this
+// process that tells of every invalidation (memstore), and on a shared
+// store (Redis) only with [NearCache], where other processes'
+// invalidations reach it through the store's feed. The tier judges windows by this process's clock: a
 // memstore given a clock of its own (memstore.Clock) needs HotSize(0).
 //
 // A copy's value is shared by every caller it is served to, as otter and
