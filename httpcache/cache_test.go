@@ -9,9 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/httpcache"
+	"github.com/paddockcache/paddock/memstore"
 )
 
 // 1000 concurrent requests for one cold URL run the handler once; every
@@ -555,4 +557,88 @@ func firstKey(t *testing.T, hc *httpcache.Cache) string {
 		t.Fatalf("keys of %s: %v", us[0], keys)
 	}
 	return keys[0]
+}
+
+// A URL whose variants keep varying on new headers: a process that has not
+// learned them (another process on the same store rendered the pages) looks
+// at most three variants, then renders the request uncached rather than
+// chase them further.
+func TestVaryChurnRendersUncached(t *testing.T) {
+	s, err := memstore.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// Render n varies on the first n of A, B, C.
+	h := &counting{serve: func(n int64, w http.ResponseWriter, r *http.Request) {
+		for _, name := range []string{"X-A", "X-B", "X-C"}[:min(n, 3)] {
+			w.Header().Add("Vary", name)
+		}
+		fmt.Fprintf(w, "render %d", n)
+	}}
+	rendering := newCache(t, newPaddock(t, s)).Handler(h)
+	for _, hdr := range [][]string{
+		{"X-A", "1"},
+		{"X-A", "2", "X-B", "1"},
+		{"X-A", "2", "X-B", "2", "X-C", "1"},
+	} {
+		if w := do(rendering, "GET", "/churn", hdr...); w.Code != http.StatusOK {
+			t.Fatalf("priming %v: %d", hdr, w.Code)
+		}
+	}
+	if n := h.n.Load(); n != 3 {
+		t.Fatalf("%d renders priming three variants", n)
+	}
+
+	other := newCache(t, newPaddock(t, s)).Handler(h)
+	w := do(other, "GET", "/churn", "X-A", "2", "X-B", "2", "X-C", "9")
+	if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, "fwd=vary-miss; detail=uncached") {
+		t.Errorf("Cache-Status = %q, want an uncached vary miss", cs)
+	}
+	if got, want := w.Body.String(), "render 4"; got != want {
+		t.Errorf("body %q, want %q (a render of its own)", got, want)
+	}
+	// Uncached: the next identical request renders again.
+	do(other, "GET", "/churn", "X-A", "2", "X-B", "2", "X-C", "9")
+	if n := h.n.Load(); n != 5 {
+		t.Errorf("%d renders, want 5: the uncached variant was stored", n)
+	}
+}
+
+// LoadTimeout ends a render's request context after its bound; a render
+// that honours it fails, and the failure is not cached.
+func TestLoadTimeoutEndsRender(t *testing.T) {
+	hc := newCache(t, nil, httpcache.LoadTimeout(50*time.Millisecond))
+	var deadline atomic.Int64
+	h := &counting{serve: func(n int64, w http.ResponseWriter, r *http.Request) {
+		d, ok := r.Context().Deadline()
+		if !ok {
+			t.Error("the render's context has no deadline")
+		}
+		deadline.Store(int64(time.Until(d)))
+		if n == 1 {
+			<-r.Context().Done() // a render that waits on its context
+			http.Error(w, r.Context().Err().Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	}}
+	handler := hc.Handler(h)
+	t0 := time.Now()
+	w := do(handler, "GET", "/slow")
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("the render that ran out of its LoadTimeout answered %d", w.Code)
+	}
+	if took := time.Since(t0); took < 50*time.Millisecond {
+		t.Errorf("the render ended after %v, before its LoadTimeout", took)
+	}
+	if d := time.Duration(deadline.Load()); d > 50*time.Millisecond {
+		t.Errorf("the render's deadline was %v away, more than LoadTimeout", d)
+	}
+	if w := do(handler, "GET", "/slow"); w.Code != http.StatusOK || w.Body.String() != "ok" {
+		t.Errorf("the next request: %d %q; the failed render was cached", w.Code, w.Body.String())
+	}
+	if _, err := httpcache.New(newPaddock(t, nil), httpcache.LoadTimeout(0)); err == nil {
+		t.Error("LoadTimeout(0) accepted")
+	}
 }
