@@ -280,19 +280,52 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		// first one, made before the flight: a fill since is seen at the
 		// first poll.
 		w8.watch(c.waker, w.key)
+		nudge, _ := f.poll(true)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
 		case <-w8.wake:
 			t.Stop()
+		case <-nudge:
+			t.Stop()
 		case <-c.closing.Done():
 			t.Stop()
+			f.poll(false)
 			return outcome[T]{err: ErrClosed}
+		}
+		if _, next := f.poll(false); next != nil {
+			// The holder is a flight of this process, registered after
+			// this one: take its outcome, unless it is not to be shared.
+			if o, ok := w.follow(next); ok {
+				return o
+			}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		w8.renew(c.waker, w.key) // before the next lookup
 		lk = nil
 	}
+}
+
+// follow waits for next, the flight of this process that took the place
+// of a flight waiting for its lease, and returns its outcome for the
+// waiting flight's callers. Its load began after they did (it registered
+// after their flight did), so they may take it, as its own joiners may,
+// its error included; a result made private, or a background refresh's
+// (which a caller that needs a fresh value may not take), is not shared:
+// ok is false, and the waiting flight goes on looking up the store.
+func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
+	done, _, _ := next.signals(false)
+	select {
+	case <-done:
+	case <-w.l.c.closing.Done():
+		return outcome[T]{err: ErrClosed}, true
+	}
+	if next.out.private || next.background {
+		return o, false
+	}
+	o = next.out
+	o.followed = true
+	return o, true
 }
 
 // watcher is a flight's watch of its key on a store that wakes waiters

@@ -318,6 +318,9 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 			return outcome[T]{}, false, ctx.Err()
 		}
 		o = f.out
+		if o.followed {
+			owner = false // the load was another flight's
+		}
 		switch {
 		case o.private && !owner:
 			return g.alone()

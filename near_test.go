@@ -3,6 +3,7 @@ package paddock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,6 +293,61 @@ func TestWaiterWokenByFill(t *testing.T) {
 		}
 		if took != 20*time.Millisecond {
 			t.Fatalf("the waiter returned %v after it began; the fill came at 20ms: it was not woken by it", took)
+		}
+	})
+}
+
+// lookupGate holds the first lookup that is granted the lease, after the
+// store answered it and before the Cache sees the answer: the window in
+// which another caller of the process finds the lease held and no flight
+// to join.
+type lookupGate struct {
+	store.Store
+	once    sync.Once
+	granted chan struct{}
+	proceed chan struct{}
+}
+
+func (s *lookupGate) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
+	lk, err := s.Store.Lookup(ctx, key, req)
+	if lk.Lease {
+		s.once.Do(func() {
+			close(s.granted)
+			<-s.proceed
+		})
+	}
+	return lk, err
+}
+
+// A caller that finds the lease held by a caller of its own process that
+// has not registered its flight yet shares that caller's load once it
+// registers, rather than loading again after it: here with a value that
+// is not stored (NoStore), which the store could not hand it.
+func TestPollerFollowsHolderOfItsProcess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &lookupGate{Store: newMem(t), granted: make(chan struct{}), proceed: make(chan struct{})}
+		l := newLoader[string](t, newCache(t, s), "p")
+		var loads atomic.Int64
+		load := func(ctx context.Context) (string, error) {
+			paddock.NoStore(ctx)
+			return fmt.Sprint("load ", loads.Add(1)), nil
+		}
+		got := make(chan string, 2)
+		get := func() {
+			v, err := l.Get(context.Background(), "k", load)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- v
+		}
+		go get()
+		<-s.granted // the holder's lookup answered, its flight not registered
+		go get()
+		synctest.Wait() // the second caller polls for the holder's fill
+		close(s.proceed)
+		a, b := <-got, <-got
+		if a != "load 1" || b != "load 1" || loads.Load() != 1 {
+			t.Fatalf("the two callers got %q and %q from %d loads, want one load shared", a, b, loads.Load())
 		}
 	})
 }

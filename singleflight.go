@@ -96,6 +96,15 @@ type flight[T any] struct {
 	// then. Both guarded by sh.mu.
 	private bool
 	priv    chan struct{}
+	// polling: f waits for a lease holder's fill (see flight.poll). A
+	// flight of this process that took the lease and registers while f
+	// polls takes f's place in the map and becomes f's follow, and nudge
+	// (made for the wait) is closed: f then takes its outcome rather than
+	// the store's, so that the callers of both share one load. All three
+	// guarded by sh.mu.
+	polling bool
+	follow  *flight[T]
+	nudge   chan struct{}
 	// buf holds the encoded value of the flight's fill until the store
 	// has answered (see recycle).
 	buf *[]byte
@@ -281,6 +290,10 @@ type outcome[T any] struct {
 	// private: only the caller that ran the load may take it; noStore: the
 	// load kept it out of the store.
 	private, noStore bool
+	// followed: the outcome is another flight's, taken by a flight that
+	// waited for its lease (see work.follow): its owner did not run the
+	// load, and takes it as a joiner does.
+	followed bool
 }
 
 // input returns what a load that read o (of key) with a nested Get
@@ -382,19 +395,50 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (
 }
 
 // start registers a new flight for key, for a caller that holds the key's
-// lease. If another flight is registered (one waiting for a lease holder
-// elsewhere), the new flight runs unregistered: the lease makes it the one
-// load, and the other flight will see its fill.
+// lease. A flight registered for key that polls for the lease holder's
+// fill (its holder may be this one, seen between its lookup and this
+// registration) is replaced, and follows the new flight (see poll). Any
+// other registered flight stays, and the new one runs unregistered: the
+// lease makes it the one load, and the other flight will see its fill.
 func (g *group[T]) start(key string, tags []string, background bool) *flight[T] {
 	f := g.unregistered(key, tags)
 	f.background = background
 	s := f.sh
 	s.mu.Lock()
-	if _, ok := s.m[key]; !ok {
+	switch old, ok := s.m[key]; {
+	case !ok:
 		s.m[key] = f
+	case old.polling:
+		s.m[key] = f
+		old.follow, old.polling = f, false
+		if old.nudge != nil {
+			close(old.nudge)
+		}
 	}
 	s.mu.Unlock()
 	return f
+}
+
+// poll marks f as polling for a lease holder's fill, or not. Marking it
+// returns the channel that is closed if a flight of this process that
+// holds the lease takes f's place meanwhile (nil if one already has);
+// unmarking returns that flight, if one did.
+func (f *flight[T]) poll(on bool) (nudge <-chan struct{}, follow *flight[T]) {
+	s := f.sh
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !on {
+		f.polling = false
+		return nil, f.follow
+	}
+	if f.follow != nil || f.stage == stageOut {
+		return nil, f.follow
+	}
+	f.polling = true
+	if f.nudge == nil {
+		f.nudge = make(chan struct{})
+	}
+	return f.nudge, nil
 }
 
 // unregistered returns a flight for key that no caller can join: the
