@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/allegro/bigcache/v3"
+	"github.com/maypok86/otter/v2"
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/memstore"
@@ -192,12 +193,41 @@ func benchPaddockGet[T any](b *testing.B, v T) benchGetter {
 	}
 }
 
+// benchOtterGet returns a warm Get of an otter cache holding v under
+// every key, with a TTL, as paddock's hot tier is bounded.
+func benchOtterGet[T any](b *testing.B, v T) benchGetter {
+	c := otter.Must(&otter.Options[string, T]{
+		MaximumSize:      paddock.DefaultHotSize,
+		ExpiryCalculator: otter.ExpiryWriting[string, T](time.Hour),
+	})
+	b.Cleanup(func() { c.StopAllGoroutines() })
+	for _, k := range benchKeyList {
+		c.Set(k, v)
+	}
+	return func(_ context.Context, key string) error {
+		if _, ok := c.GetIfPresent(key); !ok {
+			return errors.New("miss")
+		}
+		return nil
+	}
+}
+
 func BenchmarkGet(b *testing.B) {
 	b.Run("impl=paddock/value=bytes1k", func(b *testing.B) {
 		benchModes(b, benchPaddockGet(b, benchBytes))
 	})
 	b.Run("impl=paddock/value=struct", func(b *testing.B) {
 		benchModes(b, benchPaddockGet(b, benchStruct))
+	})
+
+	// otter v2 as an application would use it for typed values: a
+	// bounded map of the decoded value, with a TTL (the hot tier's
+	// container, without the tier's exactness checks).
+	b.Run("impl=otter/value=bytes1k", func(b *testing.B) {
+		benchModes(b, benchOtterGet(b, benchBytes))
+	})
+	b.Run("impl=otter/value=struct", func(b *testing.B) {
+		benchModes(b, benchOtterGet(b, benchStruct))
 	})
 
 	b.Run("impl=bigcache/value=bytes1k", func(b *testing.B) {
