@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
@@ -280,7 +281,7 @@ func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMa
 	if !ok || scopeOf(ctx) != nil || ctx.Err() != nil {
 		return nil, mark, false
 	}
-	l.st.hits.Add(1)
+	l.st.hits.addAt(1, uintptr(unsafe.Pointer(e)))
 	return e, mark, true
 }
 

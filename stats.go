@@ -142,11 +142,17 @@ const (
 	counterStripes = 1 << counterBits
 )
 
-func (c *stripedCounter) Add(n uint64) {
+func (c *stripedCounter) Add(n uint64) { c.addAt(n, 0) }
+
+// addAt adds n on a stripe picked by the goroutine's stack and by salt,
+// the address of what is counted (a hot copy): two goroutines whose
+// stacks pick one stripe then share it only for some of what they count,
+// instead of for every Add of a whole run.
+func (c *stripedCounter) addAt(n uint64, salt uintptr) {
 	var here byte
-	// Fibonacci hashing of the address: stacks are aligned to powers of
-	// two, so their low bits say little.
-	h := uint64(uintptr(unsafe.Pointer(&here))>>10) * 0x9E3779B97F4A7C15
+	// Fibonacci hashing of the addresses: stacks are aligned to powers of
+	// two and heap objects to their size class, so low bits say little.
+	h := uint64(uintptr(unsafe.Pointer(&here))>>10^salt>>5) * 0x9E3779B97F4A7C15
 	c.stripes[h>>(64-counterBits)].n.Add(n)
 }
 
