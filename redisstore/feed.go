@@ -194,19 +194,20 @@ func (s *Store) Listen(changed func(keys, tags []string), up func(bool)) (cancel
 	h.lmu.Unlock()
 
 	h.mu.Lock()
+	var restart *redis.PubSub
 	if !h.closed {
 		if !h.wantFeed {
-			h.wantFeed = true
-			if h.ps != nil {
-				// Subscribed to the wake channel only: start again with
-				// both. (Adding the channel on the open connection would
-				// do I/O here, on the caller's goroutine.)
-				_ = h.ps.Close()
-			}
+			// Subscribed to the wake channel only, if at all: start again
+			// with both. (Adding the channel on the open connection would
+			// write to it here, on the caller's goroutine.)
+			h.wantFeed, restart = true, h.ps
 		}
 		h.startLocked()
 	}
 	h.mu.Unlock()
+	if restart != nil {
+		_ = restart.Close() // outside h.mu: it waits for a dial in progress
+	}
 	return func() {
 		h.lmu.Lock()
 		defer h.lmu.Unlock()

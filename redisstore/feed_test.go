@@ -3,7 +3,9 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -382,6 +384,48 @@ func TestListenSilentConnection(t *testing.T) {
 	}
 	t.Logf("down %v after Redis froze (FeedTimeout %v)", e.at.Sub(paused).Round(time.Millisecond), timeout)
 	rec.wantUp(t, true)
+}
+
+// TestListenIdle: an idle subscription pings and stays up: the health
+// check does not take a quiet connection for a lost one.
+func TestListenIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	admin := srv.Client(t, nil)
+	reader := newStore(t, srv.Client(t, nil), redisstore.Prefix("idle:"), redisstore.FeedTimeout(200*time.Millisecond))
+	rec := newFeedRec()
+	defer reader.Listen(rec.changed, rec.up)()
+	rec.wantUp(t, false)
+	rec.wantUp(t, true)
+	if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pings := regexp.MustCompile(`cmdstat_ping:calls=(\d+)`)
+	_, ok := until(time.Minute, func() bool {
+		m := pings.FindStringSubmatch(admin.Info(ctx, "commandstats").Val())
+		n := 0
+		if m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		return n >= 4
+	})
+	if !ok {
+		t.Fatal("the idle subscription sent no PINGs")
+	}
+	rec.wantNothing(t)
+}
+
+// until polls cond every few milliseconds for at most limit (polling
+// for a condition, not ordering events).
+func until(limit time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			return time.Since(start), false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start), true
 }
 
 // TestListenGarbage: a message on the feed channel that does not parse
