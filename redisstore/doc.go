@@ -89,9 +89,9 @@
 //	                  of every Set fill
 //
 // [Store.Watch] ([store.Waker]) wakes the callers waiting for a key's
-// lease: a lookup that answers "held" marks the lease (the key
-// "<prefix>{K}:w", which expires with it), and the script that ends the
-// lease publishes the key if it finds the mark. [Store.Listen]
+// lease: a lookup that asks for the lease and finds it held marks it (the
+// key "<prefix>{K}:w", which expires with it), and the script that ends
+// the lease publishes the key if it finds the mark. [Store.Listen]
 // ([store.Feed]) hands the feed to a Cache's near cache, and reports the
 // feed up once its SUBSCRIBE is confirmed and down as soon as the
 // connection fails or has been silent for [FeedTimeout] (it sends a PING
@@ -103,11 +103,11 @@
 // What it costs: no round trip. Inside the scripts, measured as Redis's
 // time per script call on one key: a fill or release that no lookup
 // waited for deletes a mark that is not there (about 1-2 µs more); a
-// lookup that finds the lease held sets the mark (PTTL, SET); the end of
-// a lease that was waited for publishes one message, which every
-// subscribed process receives; an invalidation publishes its change
-// (about 4 µs more: 17.6 → 21.9 µs), as does a Set. A PING goes out on an
-// idle subscription every FeedTimeout/2.
+// lookup that asks for the lease and finds it held sets the mark (PTTL,
+// SET); the end of a lease that was waited for publishes one message,
+// which every subscribed process receives; an invalidation publishes its
+// change (about 4 µs more: 17.6 → 21.9 µs), as does a Set. A PING goes
+// out on an idle subscription every FeedTimeout/2.
 //
 // Classic pub/sub rather than sharded (SPUBLISH): with sharded channels a
 // message would stay on the shard that ran the script, sparing the cluster

@@ -24,10 +24,11 @@ import (
 //	                  turn: an invalidation (its keys and tags) and a Set
 //	                  fill (its key)
 //
-// A lookup that answers "held" marks the lease as waited for (the key
-// <prefix>{K}:w, which lasts as long as the lease); the script that ends
-// the lease publishes a wake-up only if it finds the mark. An uncontended
-// fill or release publishes nothing: it deletes a mark that is not there.
+// A lookup that asks for the lease and finds it held marks the lease as
+// waited for (the key <prefix>{K}:w, which lasts as long as the lease);
+// the script that ends the lease publishes a wake-up only if it finds the
+// mark. An uncontended fill or release publishes nothing: it deletes a
+// mark that is not there.
 //
 // A message is a run of items, each a kind and a name: 'k' a key changed,
 // 't' a tag changed, 'w' a key whose lease may have ended. The name is

@@ -189,8 +189,8 @@ func testWatchWoken(t *testing.T, holder, waiter *redisstore.Store) {
 }
 
 // TestWakeOnlyWhenWaited: a fill, a release or an invalidation of a key
-// whose lease no lookup found held publishes no wake-up; one whose lease a
-// lookup found held publishes one, naming the key.
+// whose lease no lookup asking for it found held publishes no wake-up; one
+// whose lease such a lookup found held publishes one, naming the key.
 func TestWakeOnlyWhenWaited(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := t.Context()
@@ -212,6 +212,15 @@ func TestWakeOnlyWhenWaited(t *testing.T) {
 	}
 	lease(t, s, "q:c", 1)
 	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"q:c"}, Tags: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A read-only lookup (a Peek, a Set's) that finds the lease held
+	// waits for nothing.
+	tk = lease(t, s, "q:d", 1)
+	if lk, err := s.Lookup(ctx, "q:d", store.LookupRequest{}); err != nil || !lk.Held {
+		t.Fatalf("read-only lookup: %+v, %v; want held", lk, err)
+	}
+	if _, err := s.Fill(ctx, "q:d", &store.Fill{Value: []byte("v"), Ticket: tk, Lease: 1, TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	// Contended: a lookup found the lease held.

@@ -403,7 +403,7 @@ else
 end
 local c = 0
 if badtag then c = badtag elseif corrupt then c = 1 end
-if held == 1 then waiting(KEYS[3]) end
+if held == 1 and ARGV[5] ~= '0' then waiting(KEYS[3]) end
 local out = {'ok', state, lease, held, E, seq, fmt(t), ver, c}
 if has then
   for _, i in ipairs({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13}) do out[#out + 1] = ent[i] end
