@@ -50,6 +50,10 @@ func TestFaults(t *testing.T) {
 		{"sigstop", sigstop},
 		{"network-pause", networkPause},
 		{"connections-cut", connectionsCut},
+		{"near-feed-killed", feedKilled},
+		{"near-redis-restart", feedRestart},
+		{"near-feed-delayed", feedDelayed},
+		{"near-cluster-feed-killed", feedCluster},
 	}
 	var rows []*row
 	for _, sc := range scenarios {

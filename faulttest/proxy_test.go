@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,9 @@ import (
 // loopback port (the listener is kept for the proxy's life, so no other
 // process can take the port) and forwards every connection to the server.
 // It can add latency to every reply, hold all traffic, hold the requests
-// of the open connections and deliver them late, refuse new connections and
-// cut the open ones.
+// of the open connections and deliver them late, hold what the server sends
+// on the open subscriptions (connections whose client sent SUBSCRIBE),
+// refuse new connections and cut the open ones.
 type proxy struct {
 	ln   net.Listener
 	dial func() (net.Conn, error)
@@ -37,6 +39,8 @@ type pipe struct {
 	done           chan struct{}
 	got            chan struct{} // a reply came from the server (buffered, one)
 	held           chan struct{} // non-nil while HoldOpen holds the pipe's requests; guarded by proxy.mu
+	sub            atomic.Bool   // the client sent SUBSCRIBE: a subscription's connection
+	subHeld        chan struct{} // non-nil while HoldSubscriptions holds the server's bytes; guarded by proxy.mu
 }
 
 func (p *pipe) close() {
@@ -133,6 +137,38 @@ func (p *proxy) ThawOpen() {
 		}
 	}
 }
+
+// HoldSubscriptions holds what the server sends on the subscriptions open
+// now (connections whose client sent SUBSCRIBE): messages and the replies
+// to PING stop on their way, as on a network that holds a connection's
+// bytes without breaking it, until ReleaseSubscriptions or the connection
+// closes (then they are lost). Requests still reach the server, and
+// subscriptions opened later are not held.
+func (p *proxy) HoldSubscriptions() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.sub.Load() && c.subHeld == nil {
+			c.subHeld = make(chan struct{})
+		}
+	}
+}
+
+// ReleaseSubscriptions delivers what HoldSubscriptions held.
+func (p *proxy) ReleaseSubscriptions() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.subHeld != nil {
+			close(c.subHeld)
+			c.subHeld = nil
+		}
+	}
+}
+
+// isSubscribe reports whether b, bytes a client sent, holds a SUBSCRIBE
+// (as go-redis writes it: a RESP array, the command in lower case).
+func isSubscribe(b []byte) bool { return bytes.Contains(b, []byte("\r\nsubscribe\r\n")) }
 
 // Refuse makes the proxy close new connections at once (on) or forward
 // them again (off).
@@ -235,6 +271,9 @@ func (p *proxy) forward(pp *pipe, from, to net.Conn) {
 	for {
 		n, err := from.Read(buf)
 		if n > 0 {
+			if isSubscribe(buf[:n]) {
+				pp.sub.Store(true)
+			}
 			p.mu.Lock()
 			held := pp.held
 			p.mu.Unlock()
@@ -312,6 +351,16 @@ func (p *proxy) writeReplies(pp *pipe, in <-chan chunk) {
 			case <-t.C:
 			case <-pp.done:
 				t.Stop()
+				return
+			}
+		}
+		p.mu.Lock()
+		held := pp.subHeld
+		p.mu.Unlock()
+		if held != nil {
+			select {
+			case <-held:
+			case <-pp.done:
 				return
 			}
 		}

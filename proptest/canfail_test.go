@@ -40,6 +40,8 @@ var canFail = []struct {
 	{"TestRedis", "I6", "NoDeps", "older than", "as on memstore, on a real redis-server"},
 	{"TestMemstore", "I1", "HotIgnoresInvalidation", "load that began before", "an invalidation leaves the hot tier's decoded copy servable; a later Get on a node that hit the key before takes it"},
 	{"TestRedis", "I7", "LeaseOutlivesInvalidation", "doomed", "redisstore keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
+	// The near-cache machine (near_test.go).
+	{"TestRedisNearCache", "N1", "FeedDropsChanges", "older than a change", "a process's feed loses a change and hands on the next; a Get there after the next one arrived serves the copy the lost one should have dropped"},
 	// The page machine (pages_test.go).
 	{"TestPagesMemstore", "P1", "PageIgnoresVary", "another value", "a process that has not learned a URL's Vary finds another variant's page under the URL's bare key (or joins its render) and serves it"},
 	{"TestPagesMemstore", "P3", "PageSharesPrivate", "cookie", "a render that sets a cookie is handed to the requests coalesced with it"},

@@ -59,6 +59,17 @@
 // (PageIgnoresVary, PageSharesPrivate, NoFence, IgnoreLoadTags, NoDeps),
 // and TestPageChecks gives each check a response that breaks it.
 //
+// The near-cache machine (near_test.go, TestRedisNearCache) runs two or
+// three processes with paddock.NearCache, each over its own redisstore
+// Store, on a real redis-server, without a bubble: the feeds' messages
+// arrive on their own, and the machine learns where each process stands
+// by tapping its feed between the Store and the Cache. Its invariant N1:
+// a Get never returns a value older than a change that had reached its
+// process when it began (in the process that made it: whose call had
+// returned), with Gets racing invalidations and every subscription killed
+// among the actions. TestCanFail's FeedDropsChanges row checks that a feed
+// that loses changes without going down breaks it.
+//
 // Failing cases are saved under testdata/rapid and replayed first on every
 // run. A long run: go test ./proptest -run TestMemstore -rapid.checks=100000.
 package proptest

@@ -49,3 +49,16 @@ func ScriptSources() []string {
 	out = append(out, "#!lua flags=allow-cross-slot-keys\n"+luaPrelude+fenceSrc)
 	return out
 }
+
+// Subscribed starts s's subscription if it is not running and returns a
+// channel closed once its subscription to the wake channel is confirmed.
+func Subscribed(s *Store) <-chan struct{} {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.startLocked()
+	return h.subscribed
+}
+
+// Channels returns the names of s's wake and feed channels.
+func Channels(s *Store) (wake, feed string) { return s.hub.wakeCh, s.hub.feedCh }

@@ -32,10 +32,11 @@ type config struct {
 	checkFailover bool
 	allowNoCtx    bool
 	forceCluster  bool
+	feedTimeout   time.Duration
 }
 
 func defaultConfig() config {
-	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true}
+	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true, feedTimeout: DefaultFeedTimeout}
 }
 
 // invalid is an error of New: options are checked there.

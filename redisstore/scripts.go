@@ -19,7 +19,7 @@ import "github.com/redis/go-redis/v9"
 // never). An entry without a (written by a version that drew early
 // refresh per read) is never due early; it expires as with a plain TTL.
 
-const luaPrelude = `
+const luaPrelude = luaFeed + `
 local function fmt(n) return string.format('%.0f', n) end
 
 -- Parsing. Every number the scripts keep is a decimal integer below 2^53
@@ -403,6 +403,7 @@ else
 end
 local c = 0
 if badtag then c = badtag elseif corrupt then c = 1 end
+if held == 1 and ARGV[5] ~= '0' then waiting(KEYS[3]) end
 local out = {'ok', state, lease, held, E, seq, fmt(t), ver, c}
 if has then
   for _, i in ipairs({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13}) do out[#out + 1] = ent[i] end
@@ -491,6 +492,7 @@ elseif ARGV[14] ~= '0' and ARGV[17] ~= '1' then
   end
 end
 release(KEYS[3], ARGV[7])
+ended(KEYS[3], ARGV[14] ~= '0')
 local r = 0
 if ok then r = 1 end
 return {'ok', r, fmt(q)}
@@ -516,6 +518,7 @@ if not mine and not tombstone(cur) then
   mine = holder == nil or holder == tok
 end
 if mine then redis.call('SET', KEYS[1], '~' .. tok, 'PX', ARGV[2]) end
+ended(KEYS[1], false)
 return 1
 `
 
@@ -618,6 +621,7 @@ for i = first + 3 * nk, #KEYS do
     if not soft and h < s then redis.call('HSET', KEYS[i], 'h', ss) end
   end
 end
+changed(KEYS, first, nk)
 return {'ok', ss}
 `
 

@@ -26,6 +26,7 @@ type Store struct {
 	cluster bool
 	check   string // "1": check the replication ID on every call
 	closed  atomic.Bool
+	hub     *hub // the subscription of Watch and Listen (feed.go)
 
 	fmu  sync.Mutex
 	fcur *fenceCall // the fence in progress (Cluster)
@@ -59,6 +60,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		}
 	}
 	s := &Store{client: client, cfg: cfg, layout: layout{prefix: cfg.prefix}, check: "1"}
+	s.hub = newHub(client, cfg.prefix, cfg.feedTimeout)
 	ctxTimeout := true
 	switch c := client.(type) {
 	case *redis.ClusterClient:
@@ -90,10 +92,12 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 // once per process).
 func (s *Store) Remote() bool { return true }
 
-// Close makes later calls fail with [store.ErrClosed]. It does not close
-// the client.
+// Close makes later calls fail with [store.ErrClosed] and ends the
+// Store's subscription (see [Store.Watch], [Store.Listen]), waiting for
+// its goroutine. It does not close the client.
 func (s *Store) Close() error {
 	s.closed.Store(true)
+	s.hub.close()
 	return nil
 }
 

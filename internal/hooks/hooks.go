@@ -64,6 +64,10 @@ var (
 	// HotIgnoresInvalidation makes invalidations leave the Loaders' hot
 	// tiers alone: a decoded copy stays servable until its window ends.
 	HotIgnoresInvalidation atomic.Bool
+	// FeedDropsChanges makes redisstore's feed drop every other change it
+	// receives, without reporting itself down: a subscription that loses
+	// messages and does not notice.
+	FeedDropsChanges atomic.Bool
 )
 
 // All lists every switch, by name.
@@ -85,6 +89,7 @@ var All = map[string]*atomic.Bool{
 	"PageIgnoresVary":           &PageIgnoresVary,
 	"PageSharesPrivate":         &PageSharesPrivate,
 	"HotIgnoresInvalidation":    &HotIgnoresInvalidation,
+	"FeedDropsChanges":          &FeedDropsChanges,
 }
 
 // Reset turns every switch off.
