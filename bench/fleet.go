@@ -22,7 +22,7 @@ import (
 const (
 	fleetProcs   = 4
 	fleetCallers = 250
-	fleetLoad    = 100 * time.Millisecond
+	fleetLoad    = 20 * time.Millisecond
 )
 
 func runFleet(ctx context.Context, e *env) error {
