@@ -1,5 +1,13 @@
 package redisstore
 
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
 // ForceCluster makes a Store use the Cluster layout and paths on any
 // client: every slot's keys, markers and the sequence then live on one
 // server, but each step runs exactly as it would across nodes. Tests use it
@@ -36,6 +44,7 @@ func ScriptNames() map[string]string {
 		seqScript.Hash():        "seq",
 		fenceScript.Hash():      "fence",
 		tagCheckScript.Hash():   "tagcheck",
+		checkScript.Hash():      "check",
 	}
 }
 
@@ -43,9 +52,79 @@ func ScriptNames() map[string]string {
 // on every node before counting calls.
 func ScriptSources() []string {
 	var out []string
-	for _, src := range []string{lookupSrc, fillSrc, releaseSrc, invalidateSrc, seqSrc, tagCheckSrc} {
+	for _, src := range []string{lookupSrc, fillSrc, releaseSrc, invalidateSrc, seqSrc, tagCheckSrc, checkSrc} {
 		out = append(out, luaPrelude+src)
 	}
 	out = append(out, "#!lua flags=allow-cross-slot-keys\n"+luaPrelude+fenceSrc)
 	return out
+}
+
+// Offsets of the entry's fixed fields (see entry.go).
+const (
+	EntryFlags   = offFlags
+	EntryEpoch   = offEpoch
+	EntryGuard   = offGuard
+	EntryLead    = offLead
+	EntryLoad    = offLoad
+	EntryQ       = offQ
+	EntryCreated = offCreated
+	EntryFresh   = offFresh
+	EntryStale   = offStale
+	EntryError   = offError
+	EntryHead    = entryHead
+)
+
+// SplitEntry splits an entry into its fixed part, its two lists and its
+// value; ok is false if it does not parse.
+func SplitEntry(b []byte) (fixed []byte, tags, tagKeys string, value []byte, ok bool) {
+	v, ok := parseEntry(b)
+	if !ok {
+		return nil, "", "", nil, false
+	}
+	return b[:entryHead:entryHead], string(v.tags), string(v.tagKeys), v.value, true
+}
+
+// JoinEntry reverses SplitEntry.
+func JoinEntry(fixed []byte, tags, tagKeys string, value []byte) []byte {
+	return appendEntryTail(append([]byte(nil), fixed...), tags, tagKeys, value)
+}
+
+// ParseEntry reports whether b parses as an entry (the client's rules,
+// without the check of the tag keys against the tags).
+func ParseEntry(b []byte) bool {
+	_, ok := parseEntry(b)
+	return ok
+}
+
+// CheckServers verifies every server the Store uses (standalone its one,
+// on Cluster every master) in a generation of connections that then stays,
+// so that tests can count the calls of a Store whose hits are MGETs.
+func CheckServers(ctx context.Context, s *Store) error {
+	for range 10 {
+		gen := s.gen()
+		nodes := []*node{&s.single}
+		if cc, ok := s.client.(*redis.ClusterClient); ok {
+			s.watchAll(ctx)
+			var mu sync.Mutex
+			nodes = nil
+			if err := cc.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+				n, _ := s.nodes.LoadOrStore(c, &node{client: c})
+				mu.Lock()
+				nodes = append(nodes, n.(*node))
+				mu.Unlock()
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		for _, n := range nodes {
+			if err := s.check(ctx, n); err != nil {
+				return err
+			}
+		}
+		if s.fresh(gen) {
+			return nil
+		}
+	}
+	return errors.New("the connections kept changing")
 }

@@ -9,14 +9,24 @@ import (
 // The key layout. Everything the store keeps for one cache key K lives
 // under one hash tag, so that each of its scripts touches one Cluster slot:
 //
-//	<prefix>{K}:e    hash: the entry (value, ticket, windows, tags)
+//	<prefix>{K}:e    string: the entry (see entry.go)
+//	<prefix>{K}:f    string: the fresh marker, the instant (store clock, µs)
+//	                 until which the entry may be served as it is without a
+//	                 script, and during an early refresh ":token", the
+//	                 lease's holder; it expires then, by the server's clock
 //	<prefix>{K}:v    string: the key's version, the seq of its last invalidation
 //	<prefix>{K}:l    string: the lease, "token:expiry" (store clock, µs)
-//	<prefix>{T}:t    hash: tag T's versions, s (last invalidation) and h (last hard one)
-//	<prefix>{_}:ep   hash: the epoch marker and the invalidation sequence
-//	                 (field n), standalone and Sentinel
-//	<prefix>{_}:seq  hash: the invalidation sequence (field n), Cluster
-//	<prefix>{N}:ep   hash: the epoch marker of Cluster slot N (one per slot in use)
+//	<prefix>{T}:t    string: tag T's versions, "h:s": its last hard
+//	                 invalidation and its last one
+//	<prefix>{_}:ep   string: the epoch marker, "epoch:floor:replid" (floor
+//	                 0), standalone and Sentinel
+//	<prefix>{_}:seq  string: the invalidation sequence
+//	<prefix>{N}:ep   string: the epoch marker of Cluster slot N (one per
+//	                 slot in use), "epoch:floor:replid"
+//
+// Numbers are decimal, below 2^53 (and at most 16 digits), as the scripts
+// write them; replid is the replication ID of the server that wrote the
+// marker (empty without the failover check).
 //
 // K and T are escaped so that a brace in them cannot move the hash tag:
 // '%', '{' and '}' become "%25", "%7B" and "%7D". In the marker names, N is
@@ -56,15 +66,27 @@ func esc(s string) string {
 type keyNames struct {
 	tag     string // the escaped hash tag
 	entry   string
+	fresh   string
 	version string
 	lease   string
 	slot    uint16
 }
 
+// key returns the names of cache key k, built in one allocation.
 func (l layout) key(k string) keyNames {
 	t := esc(k)
-	base := l.prefix + "{" + t + "}:"
-	return keyNames{tag: t, entry: base + "e", version: base + "v", lease: base + "l", slot: slotOf(t)}
+	n := len(l.prefix) + len(t) + 4 // "{", "}:", the suffix
+	var b strings.Builder
+	b.Grow(4 * n)
+	for _, suffix := range [...]byte{'e', 'f', 'v', 'l'} {
+		b.WriteString(l.prefix)
+		b.WriteByte('{')
+		b.WriteString(t)
+		b.WriteString("}:")
+		b.WriteByte(suffix)
+	}
+	all := b.String()
+	return keyNames{tag: t, entry: all[:n], fresh: all[n : 2*n], version: all[2*n : 3*n], lease: all[3*n:], slot: slotOf(t)}
 }
 
 // tagKey is the Redis key of tag T's versions.
