@@ -18,12 +18,13 @@ import (
 // protocol still holds (see the package doc for the argument).
 
 // call is one call of a pipeline: a script, or (script nil) a raw command
-// (the MGET of a hit, read with redis.RawCmd).
+// (the MGET of a hit, read raw into its hitBuf).
 type call struct {
 	script *redis.Script
 	keys   []string
 	args   []any
 	raw    []any
+	buf    *hitBuf
 	n      *node // the server, for the calls whose replies verify it
 }
 
@@ -38,7 +39,7 @@ func (s *Store) runAll(ctx context.Context, calls []call) []redis.Cmder {
 // the command on its own when there is one, else one pipeline (on Cluster
 // go-redis sends each node its part, in parallel, and follows MOVED and
 // ASK redirects), and returns their commands, done: a *redis.Cmd for a
-// script, a *redis.RawCmd for a raw command. Each command carries its own
+// script, a *redis.RawWriteToCmd for a raw command. Each command carries its own
 // reply or error: a call that fails is that call's error, and a pipeline
 // that fails (a connection lost, a deadline) is the error of every command
 // it carried. A script the server does not know (NOSCRIPT: its script
@@ -55,7 +56,7 @@ func (s *Store) pipe(ctx context.Context, dst []redis.Cmder, calls []call, seq b
 	case len(calls) == 1 && !seq:
 		c := calls[0]
 		if c.script == nil {
-			cmd := redis.NewRawCmd(ctx, c.raw...)
+			cmd := redis.NewRawWriteToCmd(ctx, c.buf, c.raw...)
 			_ = s.client.Process(ctx, cmd)
 			cmds[0] = cmd
 		} else {
@@ -67,7 +68,7 @@ func (s *Store) pipe(ctx context.Context, dst []redis.Cmder, calls []call, seq b
 	p := s.client.Pipeline()
 	for i, c := range calls {
 		if c.script == nil {
-			cmd := redis.NewRawCmd(ctx, c.raw...)
+			cmd := redis.NewRawWriteToCmd(ctx, c.buf, c.raw...)
 			_ = p.Process(ctx, cmd)
 			cmds[i] = cmd
 		} else {

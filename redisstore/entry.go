@@ -194,7 +194,14 @@ func appendEntryTimes(b []byte, q uint64, created, fresh, staleEnd, errorEnd int
 // storeEntry builds the store.Entry of v. tags is the decoded tag list;
 // the value aliases v's bytes.
 func (v *entryView) storeEntry(tags []string) *store.Entry {
-	e := &store.Entry{
+	e := new(store.Entry)
+	v.fillEntry(e, tags)
+	return e
+}
+
+// fillEntry sets *e to the store.Entry of v, as storeEntry builds it.
+func (v *entryView) fillEntry(e *store.Entry, tags []string) {
+	*e = store.Entry{
 		Negative:     v.negative(),
 		Ticket:       store.Ticket{Epoch: v.epoch, Seq: v.q},
 		Tags:         tags,
@@ -214,7 +221,6 @@ func (v *entryView) storeEntry(tags []string) *store.Entry {
 	default:
 		e.Value = v.value[:len(v.value):len(v.value)]
 	}
-	return e
 }
 
 // decodeTags decodes a tag list that validList accepted: one string for

@@ -3,6 +3,8 @@ package redisstore
 import (
 	"context"
 	"hash/maphash"
+	"io"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -13,9 +15,7 @@ import (
 
 // The hit path: a warm hit is one MGET, atomic on the server, of
 //
-//	the entry, its fresh marker, the epoch marker of its slot, standalone
-//	the sequence (the hit's exact ticket; on Cluster the entry's own
-//	ticket is reported, a lower bound, as the script path does), then the
+//	the entry, its fresh marker, the epoch marker of its slot, then the
 //	versions of the entry's tags in the key's slot (all of them
 //	standalone), which the fill created,
 //
@@ -30,7 +30,12 @@ import (
 // connections the reply came in); no tag was invalidated after the
 // entry's guard. Then the entry is served as fresh, without a lease:
 // exactly what the script would answer, since the marker lives only while
-// the entry needs no lease (see lookupScript). Anything else (no marker:
+// the entry needs no lease (see lookupScript). Its ticket is the entry's
+// own, a lower bound of the sequence, as [store.Lookup].Ticket allows for
+// an entry served without a lease: a Set made with it is refused no more
+// often than with the sequence, since every version a fill compares it
+// with (the key's, those of the entry's tags) is at most the ticket of an
+// entry that is fresh and not soft-invalidated. Anything else (no marker:
 // missing, stale, due for early refresh, soft-invalidated; a version above
 // the guard; anything that does not parse; a reply that is not an array of
 // strings) is left to the lookup script, which decides leases, stale
@@ -55,6 +60,57 @@ type hitPlan struct {
 	tags   string              // the entry's tag list that args reads, as the entry stores it
 	tk     string              // its tag-key list, as the entry stores it
 	remote map[uint16][]string // Cluster: the tag keys in other slots, by slot
+	size   atomic.Int32        // the length of the last reply: the next one's buffer
+}
+
+// A hitBuf is what one MGET allocates: the buffer its reply is read into,
+// raw (redis.RawWriteToCmd), sized from the last reply of the key so that
+// it is read in place, and the Entry a hit returns, whose value is a
+// slice of the buffer.
+type hitBuf struct {
+	e store.Entry
+	b []byte
+}
+
+// newHitBuf returns the buffer of plan p's next MGET.
+func newHitBuf(p *hitPlan) *hitBuf {
+	n := int(p.size.Load())
+	if n == 0 {
+		n = 2 << 10
+	}
+	return &hitBuf{b: make([]byte, 0, n)}
+}
+
+// Write appends the reply's lines.
+func (h *hitBuf) Write(p []byte) (int, error) {
+	h.b = append(h.b, p...)
+	return len(p), nil
+}
+
+// ReadFrom appends a bulk string's bytes, read straight into the buffer.
+// go-redis gives it the string's length, as an io.LimitedReader.
+func (h *hitBuf) ReadFrom(r io.Reader) (int64, error) {
+	lr, _ := r.(*io.LimitedReader)
+	var n int64
+	for {
+		if lr != nil {
+			if lr.N <= 0 {
+				return n, nil
+			}
+			h.b = slices.Grow(h.b, int(min(lr.N, 1<<30)))
+		} else if len(h.b) == cap(h.b) {
+			h.b = slices.Grow(h.b, 512)
+		}
+		m, err := r.Read(h.b[len(h.b):cap(h.b)])
+		h.b = h.b[:len(h.b)+m]
+		n += int64(m)
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+	}
 }
 
 // The plan table: planSets sets of planWays plans; a key's plan is in the
@@ -119,12 +175,10 @@ func (s *Store) plan(key string) *hitPlan {
 func (s *Store) newPlan(key string, kn keyNames, tags []string) *hitPlan {
 	local, remote := s.splitTags(kn.slot, tags)
 	p := &hitPlan{key: key, kn: kn, tags: encodeList(tags), tk: encodeList(local), remote: remote}
-	p.args = make([]any, 0, 5+len(local))
-	p.args = append(p.args, "mget", kn.entry, kn.fresh)
+	p.args = make([]any, 0, 4+len(local))
+	p.args = append(p.args, "mget", kn.entry, kn.fresh, s.markerArg)
 	if s.cluster {
-		p.args = append(p.args, s.layout.slotMarker(kn.slot))
-	} else {
-		p.args = append(p.args, s.markerArg, s.seqArg)
+		p.args[3] = s.layout.slotMarker(kn.slot)
 	}
 	for _, k := range local {
 		p.args = append(p.args, k)
@@ -166,12 +220,13 @@ func (s *Store) hitUsable(n *node, gen uint64) bool {
 	return ok || !s.cfg.checkFailover
 }
 
-// judgeHit checks the reply raw of plan p's MGET, sent to n at local
-// monotonic sentUS in generation gen (see the hit path above), for a
-// lookup asking req. On hitServed, lk is the answer; on hitTags and hitSeq,
-// r is the lookup so far, to finish as after the script.
-func (s *Store) judgeHit(p *hitPlan, n *node, gen uint64, raw []byte, req store.LookupRequest) (out hitOutcome, lk store.Lookup, r lookupResult) {
-	a, ok := readArray(raw)
+// judgeHit checks the reply, in h, of plan p's MGET, sent to n in
+// generation gen (see the hit path above), for a lookup asking req. On
+// hitServed, lk is the answer; on hitTags and hitSeq, r is the lookup so
+// far, to finish as after the script.
+func (s *Store) judgeHit(p *hitPlan, n *node, gen uint64, h *hitBuf, req store.LookupRequest) (out hitOutcome, lk store.Lookup, r lookupResult) {
+	p.size.Store(int32(min(len(h.b), 1<<30)))
+	a, ok := readArray(h.b)
 	if !ok {
 		return hitNo, lk, r
 	}
@@ -180,16 +235,6 @@ func (s *Store) judgeHit(p *hitPlan, n *node, gen uint64, raw []byte, req store.
 	mb, ok3 := a.next()
 	if !(ok1 && ok2 && ok3) || eb == nil || fb == nil || mb == nil {
 		return hitNo, lk, r
-	}
-	var seq uint64
-	if !s.cluster {
-		sb, ok := a.next()
-		if !ok || sb == nil {
-			return hitNo, lk, r
-		}
-		if seq, ok = parseNum(sb); !ok {
-			return hitNo, lk, r
-		}
 	}
 	v, ok := parseEntry(eb)
 	switch {
@@ -238,22 +283,21 @@ func (s *Store) judgeHit(p *hitPlan, n *node, gen uint64, raw []byte, req store.
 	if now >= until {
 		return hitNo, lk, r
 	}
+	v.fillEntry(&h.e, decodeTags(v.tags))
 	lk = store.Lookup{
-		Entry:  v.storeEntry(decodeTags(v.tags)),
+		Entry:  &h.e,
 		State:  store.StateFresh,
 		Held:   held,
-		Ticket: store.Ticket{Epoch: epoch, Seq: seq},
+		Ticket: store.Ticket{Epoch: epoch, Seq: v.q},
 		Now:    time.UnixMicro(now),
 	}
 	if !s.cluster {
 		return hitServed, lk, r
 	}
-	// Cluster: the entry's ticket, a lower bound of the sequence. The
-	// script path reports max(the key's version, the entry's ticket): a
-	// version above the ticket means an invalidation that dropped the
-	// entry or marked it soft, so for an entry served as fresh both are
-	// the entry's ticket.
-	lk.Ticket.Seq = v.q
+	// Cluster: the script path reports max(the key's version, the
+	// entry's ticket), the same for an entry served as fresh: a version
+	// above the ticket means an invalidation that dropped the entry or
+	// marked it soft.
 	r = lookupResult{lk: lk, guard: v.guard}
 	switch {
 	case len(p.remote) > 0:
@@ -273,16 +317,16 @@ func (s *Store) hit(ctx context.Context, key string, req store.LookupRequest) (h
 	if !s.hitUsable(n, gen) {
 		return hitNo, store.Lookup{}, lookupResult{}, p, nil
 	}
-	cmd := redis.NewRawCmd(ctx, p.args...)
+	h := newHitBuf(p)
+	cmd := redis.NewRawWriteToCmd(ctx, h, p.args...)
 	_ = s.client.Process(ctx, cmd)
-	raw, err := cmd.Result()
-	if err != nil {
+	if err := cmd.Err(); err != nil {
 		s.failed(err)
 		return hitNo, store.Lookup{}, lookupResult{}, p, err
 	}
 	if s.cfg.checkFailover && !s.fresh(gen) {
 		return hitNo, store.Lookup{}, lookupResult{}, p, nil
 	}
-	out, lk, r := s.judgeHit(p, n, gen, raw, req)
+	out, lk, r := s.judgeHit(p, n, gen, h, req)
 	return out, lk, r, p, nil
 }

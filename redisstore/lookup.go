@@ -175,7 +175,7 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 				calls = s.appendLookupCall(ctx, calls, op, gen)
 				break
 			}
-			calls = append(calls, call{raw: op.plan.args})
+			calls = append(calls, call{raw: op.plan.args, buf: newHitBuf(op.plan)})
 		case stepScript:
 			calls = s.appendLookupCall(ctx, calls, op, gen)
 		case stepTags, stepRepair:
@@ -201,8 +201,7 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 		c := cmds[op.lo:op.hi]
 		switch op.step {
 		case stepHit:
-			raw, err := c[0].(*redis.RawCmd).Result()
-			if err != nil {
+			if err := c[0].Err(); err != nil {
 				s.failed(err)
 				op.fail(err)
 				continue
@@ -210,7 +209,7 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 			out := hitNo
 			var r lookupResult
 			if fresh || !s.cfg.checkFailover {
-				out, op.lk, r = s.judgeHit(op.plan, op.n, gen, raw, op.req)
+				out, op.lk, r = s.judgeHit(op.plan, op.n, gen, calls[op.lo].buf, op.req)
 			}
 			switch out {
 			case hitServed:

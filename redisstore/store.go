@@ -41,8 +41,8 @@ type Store struct {
 
 	plans plans // the MGETs of warm hits, by key
 
-	// The global names, as MGET arguments.
-	markerArg, seqArg any
+	// The epoch marker's name (standalone), as an MGET argument.
+	markerArg any
 
 	fmu  sync.Mutex
 	fcur *fenceCall // the fence in progress (Cluster)
@@ -81,7 +81,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	s := &Store{client: client, cfg: cfg, layout: layout{prefix: cfg.prefix}, conns: new(conns), hits: true}
 	s.plans.seed = maphash.MakeSeed()
-	s.markerArg, s.seqArg = s.layout.globalMarker(), s.layout.seq()
+	s.markerArg = s.layout.globalMarker()
 	ctxTimeout := true
 	switch c := client.(type) {
 	case *redis.ClusterClient:
