@@ -398,3 +398,43 @@ func TestCorrupt(t *testing.T) {
 // calls, or every Lookup and Fill through LookupMany and FillMany.
 func direct(s *redisstore.Store) store.Store  { return s }
 func batched(s *redisstore.Store) store.Store { return storetest.Batched(s) }
+
+// TestPreviousLayout: keys the previous layout wrote (hashes for the
+// entry, the epoch marker and a tag's versions) are of another type for
+// this one: each is read as corrupt data once, as any damage is, and
+// replaced; nothing of the old layout is served, and an old tag record
+// refuses the fills it might have fenced.
+func TestPreviousLayout(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	ctx := t.Context()
+	s := newStore(t, client, redisstore.Prefix("old:"))
+	for k, fields := range map[string][]any{
+		"old:{k}:e":  {"e", "1", "q", "5", "g", "5", "c", "0", "f", "9999999999999999", "s", "9999999999999999", "x", "0", "d", "0", "tg", "1:t", "tk", "8:old:{t}:t", "v", "old"},
+		"old:{_}:ep": {"e", "1", "r", "", "n", "5"},
+		"old:{t}:t":  {"s", "4", "h", "4"},
+	} {
+		if err := client.HSet(ctx, k, fields...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lk, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+	if err != nil || !lk.Corrupt || lk.Entry != nil || !lk.Lease {
+		t.Fatalf("first lookup: %+v, %v; want a corrupt miss with the lease", lk, err)
+	}
+	// The old tag record is repaired as very high: a load that took its
+	// ticket before the repair does not fill with it.
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("new"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: []string{"t"}}); ok || err != nil {
+		t.Fatalf("fill with the old tag record: %v, %v; want refused", ok, err)
+	}
+	lk, err = s.Lookup(ctx, "k", store.LookupRequest{Lease: 2, LeaseTTL: time.Minute})
+	if err != nil || !lk.Lease {
+		t.Fatalf("second lookup: %+v, %v", lk, err)
+	}
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("new"), Ticket: lk.Ticket, Lease: 2, TTL: time.Hour, Tags: []string{"t"}}); !ok || err != nil {
+		t.Fatalf("fill: %v, %v", ok, err)
+	}
+	if lk, err := s.Lookup(ctx, "k", store.LookupRequest{}); err != nil || lk.State != store.StateFresh || string(lk.Entry.Value) != "new" || lk.Corrupt {
+		t.Fatalf("after the fill: %+v, %v", lk, err)
+	}
+}

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -127,4 +128,38 @@ func CheckServers(ctx context.Context, s *Store) error {
 		}
 	}
 	return errors.New("the connections kept changing")
+}
+
+// Hits reports whether the Store's warm hits are MGETs.
+func Hits(s *Store) bool { return s.hits }
+
+// BuildEntry builds a whole entry, as the client and the fill script
+// together write one.
+func BuildEntry(negative bool, epoch, guard uint64, lead, load int64, q uint64, c, f, st, x int64, tags, tagKeys string, value []byte) []byte {
+	b := appendEntryHead(nil, negative, epoch, guard, lead, load)
+	b = appendEntryTimes(b, q, c, f, st, x)
+	return appendEntryTail(b, tags, tagKeys, value)
+}
+
+var parseScript = redis.NewScript(luaPrelude + `if entry(ARGV[1], KEYS[1], false) then return 1 end return 0`)
+
+// ScriptParses reports whether the lookup script's parse accepts entry b
+// under key name k (standalone).
+func ScriptParses(ctx context.Context, c redis.Scripter, k string, b []byte) (bool, error) {
+	n, err := parseScript.Run(ctx, c, []string{k}, b).Int()
+	return n == 1, err
+}
+
+// ClientParses reports whether the hit path's checks accept entry b under
+// key name k (standalone): it parses, and its tag keys are those of its
+// tags.
+func ClientParses(k string, b []byte) bool {
+	v, ok := parseEntry(b)
+	if !ok {
+		return false
+	}
+	prefix, _, _ := strings.Cut(k, "{")
+	s := &Store{layout: layout{prefix: prefix}}
+	local, _ := s.splitTags(0, decodeTags(v.tags))
+	return encodeList(local) == string(v.tagKeys)
 }
