@@ -133,13 +133,17 @@ func (s *Store) watchNode(c *redis.Client) {
 }
 
 // watchAll finds the node clients the Cluster client made before the
-// Store (see watch). It needs the cluster's state: I/O.
+// Store (see watch). It needs the cluster's state: I/O, which one call
+// makes while the others go on unverified (their scripts verify the
+// servers themselves) rather than wait for it.
 func (s *Store) watchAll(ctx context.Context) {
 	if s.watched.Load() || !s.cfg.checkFailover {
 		return
 	}
 	cc := s.client.(*redis.ClusterClient)
-	s.wmu.Lock()
+	if !s.wmu.TryLock() {
+		return
+	}
 	defer s.wmu.Unlock()
 	if s.watched.Load() {
 		return
