@@ -172,3 +172,31 @@ func redisUsedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
 	}
 	return 0, errors.New("no used_memory in INFO")
 }
+
+// redisCPU returns the server's CPU time, used_cpu_sys + used_cpu_user of
+// INFO cpu, in µs.
+func redisCPU(ctx context.Context, rdb *redis.Client) (float64, error) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	found := 0
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		for _, f := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, f); ok {
+				var s float64
+				if _, err := fmt.Sscan(v, &s); err != nil {
+					return 0, err
+				}
+				total += s * 1e6
+				found++
+			}
+		}
+	}
+	if found != 2 {
+		return 0, errors.New("no used_cpu_sys and used_cpu_user in INFO")
+	}
+	return total, nil
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/allegro/bigcache/v3"
+	"github.com/redis/go-redis/v9"
 )
 
 // Warm hits: every Get finds a fresh entry. warmKeys keys of 1 KiB are
@@ -30,6 +32,9 @@ type warmTarget struct {
 	keys  []string
 	loads *atomic.Int64 // loads after the fill: should stay 0
 	close func()
+	// cpu reads the Redis server's CPU time in µs (Redis targets): the
+	// benchmark reports what its hits cost the server.
+	cpu func() float64
 }
 
 // warmTargetNames lists the lib= names of the warm benchmarks: the raw
@@ -105,7 +110,7 @@ func newWarmTarget(ctx context.Context, name, redisAddr, prefix string) (*warmTa
 			}
 		}
 		t.get = func(ctx context.Context, key string) ([]byte, error) { return rdb.Get(ctx, key).Bytes() }
-		t.close = func() { rdb.Close() }
+		t.cpu, t.close = serverCPU(rdb, func() {})
 		return t, nil
 	}
 	lib, err := lookupLib(name)
@@ -137,7 +142,25 @@ func newWarmTarget(ctx context.Context, name, redisAddr, prefix string) (*warmTa
 	t.loads.Store(0)
 	t.get = func(ctx context.Context, key string) ([]byte, error) { return c.Get(ctx, key, load) }
 	t.close = func() { c.Close() }
+	if lib.Redis {
+		t.cpu, t.close = serverCPU(newRedisClient(redisAddr, 1), t.close)
+	}
 	return t, nil
+}
+
+// serverCPU returns a reader of the CPU time of rdb's server and a close
+// that closes rdb, then calls then.
+func serverCPU(rdb *redis.Client, then func()) (cpu func() float64, close func()) {
+	return func() float64 {
+			us, err := redisCPU(context.Background(), rdb)
+			if err != nil {
+				return math.NaN()
+			}
+			return us
+		}, func() {
+			rdb.Close()
+			then()
+		}
 }
 
 // settler is implemented by adapters whose library writes loaded values in
@@ -151,6 +174,10 @@ func benchWarm(b *testing.B, t *warmTarget, parallel bool) {
 	ctx := context.Background()
 	mask := len(t.keys) - 1
 	b.ReportAllocs()
+	if t.cpu != nil {
+		cpu0 := t.cpu()
+		defer func() { b.ReportMetric((t.cpu()-cpu0)/float64(b.N), "redis-cpu-us/op") }()
+	}
 	if !parallel {
 		i := 0
 		for b.Loop() {
@@ -182,9 +209,10 @@ func runWarm(ctx context.Context, e *env) error {
 	reps := e.pick(1, 3)
 	fmt.Fprintf(e.out, "Warm hits on %d keys of %d B, via testing.Benchmark (benchtime %s, the median of %d runs); parallel is b.RunParallel with GOMAXPROCS goroutines. "+
 		"× raw is the ratio to the raw baseline of the same kind (RWMutex map in process, GET on Redis). "+
-		"goredis-cache and rueidisaside answer these hits from process memory (a TinyLFU; Redis client-side caching), not from Redis.\n\n",
+		"goredis-cache and rueidisaside answer these hits from process memory (a TinyLFU; Redis client-side caching), not from Redis. "+
+		"Redis CPU is the server's used_cpu_sys + used_cpu_user over the serial run's hits, per hit (INFO cpu: the whole server, system calls included).\n\n",
 		warmKeys, warmValue, e.pickStr("100ms", "1s"), reps)
-	t := newTable("library", "store", "serial ns/op", "× raw", "allocs/op", "B/op", "parallel ns/op", "× raw", "allocs/op")
+	t := newTable("library", "store", "serial ns/op", "× raw", "allocs/op", "B/op", "Redis CPU µs/hit", "× raw", "parallel ns/op", "× raw", "allocs/op")
 	var base [2]testing.BenchmarkResult
 	for _, name := range warmTargetNames(e.libs) {
 		isRedis := isRedisTarget(name)
@@ -217,8 +245,15 @@ func runWarm(ctx context.Context, e *env) error {
 			}
 			return fmt.Sprintf("%.2g", nsop(res[i])/nsop(base[i]))
 		}
+		cpu, cpuRatio := "—", ""
+		if c, ok := res[0].Extra["redis-cpu-us/op"]; ok {
+			cpu = fmt.Sprintf("%.1f", c)
+			if b, ok := base[0].Extra["redis-cpu-us/op"]; ok && b > 0 {
+				cpuRatio = fmt.Sprintf("%.2g", c/b)
+			}
+		}
 		t.add(name, kind(isRedis), fmt.Sprintf("%.0f", nsop(res[0])), ratio(0), res[0].AllocsPerOp(), res[0].AllocedBytesPerOp(),
-			fmt.Sprintf("%.0f", nsop(res[1])), ratio(1), res[1].AllocsPerOp())
+			cpu, cpuRatio, fmt.Sprintf("%.0f", nsop(res[1])), ratio(1), res[1].AllocsPerOp())
 		e.note(name, "warm", fmtDur(time.Duration(nsop(res[0]))))
 		e.logf("   %-16s serial %.0f ns/op %d allocs; parallel %.0f ns/op", name, nsop(res[0]), res[0].AllocsPerOp(), nsop(res[1]))
 	}

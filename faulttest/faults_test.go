@@ -214,24 +214,39 @@ func corruptEntries(r *run) {
 	l := n.loader(t, "c", paddock.TTL(time.Minute), paddock.Tags("t"))
 	ctx := t.Context()
 	entry := func(k string) string { return "paddock:{" + l.Key(k) + "}:e" }
+	// edit rewrites the entry's bytes (see redisstore's entry layout:
+	// the fixed part is 76 bytes, the flags byte is at 3, the guard at
+	// 12, the fresh-until instant at 52).
+	edit := func(f func(b []byte) []byte) func(e string) error {
+		return func(e string) error {
+			b, err := rc.Get(ctx, e).Bytes()
+			if err != nil {
+				return err
+			}
+			return rc.Set(ctx, e, f(b), redis.KeepTTL).Err()
+		}
+	}
 	damage := []struct {
 		name string
 		do   func(e string) error
 	}{
-		{"fresh-until field garbage", func(e string) error { return rc.HSet(ctx, e, "f", "garbage").Err() }},
-		{"guard field deleted", func(e string) error { return rc.HDel(ctx, e, "g").Err() }},
-		{"bad tag list", func(e string) error { return rc.HSet(ctx, e, "tg", "zz").Err() }},
-		{"bad tag-key list", func(e string) error { return rc.HSet(ctx, e, "tk", "zz").Err() }},
-		{"a string, not a hash", func(e string) error {
+		{"fresh-until garbage", edit(func(b []byte) []byte { copy(b[52:60], "\x7fgarbage"); return b })},
+		{"guard negative", edit(func(b []byte) []byte { b[12] = 0xff; return b })},
+		{"bad tag list", edit(func(b []byte) []byte { copy(b[80:], "zz"); return b })},
+		{"truncated", edit(func(b []byte) []byte { return b[:60] })},
+		{"a hash, not a string", func(e string) error {
 			_, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Del(ctx, e)
-				p.Set(ctx, e, "garbage", 0)
+				p.HSet(ctx, e, "v", "garbage")
 				return nil
 			})
 			return err
 		}},
-		{"ticket field garbage", func(e string) error { return rc.HSet(ctx, e, "q", "garbage").Err() }},
-		{"negative flag with a value", func(e string) error { return rc.HSet(ctx, e, "n", "1").Err() }},
+		{"another format", edit(func(b []byte) []byte { b[2] = 9; return b })},
+		{"negative flag with a value", edit(func(b []byte) []byte { b[3] |= 1; return b })},
+		{"fresh marker garbage", func(e string) error {
+			return rc.Set(ctx, strings.TrimSuffix(e, "e")+"f", "garbage", redis.KeepTTL).Err()
+		}},
 	}
 	key := func(i int) string { return fmt.Sprintf("k%d", i) }
 	for i := range damage {

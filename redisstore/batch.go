@@ -15,10 +15,12 @@ var _ store.Batcher = (*Store)(nil)
 // round is one round trip for the whole batch, a pipeline of the keys'
 // calls.
 //
-// Standalone and Sentinel that is one round trip for the batch, hits and
-// misses alike. On Cluster the pipeline goes to every node holding some of
-// the keys, in parallel: one round trip per node, at the same time. Keys
-// that must load then read the sequence, one read for the batch. Keys whose
+// Standalone and Sentinel that is one round trip for the batch when every
+// key is a warm hit (a pipeline of MGETs), and one more, a pipeline of
+// lookup scripts, for the keys the MGETs did not answer. On Cluster each
+// pipeline goes to every node holding some of the keys, in parallel: one
+// round trip per node, at the same time. Keys that must load then read
+// the sequence, one read for the batch. Keys whose
 // entries have tags in other slots take the steps a single lookup takes
 // for them, together: the read-side check of those tags (one pipeline to
 // the tags' nodes), and, for an entry the check finds invalidated, the

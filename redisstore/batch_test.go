@@ -87,8 +87,8 @@ func wantPipeline(t *testing.T, what string, got []string, name string, n int, e
 }
 
 // TestBatchRoundTrips counts the calls of batches of 50 keys on a
-// standalone server: each LookupMany and FillMany is one pipeline, one
-// round trip, cold or warm.
+// standalone server: a warm LookupMany is one pipeline of MGETs, a cold
+// one that pipeline and one of scripts, and a FillMany one pipeline.
 func TestBatchRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t, nil)
@@ -99,10 +99,18 @@ func TestBatchRoundTrips(t *testing.T) {
 	const n = 50
 	keys, reqs := batchKeys("b:", n), leaseReqs(n, 100)
 	warmPipelines(t, s, keys)
+	if err := redisstore.CheckServers(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
 	rec.take()
 
 	lks := mustLookupMany(t, s, keys, reqs)
-	wantPipeline(t, "LookupMany of 50 cold keys", rec.take(), "lookup", n)
+	got := rec.take()
+	if len(got) != 2 {
+		t.Fatalf("LookupMany of 50 cold keys: calls %q, want the MGETs, then the scripts", got)
+	}
+	wantPipeline(t, "LookupMany of 50 cold keys: the hit path", got[:1], "mget", n)
+	wantPipeline(t, "LookupMany of 50 cold keys: the scripts", got[1:], "lookup", n)
 	for i, lk := range lks {
 		if !lk.Lease || lk.State != store.StateMiss {
 			t.Fatalf("cold %q: %+v", keys[i], lk)
@@ -112,7 +120,7 @@ func TestBatchRoundTrips(t *testing.T) {
 	wantPipeline(t, "FillMany of 50 keys (2 tags each)", rec.take(), "fill", n)
 
 	lks = mustLookupMany(t, s, keys, leaseReqs(n, 200))
-	wantPipeline(t, "LookupMany of 50 warm keys", rec.take(), "lookup", n)
+	wantPipeline(t, "LookupMany of 50 warm keys", rec.take(), "mget", n)
 	for i, lk := range lks {
 		if lk.State != store.StateFresh || string(lk.Entry.Value) != "v" || lk.Lease {
 			t.Fatalf("warm %q: %+v", keys[i], lk)
@@ -136,7 +144,7 @@ func TestBatchRoundTrips(t *testing.T) {
 	if _, errs := s.LookupMany(t.Context(), keys[:1], reqs[:1]); errs != nil {
 		t.Fatal(errs)
 	}
-	wantCalls(t, "LookupMany of 1 key", rec.take(), "lookup")
+	wantCalls(t, "LookupMany of 1 key", rec.take(), "mget")
 }
 
 // TestBatchScriptFlush: after the server lost its scripts (SCRIPT FLUSH,
@@ -161,8 +169,12 @@ func TestBatchScriptFlush(t *testing.T) {
 
 	lks := mustLookupMany(t, s, keys, reqs)
 	got := rec.take()
-	wantPipeline(t, "LookupMany after SCRIPT FLUSH, first", got[:1], "lookup", n)
-	wantPipeline(t, "LookupMany after SCRIPT FLUSH, again", got[1:], "eval", n)
+	if len(got) != 3 {
+		t.Fatalf("LookupMany after SCRIPT FLUSH: calls %q, want the MGETs, the scripts, then EVAL", got)
+	}
+	wantPipeline(t, "LookupMany after SCRIPT FLUSH, the hit path", got[:1], "mget", n)
+	wantPipeline(t, "LookupMany after SCRIPT FLUSH, first", got[1:2], "lookup", n)
+	wantPipeline(t, "LookupMany after SCRIPT FLUSH, again", got[2:], "eval", n)
 	for i, lk := range lks {
 		if !lk.Lease {
 			t.Fatalf("%q: %+v", keys[i], lk)
@@ -174,7 +186,7 @@ func TestBatchScriptFlush(t *testing.T) {
 	wantPipeline(t, "FillMany after SCRIPT FLUSH, again", got[1:], "eval", n)
 	// Loaded again: one round trip.
 	lks = mustLookupMany(t, s, keys, leaseReqs(n, 100))
-	wantPipeline(t, "LookupMany after the scripts came back", rec.take(), "lookup", n)
+	wantPipeline(t, "LookupMany after the scripts came back", rec.take(), "mget", n)
 	for i, lk := range lks {
 		if lk.State != store.StateFresh {
 			t.Fatalf("%q: %+v", keys[i], lk)
@@ -327,8 +339,9 @@ func perNode(got []string) map[string]int {
 }
 
 // testClusterBatchRoundTrips counts the calls of batches of 50 keys spread
-// over the 3 masters: at most one round trip per node for each step, the
-// nodes in parallel.
+// over the 3 masters: at most one round trip per node for each step (the
+// MGETs of the hit path, the scripts, the tag checks), the nodes in
+// parallel.
 func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 	client := env.c.Client(t)
 	rec := new(calls)
@@ -379,23 +392,26 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 	seqNode := env.owner[redisstore.SlotOf("_")]
 	remote := env.on(0, "remote-tag")
 	warmPipelines(t, s, keys)
+	if err := redisstore.CheckServers(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 	rec.take()
 	take()
 
-	// atMostOnePerNode checks the node calls of one step: one per master
-	// holding keys, plus, if extra, one call (the sequence's read, a single
-	// command) to the sequence's master.
-	atMostOnePerNode := func(what string, got []string, extra string) {
+	// atMostPerNode checks the node calls of steps: one per master holding
+	// keys per step, plus, if extra, one call (the sequence's read, a
+	// single command) to the sequence's master.
+	atMostPerNode := func(what string, got []string, steps int, extra string) {
 		t.Helper()
-		want := len(masters)
+		want := steps * len(masters)
 		if extra != "" {
 			want++
 		}
 		counts := perNode(got)
 		for addr, c := range counts {
-			limit := 1
+			limit := steps
 			if extra != "" && addr == seqNode {
-				limit = 2
+				limit++
 			}
 			if c > limit {
 				t.Errorf("%s: %d round trips to %s, want at most %d: %q", what, c, addr, limit, got)
@@ -409,10 +425,10 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 
 	lks := mustLookupMany(t, s, keys, reqs)
 	got := rec.take()
-	if len(got) != 2 || !strings.HasPrefix(got[0], "pipeline(lookup,") || got[1] != "hget" {
-		t.Errorf("LookupMany of 50 cold keys: calls %q, want one pipeline of lookups, then one hget", got)
+	if len(got) != 3 || !strings.HasPrefix(got[0], "pipeline(mget,") || !strings.HasPrefix(got[1], "pipeline(lookup,") || got[2] != "get" {
+		t.Errorf("LookupMany of 50 cold keys: calls %q, want one pipeline of MGETs, one of lookups, then one GET", got)
 	}
-	atMostOnePerNode("LookupMany of 50 cold keys", take(), "hget")
+	atMostPerNode("LookupMany of 50 cold keys", take(), 2, "get")
 	for i, lk := range lks {
 		if !lk.Lease {
 			t.Fatalf("cold %q: %+v", keys[i], lk)
@@ -421,11 +437,11 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 
 	mustFillMany(t, s, keys, fillsFor(lks, reqs, "v"))
 	wantPipeline(t, "FillMany of 50 keys", rec.take(), "fill", n)
-	atMostOnePerNode("FillMany of 50 keys", take(), "")
+	atMostPerNode("FillMany of 50 keys", take(), 1, "")
 
 	lks = mustLookupMany(t, s, keys, leaseReqs(n, 200))
-	wantPipeline(t, "LookupMany of 50 warm keys", rec.take(), "lookup", n)
-	atMostOnePerNode("LookupMany of 50 warm keys", take(), "")
+	wantPipeline(t, "LookupMany of 50 warm keys", rec.take(), "mget", n)
+	atMostPerNode("LookupMany of 50 warm keys", take(), 1, "")
 	for i, lk := range lks {
 		if lk.State != store.StateFresh {
 			t.Fatalf("warm %q: %+v", keys[i], lk)
@@ -446,8 +462,8 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 	t.Logf("FillMany of 50 keys with a tag in another slot: %d round trips, %d to the nodes", len(got), len(take()))
 	lks = mustLookupMany(t, s, keys, leaseReqs(n, 400))
 	got = rec.take()
-	if len(got) != 2 || !strings.HasPrefix(got[0], "pipeline(lookup,") || !strings.HasPrefix(got[1], "pipeline(tagcheck,") {
-		t.Errorf("LookupMany of 50 warm keys with a tag in another slot: calls %q, want the lookups, then the tag checks", got)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "pipeline(mget,") || !strings.HasPrefix(got[1], "pipeline(tagcheck,") {
+		t.Errorf("LookupMany of 50 warm keys with a tag in another slot: calls %q, want the MGETs, then the tag checks", got)
 	}
 	t.Logf("LookupMany of 50 warm keys with a tag in another slot: %d round trips, %d to the nodes", len(got), len(take()))
 	for i, lk := range lks {
@@ -463,9 +479,9 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 	rec.take()
 	lks = mustLookupMany(t, s, keys, leaseReqs(n, 500))
 	got = rec.take()
-	if len(got) != 4 || !strings.HasPrefix(got[0], "pipeline(lookup,") || !strings.HasPrefix(got[1], "pipeline(tagcheck,") ||
-		!strings.HasPrefix(got[2], "pipeline(lookup,") || got[3] != "hget" {
-		t.Errorf("LookupMany of 50 keys whose tag was invalidated: calls %q, want lookups, tag checks, lookups, hget", got)
+	if len(got) != 4 || !strings.HasPrefix(got[0], "pipeline(mget,") || !strings.HasPrefix(got[1], "pipeline(tagcheck,") ||
+		!strings.HasPrefix(got[2], "pipeline(lookup,") || got[3] != "get" {
+		t.Errorf("LookupMany of 50 keys whose tag was invalidated: calls %q, want MGETs, tag checks, lookups, GET", got)
 	} else {
 		t.Logf("LookupMany of 50 keys whose tag was invalidated: %d round trips (as one key alone)", len(got))
 	}
@@ -485,6 +501,9 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 		full[i] = l.Key(gkeys[i])
 	}
 	warmPipelines(t, s, full)
+	if err := redisstore.CheckServers(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 	rec.take()
 	take()
 	load := func(ctx context.Context, keys []string) (map[string]string, error) {
@@ -498,21 +517,22 @@ func testClusterBatchRoundTrips(t *testing.T, env *clusterEnv) {
 		t.Fatalf("cold GetMany: %d values, %v", len(m), err)
 	}
 	got = rec.take()
-	if len(got) != 3 || !strings.HasPrefix(got[0], "pipeline(lookup,") || got[1] != "hget" || !strings.HasPrefix(got[2], "pipeline(fill,") {
-		t.Errorf("cold GetMany of 50 keys on Cluster: calls %q, want the lookups, the sequence read, the fills", got)
+	if len(got) != 4 || !strings.HasPrefix(got[0], "pipeline(mget,") || !strings.HasPrefix(got[1], "pipeline(lookup,") ||
+		got[2] != "get" || !strings.HasPrefix(got[3], "pipeline(fill,") {
+		t.Errorf("cold GetMany of 50 keys on Cluster: calls %q, want the MGETs, the lookups, the sequence read, the fills", got)
 	}
 	counts := perNode(take())
 	for addr, c := range counts {
-		if limit := 2 + b2i(addr == seqNode); c > limit {
-			t.Errorf("cold GetMany of 50 keys: %d round trips to %s, want at most %d (lookups, fills)", c, addr, limit)
+		if limit := 3 + b2i(addr == seqNode); c > limit {
+			t.Errorf("cold GetMany of 50 keys: %d round trips to %s, want at most %d (MGETs, lookups, fills)", c, addr, limit)
 		}
 	}
 	t.Logf("cold GetMany of 50 keys on Cluster: %d pipelines, round trips per node %v", len(got), counts)
 	if m, err := l.GetMany(ctx, gkeys, load); err != nil || len(m) != n {
 		t.Fatalf("warm GetMany: %d values, %v", len(m), err)
 	}
-	wantPipeline(t, "warm GetMany of 50 keys on Cluster", rec.take(), "lookup", n)
-	atMostOnePerNode("warm GetMany of 50 keys on Cluster", take(), "")
+	wantPipeline(t, "warm GetMany of 50 keys on Cluster", rec.take(), "mget", n)
+	atMostPerNode("warm GetMany of 50 keys on Cluster", take(), 1, "")
 }
 
 func b2i(b bool) int {

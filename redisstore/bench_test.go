@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
@@ -21,10 +23,15 @@ import (
 //	go test -run xxx -bench . -benchmem -count 6 ./redisstore/ | tee new.txt
 //	benchstat -col /impl new.txt
 //
-// op=hit is a warm Get of a 1 KiB value (one script call; impl=store-lookup
-// is the Store's Lookup alone, without the Cache); op=miss a Get of a cold
-// key (lookup, load, fill: two calls); op=stampede a fleet of 4 Caches × 8
-// callers on one cold key per iteration, reporting loads/op.
+// op=hit is a warm Get of a 1 KiB value (one MGET; impl=store-lookup is
+// the Store's Lookup alone, without the Cache); op=miss a Get of a cold
+// key (the MGET, the lookup script, the fill: three calls); op=stampede a
+// fleet of 4 Caches × 8 callers on one cold key per iteration, reporting
+// loads/op. The hits also report what the server spent on them, read
+// from the benchmark's own redis-server before and after: redis-cpu-us/op
+// (INFO cpu, used_cpu_sys + used_cpu_user: the whole process, system
+// calls included) and redis-cmd-us/op (INFO commandstats, usec summed over
+// the commands: the commands' own time).
 func BenchmarkRedis(b *testing.B) {
 	// Each run (of -count) gets its own prefix: a run never finds the keys
 	// of the one before.
@@ -37,11 +44,13 @@ func BenchmarkRedis(b *testing.B) {
 	ctx := context.Background()
 	value := strings.Repeat("x", 1024)
 
+	admin := srv.Client(b, nil)
 	b.Run("op=hit/impl=raw-get", func(b *testing.B) {
 		if err := client.Set(ctx, "raw:k", value, 0).Err(); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
+		defer serverCost(b, admin)()
 		for b.Loop() {
 			if v, err := client.Get(ctx, "raw:k").Result(); err != nil || len(v) != len(value) {
 				b.Fatal(v, err)
@@ -54,10 +63,13 @@ func BenchmarkRedis(b *testing.B) {
 			s := newStore(b, client, append([]redisstore.Option{prefix()}, opts...)...)
 			l := newLoader(b, newCache(b, s), "hit", paddock.Beta(0), paddock.TTL(time.Hour))
 			load := func(context.Context) (string, error) { return value, nil }
-			if _, err := l.Get(ctx, "k", load); err != nil {
-				b.Fatal(err)
+			for range 2 { // the second Get verifies the server (see redisstore.CheckServers)
+				if _, err := l.Get(ctx, "k", load); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.ReportAllocs()
+			defer serverCost(b, admin)()
 			for b.Loop() {
 				if v, err := l.Get(ctx, "k", load); err != nil || len(v) != len(value) {
 					b.Fatal(v, err)
@@ -77,7 +89,11 @@ func BenchmarkRedis(b *testing.B) {
 			b.Fatal(ok, err)
 		}
 		req := store.LookupRequest{Lease: 2, LeaseTTL: time.Minute}
+		if _, err := s.Lookup(ctx, "k", req); err != nil {
+			b.Fatal(err)
+		}
 		b.ReportAllocs()
+		defer serverCost(b, admin)()
 		for b.Loop() {
 			if lk, err := s.Lookup(ctx, "k", req); err != nil || lk.State != store.StateFresh {
 				b.Fatal(lk.State, err)
@@ -89,12 +105,15 @@ func BenchmarkRedis(b *testing.B) {
 		s := newStore(b, client, prefix())
 		l := newLoader(b, newCache(b, s), "hitp", paddock.Beta(0), paddock.TTL(time.Hour))
 		load := func(context.Context) (string, error) { return value, nil }
-		for i := range 64 {
-			if _, err := l.Get(ctx, strconv.Itoa(i), load); err != nil {
-				b.Fatal(err)
+		for range 2 {
+			for i := range 64 {
+				if _, err := l.Get(ctx, strconv.Itoa(i), load); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		b.ReportAllocs()
+		defer serverCost(b, admin)()
 		var n atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
 			key := strconv.Itoa(int(n.Add(1)) % 64)
@@ -108,6 +127,7 @@ func BenchmarkRedis(b *testing.B) {
 	})
 	b.Run("op=hit/impl=raw-get/parallel", func(b *testing.B) {
 		b.ReportAllocs()
+		defer serverCost(b, admin)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if err := client.Get(ctx, "raw:k").Err(); err != nil {
@@ -224,4 +244,52 @@ func BenchmarkLookupMany(b *testing.B) {
 		}
 		perKey(b)
 	})
+}
+
+// serverCost reads the server's CPU time and its commands' time, and
+// returns a function that reports what the benchmark's iterations added,
+// per iteration (see BenchmarkRedis).
+func serverCost(b *testing.B, admin *redis.Client) func() {
+	cpu0, cmd0 := serverTimes(b, admin)
+	return func() {
+		cpu1, cmd1 := serverTimes(b, admin)
+		b.ReportMetric((cpu1-cpu0)/float64(b.N), "redis-cpu-us/op")
+		b.ReportMetric((cmd1-cmd0)/float64(b.N), "redis-cmd-us/op")
+	}
+}
+
+// serverTimes returns the server's CPU time (used_cpu_sys +
+// used_cpu_user) and its commands' time (the usec of every command in
+// INFO commandstats), in µs.
+func serverTimes(b *testing.B, admin *redis.Client) (cpu, cmds float64) {
+	ctx := context.Background()
+	info, err := admin.Info(ctx, "cpu", "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "used_cpu_sys:"), strings.HasPrefix(line, "used_cpu_user:"):
+			_, v, _ := strings.Cut(line, ":")
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu += f * 1e6
+		case strings.HasPrefix(line, "cmdstat_"):
+			// cmdstat_get:calls=3,usec=12,usec_per_call=4.00,...
+			_, fields, _ := strings.Cut(line, ":")
+			for f := range strings.SplitSeq(fields, ",") {
+				if v, ok := strings.CutPrefix(f, "usec="); ok {
+					n, err := strconv.ParseFloat(v, 64)
+					if err != nil {
+						b.Fatal(err)
+					}
+					cmds += n
+				}
+			}
+		}
+	}
+	return cpu, cmds
 }

@@ -17,54 +17,71 @@ import (
 // one script standalone are here a few calls, ordered so that the version
 // protocol still holds (see the package doc for the argument).
 
-// call is one script call of a pipeline.
+// call is one call of a pipeline: a script, or (script nil) a raw command
+// (the MGET of a hit, read raw into its hitBuf).
 type call struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	raw    []any
+	buf    *hitBuf
+	n      *node // the server, for the calls whose replies verify it
 }
 
 // runAll runs calls in one round trip (see pipe) and returns their
 // commands, done.
-func (s *Store) runAll(ctx context.Context, calls []call) []*redis.Cmd {
+func (s *Store) runAll(ctx context.Context, calls []call) []redis.Cmder {
 	cmds, _ := s.pipe(ctx, nil, calls, false)
 	return cmds
 }
 
-// pipe runs calls, and if seq an HGET of the sequence, in one round trip:
+// pipe runs calls, and if seq a GET of the sequence, in one round trip:
 // the command on its own when there is one, else one pipeline (on Cluster
 // go-redis sends each node its part, in parallel, and follows MOVED and
-// ASK redirects), and returns their commands, done. Each command carries
-// its own reply or error: a call that fails is that call's error, and a
-// pipeline that fails (a connection lost, a deadline) is the error of
-// every command it carried. A script the server does not know (NOSCRIPT:
-// its script cache was flushed, or it restarted) is sent again with EVAL,
-// which loads it, as [redis.Script.Run] does for one call: all such calls
-// in one more pipeline. The commands are appended to dst.
-func (s *Store) pipe(ctx context.Context, dst []*redis.Cmd, calls []call, seq bool) ([]*redis.Cmd, *redis.StringCmd) {
+// ASK redirects), and returns their commands, done: a *redis.Cmd for a
+// script, a *redis.RawWriteToCmd for a raw command. Each command carries its own
+// reply or error: a call that fails is that call's error, and a pipeline
+// that fails (a connection lost, a deadline) is the error of every command
+// it carried. A script the server does not know (NOSCRIPT: its script
+// cache was flushed, or it restarted) is sent again with EVAL, which loads
+// it, as [redis.Script.Run] does for one call: all such calls in one more
+// pipeline. The commands are appended to dst.
+func (s *Store) pipe(ctx context.Context, dst []redis.Cmder, calls []call, seq bool) ([]redis.Cmder, *redis.StringCmd) {
 	cmds := slices.Grow(dst[:0], len(calls))[:len(calls)]
 	switch {
 	case len(calls) == 0 && !seq:
 		return cmds, nil
 	case len(calls) == 0:
-		return cmds, s.client.HGet(ctx, s.layout.seq(), "n")
+		return cmds, s.client.Get(ctx, s.layout.seq())
 	case len(calls) == 1 && !seq:
 		c := calls[0]
-		cmds[0] = c.script.Run(ctx, s.client, c.keys, c.args...)
+		if c.script == nil {
+			cmd := redis.NewRawWriteToCmd(ctx, c.buf, c.raw...)
+			_ = s.client.Process(ctx, cmd)
+			cmds[0] = cmd
+		} else {
+			cmds[0] = c.script.Run(ctx, s.client, c.keys, c.args...)
+		}
 		return cmds, nil
 	}
 	var seqCmd *redis.StringCmd
 	p := s.client.Pipeline()
 	for i, c := range calls {
-		cmds[i] = c.script.EvalSha(ctx, p, c.keys, c.args...)
+		if c.script == nil {
+			cmd := redis.NewRawWriteToCmd(ctx, c.buf, c.raw...)
+			_ = p.Process(ctx, cmd)
+			cmds[i] = cmd
+		} else {
+			cmds[i] = c.script.EvalSha(ctx, p, c.keys, c.args...)
+		}
 	}
 	if seq {
-		seqCmd = p.HGet(ctx, s.layout.seq(), "n")
+		seqCmd = p.Get(ctx, s.layout.seq())
 	}
 	_, _ = p.Exec(ctx) // errors are read per command
 	var again []int
 	for i, cmd := range cmds {
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if calls[i].script != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			again = append(again, i)
 		}
 	}
@@ -84,11 +101,14 @@ func (s *Store) pipe(ctx context.Context, dst []*redis.Cmd, calls []call, seq bo
 	return cmds, seqCmd
 }
 
-// arrays returns the array replies of cmds.
-func arrays(cmds []*redis.Cmd) ([][]any, error) {
+// slice returns the array reply of a script's command.
+func slice(c redis.Cmder) ([]any, error) { return c.(*redis.Cmd).Slice() }
+
+// arrays returns the array replies of cmds, scripts' commands.
+func arrays(cmds []redis.Cmder) ([][]any, error) {
 	out := make([][]any, len(cmds))
 	for i, cmd := range cmds {
-		v, err := cmd.Slice()
+		v, err := slice(cmd)
 		if err != nil {
 			return nil, err
 		}
@@ -97,8 +117,8 @@ func arrays(cmds []*redis.Cmd) ([][]any, error) {
 	return out, nil
 }
 
-// seqOf reads the current sequence, the ticket of a load, from cmd, an
-// HGET of it. If its node lost it, it starts it again (above every value
+// seqOf reads the current sequence, the ticket of a load, from cmd, a
+// GET of it. If its node lost it, it starts it again (above every value
 // it had), so that tickets stay above the versions the other nodes kept.
 func (s *Store) seqOf(ctx context.Context, cmd *redis.StringCmd) (uint64, error) {
 	v, err := cmd.Result()
@@ -251,39 +271,48 @@ type tagCheck struct {
 }
 
 // appendTagCalls appends the tag checks of tag keys grouped by slot: one
-// call per slot.
-func (s *Store) appendTagCalls(calls []call, bySlot map[uint16][]string) []call {
+// call per slot, each with the replication ID of its slot's server as
+// verified in generation gen. trusted reports whether any was.
+func (s *Store) appendTagCalls(ctx context.Context, calls []call, bySlot map[uint16][]string, gen uint64) (_ []call, trusted bool) {
 	for sl, tks := range bySlot {
 		keys := make([]string, 0, 1+len(tks))
 		keys = append(keys, s.layout.slotMarker(sl))
 		keys = append(keys, tks...)
-		calls = append(calls, call{tagCheckScript, keys, []any{s.check}})
+		n := s.nodeFor(ctx, keys[0])
+		rid, ok := s.rid(n, gen)
+		trusted = trusted || ok
+		calls = append(calls, call{script: tagCheckScript, keys: keys, args: []any{rid}, n: n})
 	}
-	return calls
+	return calls, trusted
 }
 
-// tagResult reads the replies of one check's tag-check calls. A slot
+// tagResult reads the replies of one check's tag-check calls, made in
+// generation gen, and keeps the replication IDs they report. A slot
 // found uninitialised counts as a version above every ticket taken so
 // far, and sets unfenced: the caller must fence it (even if err is set,
 // for a later reply).
-func tagResult(cmds []*redis.Cmd) (tc tagCheck, unfenced bool, err error) {
+func (s *Store) tagResult(calls []call, cmds []redis.Cmder, gen uint64) (tc tagCheck, unfenced bool, err error) {
 	replies, err := arrays(cmds)
 	if err != nil {
+		s.failed(err)
 		return tagCheck{}, false, err
 	}
-	for _, v := range replies {
+	for i, v := range replies {
 		if u, c := uninit(v); u {
 			tc.corrupt = tc.corrupt || c
 			unfenced = true
 			tc.hard, tc.any, tc.floor = math.MaxUint64, math.MaxUint64, math.MaxUint64
 			continue
 		}
-		if len(v) != 4 {
+		if len(v) != 5 {
 			return tagCheck{}, unfenced, errors.New("malformed tag check reply")
 		}
 		tc.hard = max(tc.hard, unum(v[1]))
 		tc.any = max(tc.any, unum(v[2]))
 		tc.floor = max(tc.floor, unum(v[3]))
+		if v[4] != nil {
+			s.verified(calls[i].n, gen, str(v[4]))
+		}
 	}
 	return tc, unfenced, nil
 }
@@ -330,25 +359,32 @@ func (s *Store) invalidateCluster(ctx context.Context, inv store.Invalidation, s
 	}
 	slots := make([]uint16, 0, len(groups))
 	calls := make([]call, 0, len(groups))
+	gen := s.gen()
 	for sl, g := range groups {
-		keys := make([]string, 0, 1+3*len(g.keys)+len(g.tags))
+		keys := make([]string, 0, 1+4*len(g.keys)+len(g.tags))
 		keys = append(keys, s.layout.slotMarker(sl))
 		for _, kn := range g.keys {
-			keys = append(keys, kn.entry, kn.version, kn.lease)
+			keys = append(keys, kn.entry, kn.version, kn.lease, kn.fresh)
 		}
 		keys = append(keys, g.tags...)
 		slots = append(slots, sl)
-		calls = append(calls, call{invalidateScript, keys, []any{"1", candidate(), s.check, seq, soft, len(g.keys), keepLeases}})
+		n := s.nodeFor(ctx, keys[0])
+		rid, _ := s.rid(n, gen)
+		calls = append(calls, call{script: invalidateScript, keys: keys, args: []any{"1", candidate(), rid, seq, soft, len(g.keys), keepLeases}, n: n})
 	}
 	for try := 0; len(calls) > 0; try++ {
 		replies, err := arrays(s.runAll(ctx, calls))
 		if err != nil {
+			s.failed(err)
 			return err
 		}
 		var again []call
 		var againSlots []uint16
 		for i, v := range replies {
 			if u, _ := uninit(v); !u {
+				if len(v) == 3 && v[2] != nil {
+					s.verified(calls[i].n, gen, str(v[2]))
+				}
 				continue
 			}
 			if try == maxTries {

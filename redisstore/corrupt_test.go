@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -18,15 +19,15 @@ import (
 // names are the Redis keys of one cache key K tagged T (named like K, so
 // in K's slot) and R (another slot on Cluster), under a prefix.
 type names struct {
-	entry, version, lease string
-	tagT, tagR            string
-	marker, markerR, seq  string // markerR: R's slot (Cluster)
+	entry, fresh, version, lease string
+	tagT, tagR                   string
+	marker, markerR, seq         string // markerR: R's slot (Cluster)
 }
 
 func layoutNames(prefix, key, remote string, cluster bool) names {
 	hk := func(s string) string { return prefix + "{" + redisstore.Esc(s) + "}:" }
 	n := names{
-		entry: hk(key) + "e", version: hk(key) + "v", lease: hk(key) + "l",
+		entry: hk(key) + "e", fresh: hk(key) + "f", version: hk(key) + "v", lease: hk(key) + "l",
 		tagT: hk(key) + "t", tagR: hk(remote) + "t",
 		marker: prefix + "{_}:ep", markerR: prefix + "{_}:ep", seq: prefix + "{_}:seq",
 	}
@@ -67,26 +68,46 @@ func wrongType(pick func(names) string) func(context.Context, redis.Cmdable, nam
 	}
 }
 
-func hset(pick func(names) string, field, value string) func(context.Context, redis.Cmdable, names) error {
-	return func(ctx context.Context, r redis.Cmdable, n names) error {
-		return r.HSet(ctx, pick(n), field, value).Err()
-	}
-}
-
-func hdel(pick func(names) string, field string) func(context.Context, redis.Cmdable, names) error {
-	return func(ctx context.Context, r redis.Cmdable, n names) error {
-		return r.HDel(ctx, pick(n), field).Err()
-	}
-}
-
 func set(pick func(names) string, value string) func(context.Context, redis.Cmdable, names) error {
 	return func(ctx context.Context, r redis.Cmdable, n names) error {
 		return r.Set(ctx, pick(n), value, 0).Err()
 	}
 }
 
+// editEntry rewrites the entry with edit, keeping its expiry.
+func editEntry(edit func(b []byte, n names) []byte) func(context.Context, redis.Cmdable, names) error {
+	return func(ctx context.Context, r redis.Cmdable, n names) error {
+		b, err := r.Get(ctx, n.entry).Bytes()
+		if err != nil {
+			return err
+		}
+		return r.Set(ctx, n.entry, edit(b, n), redis.KeepTTL).Err()
+	}
+}
+
+// setNum writes v over the entry's 8-byte number at off.
+func setNum(off int, v uint64) func(context.Context, redis.Cmdable, names) error {
+	return editEntry(func(b []byte, _ names) []byte {
+		binary.BigEndian.PutUint64(b[off:], v)
+		return b
+	})
+}
+
+// editLists rewrites the entry's lists and value.
+func editLists(edit func(tags, tagKeys string, value []byte, n names) (string, string, []byte)) func(context.Context, redis.Cmdable, names) error {
+	return editEntry(func(b []byte, n names) []byte {
+		fixed, tags, tk, value, ok := redisstore.SplitEntry(b)
+		if !ok {
+			panic("the entry does not parse before it is damaged")
+		}
+		tags, tk, value = edit(tags, tk, value, n)
+		return redisstore.JoinEntry(fixed, tags, tk, value)
+	})
+}
+
 var (
 	entryKey   = func(n names) string { return n.entry }
+	freshKey   = func(n names) string { return n.fresh }
 	versionKey = func(n names) string { return n.version }
 	leaseKey   = func(n names) string { return n.lease }
 	tagTKey    = func(n names) string { return n.tagT }
@@ -97,30 +118,74 @@ var (
 )
 
 func corruptCases() []corruptCase {
+	const tooLarge = 1 << 53
 	var cs []corruptCase
-	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "k", "a"} {
-		cs = append(cs, corruptCase{name: "entry/" + f + "=garbage", corrupt: hset(entryKey, f, "12garbage"), seen: true})
+	for _, f := range []struct {
+		name string
+		off  int
+	}{
+		{"epoch", redisstore.EntryEpoch}, {"g", redisstore.EntryGuard}, {"a", redisstore.EntryLead},
+		{"d", redisstore.EntryLoad}, {"q", redisstore.EntryQ}, {"c", redisstore.EntryCreated},
+		{"f", redisstore.EntryFresh}, {"s", redisstore.EntryStale}, {"x", redisstore.EntryError},
+	} {
+		cs = append(cs,
+			corruptCase{name: "entry/" + f.name + "=too-large", corrupt: setNum(f.off, tooLarge), seen: true},
+			corruptCase{name: "entry/" + f.name + "=too-small", corrupt: setNum(f.off, -tooLarge&(1<<64-1)), seen: true})
 	}
-	for _, f := range []string{"e", "q", "g", "c", "f", "s", "x", "d", "tg", "tk", "v"} {
-		cs = append(cs, corruptCase{name: "entry/" + f + "=missing", corrupt: hdel(entryKey, f), seen: true})
+	lists := func(tags, tk string, value []byte) func(context.Context, redis.Cmdable, names) error {
+		return editLists(func(string, string, []byte, names) (string, string, []byte) { return tags, tk, value })
 	}
 	cs = append(cs,
-		corruptCase{name: "entry/g=too-large", corrupt: hset(entryKey, "g", "99999999999999999999"), seen: true},
-		corruptCase{name: "entry/g=negative", corrupt: hset(entryKey, "g", "-5"), seen: true},
-		corruptCase{name: "entry/n=garbage", corrupt: hset(entryKey, "n", "2"), seen: true},
-		corruptCase{name: "entry/negative-with-value", corrupt: hset(entryKey, "n", "1"), seen: true},
-		corruptCase{name: "entry/tg=garbage", corrupt: hset(entryKey, "tg", "zz"), seen: true},
-		corruptCase{name: "entry/tg=short", corrupt: hset(entryKey, "tg", "9:ab"), seen: true},
-		corruptCase{name: "entry/tk=garbage", corrupt: hset(entryKey, "tk", "3:ab"), seen: true},
-		corruptCase{name: "entry/tk=another-key", corrupt: hset(entryKey, "tk", redisstore.EncodeList([]string{"foo"})), seen: true},
-		corruptCase{name: "entry/tk=empty", corrupt: hset(entryKey, "tk", ""), seen: true},
+		corruptCase{name: "entry/garbage", corrupt: set(entryKey, "garbage"), seen: true},
+		corruptCase{name: "entry/empty", corrupt: set(entryKey, ""), seen: true},
+		corruptCase{name: "entry/magic", corrupt: editEntry(func(b []byte, _ names) []byte { b[0] = 'x'; return b }), seen: true},
+		corruptCase{name: "entry/format", corrupt: editEntry(func(b []byte, _ names) []byte { b[2]++; return b }), seen: true},
+		corruptCase{name: "entry/flags", corrupt: editEntry(func(b []byte, _ names) []byte { b[redisstore.EntryFlags] = 4; return b }), seen: true},
+		corruptCase{name: "entry/g=negative", corrupt: setNum(redisstore.EntryGuard, 1<<64-5), seen: true},
+		corruptCase{name: "entry/truncated-head", corrupt: editEntry(func(b []byte, _ names) []byte { return b[:redisstore.EntryHead-1] }), seen: true},
+		corruptCase{name: "entry/no-lists", corrupt: editEntry(func(b []byte, _ names) []byte { return b[:redisstore.EntryHead] }), seen: true},
+		corruptCase{name: "entry/list-too-long", corrupt: editEntry(func(b []byte, _ names) []byte {
+			binary.BigEndian.PutUint32(b[redisstore.EntryHead:], uint32(len(b)))
+			return b
+		}), seen: true},
+		corruptCase{name: "entry/negative-with-value", corrupt: editEntry(func(b []byte, _ names) []byte {
+			b[redisstore.EntryFlags] |= 1
+			return b
+		}), seen: true},
+		corruptCase{name: "entry/tags=garbage", corrupt: editLists(func(_, tk string, v []byte, _ names) (string, string, []byte) {
+			return "zz", tk, v
+		}), seen: true},
+		corruptCase{name: "entry/tags=short", corrupt: editLists(func(_, tk string, v []byte, _ names) (string, string, []byte) {
+			return "9:ab", tk, v
+		}), seen: true},
+		corruptCase{name: "entry/tags=signed", corrupt: editLists(func(_, tk string, v []byte, _ names) (string, string, []byte) {
+			return "+1:a", tk, v
+		}), seen: true},
+		corruptCase{name: "entry/tags=fewer", corrupt: editLists(func(tags, tk string, v []byte, _ names) (string, string, []byte) {
+			l, _ := redisstore.DecodeList(tags)
+			return redisstore.EncodeList(l[1:]), tk, v
+		}), seen: true},
+		corruptCase{name: "entry/tk=garbage", corrupt: editLists(func(tags, _ string, v []byte, _ names) (string, string, []byte) {
+			return tags, "3:ab", v
+		}), seen: true},
+		corruptCase{name: "entry/tk=another-key", corrupt: editLists(func(tags, _ string, v []byte, _ names) (string, string, []byte) {
+			return tags, redisstore.EncodeList([]string{"foo"}), v
+		}), seen: true},
+		corruptCase{name: "entry/tk=empty", corrupt: editLists(func(tags, _ string, v []byte, _ names) (string, string, []byte) {
+			return tags, "", v
+		}), seen: true},
 		// On Cluster tk lists the tags of the key's slot only: one of
 		// another slot is checked by the client, never by the script.
-		corruptCase{name: "entry/tk=other-slot", cluster: 1, corrupt: func(ctx context.Context, r redis.Cmdable, n names) error {
-			return r.HSet(ctx, n.entry, "tk", redisstore.EncodeList([]string{n.tagT, n.tagR})).Err()
-		}, seen: true},
+		corruptCase{name: "entry/tk=other-slot", cluster: 1, corrupt: editLists(func(tags, _ string, v []byte, n names) (string, string, []byte) {
+			return tags, redisstore.EncodeList([]string{n.tagT, n.tagR}), v
+		}), seen: true},
 		corruptCase{name: "entry/wrong-type", corrupt: wrongType(entryKey), seen: true},
 		corruptCase{name: "entry/wrong-type/invalidated", prep: prepInvalT, corrupt: wrongType(entryKey), seen: true},
+
+		corruptCase{name: "fresh/garbage", corrupt: set(freshKey, "garbage"), seen: true},
+		corruptCase{name: "fresh/bad-token", corrupt: set(freshKey, "1:x"), seen: true},
+		corruptCase{name: "fresh/after-freshness", corrupt: set(freshKey, "9007199254740991"), seen: true},
+		corruptCase{name: "fresh/wrong-type", corrupt: wrongType(freshKey), seen: true},
 
 		corruptCase{name: "version/garbage", prep: prepInvalKey, corrupt: set(versionKey, "garbage"), seen: true},
 		corruptCase{name: "version/too-large", prep: prepInvalKey, corrupt: set(versionKey, "99999999999999999999"), seen: true},
@@ -130,26 +195,28 @@ func corruptCases() []corruptCase {
 		corruptCase{name: "lease/bad-expiry", prep: prepDropEntry, corrupt: set(leaseKey, "5:soon"), seen: true},
 		corruptCase{name: "lease/wrong-type", prep: prepDropEntry, corrupt: wrongType(leaseKey), seen: true},
 
-		corruptCase{name: "tag-local/h=garbage", prep: prepInvalT, corrupt: hset(tagTKey, "h", "garbage"), seen: true},
-		corruptCase{name: "tag-local/s=garbage", prep: prepInvalT, corrupt: hset(tagTKey, "s", "garbage"), seen: true},
+		corruptCase{name: "tag-local/garbage", prep: prepInvalT, corrupt: set(tagTKey, "garbage"), seen: true},
+		corruptCase{name: "tag-local/h=garbage", prep: prepInvalT, corrupt: set(tagTKey, "x:5"), seen: true},
+		corruptCase{name: "tag-local/s=garbage", prep: prepInvalT, corrupt: set(tagTKey, "5:x"), seen: true},
 		corruptCase{name: "tag-local/wrong-type", prep: prepInvalT, corrupt: wrongType(tagTKey), seen: true},
-		corruptCase{name: "tag-other/h=garbage", prep: prepInvalR, corrupt: hset(tagRKey, "h", "garbage"), seen: true},
+		corruptCase{name: "tag-other/h=garbage", prep: prepInvalR, corrupt: set(tagRKey, "x:5"), seen: true},
 		corruptCase{name: "tag-other/wrong-type", prep: prepInvalR, corrupt: wrongType(tagRKey), seen: true},
 
-		corruptCase{name: "marker/e=garbage", corrupt: hset(markerKey, "e", "garbage"), seen: true},
+		corruptCase{name: "marker/garbage", corrupt: set(markerKey, "garbage"), seen: true},
+		corruptCase{name: "marker/e=garbage", corrupt: set(markerKey, "x:0:"), seen: true},
 		corruptCase{name: "marker/wrong-type", corrupt: wrongType(markerKey), seen: true},
 		corruptCase{name: "marker/wrong-type/invalidated", prep: prepInvalT, corrupt: wrongType(markerKey), seen: true},
-		corruptCase{name: "marker/n=garbage", cluster: -1, prep: prepInvalKey, corrupt: hset(markerKey, "n", "garbage"), seen: true},
-		corruptCase{name: "marker/f=garbage", cluster: 1, prep: prepInvalT, corrupt: hset(markerKey, "f", "garbage"), seen: true},
-		corruptCase{name: "marker-other/e=garbage", cluster: 1, prep: prepInvalR, corrupt: hset(markerRKey, "e", "garbage"), seen: true},
-		corruptCase{name: "marker-other/f=garbage", cluster: 1, prep: prepInvalR, corrupt: hset(markerRKey, "f", "garbage"), seen: true},
+		corruptCase{name: "marker/f=garbage", cluster: 1, prep: prepInvalT, corrupt: set(markerKey, "5:x:"), seen: true},
+		corruptCase{name: "marker-other/e=garbage", cluster: 1, prep: prepInvalR, corrupt: set(markerRKey, "x:0:"), seen: true},
+		corruptCase{name: "marker-other/f=garbage", cluster: 1, prep: prepInvalR, corrupt: set(markerRKey, "5:x:"), seen: true},
 		corruptCase{name: "marker-other/wrong-type", cluster: 1, prep: prepInvalR, corrupt: wrongType(markerRKey), seen: true},
 		// The sequence is not the key's data: it is repaired (restarted
 		// ahead) without a Corrupt report.
-		corruptCase{name: "seq/garbage", cluster: 1, prep: prepDropEntry, corrupt: hset(seqKey, "n", "garbage")},
-		corruptCase{name: "seq/wrong-type", cluster: 1, prep: prepDropEntry, corrupt: wrongType(seqKey)},
-		corruptCase{name: "seq/wrong-type/invalidated", cluster: 1, prep: prepInvalKey, corrupt: wrongType(seqKey)},
+		corruptCase{name: "seq/garbage", prep: prepDropEntry, corrupt: set(seqKey, "garbage")},
+		corruptCase{name: "seq/wrong-type", prep: prepDropEntry, corrupt: wrongType(seqKey)},
+		corruptCase{name: "seq/wrong-type/invalidated", prep: prepInvalKey, corrupt: wrongType(seqKey)},
 	)
+	_ = lists
 	return cs
 }
 
@@ -331,3 +398,43 @@ func TestCorrupt(t *testing.T) {
 // calls, or every Lookup and Fill through LookupMany and FillMany.
 func direct(s *redisstore.Store) store.Store  { return s }
 func batched(s *redisstore.Store) store.Store { return storetest.Batched(s) }
+
+// TestPreviousLayout: keys the previous layout wrote (hashes for the
+// entry, the epoch marker and a tag's versions) are of another type for
+// this one: each is read as corrupt data once, as any damage is, and
+// replaced; nothing of the old layout is served, and an old tag record
+// refuses the fills it might have fenced.
+func TestPreviousLayout(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	ctx := t.Context()
+	s := newStore(t, client, redisstore.Prefix("old:"))
+	for k, fields := range map[string][]any{
+		"old:{k}:e":  {"e", "1", "q", "5", "g", "5", "c", "0", "f", "9999999999999999", "s", "9999999999999999", "x", "0", "d", "0", "tg", "1:t", "tk", "8:old:{t}:t", "v", "old"},
+		"old:{_}:ep": {"e", "1", "r", "", "n", "5"},
+		"old:{t}:t":  {"s", "4", "h", "4"},
+	} {
+		if err := client.HSet(ctx, k, fields...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lk, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Minute})
+	if err != nil || !lk.Corrupt || lk.Entry != nil || !lk.Lease {
+		t.Fatalf("first lookup: %+v, %v; want a corrupt miss with the lease", lk, err)
+	}
+	// The old tag record is repaired as very high: a load that took its
+	// ticket before the repair does not fill with it.
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("new"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour, Tags: []string{"t"}}); ok || err != nil {
+		t.Fatalf("fill with the old tag record: %v, %v; want refused", ok, err)
+	}
+	lk, err = s.Lookup(ctx, "k", store.LookupRequest{Lease: 2, LeaseTTL: time.Minute})
+	if err != nil || !lk.Lease {
+		t.Fatalf("second lookup: %+v, %v", lk, err)
+	}
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("new"), Ticket: lk.Ticket, Lease: 2, TTL: time.Hour, Tags: []string{"t"}}); !ok || err != nil {
+		t.Fatalf("fill: %v, %v", ok, err)
+	}
+	if lk, err := s.Lookup(ctx, "k", store.LookupRequest{}); err != nil || lk.State != store.StateFresh || string(lk.Entry.Value) != "new" || lk.Corrupt {
+		t.Fatalf("after the fill: %+v, %v", lk, err)
+	}
+}

@@ -219,40 +219,9 @@ func TestFailoverStartsNewEpoch(t *testing.T) {
 	replica := redistest.Start(t)
 	ctx := t.Context()
 	pc, rc := primary.Client(t, nil), replica.Client(t, nil)
-	// Replication needs TCP: give the primary a loopback port.
-	var port string
-	for try := 0; ; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		_ = l.Close()
-		if err = pc.ConfigSet(ctx, "port", port).Err(); err == nil {
-			break
-		} else if try == 5 {
-			t.Fatal(err)
-		}
-	}
-	if err := pc.ConfigSet(ctx, "bind", "127.0.0.1").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.Do(ctx, "REPLICAOF", "127.0.0.1", port).Err(); err != nil {
-		t.Fatal(err)
-	}
 	// The master takes a new replication ID when its first replica
-	// attaches (a new epoch, once): wait for the link first.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		info, err := rc.Info(ctx, "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the replica never linked: %v\n%s", err, info)
-		}
-		time.Sleep(10 * time.Millisecond) // polling replication
-	}
+	// attaches (a new epoch, once): the link comes first.
+	replicate(t, rc, listenTCP(t, pc), "")
 	sp := newStore(t, pc)
 	lk, err := sp.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
 	if err != nil {
@@ -262,6 +231,7 @@ func TestFailoverStartsNewEpoch(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	// Wait until the replica has the entry.
+	deadline := time.Now().Add(time.Minute)
 	for {
 		n, err := rc.Exists(ctx, "paddock:{k}:e").Result()
 		if err == nil && n == 1 {
@@ -292,5 +262,221 @@ func TestFailoverStartsNewEpoch(t *testing.T) {
 	lax := newStore(t, rc, redisstore.SkipFailoverCheck())
 	if _, err := lax.Lookup(ctx, "k2", store.LookupRequest{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// listenTCP makes the server of c listen on a loopback port too
+// (replication needs TCP) and returns the port.
+func listenTCP(t *testing.T, c *redis.Client) string {
+	t.Helper()
+	ctx := t.Context()
+	for try := 0; ; try++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		_ = l.Close()
+		if err = c.ConfigSet(ctx, "port", port).Err(); err == nil {
+			if err := c.ConfigSet(ctx, "bind", "127.0.0.1").Err(); err != nil {
+				t.Fatal(err)
+			}
+			return port
+		} else if try == 5 {
+			t.Fatal(err)
+		}
+	}
+}
+
+// replicate makes r a replica of the server on port and waits for the
+// link; then, if key is not "", for r to hold key.
+func replicate(t *testing.T, r *redis.Client, port, key string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := r.Do(ctx, "REPLICAOF", "127.0.0.1", port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		info, err := r.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			if key == "" {
+				return
+			}
+			if n, err := r.Exists(ctx, key).Result(); err == nil && n == 1 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica never caught up: %v\n%s", err, info)
+		}
+		time.Sleep(10 * time.Millisecond) // polling replication
+	}
+}
+
+// TestFailoverOnNewConnection: one Store, whose client is switched to a
+// promoted replica (as a Sentinel client is: its connections to the old
+// master end, and the new ones reach the new master). The replica lacks
+// the old master's last invalidation. The Store's count of new
+// connections makes it verify the new server before any hit: a new epoch,
+// and the entry the invalidation dropped is not served. With the failover
+// check off, it is: the case the check exists for.
+func TestFailoverOnNewConnection(t *testing.T) {
+	primary := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t)
+	ctx := t.Context()
+	pc, rc := primary.Client(t, nil), replica.Client(t, nil)
+	port := listenTCP(t, pc)
+	replicate(t, rc, port, "")
+
+	var target atomic.Value
+	target.Store(primary.Socket)
+	switched := func(t *testing.T) *redis.Client {
+		return primary.Client(t, func(o *redis.Options) {
+			o.MaxRetries = -1
+			o.Dialer = func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", target.Load().(string))
+			}
+		})
+	}
+	s := newStore(t, switched(t), redisstore.Prefix("fo:"))
+	lax := newStore(t, switched(t), redisstore.Prefix("fo:"), redisstore.SkipFailoverCheck())
+	lk, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("old"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	epoch := lk.Ticket.Epoch
+	replicate(t, rc, port, "fo:{k}:f")
+	for _, st := range []*redisstore.Store{s, lax} {
+		if err := redisstore.CheckServers(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		if lk, err := st.Lookup(ctx, "k", store.LookupRequest{}); err != nil || lk.State != store.StateFresh {
+			t.Fatalf("before the failover: %+v, %v", lk, err)
+		}
+	}
+
+	// The failover: the replica is promoted and misses the old master's
+	// invalidation, acknowledged after the promotion.
+	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}}); err != nil {
+		t.Fatal(err)
+	}
+	target.Store(replica.Socket)
+	if err := pc.Do(ctx, "CLIENT", "KILL", "TYPE", "normal").Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := func(st *redisstore.Store) store.Lookup {
+		t.Helper()
+		for try := 0; ; try++ { // a call may fail on a killed connection
+			lk, err := st.Lookup(ctx, "k", store.LookupRequest{})
+			if err == nil {
+				return lk
+			}
+			if try == 3 {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The lax Store first: the strict one starts a new epoch on the
+	// promoted replica, which the lax one would then see too.
+	if lk := after(lax); lk.State != store.StateFresh || string(lk.Entry.Value) != "old" {
+		t.Fatalf("with the check off, after the failover: %+v; want the dropped entry served (what the check prevents)", lk)
+	}
+	if lk := after(s); lk.Entry != nil || lk.Ticket.Epoch == epoch {
+		t.Fatalf("after the failover: %+v (the old epoch was %d); want a miss in a new epoch", lk, epoch)
+	}
+}
+
+// TestDemotedMaster: a master demoted to a replica keeps its clients'
+// connections, and once it has synchronised from the new master it holds
+// the new master's data, which lacks its own last invalidation. No new
+// connection is made: the Store finds the change at its next check of the
+// server (every FailoverCheckInterval while in use), and from then on
+// serves nothing from it. Before that check is the window the package doc
+// states.
+func TestDemotedMaster(t *testing.T) {
+	primary := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	ctx := t.Context()
+	pc, rc := primary.Client(t, nil), replica.Client(t, nil)
+	pport := listenTCP(t, pc)
+	rport := listenTCP(t, rc)
+	replicate(t, rc, pport, "")
+	client := primary.Client(t, func(o *redis.Options) { o.MaxRetries = -1 })
+	s := newStore(t, client, redisstore.Prefix("dm:"), redisstore.FailoverCheckInterval(time.Hour))
+	lk, err := s.Lookup(ctx, "k", store.LookupRequest{Lease: 1, LeaseTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("old"), Ticket: lk.Ticket, Lease: 1, TTL: time.Hour}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	replicate(t, rc, pport, "dm:{k}:f")
+	if err := redisstore.CheckServers(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// The failover, and the old master's invalidation that the new one
+	// never gets; then the old master follows the new one.
+	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}}); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, pc, rport, "dm:{k}:f")
+	lk, err = s.Lookup(ctx, "k", store.LookupRequest{})
+	t.Logf("before the Store's check (the window): %v, %v", lk.State, err)
+
+	if err := redisstore.CheckServers(ctx, s); err == nil {
+		t.Fatal("the check of a replica passed")
+	}
+	for range 3 {
+		lk, err := s.Lookup(ctx, "k", store.LookupRequest{})
+		if err == nil && lk.Entry != nil && lk.State != store.StateMiss {
+			t.Fatalf("after the check: %v %q served by a replica", lk.State, lk.Entry.Value)
+		}
+		if err != nil && !strings.Contains(err.Error(), "READONLY") {
+			t.Fatalf("after the check: %v, want a READONLY error", err)
+		}
+	}
+}
+
+// TestBackgroundCheck: while the Store is in use it checks its server
+// again once its verification is older than FailoverCheckInterval, in
+// the background; Close waits for that check.
+func TestBackgroundCheck(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t, nil)
+	rec := new(calls)
+	client.AddHook(rec)
+	s, err := redisstore.New(client, redisstore.Prefix("bg:"), redisstore.FailoverCheckInterval(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for range 3 {
+		if _, err := s.Lookup(ctx, "k", store.LookupRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.take()
+	n := 0
+	for _, c := range got {
+		if c == "check" {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("calls %q: no background check", got)
 	}
 }

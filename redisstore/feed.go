@@ -487,16 +487,17 @@ local function ended(lk, set)
 end
 
 -- changed ends an invalidation whose KEYS hold, from first, nk keys (their
--- entry, version and lease names) and then its tags: the feed hears them
--- all, the waiters of the keys whose leases it broke are woken.
+-- entry, version, lease and fresh marker names) and then its tags: the
+-- feed hears them all, the waiters of the keys whose leases it broke are
+-- woken.
 local function changed(keys, first, nk)
   local items, wake = {}, {}
   for i = 0, nk - 1 do
-    local lk = keys[first + 3 * i + 2]
+    local lk = keys[first + 4 * i + 2]
     items[#items + 1] = feeditem('k', lk)
     if woken(lk) then wake[#wake + 1] = feeditem('w', lk) end
   end
-  for i = first + 3 * nk, #keys do items[#items + 1] = feeditem('t', keys[i]) end
+  for i = first + 4 * nk, #keys do items[#items + 1] = feeditem('t', keys[i]) end
   feedpub(keys[first], 'feed', items)
   feedpub(keys[first], 'wake', wake)
 end

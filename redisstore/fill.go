@@ -34,6 +34,7 @@ const (
 
 // A fillOp is one key's fill in progress.
 type fillOp struct {
+	key  string
 	kn   keyNames
 	f    *store.Fill
 	tok  string
@@ -41,6 +42,7 @@ type fillOp struct {
 
 	remote map[uint16][]string // tag keys in other slots, to check before (fillCheck)
 	keys   []string            // the script's KEYS
+	local  int                 // where the tag keys begin in keys
 	check  int                 // how many tag keys the script checks
 	set    string              // "0", "1", or on Cluster the Set's seq
 	refuse bool                // the pre-fill refused the fill
@@ -51,6 +53,7 @@ type fillOp struct {
 	// The current round (see fillRound).
 	step     fillStep   // the step it makes
 	lo, hi   int        // its calls in the round's pipeline
+	n        *node      // the server of its script
 	tc       tagCheck   // what its pre-fill's tag check found
 	seq      *redis.Cmd // its pre-fill's call for a Set's seq
 	unfenced bool       // it found a slot uninitialised
@@ -64,7 +67,7 @@ func (op *fillOp) fail(err error) { op.err, op.next = err, fillDone }
 // newFill prepares the fill of f under key. It makes no call. The test
 // switches are read here, once per fill (see internal/hooks).
 func (s *Store) newFill(key string, f *store.Fill) fillOp {
-	op := fillOp{kn: s.layout.key(key), f: f}
+	op := fillOp{key: key, kn: s.layout.key(key), f: f}
 	if f == nil {
 		op.fail(fmt.Errorf("%w: nil *store.Fill", store.ErrInvalidOption))
 		return op
@@ -100,8 +103,12 @@ func (s *Store) newFill(key string, f *store.Fill) fillOp {
 	if f.Set {
 		op.set = "1"
 	}
-	op.keys = make([]string, 0, 4+len(local))
-	op.keys = append(op.keys, op.kn.entry, op.kn.version, op.kn.lease, s.marker(op.kn.slot))
+	op.keys = make([]string, 0, 6+len(local))
+	op.keys = append(op.keys, op.kn.entry, op.kn.version, op.kn.lease, s.marker(op.kn.slot), op.kn.fresh)
+	if !s.cluster {
+		op.keys = append(op.keys, s.layout.seq())
+	}
+	op.local = len(op.keys)
 	op.keys = append(op.keys, local...)
 	op.next = fillRun
 	if s.cluster && (len(remote) > 0 || f.Set) {
@@ -136,17 +143,20 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 	)
 	var one [1]call // a single key's one call needs no allocation
 	calls = one[:0]
+	gen := s.gen()
 	for _, op := range ops {
 		op.step = op.next
 		op.lo = len(calls)
 		switch op.next {
 		case fillCheck:
-			calls = s.appendTagCalls(calls, op.remote)
+			calls, _ = s.appendTagCalls(ctx, calls, op.remote, gen)
 			if op.f.Set {
-				calls = append(calls, call{seqScript, []string{s.layout.seq()}, nil})
+				calls = append(calls, call{script: seqScript, keys: []string{s.layout.seq()}})
 			}
 		case fillRun:
-			calls = append(calls, call{fillScript, op.keys, s.fillArgs(op)})
+			op.n = s.nodeFor(ctx, op.kn.entry)
+			rid, _ := s.rid(op.n, gen)
+			calls = append(calls, call{script: fillScript, keys: op.keys, args: s.fillArgs(op, rid)})
 		case fillRelease:
 			calls = append(calls, releaseCall(op.kn, op.tok))
 		}
@@ -155,7 +165,7 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 	if !busy {
 		return false
 	}
-	var cmd [1]*redis.Cmd
+	var cmd [1]redis.Cmder
 	cmds, _ := s.pipe(ctx, cmd[:0], calls, false)
 
 	fence := false
@@ -164,10 +174,12 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 		c := cmds[op.lo:op.hi]
 		switch op.step {
 		case fillCheck:
+			cl := calls[op.lo:op.hi]
 			if op.f.Set {
-				c, op.seq = c[:len(c)-1], c[len(c)-1]
+				c, op.seq = c[:len(c)-1], c[len(c)-1].(*redis.Cmd)
+				cl = cl[:len(cl)-1]
 			}
-			tc, u, err := tagResult(c)
+			tc, u, err := s.tagResult(cl, c, gen)
 			op.unfenced, fence = u, fence || u
 			if err != nil {
 				op.fail(err)
@@ -175,8 +187,9 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 			}
 			op.tc = tc
 		case fillRun:
-			v, err := c[0].Slice()
+			v, err := slice(c[0])
 			if err != nil {
+				s.failed(err)
 				op.fail(err)
 				continue
 			}
@@ -194,11 +207,18 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 				op.unfenced, fence = true, true
 				continue
 			}
-			if len(v) != 3 {
+			if len(v) != 4 {
 				op.fail(errors.New("malformed fill reply"))
 				continue
 			}
+			if v[3] != nil {
+				s.verified(op.n, gen, str(v[3]))
+			}
 			op.ok, op.next = num(v[1]) == 1, fillDone
+			if op.ok {
+				// The next hit of the key reads the tags of this entry.
+				s.plans.set(op.key).put(s.newPlan(op.key, op.kn, op.f.Tags))
+			}
 		case fillRelease:
 			// The error is the value's size; a release that fails
 			// leaves a lease that expires.
@@ -241,13 +261,10 @@ func (s *Store) fillRound(ctx context.Context, ops []*fillOp) bool {
 	return true
 }
 
-// fillArgs are the fill script's ARGV for op.
-func (s *Store) fillArgs(op *fillOp) []any {
+// fillArgs are the fill script's ARGV for op, with replication ID rid.
+func (s *Store) fillArgs(op *fillOp, rid string) []any {
 	f := op.f
-	negative, refused, keepOld := "0", "0", "0"
-	if f.Negative {
-		negative = "1"
-	}
+	refused, keepOld := "0", "0"
 	if op.refuse {
 		refused = "1"
 	}
@@ -255,14 +272,21 @@ func (s *Store) fillArgs(op *fillOp) []any {
 		keepOld = "1"
 	}
 	value := f.Value
-	if f.Negative || value == nil {
-		value = []byte{}
+	if f.Negative {
+		value = nil
 	}
+	ttl := max(f.TTL, 0)
+	lead := min(max(f.Early, 0), ttl).Microseconds()
+	tags, tk := encodeList(f.Tags), encodeList(op.keys[op.local:])
+	b := make([]byte, 0, offQ+8+len(tags)+len(tk)+len(value))
+	b = appendEntryHead(b, f.Negative, f.Ticket.Epoch, f.Ticket.Seq, lead, max(f.LoadDuration, 0).Nanoseconds())
+	head := b[:offQ]
+	tail := appendEntryTail(b[offQ:offQ], tags, tk, value)
 	return []any{
-		s.clusterArg(), s.offset(), candidate(), s.check,
+		s.clusterArg(), s.offset(), candidate(), rid,
 		strconv.FormatUint(f.Ticket.Epoch, 10), strconv.FormatUint(f.Ticket.Seq, 10), op.tok,
-		value, negative, max(f.TTL, 0).Microseconds(), max(f.Stale, 0).Microseconds(),
-		max(f.StaleIfError, 0).Microseconds(), max(f.LoadDuration, 0).Nanoseconds(), op.set,
-		encodeList(f.Tags), refused, keepOld, op.check, min(max(f.Early, 0), max(f.TTL, 0)).Microseconds(),
+		head, tail, ttl.Microseconds(), max(f.Stale, 0).Microseconds(),
+		max(f.StaleIfError, 0).Microseconds(), op.set,
+		refused, keepOld, op.check, lead,
 	}
 }

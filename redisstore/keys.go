@@ -9,14 +9,24 @@ import (
 // The key layout. Everything the store keeps for one cache key K lives
 // under one hash tag, so that each of its scripts touches one Cluster slot:
 //
-//	<prefix>{K}:e    hash: the entry (value, ticket, windows, tags)
+//	<prefix>{K}:e    string: the entry (see entry.go)
+//	<prefix>{K}:f    string: the fresh marker, the instant (store clock, µs)
+//	                 until which the entry may be served as it is without a
+//	                 script, and during an early refresh ":token", the
+//	                 lease's holder; it expires then, by the server's clock
 //	<prefix>{K}:v    string: the key's version, the seq of its last invalidation
 //	<prefix>{K}:l    string: the lease, "token:expiry" (store clock, µs)
-//	<prefix>{T}:t    hash: tag T's versions, s (last invalidation) and h (last hard one)
-//	<prefix>{_}:ep   hash: the epoch marker and the invalidation sequence
-//	                 (field n), standalone and Sentinel
-//	<prefix>{_}:seq  hash: the invalidation sequence (field n), Cluster
-//	<prefix>{N}:ep   hash: the epoch marker of Cluster slot N (one per slot in use)
+//	<prefix>{T}:t    string: tag T's versions, "h:s": its last hard
+//	                 invalidation and its last one
+//	<prefix>{_}:ep   string: the epoch marker, "epoch:floor:replid" (floor
+//	                 0), standalone and Sentinel
+//	<prefix>{_}:seq  string: the invalidation sequence
+//	<prefix>{N}:ep   string: the epoch marker of Cluster slot N (one per
+//	                 slot in use), "epoch:floor:replid"
+//
+// Numbers are decimal, below 2^53 (and at most 16 digits), as the scripts
+// write them; replid is the replication ID of the server that wrote the
+// marker (empty without the failover check).
 //
 // K and T are escaped so that a brace in them cannot move the hash tag:
 // '%', '{' and '}' become "%25", "%7B" and "%7D". In the marker names, N is
@@ -56,15 +66,27 @@ func esc(s string) string {
 type keyNames struct {
 	tag     string // the escaped hash tag
 	entry   string
+	fresh   string
 	version string
 	lease   string
 	slot    uint16
 }
 
+// key returns the names of cache key k, built in one allocation.
 func (l layout) key(k string) keyNames {
 	t := esc(k)
-	base := l.prefix + "{" + t + "}:"
-	return keyNames{tag: t, entry: base + "e", version: base + "v", lease: base + "l", slot: slotOf(t)}
+	n := len(l.prefix) + len(t) + 4 // "{", "}:", the suffix
+	var b strings.Builder
+	b.Grow(4 * n)
+	for _, suffix := range [...]byte{'e', 'f', 'v', 'l'} {
+		b.WriteString(l.prefix)
+		b.WriteByte('{')
+		b.WriteString(t)
+		b.WriteString("}:")
+		b.WriteByte(suffix)
+	}
+	all := b.String()
+	return keyNames{tag: t, entry: all[:n], fresh: all[n : 2*n], version: all[2*n : 3*n], lease: all[3*n:], slot: slotOf(t)}
 }
 
 // tagKey is the Redis key of tag T's versions.
@@ -90,6 +112,99 @@ func (l layout) slotMarker(slot uint16) string {
 	return l.prefix + "{" + slotTags()[slot] + "}:ep"
 }
 
+// The parsers of the small values, by the scripts' rules (int, sint,
+// parsemarker and tagv in luaPrelude): anything else does not parse.
+
+// parseNum parses what the scripts' int accepts: 1 to 16 decimal digits,
+// below 2^53.
+func parseNum[S string | []byte](b S) (uint64, bool) {
+	if len(b) == 0 || len(b) > 16 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, n < maxExact
+}
+
+// parseSnum parses what the scripts' sint accepts: parseNum's numbers,
+// or one of them after a '-'.
+func parseSnum[S string | []byte](b S) (int64, bool) {
+	if len(b) > 0 && b[0] == '-' {
+		n, ok := parseNum(b[1:])
+		return -int64(n), ok
+	}
+	n, ok := parseNum(b)
+	return int64(n), ok
+}
+
+// parseFresh parses a fresh marker, "instant" or "instant:token" (the
+// holder of the early-refresh lease, see lookupScript).
+func parseFresh(b []byte) (until int64, tok []byte, ok bool) {
+	if i := indexColon(b); i >= 0 {
+		tok = b[i+1:]
+		if len(tok) == 0 || len(tok) > 20 {
+			return 0, nil, false
+		}
+		for _, c := range tok {
+			if c < '0' || c > '9' {
+				return 0, nil, false
+			}
+		}
+		b = b[:i]
+	}
+	until, ok = parseSnum(b)
+	return until, tok, ok
+}
+
+// parseMarker parses an epoch marker, "epoch:floor:replid", the replid
+// being letters and digits (possibly none).
+func parseMarker(b []byte) (epoch, floor uint64, rid []byte, ok bool) {
+	i := indexColon(b)
+	if i < 0 {
+		return 0, 0, nil, false
+	}
+	j := indexColon(b[i+1:])
+	if j < 0 {
+		return 0, 0, nil, false
+	}
+	j += i + 1
+	epoch, ok1 := parseNum(b[:i])
+	floor, ok2 := parseNum(b[i+1 : j])
+	rid = b[j+1:]
+	for _, c := range rid {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return 0, 0, nil, false
+		}
+	}
+	return epoch, floor, rid, ok1 && ok2
+}
+
+// parseTagVersions parses a tag's versions, "h:s".
+func parseTagVersions(b []byte) (hard, any uint64, ok bool) {
+	i := indexColon(b)
+	if i < 0 {
+		return 0, 0, false
+	}
+	hard, ok1 := parseNum(b[:i])
+	any, ok2 := parseNum(b[i+1:])
+	return hard, any, ok1 && ok2
+}
+
+func indexColon(b []byte) int {
+	for i, c := range b {
+		if c == ':' {
+			return i
+		}
+	}
+	return -1
+}
+
 // encodeList writes strings as "len:bytes" one after the other, a form the
 // scripts can split without a separator that the strings might contain.
 func encodeList(ss []string) string {
@@ -109,21 +224,13 @@ func encodeList(ss []string) string {
 	return string(b)
 }
 
-// decodeList reverses encodeList; ok is false for malformed input.
+// decodeList reverses encodeList; ok is false for what the scripts' split
+// would refuse.
 func decodeList(s string) (out []string, ok bool) {
-	for len(s) > 0 {
-		i := strings.IndexByte(s, ':')
-		if i <= 0 {
-			return nil, false
-		}
-		n, err := strconv.Atoi(s[:i])
-		if err != nil || n < 0 || n > len(s)-i-1 {
-			return nil, false
-		}
-		out = append(out, s[i+1:i+1+n])
-		s = s[i+1+n:]
+	if !validList([]byte(s)) {
+		return nil, false
 	}
-	return out, true
+	return decodeTags([]byte(s)), true
 }
 
 // Cluster hash slots: CRC16-CCITT (XModem) of the hash tag, modulo 16384,

@@ -17,21 +17,25 @@ import (
 // [Store.LookupMany] many keys, round by round (see lookups), so that a
 // key gets the same answer, through the same calls, either way.
 //
-// A lookup runs the lookup script. On Cluster the script cannot see the
-// versions of the entry's tags in other slots: they are read next (the
-// read-side check), and if one was invalidated after the entry's ticket
-// the script runs again, told what the check found, so that it drops the
-// entry (or marks it stale) and decides the lease on that verdict. A
-// lookup whose caller must load then reads the sequence: its ticket. A
-// script that finds its slot uninitialised is run again after the slot is
-// fenced, and a tag whose versions do not parse (Cluster) is repaired in
-// its own slot before the script runs again.
+// A lookup first tries the hit path (see hit.go): one MGET, which serves a
+// warm hit. Anything else runs the lookup script. On Cluster the script
+// cannot see the versions of the entry's tags in other slots: they are
+// read next (the read-side check), and if one was invalidated after the
+// entry's ticket the script runs again, told what the check found, so that
+// it drops the entry (or marks it stale) and decides the lease on that
+// verdict. A lookup whose caller must load then reads the sequence: its
+// ticket. A script that finds its slot uninitialised is run again after
+// the slot is fenced, and a tag whose versions do not parse (Cluster) is
+// repaired in its own slot before the script runs again. A read made with
+// a verified replication ID whose reply comes after a new connection was
+// made (see node.go) is made again, with the ID read by the script.
 
 // lookupStep is what a lookup does next.
 type lookupStep uint8
 
 const (
-	stepScript lookupStep = iota // run the lookup script
+	stepHit    lookupStep = iota // the MGET of the hit path
+	stepScript                   // run the lookup script
 	stepTags                     // read the versions of the entry's tags in other slots
 	stepRepair                   // repair a tag's versions in the tag's slot
 	stepSeq                      // read the sequence: the ticket
@@ -40,22 +44,28 @@ const (
 
 // A lookupOp is one key's lookup in progress.
 type lookupOp struct {
+	key  string
 	kn   keyNames
 	req  store.LookupRequest
 	args lookupArgs
 	next lookupStep
+	plan *hitPlan // the hit path's MGET (stepHit)
 
 	r      lookupResult        // the last reply of the script
 	remote map[uint16][]string // the tag keys to read, by slot (stepTags, stepRepair)
 
 	try     int  // runs of the script after a tag check or a repair
 	uninits int  // uninit replies in a row, each followed by a fence
+	stale   int  // replies that came after a new connection, each read again
 	granted bool // a script granted the lease, even if a later step failed
 	corrupt bool // a step found data that does not parse
 
 	// The current round (see lookupRound).
 	step     lookupStep // the step it makes
 	lo, hi   int        // its calls in the round's pipeline
+	n        *node      // the server of its script or MGET
+	off      int64      // the test offset its script was sent with (µs)
+	trusted  bool       // its calls were sent with a verified replication ID
 	tc       tagCheck   // what its tag check found
 	unfenced bool       // it found a slot uninitialised
 
@@ -73,15 +83,21 @@ type lookupArgs struct {
 }
 
 type lookupResult struct {
-	lk       store.Lookup
-	version  uint64 // the key's version (Cluster)
-	guard    uint64 // the entry's guard seq
-	tk       string // the entry's tag keys (Cluster)
-	badEntry bool   // the script returned an entry that does not parse
-	badTag   string // the key of a tag whose versions do not parse (Cluster)
+	lk      store.Lookup
+	version uint64 // the key's version (Cluster)
+	guard   uint64 // the entry's guard seq
+	tk      string // the entry's tag keys (Cluster)
+	badTag  string // the key of a tag whose versions do not parse (Cluster)
+	view    entryView
+	// badEntry: the script returned an entry that does not parse here.
+	badEntry bool
 }
 
 func (s *Store) newLookup(key string, req store.LookupRequest) lookupOp {
+	return s.newLookupNames(key, s.layout.key(key), req)
+}
+
+func (s *Store) newLookupNames(key string, kn keyNames, req store.LookupRequest) lookupOp {
 	ttl := req.LeaseTTL
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
@@ -93,14 +109,31 @@ func (s *Store) newLookup(key string, req store.LookupRequest) lookupOp {
 	case req.Early:
 		early = "1"
 	}
-	return lookupOp{
-		kn:   s.layout.key(key),
+	op := lookupOp{
+		key:  key,
+		kn:   kn,
 		req:  req,
 		args: lookupArgs{token: token(req.Lease), ttl: max(ttl.Microseconds(), 1), early: early},
+		next: stepScript,
 	}
+	if s.hits && !req.Refresh {
+		// A Refresh asks for the lease on a fresh entry: never a hit.
+		op.next = stepHit
+	}
+	return op
 }
 
 func (op *lookupOp) fail(err error) { op.err, op.next = err, stepDone }
+
+// again makes op take its step again: its reply came after a new
+// connection (see node.go).
+func (op *lookupOp) again() {
+	if op.stale == maxTries {
+		op.fail(errors.New("the connections to Redis keep changing"))
+		return
+	}
+	op.stale++
+}
 
 // lookups runs ops to their end, in rounds: each round, every op not done
 // takes its next step, and the steps of all of them are one round trip (a
@@ -113,11 +146,11 @@ func (s *Store) lookups(ctx context.Context, ops []*lookupOp) {
 }
 
 // lookupRound makes the next step of every op not done, in one round
-// trip: the lookup scripts of ops at stepScript, the tag checks of ops at
-// stepTags or stepRepair, and one read of the sequence for all ops at
-// stepSeq. A slot found uninitialised, by a script or a tag check, is
-// fenced once for all ops before they go on. It reports whether any op
-// had a step to make.
+// trip: the MGETs of ops at stepHit, the lookup scripts of ops at
+// stepScript, the tag checks of ops at stepTags or stepRepair, and one
+// read of the sequence for all ops at stepSeq. A slot found
+// uninitialised, by a script or a tag check, is fenced once for all ops
+// before they go on. It reports whether any op had a step to make.
 func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 	var (
 		calls []call
@@ -126,18 +159,29 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 	)
 	var one [1]call // a single key's one call needs no allocation
 	calls = one[:0]
+	gen := s.gen()
 	for _, op := range ops {
 		op.step = op.next
 		op.lo = len(calls)
+		op.n, op.trusted = nil, false
 		switch op.next {
+		case stepHit:
+			op.plan = s.plan(op.key)
+			op.kn = op.plan.kn
+			op.n = s.nodeFor(ctx, op.kn.entry)
+			if !s.hitUsable(op.n, gen) {
+				op.step = stepScript
+				op.next = stepScript
+				calls = s.appendLookupCall(ctx, calls, op, gen)
+				break
+			}
+			calls = append(calls, call{raw: op.plan.args, buf: newHitBuf(op.plan)})
 		case stepScript:
-			a := &op.args
-			calls = append(calls, call{lookupScript, []string{op.kn.entry, op.kn.version, op.kn.lease, s.marker(op.kn.slot)}, []any{
-				s.clusterArg(), s.offset(), candidate(), s.check, a.token, a.ttl,
-				a.early, a.hardBelow, a.softBelow,
-			}})
+			calls = s.appendLookupCall(ctx, calls, op, gen)
 		case stepTags, stepRepair:
-			calls = s.appendTagCalls(calls, op.remote)
+			var trusted bool
+			calls, trusted = s.appendTagCalls(ctx, calls, op.remote, gen)
+			op.trusted = trusted
 		case stepSeq:
 			seq = true
 		}
@@ -146,18 +190,49 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 	if !busy {
 		return false
 	}
-	var cmd [1]*redis.Cmd
+	var cmd [1]redis.Cmder
+	sent := mono()
 	cmds, seqCmd := s.pipe(ctx, cmd[:0], calls, seq)
+	fresh := s.fresh(gen)
 
 	fence := false
 	for _, op := range ops {
 		op.unfenced = false
 		c := cmds[op.lo:op.hi]
 		switch op.step {
-		case stepScript:
-			v, err := c[0].Slice()
-			if err != nil {
+		case stepHit:
+			if err := c[0].Err(); err != nil {
+				s.failed(err)
 				op.fail(err)
+				continue
+			}
+			out := hitNo
+			var r lookupResult
+			if fresh || !s.cfg.checkFailover {
+				out, op.lk, r = s.judgeHit(op.plan, op.n, gen, calls[op.lo].buf, op.req)
+			}
+			switch out {
+			case hitServed:
+				op.next = stepDone
+			case hitTags:
+				op.r, op.remote, op.next = r, op.plan.remote, stepTags
+			case hitSeq:
+				op.r, op.next = r, stepSeq
+			default:
+				op.next = stepScript
+			}
+		case stepScript:
+			v, err := c[0].(*redis.Cmd).Slice()
+			if err != nil {
+				s.failed(err)
+				op.fail(err)
+				continue
+			}
+			if op.trusted && !fresh {
+				// Sent with a verified ID, answered after a new
+				// connection: run it again with the ID read by the
+				// script.
+				op.again()
 				continue
 			}
 			if u, cor := uninit(v); u {
@@ -172,14 +247,18 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 				continue
 			}
 			op.uninits = 0
-			r, err := parseLookup(v)
+			r, err := s.parseLookup(v, op.n, gen, sent, op.off)
 			if err != nil {
 				op.fail(err)
 				continue
 			}
 			s.judge(op, r)
 		case stepTags, stepRepair:
-			tc, u, err := tagResult(c)
+			if op.trusted && !fresh {
+				op.again()
+				continue
+			}
+			tc, u, err := s.tagResult(calls[op.lo:op.hi], c, gen)
 			op.unfenced, fence = u, fence || u
 			if err != nil {
 				op.fail(err)
@@ -207,6 +286,9 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 			op.fail(ferr)
 			continue
 		}
+		if op.trusted && !fresh && (op.step == stepTags || op.step == stepRepair) {
+			continue // made again next round
+		}
 		switch op.step {
 		case stepSeq:
 			if seqErr != nil {
@@ -233,6 +315,27 @@ func (s *Store) lookupRound(ctx context.Context, ops []*lookupOp) bool {
 	return true
 }
 
+// appendLookupCall appends op's lookup script.
+func (s *Store) appendLookupCall(ctx context.Context, calls []call, op *lookupOp, gen uint64) []call {
+	if op.kn.entry == "" {
+		op.kn = s.layout.key(op.key)
+	}
+	if op.n == nil {
+		op.n = s.nodeFor(ctx, op.kn.entry)
+	}
+	rid, trusted := s.rid(op.n, gen)
+	op.trusted, op.off = trusted, s.offset()
+	keys := []string{op.kn.entry, op.kn.version, op.kn.lease, s.marker(op.kn.slot), op.kn.fresh}
+	if !s.cluster {
+		keys = append(keys, s.layout.seq())
+	}
+	a := &op.args
+	return append(calls, call{script: lookupScript, keys: keys, args: []any{
+		s.clusterArg(), op.off, candidate(), rid, a.token, a.ttl,
+		a.early, a.hardBelow, a.softBelow,
+	}})
+}
+
 // judge decides op's next step from reply r of its script.
 func (s *Store) judge(op *lookupOp, r lookupResult) {
 	op.r = r
@@ -246,10 +349,15 @@ func (s *Store) judge(op *lookupOp, r lookupResult) {
 		op.next, op.remote = stepRepair, map[uint16][]string{tagKeySlot(r.badTag): {r.badTag}}
 		return
 	}
-	switch {
-	case r.badEntry:
+	if r.badEntry {
 		op.corrupt = true
 		s.verdict(op, math.MaxUint64, 0)
+		return
+	}
+	if r.lk.Entry != nil {
+		s.notePlan(op.key, op.kn, &r.view)
+	}
+	switch {
 	case s.cluster && r.lk.Entry != nil && len(r.lk.Entry.Tags) > 0:
 		local, remote := s.splitTags(op.kn.slot, r.lk.Entry.Tags)
 		switch {
@@ -328,11 +436,12 @@ func (s *Store) releaseFailed(ctx context.Context, ops []*lookupOp) {
 	cancel()
 }
 
-// parseLookup reads the lookup script's reply. The script parsed the entry
+// parseLookup reads the lookup script's reply, to a call sent to n at
+// local monotonic sentUS in generation gen with test offset off. The script parsed the entry
 // already; an entry that still does not parse here is reported with
 // badEntry, and the caller has the script drop it.
-func parseLookup(v []any) (lookupResult, error) {
-	if len(v) < 9 {
+func (s *Store) parseLookup(v []any, n *node, gen uint64, sentUS, off int64) (lookupResult, error) {
+	if len(v) != 10 && len(v) != 11 {
 		return lookupResult{}, fmt.Errorf("malformed lookup reply of %d elements", len(v))
 	}
 	var r lookupResult
@@ -347,7 +456,9 @@ func parseLookup(v []any) (lookupResult, error) {
 	if v[5] != nil {
 		r.lk.Ticket.Seq = unum(v[5])
 	}
-	r.lk.Now = time.UnixMicro(num(v[6]))
+	t := num(v[6])
+	r.lk.Now = time.UnixMicro(t)
+	n.clock(t-off, sentUS)
 	if v[7] != nil {
 		r.version = unum(v[7])
 	}
@@ -358,50 +469,21 @@ func parseLookup(v []any) (lookupResult, error) {
 	default:
 		r.lk.Corrupt, r.badTag = true, c
 	}
-	if len(v) == 9 {
+	if v[9] != nil {
+		s.verified(n, gen, str(v[9]))
+	}
+	if len(v) == 10 {
 		return r, nil
 	}
-	if len(v) != 22 {
-		return r, fmt.Errorf("malformed lookup reply of %d elements", len(v))
-	}
-	f := v[9:]
-	tags, ok := decodeList(str(f[9]))
-	var nums [9]int64
-	for i := range nums {
-		j := i
-		if i == 8 {
-			j = 12 // the early lead, after n, tg, v, tk
-			if f[j] == nil {
-				continue // an entry written before entries kept a lead: never early
-			}
-		}
-		n, err := strconv.ParseInt(str(f[j]), 10, 64)
-		ok = ok && err == nil && (n >= 0 || i >= 3 && i <= 6)
-		nums[i] = n
-	}
+	view, ok := parseEntry([]byte(str(v[10]))) // a copy: the caller owns the value
 	if !ok {
 		r.badEntry = true
 		r.lk.State = store.StateMiss
 		return r, nil
 	}
-	e := &store.Entry{
-		Negative:     str(f[8]) == "1",
-		Ticket:       store.Ticket{Epoch: uint64(nums[0]), Seq: uint64(nums[1])},
-		Tags:         tags,
-		Created:      time.UnixMicro(nums[3]),
-		FreshUntil:   time.UnixMicro(nums[4]),
-		StaleUntil:   time.UnixMicro(nums[5]),
-		ErrorUntil:   time.UnixMicro(nums[6]),
-		LoadDuration: time.Duration(nums[7]),
-	}
-	if lead := nums[8]; lead > 0 {
-		e.RefreshAt = e.FreshUntil.Add(-time.Duration(lead) * time.Microsecond)
-	}
-	if !e.Negative {
-		e.Value = []byte(str(f[10])) // a copy: the caller owns it
-	}
-	r.guard = uint64(nums[2])
-	r.tk = str(f[11])
-	r.lk.Entry = e
+	r.view = view
+	r.guard = view.guard
+	r.tk = string(view.tagKeys)
+	r.lk.Entry = view.storeEntry(decodeTags(view.tags))
 	return r, nil
 }

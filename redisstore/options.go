@@ -30,13 +30,15 @@ type config struct {
 	maxValueSize  int
 	offset        func() time.Duration
 	checkFailover bool
+	checkEvery    time.Duration
 	allowNoCtx    bool
 	forceCluster  bool
 	feedTimeout   time.Duration
 }
 
 func defaultConfig() config {
-	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true, feedTimeout: DefaultFeedTimeout}
+	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true,
+		checkEvery: DefaultFailoverCheckInterval, feedTimeout: DefaultFeedTimeout}
 }
 
 // invalid is an error of New: options are checked there.
@@ -86,16 +88,35 @@ func TimeOffset(f func() time.Duration) Option {
 	}
 }
 
-// SkipFailoverCheck turns off the check, on every call, that the server
-// holding a key is still the one that wrote its epoch marker (same
-// replication ID). Without it a failover does not start a new epoch, so an
-// invalidation acknowledged by the old master but not yet replicated can be
-// lost, and the entry it dropped served again. Use it only when Redis has
-// no replicas, or when every invalidation is made durable on them. It saves
-// the server an INFO per script (about 10% of a hit's server time).
+// SkipFailoverCheck turns off the failover check: the Store no longer
+// makes sure that the server holding a key is the one that wrote its
+// epoch marker (same replication ID). Without it a failover does not start
+// a new epoch, so an invalidation acknowledged by the old master but not
+// yet replicated can be lost, and the entry it dropped served again. Use
+// it only when Redis has no replicas, or when every invalidation is made
+// durable on them. What it saves is small: the server's INFO in the first
+// script after each new connection and in one background check per
+// server per [FailoverCheckInterval] (a warm hit reads no INFO either
+// way). The Store still reads each server's clock that often.
 func SkipFailoverCheck() Option {
 	return func(c *config) error {
 		c.checkFailover = false
+		return nil
+	}
+}
+
+// FailoverCheckInterval sets how often, while the Store is in use, it
+// checks each server again in the background: its role and replication ID
+// (see "Failover" in the package doc), and its clock. A server whose
+// history changed on connections that stayed open is found at most d
+// (plus one round trip) after the change. Default
+// [DefaultFailoverCheckInterval]; d must be positive.
+func FailoverCheckInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("FailoverCheckInterval must be positive, got %v", d)
+		}
+		c.checkEvery = d
 		return nil
 	}
 }

@@ -26,7 +26,8 @@ func wantCalls(t *testing.T, what string, got []string, want ...string) {
 }
 
 // TestRoundTrips counts, with a go-redis hook, the calls each store
-// operation makes on a standalone server: every one is a single script.
+// operation makes on a standalone server: a hit is one MGET, a miss that
+// MGET and a script, every other operation a single script.
 func TestRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t, nil)
@@ -42,12 +43,12 @@ func TestRoundTrips(t *testing.T) {
 	if err != nil || !lk.Lease {
 		t.Fatalf("miss: %+v, %v", lk, err)
 	}
-	wantCalls(t, "miss (lease + ticket)", rec.take(), "lookup")
+	wantCalls(t, "miss (lease + ticket)", rec.take(), "mget", "lookup")
 
 	if _, err := s.Lookup(ctx, "rt:k", store.LookupRequest{Lease: 8, LeaseTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	wantCalls(t, "miss (wait: lease held)", rec.take(), "lookup")
+	wantCalls(t, "miss (wait: lease held)", rec.take(), "mget", "lookup")
 
 	ok, err := s.Fill(ctx, "rt:k", &store.Fill{Value: []byte("v"), Ticket: lk.Ticket, Lease: 7, TTL: time.Minute,
 		Tags: []string{"rt-a", "rt-b"}, Stale: time.Minute})
@@ -59,7 +60,7 @@ func TestRoundTrips(t *testing.T) {
 	if lk, err = s.Lookup(ctx, "rt:k", req); err != nil || lk.State != store.StateFresh {
 		t.Fatalf("hit: %+v, %v", lk, err)
 	}
-	wantCalls(t, "hit (2 tags checked)", rec.take(), "lookup")
+	wantCalls(t, "hit (2 tags checked)", rec.take(), "mget")
 
 	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"rt:k", "rt:x"}, Tags: []string{"rt-a"}}); err != nil {
 		t.Fatal(err)
@@ -73,10 +74,16 @@ func TestRoundTrips(t *testing.T) {
 }
 
 // warm runs every script once on s's server, so that later calls find
-// them cached (EVALSHA, not NOSCRIPT then EVAL).
+// them cached (EVALSHA, not NOSCRIPT then EVAL), and verifies the servers
+// (see redisstore.CheckServers), so that hits are MGETs.
 func warm(t testing.TB, s *redisstore.Store) {
 	t.Helper()
 	ctx := context.Background()
+	defer func() {
+		if err := redisstore.CheckServers(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	lk, err := s.Lookup(ctx, "warm:k", store.LookupRequest{Lease: 1, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -93,8 +100,8 @@ func warm(t testing.TB, s *redisstore.Store) {
 }
 
 // TestCacheRoundTrips counts the calls of Gets through a Cache: a warm hit
-// is one call; a cold Get is one lookup and one fill; a stampede of one
-// process on a cold key asks Redis once.
+// is one MGET; a cold Get is the MGET, one lookup and one fill; a stampede
+// of one process on a cold key asks Redis once.
 func TestCacheRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t, nil)
@@ -111,13 +118,13 @@ func TestCacheRoundTrips(t *testing.T) {
 	if _, err := l.Get(ctx, "1", load); err != nil {
 		t.Fatal(err)
 	}
-	wantCalls(t, "cold Get", rec.take(), "lookup", "fill")
+	wantCalls(t, "cold Get", rec.take(), "mget", "lookup", "fill")
 	for range 3 {
 		r, err := l.Fetch(ctx, "1", load)
 		if err != nil || r.Status != paddock.StatusHit {
 			t.Fatalf("warm Get: %v, %v", r.Status, err)
 		}
-		wantCalls(t, "warm Get", rec.take(), "lookup")
+		wantCalls(t, "warm Get", rec.take(), "mget")
 	}
 
 	// A stampede of 64 callers in one process on a cold key.
@@ -158,21 +165,20 @@ func TestCacheRoundTrips(t *testing.T) {
 		}
 	}
 	got := rec.take()
-	lookups := 0
+	count := map[string]int{}
 	for _, c := range got {
-		if c == "lookup" {
-			lookups++
-		}
+		count[c]++
 	}
-	if lookups != 1+hits || len(got) != lookups+1 {
-		t.Fatalf("stampede of %d callers (%d late hits): calls %q, want %d lookups and one fill", callers, hits, got, 1+hits)
+	if count["mget"] != 1+hits || count["lookup"] != 1 || count["fill"] != 1 || len(got) != hits+3 {
+		t.Fatalf("stampede of %d callers (%d late hits): calls %q, want %d MGETs, one lookup and one fill", callers, hits, got, 1+hits)
 	}
 	t.Logf("stampede of %d callers in one process: %d load, %d round trips (%d late hits)", callers, loads.Load(), len(got), hits)
 }
 
 // TestCacheGetManyRoundTrips counts the calls of GetMany through a Cache on
-// a standalone server: one pipeline of lookups when warm; one of lookups
-// and one of fills when cold, each key still fenced by its own ticket.
+// a standalone server: one pipeline of MGETs when warm; that one, one of
+// lookups and one of fills when cold, each key still fenced by its own
+// ticket.
 func TestCacheGetManyRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t, nil)
@@ -209,14 +215,15 @@ func TestCacheGetManyRoundTrips(t *testing.T) {
 		t.Fatalf("cold GetMany: %d values, %v, %d loads", len(got), err, loads.Load())
 	}
 	calls := rec.take()
-	if len(calls) != 2 {
-		t.Fatalf("cold GetMany of 50 keys: calls %q, want the lookups and the fills, one pipeline each", calls)
+	if len(calls) != 3 {
+		t.Fatalf("cold GetMany of 50 keys: calls %q, want the MGETs, the lookups and the fills, one pipeline each", calls)
 	}
-	wantPipeline(t, "cold GetMany of 50 keys: lookups", calls[:1], "lookup", n)
-	wantPipeline(t, "cold GetMany of 50 keys: fills", calls[1:], "fill", n)
+	wantPipeline(t, "cold GetMany of 50 keys: MGETs", calls[:1], "mget", n)
+	wantPipeline(t, "cold GetMany of 50 keys: lookups", calls[1:2], "lookup", n)
+	wantPipeline(t, "cold GetMany of 50 keys: fills", calls[2:], "fill", n)
 	got, err = l.GetMany(ctx, keys, load)
 	if err != nil || len(got) != n-1 || loads.Load() != 1 {
 		t.Fatalf("warm GetMany: %d values, %v, %d loads", len(got), err, loads.Load())
 	}
-	wantPipeline(t, "warm GetMany of 50 keys", rec.take(), "lookup", n)
+	wantPipeline(t, "warm GetMany of 50 keys", rec.take(), "mget", n)
 }

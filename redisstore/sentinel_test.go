@@ -6,11 +6,12 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/redistest"
+	"github.com/paddockcache/paddock/redisstore"
 	"github.com/paddockcache/paddock/store"
 )
 
 // TestSentinel runs a Cache on a Sentinel failover client: the standalone
-// layout, one script per hit, one pipeline per batch.
+// layout, one MGET per hit, one pipeline per batch step.
 func TestSentinel(t *testing.T) {
 	srv := redistest.Start(t)
 	sn := redistest.StartSentinel(t, srv.ListenTCP(t))
@@ -27,11 +28,11 @@ func TestSentinel(t *testing.T) {
 	if v, err := l.Get(ctx, "1", load); err != nil || v != "v1" {
 		t.Fatal(v, err)
 	}
-	wantCalls(t, "cold Get", rec.take(), "lookup", "fill")
+	wantCalls(t, "cold Get", rec.take(), "mget", "lookup", "fill")
 	if r, err := l.Fetch(ctx, "1", load); err != nil || r.Status != paddock.StatusHit {
 		t.Fatal(r, err)
 	}
-	wantCalls(t, "warm Get", rec.take(), "lookup")
+	wantCalls(t, "warm Get", rec.take(), "mget")
 	if err := l.Invalidate(ctx, "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -43,9 +44,17 @@ func TestSentinel(t *testing.T) {
 	const n = 10
 	keys, reqs := batchKeys("sn:", n), leaseReqs(n, 100)
 	warmPipelines(t, s, keys)
+	if err := redisstore.CheckServers(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 	rec.take()
 	lks := mustLookupMany(t, s, keys, reqs)
-	wantPipeline(t, "LookupMany of 10 cold keys", rec.take(), "lookup", n)
+	got := rec.take()
+	if len(got) != 2 {
+		t.Fatalf("LookupMany of 10 cold keys: calls %q, want the MGETs, then the lookups", got)
+	}
+	wantPipeline(t, "LookupMany of 10 cold keys: MGETs", got[:1], "mget", n)
+	wantPipeline(t, "LookupMany of 10 cold keys: lookups", got[1:], "lookup", n)
 	mustFillMany(t, s, keys, fillsFor(lks, reqs, "v"))
 	wantPipeline(t, "FillMany of 10 keys", rec.take(), "fill", n)
 	for i, lk := range mustLookupMany(t, s, keys, leaseReqs(n, 200)) {
@@ -53,5 +62,5 @@ func TestSentinel(t *testing.T) {
 			t.Fatalf("warm %q: %+v", keys[i], lk)
 		}
 	}
-	wantPipeline(t, "LookupMany of 10 warm keys", rec.take(), "lookup", n)
+	wantPipeline(t, "LookupMany of 10 warm keys", rec.take(), "mget", n)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -24,9 +25,25 @@ type Store struct {
 	cfg     config
 	layout  layout
 	cluster bool
-	check   string // "1": check the replication ID on every call
+	hits    bool // warm hits are MGETs (see hit.go)
 	closed  atomic.Bool
 	hub     *hub // the subscription of Watch and Listen (feed.go)
+
+	// The servers (see node.go): the one standalone, the Cluster masters
+	// by their node clients.
+	conns   *conns
+	single  node
+	nodes   sync.Map // *redis.Client -> *node
+	hooked  sync.Map // *redis.Client -> true: counted by conns
+	watched atomic.Bool
+	wmu     sync.Mutex
+	bgMu    sync.Mutex     // orders starting a background check and Close
+	bg      sync.WaitGroup // background checks
+
+	plans plans // the MGETs of warm hits, by key
+
+	// The epoch marker's name (standalone), as an MGET argument.
+	markerArg any
 
 	fmu  sync.Mutex
 	fcur *fenceCall // the fence in progress (Cluster)
@@ -45,7 +62,11 @@ var (
 // The client must have ContextTimeoutEnabled set (see
 // [AllowNoContextTimeout]). New does no I/O: a Store made while Redis is
 // down works once Redis is back. The Store does not own the client:
-// [Store.Close] leaves it open.
+// [Store.Close] leaves it open. New adds a hook to the client (on Cluster,
+// to every node's client) that counts the connections it dials (see
+// "Failover" in the package doc). The hook only counts; it stays on the
+// client after Close, since go-redis cannot remove a hook, at the cost of
+// an atomic add per connection dialled.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, invalid("nil client")
@@ -59,13 +80,20 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 			return nil, err
 		}
 	}
-	s := &Store{client: client, cfg: cfg, layout: layout{prefix: cfg.prefix}, check: "1"}
+	s := &Store{client: client, cfg: cfg, layout: layout{prefix: cfg.prefix}, conns: new(conns), hits: true}
+	s.plans.seed = maphash.MakeSeed()
+	s.markerArg = s.layout.globalMarker()
 	s.hub = newHub(client, cfg.prefix, cfg.feedTimeout)
 	ctxTimeout := true
 	switch c := client.(type) {
 	case *redis.ClusterClient:
 		s.cluster = true
-		ctxTimeout = c.Options().ContextTimeoutEnabled
+		o := c.Options()
+		ctxTimeout = o.ContextTimeoutEnabled
+		// A client that reads from replicas would send the MGETs of hits
+		// there, and a replica may lag: every lookup is then a script,
+		// which runs on the master.
+		s.hits = !(o.ReadOnly || o.RouteByLatency || o.RouteRandomly)
 	case *redis.Client:
 		ctxTimeout = c.Options().ContextTimeoutEnabled
 	case *redis.Ring:
@@ -78,12 +106,10 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if cfg.forceCluster {
 		s.cluster = true
 	}
-	if !cfg.checkFailover {
-		s.check = "0"
-	}
 	if s.cluster {
 		slotTags() // build the marker table now rather than on a first call
 	}
+	s.watch()
 	return s, nil
 }
 
@@ -92,28 +118,69 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 // once per process).
 func (s *Store) Remote() bool { return true }
 
-// Close makes later calls fail with [store.ErrClosed] and ends the
-// Store's subscription (see [Store.Watch], [Store.Listen]), waiting for
-// its goroutine. It does not close the client.
+// Close makes later calls fail with [store.ErrClosed], ends the Store's
+// subscription (see [Store.Watch], [Store.Listen]), waiting for its
+// goroutine, and waits for the Store's background check of its servers,
+// if one is under way. It does not close the client.
 func (s *Store) Close() error {
+	s.bgMu.Lock()
 	s.closed.Store(true)
+	s.bgMu.Unlock()
 	s.hub.close()
+	s.bg.Wait()
 	return nil
 }
 
-// Lookup implements [store.Store.Lookup]. Standalone it is one script
-// call. On Cluster it is one call, plus one to read the sequence when the
-// caller must load (a miss, a granted lease, or req.Lease zero), plus one
-// per other node holding the entry's tags, in parallel, when the entry has
-// tags outside its slot (see the package doc). Data under the key's names
-// that does not parse makes the lookup a miss with Corrupt set, never an
-// error (see "Corrupt data" in the package doc); on Cluster, repairing a
-// tag's versions costs one call to the tag's node and a second lookup.
+// background runs f on a goroutine of its own, unless the Store is
+// closed; Close waits for it.
+func (s *Store) background(f func()) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
+
+// Lookup implements [store.Store.Lookup]. A warm hit is one MGET, checked
+// by the Store (see the package doc); anything else then runs the lookup
+// script: standalone one call, on Cluster one, plus one to read the
+// sequence when the caller must load (a miss, a granted lease, or
+// req.Lease zero), plus one per other node holding the entry's tags, in
+// parallel, when the entry has tags outside its slot. Data under the
+// key's names that does not parse makes the lookup a miss with Corrupt
+// set, never an error (see "Corrupt data" in the package doc); on
+// Cluster, repairing a tag's versions costs one call to the tag's node and
+// a second lookup.
 func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
 		return store.Lookup{}, lookupError(key, store.ErrClosed)
 	}
-	op := s.newLookup(key, req)
+	var op lookupOp
+	if s.hits && !req.Refresh {
+		out, lk, r, p, err := s.hit(ctx, key, req)
+		if err != nil {
+			return store.Lookup{}, lookupError(key, err)
+		}
+		if out == hitServed {
+			return lk, nil
+		}
+		op = s.newLookupNames(key, p.kn, req)
+		switch out {
+		case hitTags:
+			op.r, op.remote, op.next = r, p.remote, stepTags
+		case hitSeq:
+			op.r, op.next = r, stepSeq
+		default:
+			op.next = stepScript
+		}
+	} else {
+		op = s.newLookup(key, req)
+	}
 	ops := []*lookupOp{&op}
 	s.lookups(ctx, ops)
 	if op.err != nil {
@@ -195,7 +262,7 @@ func (s *Store) release(ctx context.Context, kn keyNames, tok string) error {
 
 // releaseCall is the script call that gives up lease token tok on kn.
 func releaseCall(kn keyNames, tok string) call {
-	return call{releaseScript, []string{kn.lease}, []any{tok, releaseTombstone.Milliseconds()}}
+	return call{script: releaseScript, keys: []string{kn.lease, kn.fresh}, args: []any{tok, releaseTombstone.Milliseconds()}}
 }
 
 // releaseTombstone is how long a released lease's token stays refused (see
@@ -228,20 +295,26 @@ func (s *Store) Invalidate(ctx context.Context, inv store.Invalidation) error {
 	if s.cluster {
 		err = s.invalidateCluster(ctx, inv, soft, keepLeases)
 	} else {
-		keys := make([]string, 0, 1+3*len(inv.Keys)+len(inv.Tags))
-		keys = append(keys, s.layout.globalMarker())
+		keys := make([]string, 0, 2+4*len(inv.Keys)+len(inv.Tags))
+		keys = append(keys, s.layout.globalMarker(), s.layout.seq())
 		for _, k := range inv.Keys {
 			kn := s.layout.key(k)
-			keys = append(keys, kn.entry, kn.version, kn.lease)
+			keys = append(keys, kn.entry, kn.version, kn.lease, kn.fresh)
 		}
 		for _, t := range inv.Tags {
 			tk, _ := s.layout.tagKey(t)
 			keys = append(keys, tk)
 		}
+		gen := s.gen()
+		rid, _ := s.rid(&s.single, gen)
 		var v []any
-		v, err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), s.check, "0", soft, len(inv.Keys), keepLeases).Slice()
+		v, err = invalidateScript.Run(ctx, s.client, keys, "0", candidate(), rid, "0", soft, len(inv.Keys), keepLeases).Slice()
+		s.failed(err)
 		if u, _ := uninit(v); err == nil && u { // standalone never replies uninit
 			err = errors.New("malformed invalidate reply")
+		}
+		if err == nil && len(v) == 3 && v[2] != nil {
+			s.verified(&s.single, gen, str(v[2]))
 		}
 	}
 	if err != nil {
