@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
@@ -281,7 +280,7 @@ func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMa
 	if !ok || scopeOf(ctx) != nil || ctx.Err() != nil {
 		return nil, mark, false
 	}
-	l.st.hits.addAt(1, uintptr(unsafe.Pointer(e)))
+	l.st.hits.Add(1)
 	return e, mark, true
 }
 
