@@ -120,7 +120,12 @@ func lease(t testing.TB, s store.Store, key string, token uint64) store.Ticket {
 // another Store's caller (a lookup answered Held) is woken through Redis
 // when the holder fills, releases, or an invalidation breaks the lease;
 // the watches of other keys are not.
-func TestWatchWokenByLeaseEnd(t *testing.T) {
+func TestWatchWokenByLeaseEnd(t *testing.T) { twoStores(t, "wk-", testWatchWoken) }
+
+// twoStores runs test with two Stores (two processes) on one server and
+// one prefix (prefix and the layout's name), standalone and with the
+// Cluster layout forced.
+func twoStores(t *testing.T, prefix string, test func(t *testing.T, a, b *redisstore.Store)) {
 	srv := redistest.Start(t)
 	for _, layout := range []struct {
 		name string
@@ -130,10 +135,8 @@ func TestWatchWokenByLeaseEnd(t *testing.T) {
 		{"cluster", []redisstore.Option{redisstore.ForceCluster()}},
 	} {
 		t.Run("layout="+layout.name, func(t *testing.T) {
-			opts := append([]redisstore.Option{redisstore.Prefix("wk-" + layout.name + ":")}, layout.opts...)
-			holder := newStore(t, srv.Client(t, nil), opts...)
-			waiter := newStore(t, srv.Client(t, nil), opts...)
-			testWatchWoken(t, holder, waiter)
+			opts := append([]redisstore.Option{redisstore.Prefix(prefix + layout.name + ":")}, layout.opts...)
+			test(t, newStore(t, srv.Client(t, nil), opts...), newStore(t, srv.Client(t, nil), opts...))
 		})
 	}
 }
@@ -251,23 +254,7 @@ func TestWakeOnlyWhenWaited(t *testing.T) {
 // invalidation, and the key of every Set fill (and of no other fill),
 // made through another Store, exactly as they were named; nothing after
 // cancel.
-func TestListen(t *testing.T) {
-	srv := redistest.Start(t)
-	for _, layout := range []struct {
-		name string
-		opts []redisstore.Option
-	}{
-		{"standalone", nil},
-		{"cluster", []redisstore.Option{redisstore.ForceCluster()}},
-	} {
-		t.Run("layout="+layout.name, func(t *testing.T) {
-			opts := append([]redisstore.Option{redisstore.Prefix("li-" + layout.name + ":")}, layout.opts...)
-			writer := newStore(t, srv.Client(t, nil), opts...)
-			reader := newStore(t, srv.Client(t, nil), opts...)
-			testListen(t, writer, reader)
-		})
-	}
-}
+func TestListen(t *testing.T) { twoStores(t, "li-", testListen) }
 
 func testListen(t *testing.T, writer, reader *redisstore.Store) {
 	ctx := t.Context()
