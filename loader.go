@@ -174,11 +174,8 @@ func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 // servable entry. See [Loader.Fetch] for the read path; Get is Fetch
 // without the metadata.
 func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (T, error) {
-	if load == nil {
-		return *new(T), invalid("Get: nil load function")
-	}
-	if l.c.closed.Load() {
-		return *new(T), ErrClosed
+	if err := l.usable(load); err != nil {
+		return *new(T), err
 	}
 	e, mark, ok := l.hotHit(ctx, key)
 	if ok {
@@ -224,17 +221,26 @@ func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts 
 // WARNING: load runs on a context detached from ctx: canceling ctx does not
 // stop it. It ends after the load timeout.
 func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opts ...GetOption) (Result[T], error) {
-	if load == nil {
-		return Result[T]{}, invalid("Get: nil load function")
-	}
-	if l.c.closed.Load() {
-		return Result[T]{}, ErrClosed
+	if err := l.usable(load); err != nil {
+		return Result[T]{}, err
 	}
 	e, mark, ok := l.hotHit(ctx, key)
 	if ok {
 		return Result[T]{Value: e.val, Status: StatusHit, Age: mark.now - e.created, TTL: e.fresh - mark.now}, e.err
 	}
 	return l.fetchSlow(ctx, key, load, opts, mark)
+}
+
+// usable reports why a Get or Fetch with load cannot run: a nil load, or
+// a closed Cache.
+func (l *Loader[T]) usable(load LoadFunc[T]) error {
+	if load == nil {
+		return invalid("Get: nil load function")
+	}
+	if l.c.closed.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // fetchSlow is Fetch past the hot tier, which was read at mark.
