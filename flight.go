@@ -295,10 +295,14 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		}
 		if _, next := f.poll(false); next != nil {
 			// The holder is a flight of this process, registered after
-			// this one: take its outcome, unless it is not to be shared.
+			// this one, and has taken its place: take its outcome. If it
+			// is not to be shared, this flight, out of the map now, must
+			// not go on beside the flights that later callers start:
+			// its callers start over.
 			if o, ok := w.follow(next); ok {
 				return o
 			}
+			return outcome[T]{retry: true}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		w8.renew(c.waker, w.key) // before the next lookup
@@ -312,7 +316,7 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 // after their flight did), so they may take it, as its own joiners may,
 // its error included; a result made private, or a background refresh's
 // (which a caller that needs a fresh value may not take), is not shared:
-// ok is false, and the waiting flight goes on looking up the store.
+// ok is false, and the waiting flight's callers start over.
 func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 	done, _, _ := next.signals(false)
 	select {

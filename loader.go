@@ -324,6 +324,9 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 			return outcome[T]{}, false, ctx.Err()
 		}
 		o = f.out
+		if o.retry {
+			continue
+		}
 		if o.followed {
 			owner = false // the load was another flight's
 		}

@@ -292,8 +292,9 @@ type outcome[T any] struct {
 	private, noStore bool
 	// followed: the outcome is another flight's, taken by a flight that
 	// waited for its lease (see work.follow): its owner did not run the
-	// load, and takes it as a joiner does.
-	followed bool
+	// load, and takes it as a joiner does. retry: the flight that waited
+	// could take none; its callers, the owner too, start over.
+	followed, retry bool
 }
 
 // input returns what a load that read o (of key) with a nested Get
