@@ -25,11 +25,12 @@ import (
 //
 // A Cache is safe for concurrent use. Create one with [New].
 type Cache struct {
-	store   store.Store
-	batcher store.Batcher // the store, if it batches; nil otherwise
-	waker   store.Waker   // the store, if it wakes waiters; nil otherwise
-	remote  bool
-	cfg     config
+	store     store.Store
+	batcher   store.Batcher // the store, if it batches; nil otherwise
+	waker     store.Waker   // the store, if it wakes waiters; nil otherwise
+	remote    bool
+	deadlines deadlines // the shared Done channels of remote store calls
+	cfg       config
 
 	mu         sync.Mutex
 	stats      map[string]*counters // namespace -> counters
@@ -315,10 +316,15 @@ func (c *Cache) enter() bool {
 }
 
 // storeContext bounds a store call by the store timeout. A local store
-// (one that is not [store.Remote]) never waits on I/O, and is spared the timer.
+// (one that is not [store.Remote]) never waits on I/O, and is spared the
+// deadline; a call whose caller's context cannot end gets a storeCtx,
+// which arms no timer of its own (see storectx.go).
 func (c *Cache) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if !c.remote {
-		return ctx, func() {}
+		return ctx, noCancel
+	}
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() == nil {
+		return &storeCtx{parent: ctx, deadline: time.Now().Add(c.cfg.storeTimeout), ds: &c.deadlines}, noCancel
 	}
 	return context.WithTimeout(ctx, c.cfg.storeTimeout)
 }
