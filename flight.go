@@ -374,7 +374,7 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
 	start := time.Now()
-	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
+	lctx, sc := flightLoadCtx(w.l.c, f, ctx, w.pol.loadTimeout, start)
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
@@ -390,6 +390,16 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
 	f.recycle(fill)
 	return w.filled(ctx, f, out, ok, err, fmark)
+}
+
+// flightLoadCtx returns the context of f's load: the one f holds, unless
+// a load of f has used it already (each flight loads once, but a context
+// that a load may have handed on is never used twice).
+func flightLoadCtx[T any](c *Cache, f *flight[T], ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
+	if f.lctx.closing != nil {
+		return c.newLoadCtx(ctx, timeout, start)
+	}
+	return c.initLoadCtx(&f.lctx, ctx, timeout, start)
 }
 
 // loaded is how a load went: its error, how long it took, when it ended

@@ -262,6 +262,9 @@ func (s *scope) kept(ttl, stale, staleIfError time.Duration, now time.Time) kept
 	if len(s.tags) > 0 {
 		k.tags = slices.Clone(s.tags)
 	}
+	if s.fresh.IsZero() && s.staleEnd.IsZero() && s.errorEnd.IsZero() && k.ttl >= 0 && k.stale >= 0 && k.staleIfError >= 0 {
+		return k // no nested read bounds the windows: they are as given
+	}
 	fresh, staleEnd, errorEnd := now.Add(k.ttl), now.Add(k.ttl+k.stale), now.Add(k.ttl+k.staleIfError)
 	fresh = earliest(fresh, s.fresh)
 	staleEnd = earliest(staleEnd, s.staleEnd)

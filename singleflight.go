@@ -113,6 +113,7 @@ type flight[T any] struct {
 	w    work[T]
 	lk   reply
 	fill store.Fill
+	lctx loadCtx
 	// prev and next link f into its shard's active list.
 	prev, next *flight[T]
 }
