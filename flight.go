@@ -154,6 +154,7 @@ func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
 		if c.enter() {
 			defer c.bg.Done()
 			w.run(ctx, f, p)
+			f.inline = true
 			return
 		}
 	} else if c.spawn(func() { w.run(ctx, f, p) }) {

@@ -312,16 +312,18 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 		if done {
 			return o, owner, err
 		}
-		fdone, private, gone := f.signals(!owner)
-		if gone {
-			return g.alone()
-		}
-		select {
-		case <-fdone:
-		case <-private:
-			return g.alone()
-		case <-ctx.Done():
-			return outcome[T]{}, false, ctx.Err()
+		if !owner || !f.inline {
+			fdone, private, gone := f.signals(!owner)
+			if gone {
+				return g.alone()
+			}
+			select {
+			case <-fdone:
+			case <-private:
+				return g.alone()
+			case <-ctx.Done():
+				return outcome[T]{}, false, ctx.Err()
+			}
 		}
 		o = f.out
 		if o.retry {

@@ -116,6 +116,10 @@ type flight[T any] struct {
 	lctx loadCtx
 	// prev and next link f into its shard's active list.
 	prev, next *flight[T]
+	// inline: f ran to its end on its owner's goroutine (see work.start),
+	// which set it then and alone reads it: the owner takes f's outcome
+	// without asking sh.mu whether f finished.
+	inline bool
 }
 
 // recycle gives back the buffer of fill's encoded value, once the store
