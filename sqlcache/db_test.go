@@ -32,13 +32,19 @@ func TestOptionsInvalid(t *testing.T) {
 	db := sql.OpenDB(nil)
 	t.Cleanup(func() { db.Close() })
 	for name, f := range map[string]func() error{
-		"nil db":        func() error { _, err := sqlcache.New(nil, c); return err },
-		"nil cache":     func() error { _, err := sqlcache.New(db, nil); return err },
-		"nil option":    func() error { _, err := sqlcache.New(db, c, nil); return err },
-		"nil logger":    func() error { _, err := sqlcache.New(db, c, sqlcache.Logger(nil)); return err },
-		"no dialect":    func() error { _, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{})); return err },
-		"bad table":     func() error { _, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{Table: "x; DROP TABLE y", Dialect: sqlcache.SQLite})); return err },
-		"dotted table":  func() error { _, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{Table: "s.t", Dialect: sqlcache.Postgres})); return err },
+		"nil db":     func() error { _, err := sqlcache.New(nil, c); return err },
+		"nil cache":  func() error { _, err := sqlcache.New(db, nil); return err },
+		"nil option": func() error { _, err := sqlcache.New(db, c, nil); return err },
+		"nil logger": func() error { _, err := sqlcache.New(db, c, sqlcache.Logger(nil)); return err },
+		"no dialect": func() error { _, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{})); return err },
+		"bad table": func() error {
+			_, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{Table: "x; DROP TABLE y", Dialect: sqlcache.SQLite}))
+			return err
+		},
+		"dotted table": func() error {
+			_, err := sqlcache.New(db, c, sqlcache.WithOutbox(sqlcache.Outbox{Table: "s.t", Dialect: sqlcache.Postgres}))
+			return err
+		},
 		"relay no box":  func() error { d, _ := sqlcache.New(db, c); _, err := d.Relay(); return err },
 		"create no box": func() error { d, _ := sqlcache.New(db, c); return d.CreateOutbox(t.Context()) },
 		"grace":         func() error { return relayErr(t, db, c, sqlcache.Grace(-time.Second)) },
