@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -286,6 +285,19 @@ func (s *countingStore) Invalidate(ctx context.Context, inv store.Invalidation) 
 	return nil
 }
 
+// expect returns a channel closed once every name of names has been
+// invalidated after the call, in place of seen.
+func (s *countingStore) expect(names ...string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.want = map[string]bool{}
+	for _, n := range names {
+		s.want[n] = true
+	}
+	s.seen = make(chan struct{})
+	return s.seen
+}
+
 func (s *countingStore) count(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -301,10 +313,3 @@ func ids(n int) []int {
 	}
 	return out
 }
-
-var _ = fmt.Sprint
-
-// The child process of TestOutboxCrash; see outbox_test.go.
-const childEnv = "SQLCACHE_TEST_CRASH_CHILD"
-
-func crashChild() int { return 1 }
