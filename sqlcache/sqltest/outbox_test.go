@@ -297,7 +297,9 @@ func TestOutboxRelaySkipsHeldRows(t *testing.T) {
 			release = func() { _ = tx.Rollback() }
 		} else {
 			e.exec("UPDATE paddock_outbox SET claim = 'other', claimed_until = ?", time.Now().Add(time.Hour).UnixMilli())
-			release = func() { e.exec("UPDATE paddock_outbox SET claimed_until = ?", time.Now().Add(-time.Second).UnixMilli()) }
+			release = func() {
+				e.exec("UPDATE paddock_outbox SET claimed_until = ?", time.Now().Add(-time.Second).UnixMilli())
+			}
 		}
 		if n, err := relay.RunOnce(t.Context()); n != 0 || err != nil {
 			t.Fatalf("relay while the row is held: %d rows, %v; want none", n, err)
@@ -344,4 +346,3 @@ func TestOutboxRelayDropsBadRows(t *testing.T) {
 		}
 	})
 }
-
