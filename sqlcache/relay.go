@@ -97,9 +97,9 @@ func BatchSize(n int) RelayOption {
 	})
 }
 
-// ClaimTTL sets, on SQLite, how long a pass holds the rows it claimed;
-// past it another relay may claim them (a relay that died mid-pass leaves
-// its rows claimed until then). It must exceed the time a pass takes.
+// ClaimTTL bounds a pass of a relay (one batch), and sets, on SQLite, how
+// long a pass holds the rows it claimed; past it another relay may claim
+// them (a relay that died mid-pass leaves its rows claimed until then).
 // PostgreSQL needs no claim: a dead relay's locks go with its connection.
 // Default: [DefaultClaimTTL].
 func ClaimTTL(d time.Duration) RelayOption {
@@ -164,10 +164,19 @@ func (r *Relay) Run(ctx context.Context) error {
 // passes of [BatchSize], until none is left, and returns how many rows it
 // applied (a row that did not decode is deleted, logged, and not counted).
 // On an error it stops: the rows of the failed pass stay for a later one.
+//
+// A pass that has begun runs to its end, bounded by [ClaimTTL], even if ctx
+// ends meanwhile: cut short, it would leave rows it had applied, to be
+// applied again.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, full, err := r.pass(ctx)
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.claimTTL)
+		n, full, err := r.pass(pctx)
+		cancel()
 		total += n
 		if err != nil || !full {
 			return total, err
