@@ -21,8 +21,8 @@ import (
 // the transaction's uncommitted writes: it makes the load's result
 // private to its caller (see [paddock.Private]), neither cached nor shared
 // with coalesced callers. The forms without a context (Query, QueryRow,
-// Exec, Prepare, Stmt) cannot tell a load's reads: inside a load, use the
-// Context forms.
+// Exec, Prepare, Stmt) cannot tell a load's reads, nor can a statement
+// prepared outside the load: inside a load, use the Context forms.
 //
 // A Tx is safe for concurrent use, like a *sql.Tx.
 type Tx struct {
@@ -47,10 +47,14 @@ func (inv invalidation) empty() bool { return len(inv.Keys) == 0 && len(inv.Tags
 // Invalidate records full keys (see [paddock.Loader.Key]) to invalidate
 // after the commit. A key without a namespace part ("ns:key") makes Commit
 // roll back and return an error wrapping [paddock.ErrInvalidOption], since
-// the Cache would refuse it only after the write had committed.
+// the Cache would refuse it only after the write had committed. After
+// Commit or Rollback it does nothing.
 func (tx *Tx) Invalidate(keys ...string) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
+	if tx.done {
+		return
+	}
 	for _, k := range keys {
 		if !strings.Contains(k, ":") && tx.err == nil {
 			tx.err = invalid("Tx.Invalidate: key %q has no namespace: pass a full key, as Loader.Key gives it (\"ns:key\")", k)
@@ -61,10 +65,14 @@ func (tx *Tx) Invalidate(keys ...string) {
 
 // InvalidateTags records tags to invalidate after the commit
 // ([paddock.ModelTag] names a row's). An empty tag makes Commit roll back
-// and return an error wrapping [paddock.ErrInvalidOption].
+// and return an error wrapping [paddock.ErrInvalidOption]. After Commit or
+// Rollback it does nothing.
 func (tx *Tx) InvalidateTags(tags ...string) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
+	if tx.done {
+		return
+	}
 	if slices.Contains(tags, "") && tx.err == nil {
 		tx.err = invalid("Tx.InvalidateTags: empty tag")
 	}
