@@ -257,7 +257,12 @@ func newCountingStore(t *testing.T, want ...string) *countingStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	s := &countingStore{Store: m, counts: map[string]int{}, want: map[string]bool{}, seen: make(chan struct{})}
+	return countInvalidations(m, want...)
+}
+
+// countInvalidations returns a countingStore over under.
+func countInvalidations(under store.Store, want ...string) *countingStore {
+	s := &countingStore{Store: under, counts: map[string]int{}, want: map[string]bool{}, seen: make(chan struct{})}
 	for _, w := range want {
 		s.want[w] = true
 	}

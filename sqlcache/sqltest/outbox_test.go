@@ -166,14 +166,18 @@ func TestOutboxCommitDeletesRow(t *testing.T) {
 }
 
 // Two relays at once, each with its own connections and Cache on one
-// store (two processes of a fleet), apply every row at least once, in
+// Redis (two processes of a fleet), apply every row at least once, in
 // batches, and empty the table.
 func TestOutboxRelaysConcurrent(t *testing.T) {
 	forEach(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, nil).withOutbox()
 		const rows = 60
 		e.writeRows(1, rows)
-		shared := newCountingStore(t)
+		rs, err := redisstore.New(redistest.Start(t).Client(t, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared := countInvalidations(rs)
 		relays := make([]*sqlcache.Relay, 2)
 		for i := range relays {
 			d := newDB(t, openSQL(t, e.driver, e.dsn), newCache(t, shared), sqlcache.WithOutbox(b.outbox()))
