@@ -112,7 +112,7 @@ func (d *DB) Begin() (*Tx, error) { return d.BeginTx(context.Background(), nil) 
 // [Tx.Commit]'s error), and rolls back if f returns an error (which it
 // returns) or panics (and the panic goes on). f must not commit or roll
 // back the Tx itself.
-func (d *DB) InTx(ctx context.Context, opts *sql.TxOptions, f func(*Tx) error) (err error) {
+func (d *DB) InTx(ctx context.Context, opts *sql.TxOptions, f func(*Tx) error) error {
 	tx, err := d.BeginTx(ctx, opts)
 	if err != nil {
 		return err

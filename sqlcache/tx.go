@@ -79,18 +79,19 @@ func (tx *Tx) InvalidateTags(tags ...string) {
 	tx.inv.Tags = append(tx.inv.Tags, tags...)
 }
 
-// take ends the transaction's collecting: it returns what was collected
-// and whether Commit or Rollback had already been called.
-func (tx *Tx) take() (inv invalidation, err error, done bool) {
+// take ends the transaction's collecting: it returns what was collected,
+// whether Commit or Rollback had already been called, and the first bad
+// name.
+func (tx *Tx) take() (inv invalidation, done bool, bad error) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	inv, err, done = tx.inv, tx.err, tx.done
+	inv, done, bad = tx.inv, tx.done, tx.err
 	tx.inv, tx.done = invalidation{}, true
 	slices.Sort(inv.Keys)
 	inv.Keys = slices.Compact(inv.Keys)
 	slices.Sort(inv.Tags)
 	inv.Tags = slices.Compact(inv.Tags)
-	return inv, err, done
+	return inv, done, bad
 }
 
 // Commit commits the transaction and then applies its invalidations; see
@@ -103,7 +104,7 @@ func (tx *Tx) take() (inv invalidation, err error, done bool) {
 // since one too many costs a miss and one too few serves an old row.
 // Called again, or after Rollback, Commit returns [sql.ErrTxDone].
 func (tx *Tx) Commit() error {
-	inv, bad, done := tx.take()
+	inv, done, bad := tx.take()
 	if done {
 		return sql.ErrTxDone
 	}
