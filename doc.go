@@ -24,8 +24,8 @@
 // Read: [Loader.Get], [Loader.Fetch] (with [Result] metadata),
 // [Loader.GetMany], [Loader.Peek]. Inside a load: [Tag], [ModelTag],
 // [DependencyTag], what the load decides about its result: [SetTTL],
-// [SetStale], [SetStaleIfError], [NoStore], [Private], and [Refreshing]
-// (whether any caller waits for it).
+// [SetStale], [SetStaleIfError], [KeepAtMost], [NoStore], [Private], and
+// [Refreshing] (whether any caller waits for it).
 //
 // Write: [Loader.Set], [Loader.Invalidate], [Cache.Invalidate],
 // [Cache.InvalidateTags], and the soft forms [Cache.MarkStale] and

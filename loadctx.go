@@ -14,7 +14,7 @@ import (
 // What a load says about its result, and what the Gets it makes record.
 //
 // Every load runs on a context that carries its scope. The functions
-// below (Tag, SetTTL, SetStale, NoStore, Private) find the scope in the
+// below (Tag, SetTTL, SetStale, KeepAtMost, NoStore, Private) find the scope in the
 // context they are given and write to it; outside a load they do nothing.
 // A Get, Fetch, GetMany or Peek made with a context that descends from a
 // load's context on the same Cache (a nested Get) writes to it too: the
@@ -110,6 +110,26 @@ func SetStaleIfError(ctx context.Context, d time.Duration) {
 	if s := scopeOf(ctx); s != nil {
 		s.mu.Lock()
 		s.staleIfError, s.hasStaleIfError = max(d, 0), true
+		s.mu.Unlock()
+	}
+}
+
+// KeepAtMost bounds how long the value being loaded is kept: it is served
+// (fresh, stale, or stale-if-error) no later than d from now, whatever the
+// Get's options, [SetTTL] or [SetStale] say. It only shortens: the bound
+// is the earliest of every call and of the windows of the load's nested
+// Gets, and entries built from this one by nested Gets inherit it. Zero or
+// less keeps nothing. Use it for a value whose source can only promise
+// freshness for a while: a read from a replica that lags (the fence needs
+// the primary). Call it from inside a load, with the load's context, before
+// the read; outside a load it does nothing.
+func KeepAtMost(ctx context.Context, d time.Duration) {
+	if s := scopeOf(ctx); s != nil {
+		until := time.Now().Add(max(d, 0))
+		s.mu.Lock()
+		s.fresh = earliest(s.fresh, until)
+		s.staleEnd = earliest(s.staleEnd, until)
+		s.errorEnd = earliest(s.errorEnd, until)
 		s.mu.Unlock()
 	}
 }
