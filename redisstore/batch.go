@@ -89,6 +89,7 @@ func (s *Store) FillMany(ctx context.Context, keys []string, fills []*store.Fill
 		ptrs[i] = &ops[i]
 	}
 	s.fills(ctx, ptrs)
+	s.dropTooLarge(ctx, ptrs)
 	var errs []error
 	for i := range ops {
 		if ops[i].err != nil {

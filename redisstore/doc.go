@@ -74,7 +74,9 @@
 // invalidated by a tag in another slot runs the script and then reads the
 // sequence: two more rounds, for one key or for every such key of a
 // batch. A value larger than [MaxValueSize] is not sent: its key's lease
-// is given back in the same pipeline. After a server lost its scripts
+// is given back in the same pipeline, and a Set's key is then invalidated
+// (one more round trip), since a Set replaces the key's entry even when it
+// cannot be stored. After a server lost its scripts
 // (SCRIPT FLUSH, a restart) a pipeline's calls come back NOSCRIPT and are
 // sent again with EVAL, in one more pipeline. A Store that has not yet
 // verified a server (its first call, or the first after a new connection,
@@ -425,7 +427,8 @@
 //     small ConnMaxLifetime or ConnMaxIdleTime) sends a lookup to the
 //     script after each new connection.
 //   - Values larger than [MaxValueSize] are not stored (an error wrapping
-//     [paddock.ErrTooLarge]).
+//     [paddock.ErrTooLarge]); a Set of one still drops the key's entry and
+//     advances its version, as an invalidation of the key does.
 //   - With ACLs, the user needs PUBLISH and SUBSCRIBE on the channels
 //     "<prefix>{_}:wake" and "<prefix>{_}:feed": the fill, release and
 //     invalidation scripts publish on them, and fail without the right.

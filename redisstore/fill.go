@@ -60,6 +60,35 @@ type fillOp struct {
 
 	ok  bool
 	err error
+	// dropSet: a Set too large to store, which still replaces the key's
+	// entry: once its lease is released, the key is invalidated (see
+	// dropTooLarge).
+	dropSet bool
+}
+
+// dropTooLarge invalidates the keys of ops that are Sets too large to
+// store, as the store contract asks of a Set that cannot be stored (see
+// store.Fill.Set): it follows a write to the source of truth, so the old
+// entry must go and the version advance, or a load that began before it
+// could fill the value it replaced. An invalidation that fails is added
+// to the op's error.
+func (s *Store) dropTooLarge(ctx context.Context, ops []*fillOp) {
+	var keys []string
+	for _, op := range ops {
+		if op.dropSet {
+			keys = append(keys, op.key)
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: keys}); err != nil {
+		for _, op := range ops {
+			if op.dropSet {
+				op.err = errors.Join(op.err, fmt.Errorf("the key's old entry could not be dropped: %w", err))
+			}
+		}
+	}
 }
 
 func (op *fillOp) fail(err error) { op.err, op.next = err, fillDone }
@@ -76,6 +105,7 @@ func (s *Store) newFill(key string, f *store.Fill) fillOp {
 	if len(f.Value) > s.cfg.maxValueSize {
 		op.err = fmt.Errorf("%w: %d bytes, the limit is %d (MaxValueSize)",
 			store.ErrTooLarge, len(f.Value), s.cfg.maxValueSize)
+		op.dropSet = f.Set
 		op.next = fillRelease
 		if op.tok == "0" {
 			op.next = fillDone

@@ -203,6 +203,7 @@ func (s *Store) Fill(ctx context.Context, key string, f *store.Fill) (bool, erro
 	}
 	op := s.newFill(key, f)
 	s.fills(ctx, []*fillOp{&op})
+	s.dropTooLarge(ctx, []*fillOp{&op})
 	if op.err != nil {
 		return false, fillError(key, op.err)
 	}

@@ -141,6 +141,27 @@ func testFillTooLarge(s *suite) {
 	s.wantNoEntry(h)
 }
 
+// testSetTooLarge: a Set whose value the store cannot take still replaces
+// the key's entry (it follows a write to the source of truth, so the old
+// entry holds the value it replaced) and advances the key's version as an
+// invalidation would, so that a load that began before it cannot fill.
+func testSetTooLarge(s *suite) {
+	k := s.key("k")
+	r := s.lease(k, 1)
+	s.mustFill(k, loaded("old", r.Ticket, 1))
+	inFlight := s.peek(k) // a load of k that began before the Set
+	w := s.peek(k)
+	ok, err := s.h.Store.Fill(s.ctx, k, &store.Fill{Value: []byte(strings.Repeat("x", s.h.TooLarge)), Ticket: w.Ticket, TTL: ttl, Set: true})
+	if ok || !errors.Is(err, store.ErrTooLarge) {
+		s.t.Fatalf("Set of %d bytes = %v, %v; want false, ErrTooLarge", s.h.TooLarge, ok, err)
+	}
+	h := s.peek(k)
+	s.wantNoEntry(h)
+	// The load that began before the Set is refused: the version moved.
+	s.mustRefuse(k, loaded("old", inFlight.Ticket, 0))
+	s.wantNoEntry(s.peek(k))
+}
+
 // testLookupMany looks up keys in many states, twice each: one key alone,
 // one of the same state in a batch with all the others. Each batch answer
 // must be what Lookup answers, and each lease asked for must be granted

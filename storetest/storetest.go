@@ -156,6 +156,7 @@ var tests = []struct {
 	{"FillInvalidateOrdering", 0, testFillInvalidateOrdering},
 	{"FillInvalidateRace", 0, testFillInvalidateRace},
 	{"FillTooLarge", needsTooLarge, testFillTooLarge},
+	{"SetTooLarge", needsTooLarge, testSetTooLarge},
 	{"Batch/LookupManyAsLookup", needsBatcher, testLookupMany},
 	{"Batch/FillManyFencesPerKey", needsBatcher, testFillMany},
 	{"Batch/FillManyTooLarge", needsBatcher | needsTooLarge, testFillManyTooLarge},
