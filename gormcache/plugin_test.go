@@ -3,9 +3,12 @@ package gormcache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/paddockcache/paddock"
 	"gorm.io/gorm"
@@ -524,4 +527,63 @@ func TestInitializeErrors(t *testing.T) {
 	if err := New(nil, Options{}).Initialize(e.db); !errors.Is(err, paddock.ErrInvalidOption) {
 		t.Errorf("a nil Cache: %v", err)
 	}
+}
+
+// Kinds has a column of each kind of value a driver returns.
+type Kinds struct {
+	ID    uint
+	F     float64
+	B     []byte
+	T     time.Time
+	N     *string
+	Ok    bool
+	Small int8
+}
+
+// A hit read from the store (no hot tier) decodes the rows as the database
+// returned them.
+func TestHitFromStoreScansLikeTheDatabase(t *testing.T) {
+	dialects(t, func(t *testing.T, open func(*testing.T, Options) *env) {
+		e := open(t, Options{Loader: []paddock.LoaderOption{paddock.HotSize(0)}})
+		must(t, e.db.AutoMigrate(&Kinds{}))
+		name := "named"
+		rows := []Kinds{
+			{F: 3.5, B: []byte{0, 255}, T: time.Date(2025, 3, 14, 9, 26, 53, 589793000, time.UTC), N: &name, Ok: true, Small: -3},
+			{F: -0.25, T: time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC)},
+		}
+		must(t, e.db.Create(&rows).Error)
+		var direct, first, second []Kinds
+		must(t, e.db.Order("id").Find(&direct).Error)
+		e.reads.Store(0)
+		must(t, e.cachedDB().Order("id").Find(&first).Error)
+		must(t, e.cachedDB().Order("id").Find(&second).Error)
+		e.expectReads(t, 1, "two cached Finds")
+		if st := e.plugin.Stats(); st.Hits != 1 {
+			t.Errorf("hits = %d, want 1 from the store", st.Hits)
+		}
+		for _, got := range [][]Kinds{first, second} {
+			if len(got) != len(direct) {
+				t.Fatalf("%d rows, want %d", len(got), len(direct))
+			}
+			for i := range got {
+				g, d := got[i], direct[i]
+				if !g.T.Equal(d.T) {
+					t.Errorf("row %d: T = %v, want %v", i, g.T, d.T)
+				}
+				g.T, d.T = time.Time{}, time.Time{}
+				if !reflect.DeepEqual(g, d) {
+					t.Errorf("row %d = %+v, want %+v", i, g, d)
+				}
+			}
+		}
+		// Into maps, without a model: the driver's values and scan types.
+		var maps, directMaps []map[string]any
+		must(t, e.db.Table("kinds").Order("id").Find(&directMaps).Error)
+		must(t, e.cachedDB().Table("kinds").Order("id").Find(&[]map[string]any{}).Error)
+		must(t, e.cachedDB().Table("kinds").Order("id").Find(&maps).Error)
+		if len(maps) != 2 || fmt.Sprint(maps[0]["f"]) != fmt.Sprint(directMaps[0]["f"]) ||
+			reflect.TypeOf(maps[0]["small"]) != reflect.TypeOf(directMaps[0]["small"]) {
+			t.Errorf("maps = %v, want %v", maps, directMaps)
+		}
+	})
 }

@@ -25,7 +25,7 @@ import (
 // keeps it decoded): nothing writes to it after capture.
 type rowSet struct {
 	Columns []column
-	Rows    [][]driver.Value
+	Rows    [][]any
 }
 
 // A column is a result column's name and what its driver reported of it.
@@ -86,7 +86,9 @@ func capture(rows *sql.Rows) (rs rowSet, storable bool, err error) {
 	storable = true
 	ptrs := make([]any, len(names))
 	for rows.Next() {
-		row := make([]driver.Value, len(names))
+		// *any, not *driver.Value: database/sql stores a NULL and copies
+		// []byte only into the former.
+		row := make([]any, len(names))
 		for i := range row {
 			ptrs[i] = &row[i]
 		}
@@ -106,7 +108,7 @@ func capture(rows *sql.Rows) (rs rowSet, storable bool, err error) {
 	return rs, storable, nil
 }
 
-func standardValue(v driver.Value) bool {
+func standardValue(v any) bool {
 	switch v.(type) {
 	case nil, int64, float64, bool, []byte, string, time.Time:
 		return true
@@ -186,7 +188,9 @@ func (r *replayRows) Next(dest []driver.Value) error {
 	if r.next >= len(r.rs.Rows) {
 		return io.EOF
 	}
-	copy(dest, r.rs.Rows[r.next])
+	for i, v := range r.rs.Rows[r.next] {
+		dest[i] = v
+	}
 	r.next++
 	return nil
 }
@@ -313,13 +317,13 @@ func (rowCodec) Unmarshal(data []byte, v any) error {
 		d.fail()
 	}
 	if d.err == nil && nr > 0 {
-		rs.Rows = make([][]driver.Value, 0, nr)
+		rs.Rows = make([][]any, 0, nr)
 	}
 	for range nr {
 		if d.err != nil {
 			break
 		}
-		row := make([]driver.Value, nc)
+		row := make([]any, nc)
 		for j := range row {
 			switch d.byte() {
 			case kindNil:
