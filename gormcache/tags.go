@@ -111,7 +111,9 @@ func (a *analysis) statementOf(stmt *gorm.Statement, sch *schema.Schema, table s
 		a.unknown = true
 	}
 	if table != "" {
-		if ids, ok := pkRestriction(stmt, sch, table); ok && rows && len(stmt.Joins) == 0 {
+		// With joins too: the rows of the main table are still among those
+		// keys; the joined tables are tagged whole.
+		if ids, ok := pkRestriction(stmt, sch, table); ok && rows {
 			a.add(RowsTag(table))
 			for _, id := range ids {
 				a.add(paddock.ModelTag(table, id))
