@@ -272,7 +272,7 @@ func TestReadInTransactionBypassesCache(t *testing.T) {
 	})
 }
 
-// gorm#7367's sequence: a write in an explicit transaction, a read outside
+// A write in an explicit transaction, a read outside
 // it before the commit. The read sees the old row, and must not keep it in
 // the cache past the commit; the first read after the commit sees the write.
 func TestExplicitTransactionInvalidatesAfterCommit(t *testing.T) {
@@ -349,7 +349,7 @@ func TestExplicitTransactionInvalidatesAfterCommit(t *testing.T) {
 	})
 }
 
-// cacheops#478's sequence: a query finds nothing, a create of the row it
+// A negative result racing a create: a query finds nothing, a create of the row it
 // looked for commits while the query's load is still running, and the load
 // then tries to cache its "not found". The fence refuses it: the absence is
 // never served after the create's invalidation.

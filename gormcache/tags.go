@@ -100,6 +100,9 @@ func (a *analysis) statementOf(stmt *gorm.Statement, sch *schema.Schema, table s
 	if e := stmt.TableExpr; e != nil {
 		switch {
 		case plainTable.MatchString(e.SQL) && len(e.Vars) == 0:
+			// GORM sets Table to the alias of "articles AS a": the table
+			// is the first word.
+			table = unquoteTable(strings.Fields(e.SQL)[0])
 		case subqueryTable.MatchString(e.SQL) && len(e.Vars) == 1:
 			// The alias is not a table: the subquery names the tables.
 			a.vars(e.Vars)
@@ -379,23 +382,41 @@ func createdRows(stmt *gorm.Statement) (ids []string, ok bool) {
 }
 
 // setsPrimaryKey reports whether an update assigns the primary key: the row
-// then appears under a key the WHERE clause does not name.
+// then appears under a key the WHERE clause does not name. GORM removes the
+// SET clause once the update has run, so the assigned columns are read from
+// the SQL it ran.
 func setsPrimaryKey(stmt *gorm.Statement) bool {
-	c, ok := stmt.Clauses["SET"]
-	if !ok {
+	if c, ok := stmt.Clauses["SET"]; ok {
+		set, ok := c.Expression.(clause.Set)
+		if !ok {
+			return true
+		}
+		for _, as := range set {
+			if isPKColumn(as.Column, stmt.Schema, stmtTable(stmt)) {
+				return true
+			}
+		}
 		return false
 	}
-	set, ok := c.Expression.(clause.Set)
-	if !ok {
-		return true
+	m := setList.FindStringSubmatch(stmt.SQL.String())
+	if m == nil {
+		// Not an UPDATE ... SET (a soft delete's is): assume the worst.
+		return !strings.HasPrefix(strings.TrimSpace(strings.ToUpper(stmt.SQL.String())), "DELETE")
 	}
-	for _, as := range set {
-		if isPKColumn(as.Column, stmt.Schema, stmtTable(stmt)) {
+	for _, col := range setColumn.FindAllStringSubmatch(m[1], -1) {
+		if isPKColumn(col[1], stmt.Schema, stmtTable(stmt)) {
 			return true
 		}
 	}
 	return false
 }
+
+var (
+	// setList is the assignments of an UPDATE.
+	setList = regexp.MustCompile(`(?is)^\s*UPDATE\s.*?\sSET\s(.*?)(?:\sWHERE\s|\sRETURNING\s|$)`)
+	// setColumn is one assigned column.
+	setColumn = regexp.MustCompile("(?:^|,)\\s*((?:[\"`\\[]?\\w+[\"`\\]]?\\.)?[\"`\\[]?\\w+[\"`\\]]?)\\s*=")
+)
 
 func stmtTable(stmt *gorm.Statement) string {
 	if stmt.Table != "" {
