@@ -587,3 +587,29 @@ func TestHitFromStoreScansLikeTheDatabase(t *testing.T) {
 		}
 	})
 }
+
+// Writes GORM makes for associations, and writes without GORM's default
+// transaction, invalidate too.
+func TestAssociationAndAutocommitWritesInvalidate(t *testing.T) {
+	dialects(t, func(t *testing.T, open func(*testing.T, Options) *env) {
+		e := open(t, Options{})
+		authors := func() int {
+			var n int64
+			must(t, e.cachedDB().Model(&Author{}).Count(&n).Error)
+			return int(n)
+		}
+		if authors() != 0 {
+			t.Fatal("authors at start")
+		}
+		must(t, e.db.Create(&Article{Title: "With a new author", Author: Author{Name: "Grace"}}).Error)
+		if n := authors(); n != 1 {
+			t.Errorf("authors after an article created with its author = %d, want 1", n)
+		}
+
+		auto := e.db.Session(&gorm.Session{SkipDefaultTransaction: true})
+		must(t, auto.Create(&Author{Name: "Edsger"}).Error)
+		if n := authors(); n != 2 {
+			t.Errorf("authors after a create without a transaction = %d, want 2", n)
+		}
+	})
+}
