@@ -12,7 +12,7 @@ import (
 
 	"github.com/glebarez/sqlite"
 	"github.com/paddockcache/paddock"
-	"github.com/paddockcache/paddock/gormcache/internal/pgtest"
+	"github.com/paddockcache/paddock/internal/pgtest"
 	"github.com/paddockcache/paddock/memstore"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -45,9 +45,7 @@ var pg struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if pg.server != nil {
-		if err := pg.server.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+		pg.server.Stop()
 	}
 	os.Exit(code)
 }
@@ -76,14 +74,15 @@ func openSQLite(t *testing.T, opts Options) *env {
 
 func openPostgres(t *testing.T, opts Options) *env {
 	t.Helper()
-	pgtest.Require(t)
-	pg.once.Do(func() { pg.server, pg.err = pgtest.Start() })
+	bin := pgtest.Require(t)
+	pg.once.Do(func() { pg.server, pg.err = pgtest.New(bin) })
 	if pg.err != nil {
 		t.Fatal(pg.err)
 	}
 	// A schema per test: the tests share the server, not their tables.
 	schema := fmt.Sprintf("t%d", pg.n.Add(1))
-	admin, err := gorm.Open(postgres.Open(pg.server.DSN), &gorm.Config{Logger: logger.Discard})
+	dsn := pg.server.DSN("postgres")
+	admin, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +92,7 @@ func openPostgres(t *testing.T, opts Options) *env {
 	if sqlDB, err := admin.DB(); err == nil {
 		sqlDB.Close()
 	}
-	return openEnv(t, postgres.Open(pg.server.DSN+" search_path="+schema), opts)
+	return openEnv(t, postgres.Open(dsn+" search_path="+schema), opts)
 }
 
 func openEnv(t *testing.T, d gorm.Dialector, opts Options) *env {
