@@ -23,7 +23,7 @@
 // retries it. An invalidation may land while a load of its key is held
 // and another Get of the key follow it, on any node.
 //
-// In half the checks the rows have layers on top (nested_test.go): a list
+// In half the checks the rows have layers on top (nested.go): a list
 // built from rows a and b and a page built from the list, each on its own
 // Loader of the node's Cache, whose loads read their inputs with nested
 // Gets, Peeks and GetManys, one Step at a time, so that invalidations of
@@ -69,6 +69,13 @@
 // returned), with Gets racing invalidations and every subscription killed
 // among the actions. TestCanFail's FeedDropsChanges row checks that a feed
 // that loses changes without going down breaks it.
+//
+// A store of another module (one with a heavy dependency, in a module of
+// its own) runs the same machine from its own tests: [Run] with a
+// [Backend] whose [Env] holds the store and its controls, [Outside] for a
+// store that does network I/O, and [Main] as the package's TestMain, so
+// that the can-fail runs can turn one mechanism off in a copy of its test
+// binary.
 //
 // Failing cases are saved under testdata/rapid and replayed first on every
 // run. A long run: go test ./proptest -run TestMemstore -rapid.checks=100000.

@@ -149,7 +149,7 @@ func newNearMachine(t *rapid.T, srv *redistest.Server, admin *redis.Client, pref
 			t.Fatalf("redisstore.New: %v", err)
 		}
 		p.store = s
-		c, err := paddock.New(nearStore{s, m, p}, paddock.NearCache(time.Hour), paddock.StoreTimeout(redisCallTimeout))
+		c, err := paddock.New(nearStore{s, m, p}, paddock.NearCache(time.Hour), paddock.StoreTimeout(callTimeout))
 		if err != nil {
 			t.Fatalf("paddock.New: %v", err)
 		}
@@ -418,7 +418,7 @@ func (m *nearMachine) KillFeeds(t *rapid.T) {
 		ups[i] = p.ups
 	}
 	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	if err := m.admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
 		t.Fatalf("CLIENT KILL: %v", err)

@@ -34,9 +34,6 @@ type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
 
-// redisCallTimeout bounds one store call, in real time.
-const redisCallTimeout = 5 * time.Second
-
 // A redisDeployment is a running Redis and what the machine can do to it.
 // Its functions panic if they fail.
 type redisDeployment struct {
@@ -69,7 +66,7 @@ func standalone(t *testing.T) redisDeployment {
 	return redisDeployment{
 		client: func() redis.UniversalClient { return redis.NewClient(options()) },
 		flushAll: func() {
-			ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 			defer cancel()
 			if err := admin.FlushAll(ctx).Err(); err != nil {
 				panic(fmt.Sprintf("FLUSHALL: %v", err))
@@ -178,93 +175,6 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 		},
 	}
 }
-
-// outside runs functions on goroutines outside every synctest bubble. A
-// bubbled goroutine that waits for one is not durably blocked, so
-// synctest.Wait waits for the call to finish, and the network code runs
-// on the real clock (inside a bubble, time.Now is fake, and socket
-// deadlines computed from it would lie in the past).
-type outside struct {
-	work  chan func()
-	dones chan chan struct{} // a pool of reply channels made outside the bubble
-}
-
-func newOutside(t *testing.T) *outside {
-	o := &outside{work: make(chan func()), dones: make(chan chan struct{}, 64)}
-	for range cap(o.dones) {
-		o.dones <- make(chan struct{}, 1)
-	}
-	go func() {
-		for f := range o.work {
-			go f()
-		}
-	}()
-	t.Cleanup(func() { close(o.work) })
-	return o
-}
-
-// do runs f outside the bubble and waits for it. A panic in f is raised
-// again in the caller.
-func (o *outside) do(f func()) {
-	done := <-o.dones
-	var p any
-	o.work <- func() {
-		defer func() {
-			p = recover()
-			done <- struct{}{}
-		}()
-		f()
-	}
-	<-done
-	o.dones <- done
-	if p != nil {
-		panic(p)
-	}
-}
-
-// outsideStore calls a store from outside the bubble. It drops the
-// callers' contexts (their deadlines are on the bubble's clock) for a real
-// timeout of its own.
-type outsideStore struct {
-	out  *outside
-	s    store.Store
-	tick func() // publishes the bubble's clock to the store's offset
-}
-
-var _ store.Remote = (*outsideStore)(nil)
-
-func (p *outsideStore) Remote() bool { return true }
-
-func (p *outsideStore) call(f func(ctx context.Context)) {
-	p.tick()
-	p.out.do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), redisCallTimeout)
-		defer cancel()
-		f(ctx)
-	})
-}
-
-func (p *outsideStore) Lookup(_ context.Context, key string, req store.LookupRequest) (lk store.Lookup, err error) {
-	p.call(func(ctx context.Context) { lk, err = p.s.Lookup(ctx, key, req) })
-	return lk, err
-}
-
-func (p *outsideStore) Fill(_ context.Context, key string, f *store.Fill) (ok bool, err error) {
-	p.call(func(ctx context.Context) { ok, err = p.s.Fill(ctx, key, f) })
-	return ok, err
-}
-
-func (p *outsideStore) Release(_ context.Context, key string, lease uint64) (err error) {
-	p.call(func(ctx context.Context) { err = p.s.Release(ctx, key, lease) })
-	return err
-}
-
-func (p *outsideStore) Invalidate(_ context.Context, inv store.Invalidation) (err error) {
-	p.call(func(ctx context.Context) { err = p.s.Invalidate(ctx, inv) })
-	return err
-}
-
-func (p *outsideStore) Close() error { return p.s.Close() }
 
 // fatalPanics is the t of the redistest calls that the machine makes
 // through outside.do. They run on goroutines of their own, where t.Fatal
