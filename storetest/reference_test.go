@@ -105,6 +105,13 @@ func (s *refStore) Fill(_ context.Context, key string, f *store.Fill) (bool, err
 		delete(s.leases, key)
 	}
 	if len(f.Value) > refMaxValue {
+		if f.Set {
+			// A Set that cannot be stored still replaces the key's
+			// entry, as an invalidation of the key would.
+			delete(s.entries, key)
+			s.seq++
+			s.keyVer[key] = s.seq
+		}
 		return false, fmt.Errorf("%w: %d bytes", paddock.ErrTooLarge, len(f.Value))
 	}
 	if !s.admits(key, f) {
