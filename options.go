@@ -136,6 +136,12 @@ func WaitTimeout(d time.Duration) Option {
 // costs one StoreTimeout, not one per Get. Default [DefaultStoreTimeout]:
 // a cache sits in front of a database that answers in milliseconds, and a
 // healthy Redis answers in well under one.
+//
+// The call's context carries the exact deadline (a client sets its socket
+// deadlines from it). For a caller whose context cannot end, its Done
+// channel is shared by the calls whose deadlines fall in the same
+// millisecond and closes up to a millisecond after the deadline: one timer
+// a millisecond instead of one per call.
 func StoreTimeout(d time.Duration) Option {
 	return cacheOption(func(c *config) error {
 		if d <= 0 {
