@@ -2,8 +2,8 @@
 // httpcache, and an editor's save through the GORM plugin that drops the
 // article's page, its author's page and the homepage, and nothing else.
 //
-//	go run ./examples/blog            # walk through the scenario and exit (non-zero if a check fails)
-//	go run ./examples/blog -serve     # then keep serving on localhost:8080
+//	cd examples/blog && go run .          # walk through the scenario and exit (non-zero if a check fails)
+//	cd examples/blog && go run . -serve   # then keep serving on localhost:8080
 //
 // # Django's version
 //
