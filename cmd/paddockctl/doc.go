@@ -19,7 +19,7 @@
 // Every command takes the connection flags: --addr (host:port, or a unix
 // socket path; several, comma-separated, with --cluster), --sentinel and
 // --master, --username, --password (or $PADDOCK_REDIS_PASSWORD), --db,
-// --prefix (redisstore.Prefix, default "paddock:") and --timeout; and
+// --key-prefix (redisstore.Prefix, default "paddock:") and --timeout; and
 // --json, which prints JSON for scripts. Flags may come before or after
 // the arguments.
 //

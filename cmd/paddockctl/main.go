@@ -74,7 +74,7 @@ func (c *conn) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.cluster, "cluster", false, "Redis Cluster: --addr lists one or more nodes")
 	fs.StringVar(&c.sentinel, "sentinel", "", "Sentinel addresses, comma-separated (with --master)")
 	fs.StringVar(&c.master, "master", "", "the master name Sentinel watches (with --sentinel)")
-	fs.StringVar(&c.prefix, "prefix", redisstore.DefaultPrefix, "key prefix, as redisstore.Prefix")
+	fs.StringVar(&c.prefix, "key-prefix", envOr("PADDOCK_KEY_PREFIX", redisstore.DefaultPrefix), "prefix of the store's Redis keys, as redisstore.Prefix ($PADDOCK_KEY_PREFIX)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "bound of each Redis call")
 	fs.BoolVar(&c.json, "json", false, "print JSON, for scripts")
 }
@@ -217,7 +217,7 @@ Commands:
 	fmt.Fprint(w, `
 Connection flags (every command): --addr host:port or a socket path,
 --cluster, --sentinel ADDRS --master NAME, --username, --password (or
-$PADDOCK_REDIS_PASSWORD), --db, --prefix (default "paddock:"), --timeout.
+$PADDOCK_REDIS_PASSWORD), --db, --key-prefix (default "paddock:"), --timeout.
 --json prints JSON. Bulk actions take --dry-run: what they would drop,
 counted. Run "paddockctl COMMAND --help" for a command's flags.
 
