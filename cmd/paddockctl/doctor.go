@@ -128,9 +128,10 @@ func doctorCmd(fs *flag.FlagSet) func(*env, []string) error {
 				foreign++
 			}
 		}
-		where := "the epoch marker"
+		where, trusted := "the epoch marker", "the epoch marker is trusted: it names"
 		if e.store.IsCluster() {
 			where = fmt.Sprintf("%d slot epoch markers", len(markers))
+			trusted = where + " trusted: they name"
 			if !complete {
 				where += " (SCAN stopped at --limit: more may exist)"
 			}
@@ -146,7 +147,7 @@ func doctorCmd(fs *flag.FlagSet) func(*env, []string) error {
 			add(levelWarn, "epoch", "", fmt.Sprintf("%d of %s name no replication ID: the failover check is off (SkipFailoverCheck)", noRID, where),
 				"safe only while Redis has no replicas and no persistence")
 		default:
-			add(levelOK, "epoch", "", fmt.Sprintf("%s trusted: they name the replication ID of the server holding them", where), "")
+			add(levelOK, "epoch", "", trusted+" the replication ID of the server holding them", "")
 		}
 		if foreign > 0 {
 			add(levelWarn, "epoch", "", fmt.Sprintf("%d epoch markers name another replication ID", foreign),
@@ -231,8 +232,10 @@ func checkServer(s server) []finding {
 	case policy == "noeviction" && s.config["maxmemory"] != "0":
 		add(levelOK, "maxmemory-policy", policy+" with maxmemory "+s.config["maxmemory"],
 			"when Redis is full, writes fail: fills are skipped and invalidations are retried, nothing stale is served")
+	case policy == "noeviction":
+		add(levelOK, "maxmemory-policy", policy, "nothing is evicted")
 	default:
-		add(levelOK, "maxmemory-policy", policy, "only keys with a TTL (entries, leases, markers of freshness) can be evicted")
+		add(levelOK, "maxmemory-policy", policy, "only keys with a TTL (entries, leases, fresh markers) can be evicted")
 	}
 	aof, save := s.config["appendonly"] == "yes", s.config["save"]
 	switch {
