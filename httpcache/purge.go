@@ -211,3 +211,14 @@ func (x *urlIndex) under(prefix string) []indexed {
 	}
 	return out
 }
+
+// PurgeTags returns the tags that [Cache.PurgeURL] of u invalidates, or
+// with prefix set, those of [Cache.PurgePrefix] of u: for tools that show
+// what a purge would drop before making it (paddockctl purge-url
+// --dry-run), or make it through another Cache.
+func (c *Cache) PurgeTags(u string, prefix bool) ([]string, error) {
+	if prefix {
+		return c.prefixTags(u)
+	}
+	return c.urlTags(u)
+}

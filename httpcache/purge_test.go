@@ -383,3 +383,29 @@ func TestClosedCache(t *testing.T) {
 		t.Errorf("%d renders, want 3", h.n.Load())
 	}
 }
+
+// PurgeTags names the tags a purge invalidates: invalidating them through
+// the paddock.Cache purges what PurgeURL would.
+func TestPurgeTags(t *testing.T) {
+	hc := newCache(t, nil)
+	v := hc.Handler(&counting{serve: body}, httpcache.IgnoreQuery("utm_*"))
+	do(v, "GET", "/blog/?page=2")
+	do(v, "GET", "/blog/?page=3")
+	tags, err := hc.PurgeTags("/blog/?page=2&utm_source=x", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.Loader().Cache().InvalidateTags(ctx, tags...); err != nil {
+		t.Fatal(err)
+	}
+	if cachedAt(t, v, "/blog/?page=2") || !cachedAt(t, v, "/blog/?page=3") {
+		t.Fatalf("after invalidating %v: page=2 cached %v, page=3 cached %v", tags, cachedAt(t, v, "/blog/?page=2"), cachedAt(t, v, "/blog/?page=3"))
+	}
+	dirs, err := hc.PurgeTags("/blog/", true)
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("prefix tags %v, %v", dirs, err)
+	}
+	if _, err := hc.PurgeTags("blog", false); !errors.Is(err, httpcache.ErrInvalidOption) {
+		t.Fatalf("a bad URL: %v", err)
+	}
+}

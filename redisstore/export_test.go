@@ -46,6 +46,7 @@ func ScriptNames() map[string]string {
 		fenceScript.Hash():      "fence",
 		tagCheckScript.Hash():   "tagcheck",
 		checkScript.Hash():      "check",
+		inspectScript.Hash():    "inspect",
 	}
 }
 
