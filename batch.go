@@ -215,7 +215,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 		b.f.loading(b.lk.token, sc)
 		marks[i] = b.f.begin()
 	}
-	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, start, func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
+	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, start, len(keys), func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
 	lctx.cancel(context.Canceled)
 
 	outs := make([]outcome[T], len(mine))

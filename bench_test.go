@@ -99,7 +99,7 @@ func benchModes(b *testing.B, get benchGetter) {
 
 // newBenchCache returns a Cache over a new default memstore, closed when b
 // ends.
-func newBenchCache(b *testing.B, wrap func(store.Store) store.Store) *paddock.Cache {
+func newBenchCache(b *testing.B, wrap func(store.Store) store.Store, opts ...paddock.Option) *paddock.Cache {
 	b.Helper()
 	s, err := memstore.New()
 	if err != nil {
@@ -110,7 +110,7 @@ func newBenchCache(b *testing.B, wrap func(store.Store) store.Store) *paddock.Ca
 	if wrap != nil {
 		store = wrap(s)
 	}
-	c, err := paddock.New(store)
+	c, err := paddock.New(store, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,8 +168,8 @@ func (h maphashHasher) Sum64(key string) uint64 { return maphash.String(h.seed, 
 // benchPaddockGet returns a warm Get of a paddock Loader[T] holding v under
 // every key. A load during the benchmark (there should be none) is an
 // error.
-func benchPaddockGet[T any](b *testing.B, v T) benchGetter {
-	c := newBenchCache(b, nil)
+func benchPaddockGet[T any](b *testing.B, v T, opts ...paddock.Option) benchGetter {
+	c := newBenchCache(b, nil, opts...)
 	l, err := paddock.NewLoader[T](c, "bench", paddock.TTL(time.Hour))
 	if err != nil {
 		b.Fatal(err)
@@ -218,6 +218,10 @@ func BenchmarkGet(b *testing.B) {
 	})
 	b.Run("impl=paddock/value=struct", func(b *testing.B) {
 		benchModes(b, benchPaddockGet(b, benchStruct))
+	})
+	// With a Recorder set: a hit reports nothing, and must cost the same.
+	b.Run("impl=paddock/value=struct/recorder=nop", func(b *testing.B) {
+		benchModes(b, benchPaddockGet(b, benchStruct, paddock.WithRecorder(paddock.NopRecorder{})))
 	})
 
 	// otter v2 as an application would use it for typed values: a

@@ -32,6 +32,11 @@ type breaker struct {
 	// through, 0 when none is out. The caller that swaps it from 0 (or
 	// from an overdue probe) is the probe.
 	probeAt atomic.Int64
+
+	// rec, if not nil, is told of every change of state. The changes are
+	// found by the swaps below, so each is reported once however many
+	// calls race it.
+	rec Recorder
 }
 
 // allow reports whether a store call may be made, and whether it is the
@@ -50,7 +55,11 @@ func (b *breaker) allow() (ok, probe bool) {
 	if p != 0 && now-p < int64(2*b.timeout+b.cooldown) {
 		return false, false
 	}
-	return b.probeAt.CompareAndSwap(p, now), true
+	if !b.probeAt.CompareAndSwap(p, now) {
+		return false, true
+	}
+	b.report(BreakerHalfOpen)
+	return true, true
 }
 
 // open reports whether the breaker is open now (no call would be let
@@ -61,9 +70,9 @@ func (b *breaker) success() {
 	if b.fails.Load() != 0 {
 		b.fails.Store(0)
 	}
-	if b.openUntil.Load() != 0 {
-		b.openUntil.Store(0)
+	if b.openUntil.Load() != 0 && b.openUntil.Swap(0) != 0 {
 		b.probeAt.Store(0)
+		b.report(BreakerClosed)
 	}
 }
 
@@ -71,7 +80,29 @@ func (b *breaker) success() {
 // timeout, which opens the breaker at once.
 func (b *breaker) failure(timedOut bool) {
 	if b.fails.Add(1) >= b.threshold || timedOut {
-		b.openUntil.Store(time.Now().Add(b.cooldown).UnixNano())
-		b.probeAt.Store(0)
+		was := b.openUntil.Swap(time.Now().Add(b.cooldown).UnixNano())
+		// Closed before, or a probe was out: the breaker opens (again).
+		// A failure of a call let through before it opened changes
+		// nothing.
+		if probe := b.probeAt.Swap(0); was == 0 || probe != 0 {
+			b.report(BreakerOpen)
+		}
+	}
+}
+
+// state returns the breaker's state now.
+func (b *breaker) state() BreakerState {
+	switch {
+	case b.openUntil.Load() == 0:
+		return BreakerClosed
+	case b.probeAt.Load() != 0:
+		return BreakerHalfOpen
+	}
+	return BreakerOpen
+}
+
+func (b *breaker) report(s BreakerState) {
+	if b.rec != nil {
+		b.rec.RecordBreaker(BreakerEvent{State: s})
 	}
 }

@@ -288,21 +288,27 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 			break
 		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+		names := len(pi.inv.Keys) + len(pi.inv.Tags)
+		t0 := c.timed()
 		err := c.store.Invalidate(sctx, pi.inv)
+		c.recordCall(t0, "", StoreInvalidate, names, err)
 		cancel()
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidOption) {
 			// The store was closed by its owner, or refuses the request
 			// itself: no retry can apply it.
 			c.pending.done(pi, false)
+			c.recordInvalidation(InvalidationDropped, names)
 			c.cfg.logger.Error("paddock: pending invalidation dropped", "err", err)
 			continue
 		}
 		if err != nil {
 			answered = false
 			c.pending.failed(err)
+			c.recordInvalidation(InvalidationRetryFailed, names)
 			break // the store is still down: keep the order, try later
 		}
 		c.pending.done(pi, true)
+		c.recordInvalidation(InvalidationRetried, names)
 		c.breaker.success()
 		c.cfg.logger.Info("paddock: pending invalidation applied",
 			"keys", len(pi.inv.Keys), "tags", len(pi.inv.Tags), "after", time.Since(pi.since))
@@ -316,7 +322,9 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+		t0 := c.timed()
 		err := c.store.Release(sctx, key, l.token)
+		c.recordCall(t0, namespaceOf(key), StoreRelease, 1, err)
 		cancel()
 		if err != nil {
 			answered = false
@@ -330,6 +338,9 @@ func (c *Cache) retryOnce(ctx context.Context) (answered bool) {
 func (c *Cache) keepPending(inv store.Invalidation, cause error) {
 	c.invGen.Add(1)
 	if n := c.pending.add(inv); n > 0 {
+		for range n {
+			c.recordInvalidation(InvalidationDropped, 0) // how many names each had is not kept
+		}
 		c.cfg.logger.Error("paddock: pending invalidations dropped: more than MaxPendingInvalidations names",
 			"dropped", n, "max", c.cfg.maxPending)
 	}

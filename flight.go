@@ -379,7 +379,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
-	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, start, w.load)
+	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, start, 1, w.load)
 	lctx.cancel(context.Canceled)
 	ld.mark = mark
 	out, fill := w.prepare(f, lk, lkMark, v, ld)
@@ -417,13 +417,17 @@ type loaded struct {
 
 // timedLoad runs load on lctx (made by newLoadCtx with timeout and start,
 // whose scope is sc) for loader l, and says how it went. A panic becomes a
-// *PanicError; running out of the timeout, an ErrLoadTimeout.
-func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, start time.Time, load func(context.Context) (V, error)) (V, loaded) {
+// *PanicError; running out of the timeout, an ErrLoadTimeout. keys is how
+// many keys the load is for, for the Recorder.
+func timedLoad[T, V any](l *Loader[T], lctx context.Context, timeout time.Duration, sc *scope, start time.Time, keys int, load func(context.Context) (V, error)) (V, loaded) {
 	gen := l.c.invGen.Load()
 	v, err := callLoad(lctx, load)
 	dur := time.Since(start)
 	ld := loaded{err: l.c.loadError(lctx, err, timeout), dur: dur, end: start.Add(dur), sc: sc, gen: gen}
 	l.st.loads.Add(1)
+	if r := l.c.rec; r != nil {
+		r.RecordLoad(LoadEvent{Namespace: l.ns, Result: loadResult(ld.err), Duration: dur, Keys: keys, Background: sc.background})
+	}
 	return v, ld
 }
 
@@ -501,10 +505,12 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	switch {
 	case out.fillErr != nil:
 		l.st.fillErrors.Add(1)
+		c.recordFill(l.st, FillEncodeError)
 		return out, nil
 	case unreachable && !k.noStore && k.servable():
 		// A value that would have been stored: say why it was not.
 		out.fillErr = fmt.Errorf("%w: not stored, the store could not be reached", ErrStoreUnavailable)
+		c.recordFill(l.st, FillStoreError)
 		return out, nil
 	case lk == nil || k.noStore || !k.servable():
 		return out, nil
@@ -512,6 +518,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		// An invalidation of the key or a tag is pending: the store has
 		// not seen it, so it cannot refuse this fill. Refuse it here.
 		l.st.fillsRefused.Add(1)
+		c.recordFill(l.st, FillPending)
 		return out, nil
 	}
 	fill.Ticket, fill.Lease = lk.Ticket, f.lease.Load()
@@ -531,14 +538,17 @@ func (w *work[T]) filled(ctx context.Context, f *flight[T], out outcome[T], ok b
 	case err != nil:
 		l.st.fillErrors.Add(1)
 		out.fillErr = err
+		c.recordFill(l.st, fillResult(err))
 		c.cfg.logger.Warn("paddock: fill failed", "key", w.key, "err", err)
 		c.release(ctx, w.key, f.lease.Swap(0), l.st)
 	case ok:
 		f.lease.Store(0) // the fill released it
 		out.filled = mark
+		c.recordFill(l.st, FillStored)
 	default:
 		f.lease.Store(0)
 		l.st.fillsRefused.Add(1)
+		c.recordFill(l.st, FillFenced)
 	}
 	return out
 }

@@ -614,11 +614,14 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 	}
 	switch {
 	case err != nil:
+		l.c.recordFill(l.st, fillResult(err))
 		return err
 	case !accepted:
 		l.st.fillsRefused.Add(1)
+		l.c.recordFill(l.st, FillFenced)
 		return ErrFenced
 	}
+	l.c.recordFill(l.st, FillStored)
 	return l.c.invalidate(ctx, store.Invalidation{Tags: []string{DependencyTag(full)}})
 }
 

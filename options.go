@@ -75,6 +75,7 @@ type config struct {
 	logger           *slog.Logger
 	maxPending       int
 	near             time.Duration // NearCache's maximum staleness; 0: off
+	recorder         Recorder      // nil: none
 }
 
 // NearCache keeps each Loader's hot tier (see [HotSize]) in front of a

@@ -31,6 +31,7 @@ type Cache struct {
 	remote    bool
 	deadlines deadlines // the shared Done channels of remote store calls
 	cfg       config
+	rec       Recorder // cfg.recorder: nil when none is set
 
 	mu         sync.Mutex
 	stats      map[string]*counters // namespace -> counters
@@ -92,7 +93,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	if cfg.waitTimeout == 0 {
 		cfg.waitTimeout = cfg.leaseTTL
 	}
-	c := &Cache{store: s, cfg: cfg, stats: make(map[string]*counters)}
+	c := &Cache{store: s, cfg: cfg, rec: cfg.recorder, stats: make(map[string]*counters)}
 	if r, ok := s.(store.Remote); ok && r.Remote() {
 		c.remote = true
 	}
@@ -114,6 +115,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	c.breaker.threshold = int32(cfg.breakerThreshold)
 	c.breaker.cooldown = cfg.breakerCooldown
 	c.breaker.timeout = cfg.storeTimeout
+	c.breaker.rec = cfg.recorder
 	c.pending.maxNames = cfg.maxPending
 	c.closing, c.stop = context.WithCancel(context.Background())
 	return c, nil
@@ -195,7 +197,9 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 	defer cancel()
 	// An invalidation is never skipped by the breaker: it is the write
 	// that keeps readers correct, and the caller must learn if it failed.
+	t0 := c.timed()
 	err := c.store.Invalidate(sctx, inv)
+	c.recordCall(t0, "", StoreInvalidate, len(inv.Keys)+len(inv.Tags), err)
 	if err != nil {
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidOption) {
 			return err // not the store failing: a retry would fail the same way
@@ -204,6 +208,7 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 		// Keep it and retry (applying it twice is harmless), whether the
 		// store failed or the caller's context ended.
 		if !hooks.DropFailedInvalidations.Load() {
+			c.recordInvalidation(InvalidationPending, len(inv.Keys)+len(inv.Tags))
 			c.keepPending(inv, err)
 			if c.hot != nil {
 				c.hot.bump(inv.Keys, inv.Tags) // the store may not have told
@@ -222,6 +227,7 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 	}
 	c.doom(ctx, &inv)
 	c.counted(asked)
+	c.recordInvalidation(InvalidationApplied, len(inv.Keys)+len(inv.Tags))
 	return nil
 }
 
@@ -389,7 +395,9 @@ func (c *Cache) lookupMany(ctx context.Context, keys []string, reqs []store.Look
 	}
 	gen, applied := c.invGen.Load(), c.pending.applied.Load()
 	sctx, cancel := c.storeContext(ctx)
+	t0 := c.timed()
 	lks, serrs := c.batcher.LookupMany(sctx, keys, reqs)
+	c.recordCall(t0, st.ns, StoreLookup, len(keys), firstErr(serrs))
 	cancel()
 	failed := false
 	for i, k := range keys {
@@ -440,7 +448,9 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequ
 		lk, err = c.probe(ctx, key, req, st)
 	} else {
 		sctx, cancel := c.storeContext(ctx)
+		t0 := c.timed()
 		lk, err = c.store.Lookup(sctx, key, req)
+		c.recordCall(t0, st.ns, StoreLookup, 1, err)
 		cancel()
 		lk, err = c.lookupDone(ctx, key, req, st, lk, err, true)
 	}
@@ -526,7 +536,9 @@ func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, 
 	dctx := context.WithoutCancel(ctx)
 	run := func() {
 		sctx, cancel := context.WithTimeout(dctx, c.cfg.storeTimeout)
+		t0 := c.timed()
 		lk, err := c.store.Lookup(sctx, key, req)
+		c.recordCall(t0, st.ns, StoreLookup, 1, err)
 		cancel()
 		lk, err = c.lookupDone(dctx, key, req, st, lk, err, true)
 		if !state.CompareAndSwap(waiting, answered) && err == nil && lk.Lease {
@@ -558,7 +570,9 @@ func (c *Cache) fill(ctx context.Context, key string, f *store.Fill, st *counter
 		return false, errBreakerOpen
 	}
 	sctx, cancel := c.storeContext(ctx)
+	t0 := c.timed()
 	ok, err := c.store.Fill(sctx, key, f)
+	c.recordCall(t0, st.ns, StoreFill, 1, err)
 	cancel()
 	return ok, c.fillDone(key, st, err, true)
 }
@@ -606,7 +620,9 @@ func (c *Cache) fillMany(ctx context.Context, keys []string, fills []*store.Fill
 		return make([]bool, len(keys)), errs
 	}
 	sctx, cancel := c.storeContext(ctx)
+	t0 := c.timed()
 	oks, serrs := c.batcher.FillMany(sctx, keys, fills)
+	c.recordCall(t0, st.ns, StoreFill, len(keys), firstErr(serrs))
 	cancel()
 	counted := false
 	for i, k := range keys {
@@ -632,7 +648,9 @@ func (c *Cache) release(ctx context.Context, key string, lease uint64, st *count
 		return
 	}
 	sctx, cancel := c.storeContext(ctx)
+	t0 := c.timed()
 	err := c.store.Release(sctx, key, lease)
+	c.recordCall(t0, st.ns, StoreRelease, 1, err)
 	cancel()
 	if err != nil {
 		if !errors.Is(err, ErrClosed) {
@@ -657,4 +675,14 @@ func (c *Cache) storeFailed(st *counters, op, key string, err error) {
 func namespaceOf(key string) string {
 	ns, _, _ := strings.Cut(key, ":")
 	return ns
+}
+
+// firstErr returns the first non-nil error of errs, or nil.
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -60,6 +60,7 @@ type Stats struct {
 }
 
 type counters struct {
+	ns string // the namespace counted, for the Recorder's events
 	// hits, misses and loads are striped: every hit or miss of the
 	// namespace counts, and on many cores one shared counter would be a
 	// cache line that every core's read writes.
@@ -93,7 +94,7 @@ func (c *Cache) counters(ns string) *counters {
 	defer c.mu.Unlock()
 	s, ok := c.stats[ns]
 	if !ok {
-		s = new(counters)
+		s = &counters{ns: ns}
 		c.stats[ns] = s
 	}
 	return s

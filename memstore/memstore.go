@@ -956,6 +956,16 @@ func (s *Store) evicted(key string) {
 	s.evictMu.Unlock()
 }
 
+// Len returns how many entries the store holds, expired ones that
+// bigcache has not removed yet among them. It does not count the
+// versions of keys and tags, which are kept apart from the entries.
+func (s *Store) Len() int { return s.cache.Len() }
+
+// Capacity returns how many bytes the store has allocated for its entries:
+// it grows as entries are added, up to the bound ([MaxBytes]), and does
+// not shrink when they are removed.
+func (s *Store) Capacity() int { return s.cache.Capacity() }
+
 // Corrupt returns how many entries failed to decode (bytes of another
 // format, or damaged) and were dropped as misses.
 func (s *Store) Corrupt() uint64 { return s.corrupt.Load() }

@@ -978,3 +978,38 @@ func TestWatch(t *testing.T) {
 		}
 	})
 }
+
+func TestLenAndCapacity(t *testing.T) {
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	if n := s.Len(); n != 0 {
+		t.Fatalf("Len of a new store: %d", n)
+	}
+	before := s.Capacity()
+	for i := range 3 {
+		k := fmt.Sprintf("ns:%d", i)
+		r, err := s.Lookup(ctx, k, store.LookupRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Fill(ctx, k, &store.Fill{Value: make([]byte, 1<<10), Ticket: r.Ticket, TTL: time.Hour}); !ok || err != nil {
+			t.Fatalf("Fill: %v, %v", ok, err)
+		}
+	}
+	if n := s.Len(); n != 3 {
+		t.Errorf("Len after 3 fills: %d", n)
+	}
+	if c := s.Capacity(); c <= 0 || c < before {
+		t.Errorf("Capacity: %d after fills, %d before", c, before)
+	}
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"ns:0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Len(); n != 2 {
+		t.Errorf("Len after an invalidation: %d, want 2", n)
+	}
+}
