@@ -16,12 +16,15 @@
 // ("mg N<ttl>", answered W to one caller and Z to the others), CAS on
 // every reply and conditional writes ("ms C<cas>", refused with EX),
 // "md I" to mark an item stale and bump its CAS, and the remaining TTL
-// ("mg t"). The well-known Go client, github.com/bradfitz/gomemcache,
-// has neither the meta protocol nor contexts; the others found
-// (memcache clients of the grpc-ecosystem or of individual authors) wrap
-// the classic commands or are not kept up. A pipeline per server per
-// call, with the call's context as the connection's deadline, is a few
-// hundred lines.
+// ("mg t"). github.com/bradfitz/gomemcache, the well-kept Go client, has
+// neither the meta protocol nor contexts. Of the Go clients that speak
+// the meta protocol, github.com/jsp-lqk/metapipe-memcached (v0.2) exposes
+// plain get and set without the vivify, CAS and stale flags, the
+// gomemcache forks (bobrovde, caojen) add only multi-gets, and
+// github.com/aisk/go-memcache has the flags but is young (v0.1). What the
+// store needs is a pipeline of meta commands per server per call, with
+// the call's context as the connection's deadline: a few hundred lines of
+// net and bufio (meta.go), with no dependency to keep up.
 //
 // # How the protocol is kept
 //
