@@ -164,9 +164,15 @@ func (c *conn) pipeline(ctx context.Context, ops []*op) error {
 	return nil
 }
 
+// ctxErr reports an I/O error as the end of ctx when ctx ended: the
+// connection's deadline is ctx's, and it may fire a moment before ctx
+// reports its own end.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
 	}
 	return err
 }
