@@ -1,0 +1,239 @@
+package memcachestore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paddockcache/paddock/memcachestore/internal/memcachedtest"
+	"github.com/paddockcache/paddock/store"
+)
+
+func lease(t *testing.T, s *Store, key string, token uint64) store.Lookup {
+	t.Helper()
+	r, err := s.Lookup(t.Context(), key, store.LookupRequest{Lease: token, LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatalf("Lookup(%q): %v", key, err)
+	}
+	return r
+}
+
+func fill(t *testing.T, s *Store, key, value string, tk store.Ticket, token uint64, tags ...string) bool {
+	t.Helper()
+	ok, err := s.Fill(t.Context(), key, &store.Fill{Value: []byte(value), Ticket: tk, Lease: token, TTL: time.Hour, Tags: tags})
+	if err != nil {
+		t.Fatalf("Fill(%q): %v", key, err)
+	}
+	return ok
+}
+
+// filled fills key with value and returns the ticket it filled with.
+func filled(t *testing.T, s *Store, key, value string, tags ...string) store.Ticket {
+	t.Helper()
+	r := lease(t, s, key, 1)
+	if !r.Lease || !fill(t, s, key, value, r.Ticket, 1, tags...) {
+		t.Fatalf("fill of %q refused (lease %v)", key, r.Lease)
+	}
+	return r.Ticket
+}
+
+func TestKilledServer(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	old := filled(t, s, "k", "v")
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Lookup(ctx, "k", store.LookupRequest{}); err == nil {
+		t.Fatal("Lookup on a killed server: no error")
+	}
+	if _, err := s.Fill(ctx, "k", &store.Fill{Value: []byte("x"), Ticket: old, TTL: time.Hour}); err == nil {
+		t.Fatal("Fill on a killed server: no error")
+	}
+	if err := s.Invalidate(ctx, store.Invalidation{Keys: []string{"k"}}); err == nil {
+		t.Fatal("Invalidate on a killed server: no error")
+	}
+	srv.Restart(t)
+	r := lease(t, s, "k", 2)
+	if r.Entry != nil || !r.Lease {
+		t.Fatalf("after a restart: entry %v, lease %v; want a miss with the lease", r.Entry, r.Lease)
+	}
+	if r.Ticket.Epoch == old.Epoch {
+		t.Fatalf("the epoch %d survived a restart", old.Epoch)
+	}
+	if fill(t, s, "k", "old", old, 0) {
+		t.Fatal("a fill with a ticket from before the restart was accepted")
+	}
+}
+
+// TestPausedServer: a server stopped with SIGSTOP holds the connection
+// open; a call returns with its context, and the store works again once
+// the server is continued, with its data.
+func TestPausedServer(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	filled(t, s, "k", "v")
+	srv.Pause()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	_, err := s.Lookup(ctx, "k", store.LookupRequest{})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lookup on a paused server: %v, want DeadlineExceeded", err)
+	}
+	srv.Cont()
+	r, err := s.Lookup(t.Context(), "k", store.LookupRequest{})
+	if err != nil {
+		t.Fatalf("Lookup after SIGCONT: %v", err)
+	}
+	if r.State != store.StateFresh || string(r.Entry.Value) != "v" {
+		t.Fatalf("after SIGCONT: %v %+v, want the fresh entry", r.State, r.Entry)
+	}
+}
+
+func TestFlushAll(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	filled(t, s, "k", "v", "tag")
+	inflight := lease(t, s, "other", 2)
+	if err := s.Invalidate(t.Context(), store.Invalidation{Tags: []string{"tag"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.FlushAll(t)
+	r := lease(t, s, "k", 3)
+	if r.Entry != nil || !r.Lease {
+		t.Fatalf("after flush_all: entry %v, lease %v; want a miss with the lease", r.Entry, r.Lease)
+	}
+	if r.Ticket.Epoch == inflight.Ticket.Epoch {
+		t.Fatal("the epoch survived flush_all")
+	}
+	// The invalidation of tag is forgotten, but the load that began
+	// before it took its ticket in the lost epoch: refused.
+	if fill(t, s, "other", "old", inflight.Ticket, 2, "tag") {
+		t.Fatal("a fill with a ticket from before flush_all was accepted")
+	}
+}
+
+// TestEvictedVersions: an entry whose key's or tag's versions item is
+// gone (evicted) is a miss, never an entry whose invalidations are
+// forgotten; the next fill recreates the versions.
+func TestEvictedVersions(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	for _, c := range []struct{ key, item string }{
+		{"k1", s.name(kindVersions, "k1")},
+		{"k2", s.name(kindTag, "tag2")},
+	} {
+		filled(t, s, c.key, "v", "tag2")
+		if r := lease(t, s, c.key, 9); r.State != store.StateFresh {
+			t.Fatalf("%s: %v before the eviction, want fresh", c.key, r.State)
+		}
+		o := del(c.item, "")
+		if err := s.keyNode(c.key).do(t.Context(), []*op{o}); err != nil || o.status != "HD" {
+			t.Fatalf("deleting %s: %v %s", c.item, err, o.status)
+		}
+		r := lease(t, s, c.key, 2)
+		if r.Entry != nil || r.State != store.StateMiss || !r.Lease {
+			t.Fatalf("%s with %s evicted: %v %+v lease %v, want a miss with the lease", c.key, c.item, r.State, r.Entry, r.Lease)
+		}
+		if !fill(t, s, c.key, "new", r.Ticket, 2, "tag2") {
+			t.Fatalf("%s: the fill after the eviction was refused", c.key)
+		}
+		if r := lease(t, s, c.key, 3); r.State != store.StateFresh || string(r.Entry.Value) != "new" {
+			t.Fatalf("%s: %v %+v after the refill, want fresh %q", c.key, r.State, r.Entry, "new")
+		}
+	}
+}
+
+// TestNames: keys and tags memcached cannot take as they are (too long,
+// with spaces or control bytes) are hashed, and work like any other.
+func TestNames(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	long := strings.Repeat("x", 300)
+	for _, key := range []string{long, "with space", "ctl\x01\r\n", "é"} {
+		tag := "tag " + key
+		filled(t, s, key, "v:"+key, tag)
+		r := lease(t, s, key, 2)
+		if r.State != store.StateFresh || string(r.Entry.Value) != "v:"+key {
+			t.Fatalf("%q: %v %+v, want fresh", key, r.State, r.Entry)
+		}
+		if err := s.Invalidate(t.Context(), store.Invalidation{Tags: []string{tag}}); err != nil {
+			t.Fatal(err)
+		}
+		if r := lease(t, s, key, 3); r.Entry != nil {
+			t.Fatalf("%q: entry after its tag was invalidated", key)
+		}
+	}
+	if a, b := s.name(kindEntry, long), s.name(kindEntry, long+"y"); a == b || len(a) > 250 {
+		t.Fatalf("hashed names %q, %q", a, b)
+	}
+}
+
+// TestServerTooLarge: a value the store lets through but the server
+// refuses (its -I is below MaxItemBytes) is store.ErrTooLarge.
+func TestServerTooLarge(t *testing.T) {
+	srv := memcachedtest.Start(t, "-I", "1m")
+	s, _ := newTestStore(t, []string{srv.Socket}, MaxItemBytes(8<<20))
+	defer s.Close()
+	r := lease(t, s, "k", 1)
+	_, err := s.Fill(t.Context(), "k", &store.Fill{Value: make([]byte, 2<<20), Ticket: r.Ticket, Lease: 1, TTL: time.Hour})
+	if !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("Fill of 2 MiB on a server of 1 MiB items: %v, want ErrTooLarge", err)
+	}
+	// The store still works on the same connection pool.
+	filled(t, s, "k2", "v")
+}
+
+// TestMembership: a store over another server list trusts none of the
+// entries and tickets of the old one.
+func TestMembership(t *testing.T) {
+	a, b := memcachedtest.Start(t), memcachedtest.Start(t)
+	s1, _ := New([]string{a.Socket}, Prefix("m:"))
+	defer s1.Close()
+	tk := filled(t, s1, "k", "v")
+	s2, _ := New([]string{a.Socket, b.Socket}, Prefix("m:"))
+	defer s2.Close()
+	for i := range 20 {
+		key := "m" + string(rune('a'+i))
+		filled(t, s1, key, "v")
+		r := lease(t, s2, key, 5)
+		if r.Entry != nil {
+			t.Fatalf("%s: the store over two servers served the one-server store's entry", key)
+		}
+		if r.Ticket.Epoch == tk.Epoch {
+			t.Fatal("two server lists share an epoch")
+		}
+	}
+	if ok, _ := s2.Fill(t.Context(), "k", &store.Fill{Value: []byte("x"), Ticket: tk, TTL: time.Hour}); ok {
+		t.Fatal("a ticket of another membership was accepted")
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		addrs []string
+		opts  []Option
+	}{
+		{"no servers", nil, nil},
+		{"duplicate", []string{"a:1", "a:1"}, nil},
+		{"empty", []string{""}, nil},
+		{"nil option", []string{"a:1"}, []Option{nil}},
+		{"prefix", []string{"a:1"}, []Option{Prefix("a b")}},
+		{"item", []string{"a:1"}, []Option{MaxItemBytes(10)}},
+		{"timeout", []string{"a:1"}, []Option{Timeout(-1)}},
+		{"dial", []string{"a:1"}, []Option{DialTimeout(0)}},
+		{"offset", []string{"a:1"}, []Option{TimeOffset(nil)}},
+	} {
+		if _, err := New(c.addrs, c.opts...); !errors.Is(err, store.ErrInvalidOption) {
+			t.Errorf("%s: %v, want ErrInvalidOption", c.name, err)
+		}
+	}
+}

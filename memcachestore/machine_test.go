@@ -1,0 +1,132 @@
+package memcachestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/paddockcache/paddock/memcachestore/internal/memcachedtest"
+	"github.com/paddockcache/paddock/proptest"
+	"github.com/paddockcache/paddock/store"
+)
+
+func TestMain(m *testing.M) { proptest.Main(m) }
+
+// TestMachine runs paddock's state machine on a real memcached, with
+// flush_all and restarts among the faults.
+func TestMachine(t *testing.T) { proptest.Run(t, machineBackend(60)) }
+
+// machineBackend runs each check on a fresh prefix of one memcached,
+// emptied with flush_all first.
+//
+// Time: the machine's clock is a synctest bubble's, memcached's is real.
+// The store's TimeOffset follows the bubble: it is the bubble's time since
+// the check began, as last published by a store call (it never goes
+// back). The store adds it to the TTLs it writes and subtracts it from
+// the remaining TTLs it reads, so an item written at offset o with TTL d
+// reads, at offset o', as having d - (o' - o) less the real time passed:
+// the store's clock is the bubble's plus the real time the check took,
+// ahead of the model's by that (and by memcached's whole seconds), never
+// behind it.
+func machineBackend(checks int) proptest.Backend {
+	return proptest.Backend{
+		Checks: checks,
+		Setup: func(t *testing.T) func(*rapid.T) *proptest.Env {
+			srv := memcachedtest.Start(t)
+			out := proptest.NewOutside(t)
+			ft := fatalPanics{t}
+			var n atomic.Int64
+			return func(rt *rapid.T) *proptest.Env {
+				start := time.Now() // the bubble's clock
+				var elapsed atomic.Int64
+				tick := func() {
+					d := int64(time.Since(start))
+					for {
+						old := elapsed.Load()
+						if d <= old || elapsed.CompareAndSwap(old, d) {
+							return
+						}
+					}
+				}
+				var s *Store
+				var err error
+				out.Do(func() {
+					s, err = New([]string{srv.Socket},
+						Prefix(fmt.Sprintf("pt%d:", n.Add(1))),
+						Timeout(2*time.Second),
+						TimeOffset(func() time.Duration { return time.Duration(elapsed.Load()) }))
+				})
+				if err != nil {
+					rt.Fatalf("New: %v", err)
+				}
+				flush := func() { out.Do(func() { srv.FlushAll(ft) }) }
+				flush()
+				p := out.Store(s, tick)
+				return &proptest.Env{
+					Store: p,
+					Peek: func(ctx context.Context, key string) (store.Lookup, error) {
+						return p.Lookup(ctx, key, store.LookupRequest{})
+					},
+					Flush:   flush,
+					Restart: func() { out.Do(func() { srv.Restart(ft) }) },
+					Close:   func() { out.Do(func() { s.Close() }) },
+				}
+			}
+		},
+	}
+}
+
+// fatalPanics is the t of the memcachedtest calls made through
+// Outside.Do, on goroutines where t.Fatal must not be called: a failure
+// panics, and Outside.Do raises the panic again in the check.
+type fatalPanics struct{ testing.TB }
+
+func (fatalPanics) Helper()                           {}
+func (fatalPanics) FailNow()                          { panic("memcachedtest: FailNow") }
+func (fatalPanics) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
+func (fatalPanics) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+// TestMachineCanFail runs TestMachine in a copy of this test binary with
+// one of the store's mechanisms switched off, and checks that the machine
+// finds the violation it must: without breaking the lease of an
+// invalidated key (the store's "md <lease>" in Invalidate), a Get in
+// another process waits for a load whose fill will be refused (I7).
+func TestMachineCanFail(t *testing.T) {
+	if os.Getenv("PADDOCK_PROPTEST_HOOK") != "" {
+		t.Skip("inside a can-fail run")
+	}
+	memcachedtest.Require(t)
+	for _, c := range []struct{ hook, invariant, want string }{
+		{"LeaseOutlivesInvalidation", "I7", "doomed"},
+	} {
+		t.Run(c.invariant+"/"+c.hook, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMachine$", "-test.count=1", "-test.v",
+				"-rapid.checks=600", "-rapid.seed=1", "-rapid.nofailfile", "-rapid.shrinktime=1s")
+			cmd.Dir = t.TempDir()
+			cmd.Env = append(os.Environ(), "PADDOCK_PROPTEST_HOOK="+c.hook, "PADDOCK_PROPTEST_ONLY="+c.invariant)
+			b, err := cmd.CombinedOutput()
+			out := string(b)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("with %s on, the machine did not fail (%v):\n%s", c.hook, err, out)
+			}
+			m := regexp.MustCompile(`\[rapid\] failed after (\d+) tests: (` + c.invariant + ` [^\n]*)`).FindStringSubmatch(out)
+			if m == nil {
+				m = regexp.MustCompile(`()Original traceback \((` + c.invariant + ` [^\n]*)\):`).FindStringSubmatch(out)
+			}
+			if m == nil || !strings.Contains(m[2], c.want) {
+				t.Fatalf("with %s on, the machine failed, but not on %s:\n%s", c.hook, c.invariant, out)
+			}
+			t.Logf("with %s on, %s broke: %s", c.hook, c.invariant, m[2])
+		})
+	}
+}
