@@ -86,7 +86,9 @@ const DefaultHandoffSize = 16 << 10
 // without looking the key up again; a larger entry wakes the waiters
 // without it, and they look it up. The wake-up is published to every
 // process subscribed to the Store's prefix, waiting for the key or not,
-// which is what the bound is for. Zero: wake-ups carry no entry. Default
+// which is what the bound is for (a subscriber that falls behind Redis's
+// pub/sub output buffer limit is disconnected, and its near cache
+// dropped). Zero: wake-ups carry no entry. Default
 // [DefaultHandoffSize]; at most [MaxValueSizeLimit]. On Redis Cluster
 // wake-ups never carry the entry (see the package doc).
 func HandoffSize(n int) Option {
