@@ -295,3 +295,71 @@ func TestHandoffOlderThanTheLookupIgnored(t *testing.T) {
 		t.Fatalf("first handed %+v; want a's entry, older than b's second lookup (%+v)", h, second)
 	}
 }
+
+// failingInvalidations is a probe whose invalidations never reach Redis:
+// its Cache keeps them pending.
+type failingInvalidations struct{ *probe }
+
+func (failingInvalidations) Invalidate(context.Context, store.Invalidation) error {
+	return errors.New("the invalidation was lost")
+}
+
+// TestHandoffCoveredByPendingInvalidationIgnored: an entry handed over
+// that an invalidation pending in the waiting process covers is not
+// served, as a lookup's reply would not be: b invalidates the key while it
+// waits (Redis never hears of it), a fills, and b, handed a's entry, looks
+// the key up again, takes the lease and loads its own value.
+func TestHandoffCoveredByPendingInvalidationIgnored(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	opts := []redisstore.Option{redisstore.Prefix("hp:")}
+	raw := newStore(t, srv.Client(t, nil), opts...)
+	bs := newProbe(newStore(t, srv.Client(t, nil), opts...))
+	wait(t, redisstore.Subscribed(bs.Store), "b's subscription")
+	bc := newCache(t, failingInvalidations{bs})
+	b := newLoader(t, bc, "n", paddock.TTL(time.Minute))
+	const key = "n:k"
+
+	tk := lease(t, raw, key, 1)
+	bs.hold = true
+	bs.answered = func(_ store.Lookup, real bool) {
+		if !real {
+			bs.mu.Lock()
+			bs.fake = false // one "still held", then Redis again
+			bs.mu.Unlock()
+			bs.release()
+		}
+	}
+	loaded := make(chan struct{}, 1)
+	bDone := make(chan struct{})
+	var (
+		bVal string
+		bErr error
+	)
+	go func() {
+		defer close(bDone)
+		bVal, bErr = b.Get(ctx, "k", func(context.Context) (string, error) {
+			loaded <- struct{}{}
+			return "from b", nil
+		})
+	}()
+	wait(t, bs.blocked, "b's second lookup") // its watch is on
+	if err := bc.Invalidate(ctx, key); !errors.Is(err, paddock.ErrStoreUnavailable) {
+		t.Fatalf("b's invalidation: %v; want it pending", err)
+	}
+	if ok, err := raw.Fill(ctx, key, &store.Fill{Value: loaderValue("from a"), Ticket: tk, Lease: 1, TTL: time.Minute}); !ok || err != nil {
+		t.Fatalf("a's fill: %v, %v", ok, err)
+	}
+	bs.arrived(t)
+	bs.mu.Lock()
+	bs.fake = true
+	bs.mu.Unlock()
+	close(bs.gate)
+	wait(t, bDone, "b's Get")
+	if bErr != nil || bVal != "from b" || len(loaded) != 1 {
+		t.Fatalf("b: %q, %v (loads %d); want its own load's value", bVal, bErr, len(loaded))
+	}
+	if n := bs.handedCount(); n != 1 {
+		t.Fatalf("b was handed %d entries; want a's", n)
+	}
+}
