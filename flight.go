@@ -231,6 +231,7 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 	}
 	for {
 		var act action
+		polled := lk == nil // this turn's lookup is the flight's own
 		if lk == nil {
 			if token == 0 {
 				token = c.token()
@@ -304,8 +305,10 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 			}
 			return outcome[T]{retry: true}
 		}
-		if o, ok := w.handed(&w8, lk, mark); ok {
-			return o
+		if polled {
+			if o, ok := w.handed(&w8, lk, mark); ok {
+				return o
+			}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		w8.renew(c.waker, w.key) // before the next lookup
@@ -344,8 +347,16 @@ func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 // answer: it is as good as the reply of a lookup made at mark, which is
 // the mark the outcome carries. Anything else (no entry carried, an older
 // ticket, an entry a pending invalidation covers) is looked up as before.
+//
+// Only callers who began before lk was sent may take the outcome: a caller
+// that joined the flight later rejects it (see outcome.takeable) and looks
+// the key up itself, a round trip of its own where it would have shared
+// the flight's. So the flight hands over only after a lookup of its own,
+// made by its wait: the lookup handed over in its plan was sent before
+// the flight's joiners came (most of them, in a stampede), and a wake-up
+// after it is looked up once for all of them, as before.
 func (w *work[T]) handed(w8 *watcher, lk *reply, mark uint64) (outcome[T], bool) {
-	if w8.handed == nil || lk == nil || mark == 0 || lk.State != store.StateMiss {
+	if w8.handed == nil || lk == nil || lk.State != store.StateMiss {
 		return outcome[T]{}, false
 	}
 	hl, ok := w8.handed()

@@ -34,6 +34,11 @@ type probe struct {
 	// answered, if set, is called with each reply before it is returned
 	// (real: it came from Redis).
 	answered func(lk store.Lookup, real bool)
+	// watchGate, if set, holds the first WatchFill back until it is
+	// closed, once watching is; a wake-up that has arrived by then is
+	// passed on before WatchFill returns.
+	watchGate, watching chan struct{}
+	watched             bool
 }
 
 type probeWatch struct {
@@ -87,7 +92,20 @@ func (p *probe) WatchFill(key string) (<-chan struct{}, func() (store.Lookup, bo
 	done := make(chan struct{})
 	p.mu.Lock()
 	p.watches = append(p.watches, w)
+	first := !p.watched
+	p.watched = true
 	p.mu.Unlock()
+	if first && p.watchGate != nil {
+		close(p.watching)
+		<-p.watchGate
+		select {
+		case <-real:
+			p.mu.Lock()
+			p.deliverLocked(w)
+			p.mu.Unlock()
+		default:
+		}
+	}
 	go func() {
 		select {
 		case <-real:
@@ -362,4 +380,62 @@ func TestHandoffCoveredByPendingInvalidationIgnored(t *testing.T) {
 	if n := bs.handedCount(); n != 1 {
 		t.Fatalf("b was handed %d entries; want a's", n)
 	}
+}
+
+// TestHandoffNotAfterThePlansLookup: a flight whose first wait is ended by
+// a fill's wake-up does not serve the entry handed over, but looks the key
+// up once for all its callers: the lookup it was started with was sent
+// before its joiners came, and they could not take the entry (each would
+// look it up on its own). Here 64 callers of one process wait for another
+// process's lease, and the fill's wake-up is in before the flight's first
+// wait begins.
+func TestHandoffNotAfterThePlansLookup(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	opts := []redisstore.Option{redisstore.Prefix("hn:")}
+	raw := newStore(t, srv.Client(t, nil), opts...)
+	bs := newProbe(newStore(t, srv.Client(t, nil), opts...))
+	close(bs.gate)
+	bs.watchGate, bs.watching = make(chan struct{}), make(chan struct{})
+	wait(t, redisstore.Subscribed(bs.Store), "b's subscription")
+	b := newLoader(t, newCache(t, bs), "n", paddock.TTL(time.Minute))
+	const key = "n:k"
+
+	tk := lease(t, raw, key, 1)
+	const callers = 64
+	var entered, done sync.WaitGroup
+	entered.Add(callers)
+	vals := make([]string, callers)
+	for i := range callers {
+		done.Go(func() {
+			entered.Done()
+			v, err := b.Get(ctx, "k", func(context.Context) (string, error) {
+				return "", errors.New("b loaded")
+			})
+			if err != nil {
+				t.Errorf("caller %d: %v", i, err)
+			}
+			vals[i] = v
+		})
+	}
+	entered.Wait()
+	wait(t, bs.watching, "b's flight to watch the key")
+	if ok, err := raw.Fill(ctx, key, &store.Fill{Value: loaderValue("from a"), Ticket: tk, Lease: 1, TTL: time.Minute}); !ok || err != nil {
+		t.Fatalf("a's fill: %v, %v", ok, err)
+	}
+	bs.arrived(t)
+	close(bs.watchGate)
+	done.Wait()
+	for i, v := range vals {
+		if v != "from a" {
+			t.Fatalf("caller %d: %q; want a's value", i, v)
+		}
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if len(bs.handed) != 0 || bs.real > callers/4 {
+		t.Fatalf("%d entries handed over, %d lookups sent to Redis for %d callers; want none handed and one lookup after the wake-up (and a few for callers that came late)",
+			len(bs.handed), bs.real, callers)
+	}
+	t.Logf("%d lookups for %d callers", bs.real, callers)
 }
