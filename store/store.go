@@ -302,14 +302,14 @@ type Handoff interface {
 	// exact sequence at that instant, not a lower bound; ok is false when
 	// the wake-up carried none (a release, an invalidation, a refused
 	// fill, a lost or spurious wake-up, an entry no longer fresh by the
-	// store's clock). The instant may come before a Lookup made after
-	// Watch was called (the wake-up may travel slower than the lookup's
-	// reply): a caller that knows the exact Ticket of a Lookup it made
-	// after Watch takes the answer only if its Ticket is AtLeast that
-	// one, which proves that no invalidation came between the two. The
-	// Entry belongs to the caller. handed may be called any number of
-	// times, from any goroutine, and answers nothing before wake is
-	// closed.
+	// store's clock). The instant may come before a Lookup the caller
+	// made since Watch (a wake-up may travel slower than a lookup's
+	// reply): a caller takes the answer in place of its last Lookup, one
+	// that reported a miss (whose Ticket is exact), only if the answer's
+	// Ticket is AtLeast that Lookup's, which proves that no invalidation
+	// came between the two. The Entry belongs to the caller. handed may
+	// be called any number of times, from any goroutine, and answers
+	// nothing before wake is closed.
 	WatchFill(key string) (wake <-chan struct{}, handed func() (Lookup, bool), stop func())
 }
 
