@@ -232,6 +232,7 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 	}
 	for {
 		var act action
+		polled := lk == nil // this turn's lookup is the flight's own
 		if lk == nil {
 			if token == 0 {
 				token = c.token()
@@ -305,6 +306,11 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 			}
 			return outcome[T]{retry: true}
 		}
+		if polled {
+			if o, ok := w.handed(&w8, lk, mark); ok {
+				return o
+			}
+		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		w8.renew(c.waker, w.key) // before the next lookup
 		lk = nil
@@ -333,19 +339,58 @@ func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 	return o, true
 }
 
+// handed returns the outcome of the fill that woke w8's watch, if the
+// wake-up carried its entry (store.Handoff) and the flight's callers may
+// take it: lk is the lookup, made at mark, that found the lease held, and
+// the wake-up's answer must be no older than lk's ticket (exact for a
+// miss). Then every invalidation that returned before the callers began
+// (before mark) came before lk, and so before the instant of that
+// answer: it is as good as the reply of a lookup made at mark, which is
+// the mark the outcome carries. Anything else (no entry carried, an older
+// ticket, an entry a pending invalidation covers) is looked up as before.
+//
+// Only callers who began before lk was sent may take the outcome: a caller
+// that joined the flight later rejects it (see outcome.takeable) and looks
+// the key up itself, a round trip of its own where it would have shared
+// the flight's. So the flight hands over only after a lookup of its own,
+// made by its wait: the lookup handed over in its plan was sent before
+// the flight's joiners came (most of them, in a stampede), and a wake-up
+// after it is looked up once for all of them, as before.
+func (w *work[T]) handed(w8 *watcher, lk *reply, mark uint64) (outcome[T], bool) {
+	if w8.handed == nil || lk == nil || lk.State != store.StateMiss {
+		return outcome[T]{}, false
+	}
+	hl, ok := w8.handed()
+	if !ok || !hl.Ticket.AtLeast(lk.Ticket) {
+		return outcome[T]{}, false
+	}
+	r := reply{Lookup: hl, gen: lk.gen, applied: lk.applied, token: lk.token}
+	if act, o := w.l.decide(w.key, &r, nil, mark, time.Now(), w.fresh); act == actServe {
+		return o, true
+	}
+	return outcome[T]{}, false
+}
+
 // watcher is a flight's watch of its key on a store that wakes waiters
-// (see store.Waker); the zero watcher watches nothing, and a nil waker
+// (see store.Waker), with the wake-up's answer if the store hands one
+// over (store.Handoff); the zero watcher watches nothing, and a nil waker
 // makes every method a no-op.
 type watcher struct {
-	wake <-chan struct{}
-	done func()
+	wake   <-chan struct{}
+	handed func() (store.Lookup, bool)
+	done   func()
 }
 
 // watch starts a watch of key unless one is on.
 func (w *watcher) watch(s store.Waker, key string) {
-	if s != nil && w.done == nil {
-		w.wake, w.done = s.Watch(key)
+	if s == nil || w.done != nil {
+		return
 	}
+	if h, ok := s.(store.Handoff); ok {
+		w.wake, w.handed, w.done = h.WatchFill(key)
+		return
+	}
+	w.wake, w.done = s.Watch(key)
 }
 
 // renew replaces the watch with a new one, so that a fill after this
@@ -358,7 +403,7 @@ func (w *watcher) renew(s store.Waker, key string) {
 func (w *watcher) stop() {
 	if w.done != nil {
 		w.done()
-		w.wake, w.done = nil, nil
+		w.wake, w.handed, w.done = nil, nil, nil
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,23 +37,44 @@ func runFleet(ctx context.Context, e *env) error {
 		return err
 	}
 	t := newTable("library", "store", "loads/stampede (median)", "max", "p50", "p99", "errors")
+	// Where a waiter's time goes, in the rounds with one load: when the
+	// holder's load began, and the p50 of the holder's own callers and
+	// of the other processes' callers (each from its process's start).
+	split := newTable("library", "rounds with 1 load", "holder's load begins (median)", "p50 holder's callers", "p50 other processes' callers")
 	for _, lib := range e.libs {
 		if !e.usable(lib) {
 			continue
 		}
-		loads, lat, errs, err := fleet(ctx, e, exe, lib, rounds)
+		r, err := fleet(ctx, e, exe, lib, rounds)
 		if err != nil {
 			t.add(lib.Name, where(lib), e.failed(lib.Name, err), "", "", "", "")
 			e.logf("   %s: %v", lib.Name, err)
 			continue
 		}
-		q := quantiles(lat, 0.5, 0.99)
-		t.add(lib.Name, where(lib), fmt.Sprintf("%g", median(loads)), fmt.Sprintf("%g", maxf(loads)), fmtDur(q[0]), fmtDur(q[1]), errs)
-		e.logf("   %-16s loads %v p50 %v p99 %v", lib.Name, loads, q[0], q[1])
-		e.note(lib.Name, "fleet", fmt.Sprintf("%g", median(loads)))
+		q := quantiles(r.lat, 0.5, 0.99)
+		t.add(lib.Name, where(lib), fmt.Sprintf("%g", median(r.loads)), fmt.Sprintf("%g", maxf(r.loads)), fmtDur(q[0]), fmtDur(q[1]), r.errs)
+		e.logf("   %-16s loads %v p50 %v p99 %v", lib.Name, r.loads, q[0], q[1])
+		e.note(lib.Name, "fleet", fmt.Sprintf("%g", median(r.loads)))
+		if len(r.loadAt) > 0 {
+			split.add(lib.Name, len(r.loadAt), fmtDur(quantiles(r.loadAt, 0.5)[0]),
+				fmtDur(quantiles(r.holder, 0.5)[0]), fmtDur(quantiles(r.others, 0.5)[0]))
+		}
 	}
 	t.print(e.out)
+	fmt.Fprintf(e.out, "\nWhere the time goes, in the rounds with one load for the fleet:\n\n")
+	split.print(e.out)
 	return nil
+}
+
+// fleetResult is what the rounds of one library measured: loads per
+// round, every caller's latency, errors; and, from the rounds with one
+// load, when it began and the latencies of the holder's callers and of
+// the others.
+type fleetResult struct {
+	loads                  []float64
+	lat                    []time.Duration
+	errs                   int
+	loadAt, holder, others []time.Duration
 }
 
 // child is one process of the fleet, seen from the parent.
@@ -67,10 +89,13 @@ type fleetReport struct {
 	Loads  int64           `json:"loads"`
 	Errors int             `json:"errors"`
 	Lat    []time.Duration `json:"lat"`
-	Err    string          `json:"err,omitempty"`
+	// LoadAt is when the child's first load began, from the child's
+	// start, as Lat is (with Loads > 0).
+	LoadAt time.Duration `json:"load_at,omitempty"`
+	Err    string        `json:"err,omitempty"`
 }
 
-func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (loads []float64, lat []time.Duration, errs int, err error) {
+func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (r fleetResult, err error) {
 	var kids []*child
 	defer func() {
 		for _, k := range kids {
@@ -85,14 +110,14 @@ func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (loads 
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
-			return nil, nil, 0, err
+			return r, err
 		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
-			return nil, nil, 0, err
+			return r, err
 		}
 		if err := cmd.Start(); err != nil {
-			return nil, nil, 0, err
+			return r, err
 		}
 		k := &child{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 		k.out.Buffer(make([]byte, 1<<20), 16<<20)
@@ -100,7 +125,7 @@ func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (loads 
 	}
 	for _, k := range kids {
 		if !k.out.Scan() || k.out.Text() != "ready" {
-			return nil, nil, 0, fmt.Errorf("child did not start: %q %v", k.out.Text(), k.out.Err())
+			return r, fmt.Errorf("child did not start: %q %v", k.out.Text(), k.out.Err())
 		}
 	}
 	for round := range rounds {
@@ -111,25 +136,39 @@ func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (loads 
 		for _, k := range kids {
 			fmt.Fprintf(k.in, "go %s %d\n", key, at)
 		}
-		var total int64
+		var (
+			total int64
+			reps  []fleetReport
+		)
 		for _, k := range kids {
 			if !k.out.Scan() {
-				return nil, nil, 0, fmt.Errorf("child died: %v", k.out.Err())
+				return r, fmt.Errorf("child died: %v", k.out.Err())
 			}
 			var rep fleetReport
 			if err := json.Unmarshal(k.out.Bytes(), &rep); err != nil {
-				return nil, nil, 0, err
+				return r, err
 			}
 			if rep.Err != "" {
-				return nil, nil, 0, errors.New(rep.Err)
+				return r, errors.New(rep.Err)
 			}
 			total += rep.Loads
-			errs += rep.Errors
-			lat = append(lat, rep.Lat...)
+			r.errs += rep.Errors
+			r.lat = append(r.lat, rep.Lat...)
+			reps = append(reps, rep)
 		}
-		loads = append(loads, float64(total))
+		r.loads = append(r.loads, float64(total))
+		if total == 1 {
+			for _, rep := range reps {
+				if rep.Loads == 1 {
+					r.loadAt = append(r.loadAt, rep.LoadAt)
+					r.holder = append(r.holder, rep.Lat...)
+				} else {
+					r.others = append(r.others, rep.Lat...)
+				}
+			}
+		}
 	}
-	return loads, lat, errs, nil
+	return r, nil
 }
 
 func waitOrKill(cmd *exec.Cmd, d time.Duration) {
@@ -198,7 +237,12 @@ func fleetChild(args []string) error {
 
 func fleetChildRound(c Cache, key string, at time.Time, val []byte) fleetReport {
 	ctx := context.Background()
+	var (
+		start time.Time    // this process's start, as the latencies' (within ns)
+		began atomic.Int64 // the first load's start, from start
+	)
 	loads, lat, errs := stampedeRound(ctx, c, key, fleetCallers, func(ctx context.Context) ([]byte, error) {
+		began.CompareAndSwap(0, int64(max(time.Since(start), 1)))
 		time.Sleep(fleetLoad)
 		return val, nil
 	}, func() {
@@ -207,6 +251,7 @@ func fleetChildRound(c Cache, key string, at time.Time, val []byte) fleetReport 
 		time.Sleep(time.Until(at) - 2*time.Millisecond)
 		for time.Now().Before(at) {
 		}
+		start = time.Now()
 	})
-	return fleetReport{Loads: loads, Errors: errs, Lat: lat}
+	return fleetReport{Loads: loads, Errors: errs, Lat: lat, LoadAt: time.Duration(began.Load())}
 }

@@ -128,21 +128,34 @@
 // [Store.Watch] ([store.Waker]) wakes the callers waiting for a key's
 // lease: a lookup that asks for the lease and finds it held marks it (the
 // key "<prefix>{K}:w", which expires with it), and the script that ends
-// the lease publishes the key if it finds the mark. [Store.Listen]
+// the lease publishes the key if it finds the mark. The wake-up of a fill
+// that Redis accepted also carries, standalone and on Sentinel, the entry
+// it wrote and the sequence at that instant (up to [HandoffSize]), which
+// [Store.WatchFill] ([store.Handoff]) hands to the woken callers as the
+// answer of a lookup made in the fill's place: a Cache serves it without
+// looking the key up again if that sequence is no older than the ticket
+// of its own lookup that found the lease held, which proves that no
+// invalidation came between the two (a wake-up may travel slower than a
+// later lookup's reply). On Cluster the fill script sees neither the
+// sequence nor the tags in other slots, and the waiters look up. [Store.Listen]
 // ([store.Feed]) hands the feed to a Cache's near cache, and reports the
 // feed up once its SUBSCRIBE is confirmed and down as soon as the
 // connection fails or has been silent for [FeedTimeout] (it sends a PING
 // after half of it). The Store subscribes to the feed channel only once a
 // Cache listens: a process that only waits hears only wake-ups. Messages
 // are runs of length-prefixed items ('k' a key, 't' a tag, 'w' a woken
-// key, each with its name as the key names escape it): "k6:page:1t3:art".
+// key, each with its name as the key names escape it; 'f' after a 'w',
+// the fill's sequence and entry): "k6:page:1t3:art".
 //
 // What it costs: no round trip. Inside the scripts, measured as Redis's
 // time per script call on one key: a fill or release that no lookup
 // waited for deletes a mark that is not there (about 1-2 µs more); a
 // lookup that asks for the lease and finds it held sets the mark (PTTL,
 // SET); the end of a lease that was waited for publishes one message,
-// which every subscribed process receives; an invalidation publishes its
+// which every subscribed process receives (with the entry, for a fill:
+// its size, up to HandoffSize, goes to every process subscribed to the
+// prefix, and the waiters are spared the round trip of a lookup each);
+// an invalidation publishes its
 // change (about 4 µs more: 17.6 → 21.9 µs), as does a Set. A PING goes
 // out on an idle subscription every FeedTimeout/2.
 //

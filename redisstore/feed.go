@@ -34,7 +34,11 @@ import (
 // 't' a tag changed, 'w' a key whose lease may have ended. The name is
 // the hash tag of the store's key names for it (the key or tag with '%',
 // '{' and '}' escaped, see esc), length-prefixed in decimal:
-// "k8:page:a%7Bt3:art" is the key "page:a{" and the tag "art".
+// "k8:page:a%7Bt3:art" is the key "page:a{" and the tag "art". A 'w' item
+// of a fill may be followed by an 'f' item, whose "name" is the sequence
+// when the fill was made, ':', and the entry it wrote (see
+// Store.WatchFill); a reader that does not know the kind stops there,
+// after the 'w' item.
 //
 // One subscription per Store (one connection, to any node on Cluster)
 // serves both, started by the first Watch or Listen: the wake channel
@@ -86,8 +90,9 @@ func FeedTimeout(d time.Duration) Option {
 }
 
 var (
-	_ store.Waker = (*Store)(nil)
-	_ store.Feed  = (*Store)(nil)
+	_ store.Waker   = (*Store)(nil)
+	_ store.Handoff = (*Store)(nil)
+	_ store.Feed    = (*Store)(nil)
 )
 
 // hub is a Store's subscription and the callers that wait on it.
@@ -105,10 +110,10 @@ type hub struct {
 	ps       *redis.PubSub // the current subscription; nil between two
 	cancel   context.CancelFunc
 	done     chan struct{}
-	// watches are the channels of the callers waiting for a lease, by the
-	// key's escaped hash tag (the name in a 'w' item), closed by its next
-	// wake-up or by the next confirmation of the wake channel.
-	watches map[string][]chan struct{}
+	// watches are the callers waiting for a lease, by the key's escaped
+	// hash tag (the name in a 'w' item), woken by its next wake-up or by
+	// the next confirmation of the wake channel.
+	watches map[string][]*watch
 	// subscribed is closed when the wake channel's subscription is
 	// confirmed, and replaced when it is lost (for tests).
 	subscribed chan struct{}
@@ -119,6 +124,19 @@ type hub struct {
 	listeners []*listener
 	feedUp    bool
 	drops     int // changes seen with hooks.FeedDropsChanges on
+}
+
+// A watch is one caller's wait for a key's wake-up: ch is closed by it,
+// and fill, set before, is the 'f' item the wake-up carried ("" if none).
+type watch struct {
+	ch   chan struct{}
+	fill string
+}
+
+// wake closes w.ch, with the fill it carried. The caller holds h.mu.
+func (w *watch) wake(fill string) {
+	w.fill = fill
+	close(w.ch)
 }
 
 type listener struct {
@@ -143,35 +161,103 @@ func newHub(client redis.UniversalClient, prefix string, timeout time.Duration) 
 // wake-up may have been missed meanwhile). The first Watch starts the
 // Store's subscription. After [Store.Close] the channel is never closed.
 func (s *Store) Watch(key string) (wake <-chan struct{}, stop func()) {
-	h := s.hub
-	ch := make(chan struct{})
-	name := esc(key)
+	w, stop := s.hub.watch(esc(key))
+	return w.ch, stop
+}
+
+// WatchFill implements [store.Handoff]: it is [Store.Watch], and the
+// wake-up of a fill that Redis accepted carries the entry it wrote
+// (standalone and Sentinel, for entries up to [HandoffSize]), which
+// handed returns as the lookup script would have answered a lookup made
+// in the fill's place: fresh, with the entry and the sequence then, by
+// the rules the hit path checks an entry with (it parses, is not
+// soft-invalidated, names its tags' keys, and its fresh instant is still
+// ahead of the Store's reading of the server's clock). The fill script
+// checked the key's version and the versions of every tag of the entry
+// in the same atomic step, so at that instant the entry was what a
+// lookup would have served. A wake-up of a release, an invalidation or a
+// refused fill carries nothing, nor does one on Cluster, where the fill
+// script cannot see the sequence or the tags in other slots.
+func (s *Store) WatchFill(key string) (wake <-chan struct{}, handed func() (store.Lookup, bool), stop func()) {
+	w, stop := s.hub.watch(esc(key))
+	return w.ch, func() (store.Lookup, bool) { return s.handed(key, w) }, stop
+}
+
+// watch adds a watch of the key whose escaped hash tag is name; stop
+// removes it. The first one starts the subscription.
+func (h *hub) watch(name string) (w *watch, stop func()) {
+	w = &watch{ch: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return ch, func() {}
+		return w, func() {}
 	}
 	if h.watches == nil {
-		h.watches = make(map[string][]chan struct{})
+		h.watches = make(map[string][]*watch)
 	}
-	h.watches[name] = append(h.watches[name], ch)
+	h.watches[name] = append(h.watches[name], w)
 	h.startLocked()
-	return ch, func() {
+	return w, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		chs := h.watches[name]
-		for i, c := range chs {
-			if c == ch {
-				chs = append(chs[:i], chs[i+1:]...)
+		ws := h.watches[name]
+		for i, x := range ws {
+			if x == w {
+				ws = append(ws[:i], ws[i+1:]...)
 				break
 			}
 		}
-		if len(chs) == 0 {
+		if len(ws) == 0 {
 			delete(h.watches, name)
 		} else {
-			h.watches[name] = chs
+			h.watches[name] = ws
 		}
 	}
+}
+
+// handed is the answer that the wake-up of w carried for key, if any (see
+// WatchFill).
+func (s *Store) handed(key string, w *watch) (store.Lookup, bool) {
+	select {
+	case <-w.ch: // w.fill was set before
+	default:
+		return store.Lookup{}, false
+	}
+	if w.fill == "" || s.cluster {
+		return store.Lookup{}, false
+	}
+	i := strings.IndexByte(w.fill, ':')
+	if i < 0 {
+		return store.Lookup{}, false
+	}
+	seq, ok := parseNum(w.fill[:i])
+	if !ok {
+		return store.Lookup{}, false
+	}
+	v, ok := parseEntry([]byte(w.fill[i+1:])) // a copy: the caller owns the value
+	if !ok || v.soft() {
+		return store.Lookup{}, false
+	}
+	kn := s.layout.key(key)
+	tags := decodeTags(v.tags)
+	if local, _ := s.splitTags(kn.slot, tags); encodeList(local) != string(v.tagKeys) {
+		return store.Lookup{}, false
+	}
+	until := v.fresh
+	if at, early := v.refreshAt(); early {
+		until = at
+	}
+	now, ok := s.nodeFor(context.Background(), kn.entry).now()
+	if !ok || v.created >= until || now+s.offset() >= until {
+		return store.Lookup{}, false
+	}
+	s.notePlan(key, kn, &v)
+	return store.Lookup{
+		Entry:  v.storeEntry(tags),
+		State:  store.StateFresh,
+		Ticket: store.Ticket{Epoch: v.epoch, Seq: seq},
+		Now:    time.UnixMicro(v.created),
+	}, true
 }
 
 // Listen implements [store.Feed]: changed gets the keys and tags of every
@@ -328,9 +414,9 @@ func (h *hub) confirmed(ch string) {
 	case h.wakeCh:
 		// Wake-ups may have been missed before: every waiter looks again.
 		h.mu.Lock()
-		for _, chs := range h.watches {
-			for _, c := range chs {
-				close(c)
+		for _, ws := range h.watches {
+			for _, w := range ws {
+				w.wake("")
 			}
 		}
 		clear(h.watches)
@@ -376,7 +462,10 @@ func (h *hub) lost() {
 // anything: the listeners hear the feed go down and come back, which
 // drops what a lost change would have dropped.
 func (h *hub) deliver(ch, p string) {
-	var keys, tags, woke []string
+	var (
+		keys, tags []string
+		woke       []woken
+	)
 	ok := true
 	for len(p) > 0 {
 		i := strings.IndexByte(p, ':')
@@ -396,7 +485,13 @@ func (h *hub) deliver(ch, p string) {
 		case 't':
 			tags = append(tags, unesc(name))
 		case 'w':
-			woke = append(woke, name)
+			woke = append(woke, woken{name: name})
+		case 'f':
+			// The entry of the fill that woke the key of the 'w' item
+			// before.
+			if len(woke) > 0 {
+				woke[len(woke)-1].fill = name
+			}
 		default:
 			ok = false
 		}
@@ -404,11 +499,11 @@ func (h *hub) deliver(ch, p string) {
 	}
 	if len(woke) > 0 {
 		h.mu.Lock()
-		for _, name := range woke {
-			for _, c := range h.watches[name] {
-				close(c)
+		for _, k := range woke {
+			for _, w := range h.watches[k.name] {
+				w.wake(k.fill)
 			}
-			delete(h.watches, name)
+			delete(h.watches, k.name)
 		}
 		h.mu.Unlock()
 	}
@@ -436,6 +531,10 @@ func (h *hub) deliver(ch, p string) {
 		l.changed(keys, tags)
 	}
 }
+
+// woken is a 'w' item of a wake-up: the key's escaped hash tag, and the
+// 'f' item that followed it, if any.
+type woken struct{ name, fill string }
 
 var unescaper = strings.NewReplacer("%25", "%", "%7B", "{", "%7D", "}")
 
@@ -480,10 +579,11 @@ local function woken(lk)
 end
 
 -- ended ends a fill or a release of the key of lease key lk: its waiters
--- are woken, and a Set (set) is published on the feed.
-local function ended(lk, set)
+-- are woken, and a Set (set) is published on the feed. A fill's wake-up
+-- may carry its entry: the item carry, which follows the key's 'w' item.
+local function ended(lk, set, carry)
   if set then feedpub(lk, 'feed', {feeditem('k', lk)}) end
-  if woken(lk) then feedpub(lk, 'wake', {feeditem('w', lk)}) end
+  if woken(lk) then feedpub(lk, 'wake', {feeditem('w', lk), carry}) end
 end
 
 -- changed ends an invalidation whose KEYS hold, from first, nk keys (their

@@ -317,6 +317,6 @@ func (s *Store) fillArgs(op *fillOp, rid string) []any {
 		strconv.FormatUint(f.Ticket.Epoch, 10), strconv.FormatUint(f.Ticket.Seq, 10), op.tok,
 		head, tail, ttl.Microseconds(), max(f.Stale, 0).Microseconds(),
 		max(f.StaleIfError, 0).Microseconds(), op.set,
-		refused, keepOld, op.check, lead,
+		refused, keepOld, op.check, lead, s.cfg.handoff,
 	}
 }

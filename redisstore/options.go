@@ -34,11 +34,12 @@ type config struct {
 	allowNoCtx    bool
 	forceCluster  bool
 	feedTimeout   time.Duration
+	handoff       int
 }
 
 func defaultConfig() config {
 	return config{prefix: DefaultPrefix, maxValueSize: DefaultMaxValueSize, checkFailover: true,
-		checkEvery: DefaultFailoverCheckInterval, feedTimeout: DefaultFeedTimeout}
+		checkEvery: DefaultFailoverCheckInterval, feedTimeout: DefaultFeedTimeout, handoff: DefaultHandoffSize}
 }
 
 // invalid is an error of New: options are checked there.
@@ -71,6 +72,31 @@ func MaxValueSize(n int) Option {
 			return invalid("MaxValueSize must be in [1, %d], got %d", MaxValueSizeLimit, n)
 		}
 		c.maxValueSize = n
+		return nil
+	}
+}
+
+// DefaultHandoffSize is the default of [HandoffSize]: 16 KiB.
+const DefaultHandoffSize = 16 << 10
+
+// HandoffSize sets the size, in bytes, of the largest entry that a fill's
+// wake-up carries to the processes waiting for the fill's lease (see
+// [Store.WatchFill]): a stored entry is its encoded value, its tags and
+// about 90 bytes. A waiter that gets the entry with its wake-up is served
+// without looking the key up again; a larger entry wakes the waiters
+// without it, and they look it up. The wake-up is published to every
+// process subscribed to the Store's prefix, waiting for the key or not,
+// which is what the bound is for (a subscriber that falls behind Redis's
+// pub/sub output buffer limit is disconnected, and its near cache
+// dropped). Zero: wake-ups carry no entry. Default
+// [DefaultHandoffSize]; at most [MaxValueSizeLimit]. On Redis Cluster
+// wake-ups never carry the entry (see the package doc).
+func HandoffSize(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > MaxValueSizeLimit {
+			return invalid("HandoffSize must be in [0, %d], got %d", MaxValueSizeLimit, n)
+		}
+		c.handoff = n
 		return nil
 	}
 }

@@ -513,7 +513,8 @@ return out
 //	      other slots refused the fill), keep old ("1": a refused Set
 //	      leaves the older entry), tags to check (how many of the tag
 //	      keys, from the first), early-refresh lead µs (at most the TTL;
-//	      0: never early)
+//	      0: never early), handoff size (standalone: the largest entry
+//	      that the wake-up of an accepted fill carries, see ended)
 //
 // The tag keys are those in the entry's slot (all of them, standalone);
 // the caller checked the others before. A version or tag version that does
@@ -560,6 +561,7 @@ if ok then
   end
 end
 local q = t0
+local carry = nil
 if ok then
   if ARGV[13] ~= '0' then
     if cluster then q = tonumber(ARGV[13]) else q = nextseq(sk) end
@@ -567,8 +569,9 @@ if ok then
   end
   local fr = t + tonumber(ARGV[10])
   local st, er = fr + tonumber(ARGV[11]), fr + tonumber(ARGV[12])
-  redis.call('SET', KEYS[1], ARGV[8] .. struct.pack('>i8i8i8i8i8', q, t, fr, st, er) .. ARGV[9],
-    'PX', math.max(1, math.ceil((math.max(st, er) - t) / 1000)))
+  local ev = ARGV[8] .. struct.pack('>i8i8i8i8i8', q, t, fr, st, er) .. ARGV[9]
+  redis.call('SET', KEYS[1], ev, 'PX', math.max(1, math.ceil((math.max(st, er) - t) / 1000)))
+  if not cluster and #ev <= tonumber(ARGV[18]) then carry = ev end
   local x = fr - tonumber(ARGV[17])
   if x > t then setfresh(KEYS[5], x, nil, t) else redis.call('DEL', KEYS[5]) end
   -- The versions of the entry's tags exist from now on: a hit reads them
@@ -582,7 +585,18 @@ elseif ARGV[13] ~= '0' and ARGV[15] ~= '1' then
   end
 end
 release(KEYS[3], ARGV[7])
-ended(KEYS[3], ARGV[13] ~= '0')
+if carry then
+  -- The wake-up's 'f' item: the sequence now, then the entry. A lookup
+  -- made at this instant would find them (see Store.WatchFill).
+  local sq = redis.pcall('GET', sk)
+  if bad(sq) or not int(sq) then
+    carry = nil
+  else
+    carry = sq .. ':' .. carry
+    carry = 'f' .. #carry .. ':' .. carry
+  end
+end
+ended(KEYS[3], ARGV[13] ~= '0', carry)
 local r = 0
 if ok then r = 1 end
 return {'ok', r, fmt(q), checked and rid}

@@ -290,6 +290,29 @@ type Waker interface {
 	Watch(key string) (wake <-chan struct{}, stop func())
 }
 
+// A Handoff is optionally implemented by a [Waker] whose wake-ups can
+// carry the key's new state: the entry that the fill which ended the lease
+// wrote, so that a woken caller need not look the key up again.
+type Handoff interface {
+	Waker
+	// WatchFill is Watch with the wake-up's answer: once wake is closed,
+	// handed returns what a Lookup of key asking for no lease would have
+	// answered at one instant of the store's history (the atomic step
+	// of the fill that woke the caller, say), with Ticket the store's
+	// exact sequence at that instant, not a lower bound; ok is false when
+	// the wake-up carried none (a release, an invalidation, a refused
+	// fill, a lost or spurious wake-up, an entry no longer fresh by the
+	// store's clock). The instant may come before a Lookup the caller
+	// made since Watch (a wake-up may travel slower than a lookup's
+	// reply): a caller takes the answer in place of its last Lookup, one
+	// that reported a miss (whose Ticket is exact), only if the answer's
+	// Ticket is AtLeast that Lookup's, which proves that no invalidation
+	// came between the two. The Entry belongs to the caller. handed may
+	// be called any number of times, from any goroutine, and answers
+	// nothing before wake is closed.
+	WatchFill(key string) (wake <-chan struct{}, handed func() (Lookup, bool), stop func())
+}
+
 // A Feed is optionally implemented by shared stores that publish every
 // change that replaces or drops entries out of turn (an Invalidate, a Set
 // fill), made by any process, to every process that listens, as a channel
