@@ -28,7 +28,7 @@ func TestStoreCtxEndsAfterItsDeadline(t *testing.T) {
 		if got := x.Value(storeCtxKey{}); got != "v" {
 			t.Fatalf("Value = %v, want the caller's value", got)
 		}
-		if x.Done() != x.Done() {
+		if d1, d2 := x.Done(), x.Done(); d1 != d2 {
 			t.Fatal("Done returned two channels")
 		}
 		if x.Done() != y.Done() {

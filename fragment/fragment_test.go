@@ -276,11 +276,6 @@ func mustKey(t testing.TB, frags *fragment.Cache, tm *template.Template, name st
 	return strings.TrimPrefix(k, frags.Loader().Namespace()+":")
 }
 
-// nil2 is a load that must not run.
-func nil2(context.Context) (template.HTML, error) {
-	return "", errors.New("load must not run")
-}
-
 // Tags come from the call (in the template or from Go), from the Cache's
 // defaults, and from paddock.Tag inside the render; InvalidateTags of any
 // drops the fragment.

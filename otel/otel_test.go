@@ -47,7 +47,7 @@ func setup(t *testing.T, s store.Store, opts ...paddock.Option) (*paddock.Cache,
 func attrs(s attribute.Set) string {
 	var out []string
 	for _, kv := range s.ToSlice() {
-		out = append(out, fmt.Sprintf("%s=%q", kv.Key, kv.Value.Emit()))
+		out = append(out, fmt.Sprintf("%s=%q", kv.Key, kv.Value.String()))
 	}
 	sort.Strings(out)
 	return "{" + strings.Join(out, ",") + "}"

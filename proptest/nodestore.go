@@ -137,7 +137,9 @@ func (s *nodeStore) Release(ctx context.Context, key string, lease uint64) error
 	if err := s.gate(); err != nil {
 		return err
 	}
+	// A barrier: wait for the machine's action in progress.
 	s.m.mu.Lock()
+	//lint:ignore SA2001 the critical section is empty on purpose
 	s.m.mu.Unlock()
 	return s.m.env.store.Release(ctx, key, lease)
 }
@@ -146,7 +148,9 @@ func (s *nodeStore) Invalidate(ctx context.Context, inv store.Invalidation) erro
 	if err := s.gate(); err != nil {
 		return err
 	}
+	// A barrier: wait for the machine's action in progress.
 	s.m.mu.Lock()
+	//lint:ignore SA2001 the critical section is empty on purpose
 	s.m.mu.Unlock()
 	return s.m.env.store.Invalidate(ctx, inv)
 }
