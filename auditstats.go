@@ -83,8 +83,3 @@ func (s AuditStats) Nines() (nines float64, lowerBound bool) {
 	}
 	return -math.Log10(float64(s.Violations) / float64(s.Checks)), false
 }
-
-// AuditStats returns the audit's tallies by namespace, each with one
-// AuditStats per window in the order 1s, 10s, 60s, rest. It returns nil
-// when the audit is off (see [Audit]).
-func (c *Cache) AuditStats() map[string][]AuditStats { return nil }

@@ -76,6 +76,7 @@ type config struct {
 	maxPending       int
 	near             time.Duration // NearCache's maximum staleness; 0: off
 	recorder         Recorder      // nil: none
+	audit            auditConfig   // budget 0: off
 }
 
 // NearCache keeps each Loader's hot tier (see [HotSize]) in front of a
