@@ -78,8 +78,11 @@ const maxAuditWrites = 1 << 14
 // draw, a look-up of the key and its tags among the recent writes, and,
 // for a hit that is checked, a goroutine. A load function that is not a
 // pure read of the source (one that counts its calls, or returns the time)
-// reads as a violation: leave its Loader's hits out with a budget of the
-// other Loaders, or make its values comparable.
+// reads as a violation, and one that writes to its caller's state (an
+// http.ResponseWriter) must not be run again once its Get has returned:
+// leave such a Loader out with [NoAudit] (httpcache's page Loader is left
+// out for that reason). Gets made by a check's load are served as any
+// Get, and counted in [Cache.Stats], but not checked in turn.
 func Audit(budget float64) Option {
 	return cacheOption(func(c *config) error {
 		if !(budget > 0) {

@@ -336,3 +336,33 @@ func TestAuditNines(t *testing.T) {
 		t.Errorf("rest label %q", got)
 	}
 }
+
+// TestNoAudit: a Loader made with NoAudit has no hit checked, and its load
+// is never run again after its Get has returned.
+func TestNoAudit(t *testing.T) {
+	c, err := paddock.New(newMem(t), paddock.Audit(1e6), paddock.AuditSample(1), paddock.AuditSettle(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLoader[string](t, c, "page", paddock.NoAudit())
+	audited := newLoader[string](t, c, "article")
+	var runs, auditedRuns int
+	var mu sync.Mutex
+	for range 5 {
+		l.Get(ctx, "k", func(context.Context) (string, error) { mu.Lock(); runs++; mu.Unlock(); return "v", nil })
+		audited.Get(ctx, "k", func(context.Context) (string, error) { mu.Lock(); auditedRuns++; mu.Unlock(); return "v", nil })
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if runs != 1 || auditedRuns != 5 {
+		t.Errorf("loads run: %d with NoAudit, %d audited; want 1 and 5 (one load, four checks)", runs, auditedRuns)
+	}
+	stats := c.AuditStats()
+	if _, ok := stats["page"]; ok {
+		t.Errorf("AuditStats has the NoAudit namespace: %v", stats)
+	}
+	if s := stats["article"][3]; s.Checks != 4 {
+		t.Errorf("article at rest: %+v, want 4 checks", s)
+	}
+}

@@ -136,7 +136,7 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		st:      c.counters(namespace),
 	}
 	l.flights.l = l
-	if c.audit != nil {
+	if c.audit != nil && !lc.noAudit {
 		l.audit = c.audit.tally(namespace)
 	}
 	if c.hot != nil && lc.hotSize > 0 {

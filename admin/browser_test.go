@@ -8,6 +8,7 @@ import (
 	"html"
 	"image"
 	"image/png"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paddockcache/paddock"
 )
 
 var screenshotTo = flag.String("screenshot", "", "write the page's screenshot to this file too (the README's is made with ../docs/admin-page.png)")
@@ -86,13 +89,16 @@ func hasRow(rows [][]string, want []string) bool {
 // is not blank.
 func TestPageInBrowser(t *testing.T) {
 	browser := requireChromium(t)
-	s := newSite(t)
+	s := newSite(t, paddock.Audit(1e6), paddock.AuditSample(1), paddock.AuditSettle(0))
 	s.traffic(t)
 	for range 3 { // more samples, for a line worth drawing
 		for _, p := range []string{"/articles/1", "/articles/3", "/articles/1"} {
 			s.get(t, p)
 		}
 		s.h.Sample()
+	}
+	if err := s.c.Close(); err != nil { // waits for the audit's checks; the page still serves
+		t.Fatal(err)
 	}
 	url := s.srv.URL + "/debug/paddock"
 
@@ -112,11 +118,20 @@ func TestPageInBrowser(t *testing.T) {
 	if !hasRow(rows, want) {
 		t.Errorf("no article row %q in\n%s", want, dom)
 	}
+	// The audit's row: every article hit checked, none found stale.
+	aud := s.c.AuditStats()["article"]
+	if len(aud) != 4 || aud[3].Checks != st.Hits || aud[3].Violations != 0 {
+		t.Fatalf("article audit %+v, want %d checks at rest, no violation", aud, st.Hits)
+	}
+	wantAudit := []string{"article", "–", "–", "–", fmt.Sprintf("≥ %.1f (%d, 0)", math.Log10(float64(st.Hits)), st.Hits), "0", "0"}
+	if !hasRow(rows, wantAudit) {
+		t.Errorf("no audit row %q in\n%s", wantAudit, dom)
+	}
 	if n := strings.Count(dom, "<polyline"); n != 3 {
 		t.Errorf("%d chart lines in the DOM, want 3", n)
 	}
 
-	const width, height = 900, 700
+	const width, height = 900, 760
 	shot := filepath.Join(t.TempDir(), "admin.png")
 	chromium(t, browser, "--screenshot="+shot, fmt.Sprintf("--window-size=%d,%d", width, height), url)
 	b, err := os.ReadFile(shot)

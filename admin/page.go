@@ -88,16 +88,20 @@ func chart(snap *Snapshot) chartView {
 }
 
 var page = template.Must(template.New("admin").Funcs(template.FuncMap{
-	"pct":  func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) },
-	"keys": sortedKeys[uint64],
-	"nines": func(a AuditWindow) string {
-		if a.Checks == 0 {
-			return "–"
+	"pct":   func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) },
+	"keys":  sortedKeys[uint64],
+	"nines": nines,
+	"raced": func(ws []AuditWindow) (n uint64) {
+		for _, w := range ws {
+			n += w.Raced
 		}
-		if a.AtLeast {
-			return fmt.Sprintf("≥ %.1f", a.Nines)
+		return n
+	},
+	"failed": func(ws []AuditWindow) (n uint64) {
+		for _, w := range ws {
+			n += w.Failed
 		}
-		return fmt.Sprintf("%.1f", a.Nines)
+		return n
 	},
 	"add":  func(a, b int) int { return a + b },
 	"sub":  func(a, b int) int { return a - b },
@@ -154,9 +158,10 @@ svg text{font:11px system-ui,sans-serif;fill:#555}
 {{if .Audit}}
 <h2>Consistency audit</h2>
 <table id="audit">
-<thead><tr><th>Namespace</th><th>Window</th><th>Checks</th><th>Violations</th><th>Raced</th><th>Failed</th><th>Nines</th></tr></thead>
-<tbody>{{range $ns := .Namespaces}}{{range .Audit}}<tr><td>{{$ns.Name}}</td><td>{{.Window}}</td><td>{{.Checks}}</td><td{{if .Violations}} class="bad"{{end}}>{{.Violations}}</td><td>{{.Raced}}</td><td>{{.Failed}}</td><td>{{nines .}}</td></tr>
+<thead><tr><th>Namespace</th><th>Under 1 s after a write</th><th>1–10 s</th><th>10–60 s</th><th>At rest</th><th>Raced</th><th>Failed</th></tr></thead>
+<tbody>{{range .Namespaces}}{{if .Audit}}<tr><td>{{.Name}}</td>{{range .Audit}}<td{{if .Violations}} class="bad"{{end}}>{{nines .}}</td>{{end}}<td>{{raced .Audit}}</td><td>{{failed .Audit}}</td></tr>
 {{end}}{{end}}</tbody></table>
+<p class="why">Each cell: nines of consistency (checks, violations); ≥ when no check found a violation.</p>
 {{end}}
 {{range .Pages}}
 <h2>Pages: {{.Name}}</h2>
@@ -168,3 +173,16 @@ svg text{font:11px system-ui,sans-serif;fill:#555}
 <p class="why">Counts of this process since its Cache was created. This page checks no credentials: serve it only behind the application's own authentication.</p>
 </body></html>
 `))
+
+// nines writes a window's consistency: "≥ 1.3 (20, 0)", "2.0 (100, 1)",
+// or "–" with no check.
+func nines(a AuditWindow) string {
+	if a.Checks == 0 {
+		return "–"
+	}
+	ge := ""
+	if a.AtLeast {
+		ge = "≥ "
+	}
+	return fmt.Sprintf("%s%.1f (%d, %d)", ge, a.Nines, a.Checks, a.Violations)
+}
