@@ -269,13 +269,20 @@ type auditHit[T any] struct {
 // auditHit considers a hit of key (in the Loader), served val and err
 // from the entry of ticket and tags to a Get that began at began, for a
 // check: it starts one if the sample and the budget allow. It never
-// blocks, and allocates only for a check it starts.
+// blocks, and allocates only for a check it starts. A zero began is now
+// (a hot hit), read only if needed.
 func (l *Loader[T]) auditHit(ctx context.Context, key string, val T, err error, ticket store.Ticket, tags []string, began time.Time, load LoadFunc[T]) {
 	a := l.c.audit
 	last := a.lastWrite(l.prefix, key, tags)
+	if began.IsZero() && last != 0 {
+		began = time.Now()
+	}
 	recent := last != 0 && began.UnixNano()-last < int64(AuditWindow60s)
 	if !a.take(recent) {
 		return
+	}
+	if began.IsZero() {
+		began = time.Now()
 	}
 	if ctx.Value(auditKey{}) != nil {
 		a.out.Add(-1) // a Get made by a check's load

@@ -284,7 +284,7 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 // auditHot considers a hit of key served from the hot tier for a check
 // (see Audit).
 func (l *Loader[T]) auditHot(ctx context.Context, key string, e *hotEntry[T], load LoadFunc[T]) {
-	l.auditHit(ctx, key, e.val, e.err, e.ticket, e.tags, time.Now(), load)
+	l.auditHit(ctx, key, e.val, e.err, e.ticket, e.tags, time.Time{}, load)
 }
 
 // A hotMark is when a Get read the hot tier: the tier's invalidation
