@@ -51,7 +51,8 @@ type series struct {
 
 // chart draws the hit ratio of each namespace over the samples: x is the
 // sample's place in the ring, y the ratio (0 at the bottom, 100% at the
-// top). A namespace with no request in a sample breaks its line there.
+// top). A sample in which a namespace had no request has no point on its
+// line: the line joins the samples on either side.
 func chart(snap *Snapshot) chartView {
 	cv := chartView{W: chartW, H: chartH, Left: chartLeft, Bottom: chartBottom,
 		PlotW: chartW - chartLeft - 10, PlotH: chartH - chartBottom - 10, Samples: len(snap.History)}
