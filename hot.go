@@ -8,6 +8,7 @@ import (
 	"github.com/maypok86/otter/v2"
 
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/store"
 )
 
 // The hot tier: each Loader keeps its recently hit values decoded, with
@@ -121,6 +122,9 @@ type hotEntry[T any] struct {
 	fresh          time.Duration // end of the fresh window, for Result.TTL
 	all            uint64        // hotVersions.all when it was taken
 	refs           []hotRef
+	// ticket and tags are the store entry's, for the audit's check.
+	ticket store.Ticket
+	tags   []string
 }
 
 // servable reports whether the copy may be served at now (since base).
@@ -180,7 +184,8 @@ func (t *hotTier[T]) put(key, full string, o *outcome[T], seq0 uint64, at time.T
 	}
 	b := t.h.base
 	t.m.Set(key, &hotEntry[T]{val: o.val, err: o.err, created: at.Add(-o.now.Sub(e.Created)).Sub(b), until: until.Sub(b),
-		fresh: at.Add(e.FreshUntil.Sub(o.now)).Sub(b), all: all, refs: refs})
+		fresh: at.Add(e.FreshUntil.Sub(o.now)).Sub(b), all: all, refs: refs,
+		ticket: e.Ticket, tags: e.Tags})
 }
 
 // refs reads the counters of full key full and of tags.

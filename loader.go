@@ -92,6 +92,7 @@ type Loader[T any] struct {
 	flights *group[T]
 	st      *counters
 	hot     *hotTier[T] // nil: no hot tier (see HotSize)
+	audit   *auditTally // the audit's counts; nil when the audit is off
 }
 
 // NewLoader returns the loader of namespace on c. The namespace must be
@@ -135,6 +136,9 @@ func NewLoader[T any](c *Cache, namespace string, opts ...LoaderOption) (*Loader
 		st:      c.counters(namespace),
 	}
 	l.flights.l = l
+	if c.audit != nil && !lc.noAudit {
+		l.audit = c.audit.tally(namespace)
+	}
 	if c.hot != nil && lc.hotSize > 0 {
 		l.hot = newHotTier[T](c.hot, lc.hotSize)
 	}
@@ -179,6 +183,9 @@ func (l *Loader[T]) Get(ctx context.Context, key string, load LoadFunc[T], opts 
 	}
 	e, mark, ok := l.hotHit(ctx, key)
 	if ok {
+		if l.audit != nil {
+			l.auditHot(ctx, key, e, load)
+		}
 		return e.val, e.err // as Fetch would, without building the Result
 	}
 	r, err := l.fetchSlow(ctx, key, load, opts, mark)
@@ -226,6 +233,9 @@ func (l *Loader[T]) Fetch(ctx context.Context, key string, load LoadFunc[T], opt
 	}
 	e, mark, ok := l.hotHit(ctx, key)
 	if ok {
+		if l.audit != nil {
+			l.auditHot(ctx, key, e, load)
+		}
 		return Result[T]{Value: e.val, Status: StatusHit, Age: mark.now - e.created, TTL: e.fresh - mark.now}, e.err
 	}
 	return l.fetchSlow(ctx, key, load, opts, mark)
@@ -252,6 +262,10 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if err := ctx.Err(); err != nil {
 		return Result[T]{}, err
 	}
+	var began time.Time
+	if l.audit != nil {
+		began = time.Now()
+	}
 	full := l.prefix + key
 	sc, at := l.nested(ctx)
 	o, owner, err := l.fetch(ctx, key, full, load, pol, at, sc != nil && sc.needFresh, mark)
@@ -261,7 +275,16 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if sc != nil {
 		sc.add(o.input(full))
 	}
+	if l.audit != nil && o.status == StatusHit && o.entry != nil {
+		l.auditHit(ctx, key, o.val, o.err, o.entry.Ticket, o.entry.Tags, began, load)
+	}
 	return l.result(&o, owner)
+}
+
+// auditHot considers a hit of key served from the hot tier for a check
+// (see Audit).
+func (l *Loader[T]) auditHot(ctx context.Context, key string, e *hotEntry[T], load LoadFunc[T]) {
+	l.auditHit(ctx, key, e.val, e.err, e.ticket, e.tags, time.Time{}, load)
 }
 
 // A hotMark is when a Get read the hot tier: the tier's invalidation
@@ -595,6 +618,9 @@ func (l *Loader[T]) Set(ctx context.Context, key string, v T, opts ...GetOption)
 		return err
 	}
 	full := l.prefix + key
+	if l.c.audit != nil {
+		l.c.audit.wrote([]string{full}, nil)
+	}
 	lk, err := l.c.lookup(ctx, full, store.LookupRequest{}, l.st)
 	if err != nil {
 		return err // the store's error names the key

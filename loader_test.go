@@ -239,8 +239,8 @@ func TestTagAddedLateFencesFill(t *testing.T) {
 		if _, found, _ := l.Peek(ctx, "author-7"); found {
 			t.Error("a load that began before InvalidateTags filled the cache")
 		}
-		if st := c.Stats()["page"]; st.FillsRefused != 1 {
-			t.Errorf("FillsRefused = %d, want 1", st.FillsRefused)
+		if st := c.Stats()["page"]; st.FillsRefused != 1 || st.Fills["fenced"] != 1 || len(st.Fills) != 1 {
+			t.Errorf("FillsRefused = %d, Fills = %v, want 1 and fenced=1", st.FillsRefused, st.Fills)
 		}
 	})
 }

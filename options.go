@@ -76,6 +76,7 @@ type config struct {
 	maxPending       int
 	near             time.Duration // NearCache's maximum staleness; 0: off
 	recorder         Recorder      // nil: none
+	audit            auditConfig   // budget 0: off
 }
 
 // NearCache keeps each Loader's hot tier (see [HotSize]) in front of a
@@ -215,6 +216,19 @@ type loaderConfig struct {
 	codec   Codec
 	version uint64
 	hotSize int
+	noAudit bool
+}
+
+// NoAudit leaves the Loader's hits out of the consistency audit (see
+// [Audit]): for a Loader whose load functions are not safe to run again,
+// on their own, after their Get has returned (one that writes to its
+// caller's http.ResponseWriter, as httpcache's renders do, or one with
+// side effects in the source). Default: audited when the audit is on.
+func NoAudit() LoaderOption {
+	return loaderOption(func(lc *loaderConfig) error {
+		lc.noAudit = true
+		return nil
+	})
 }
 
 // HotSize bounds the Loader's hot tier: the values it keeps decoded, in

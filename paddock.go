@@ -32,6 +32,7 @@ type Cache struct {
 	deadlines deadlines // the shared Done channels of remote store calls
 	cfg       config
 	rec       Recorder // cfg.recorder: nil when none is set
+	audit     *auditor // the consistency audit; nil when off (see Audit)
 
 	mu         sync.Mutex
 	stats      map[string]*counters // namespace -> counters
@@ -118,6 +119,9 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	c.breaker.rec = cfg.recorder
 	c.pending.maxNames = cfg.maxPending
 	c.closing, c.stop = context.WithCancel(context.Background())
+	if cfg.audit.budget > 0 {
+		c.audit = newAuditor(c, cfg.audit)
+	}
 	return c, nil
 }
 
@@ -189,6 +193,9 @@ func (c *Cache) invalidate(ctx context.Context, inv store.Invalidation) error {
 		for _, k := range inv.Keys {
 			inv.Tags = append(inv.Tags, DependencyTag(k))
 		}
+	}
+	if c.audit != nil {
+		c.audit.wrote(inv.Keys, inv.Tags)
 	}
 	if hooks.HardAsSoft.Load() {
 		inv.Soft = true

@@ -231,6 +231,8 @@ const (
 	FillStoreError
 	// FillEncodeError: the value did not encode with the Loader's codec.
 	FillEncodeError
+
+	numFillResults = iota
 )
 
 // String returns the result as a label value: "stored", "fenced",
@@ -350,8 +352,11 @@ type AuditEvent struct {
 	Consistent bool
 }
 
-// recordFill reports a fill's fate, if a Recorder is set.
+// recordFill counts a fill's fate and reports it, if a Recorder is set.
 func (c *Cache) recordFill(st *counters, r FillResult) {
+	if int(r) < len(st.fills) {
+		st.fills[r].Add(1)
+	}
 	if c.rec != nil {
 		c.rec.RecordFill(FillEvent{Namespace: st.ns, Result: r})
 	}

@@ -42,6 +42,11 @@ type Stats struct {
 	DecodeErrors uint64
 	// StoreErrors: store calls that failed and were worked around.
 	StoreErrors uint64
+	// Fills counts the fates of values to be written (loaded values that
+	// would have been stored, and [Loader.Set]s), by [FillResult] label
+	// ("stored", "fenced", "pending", "too_large", "store_error",
+	// "encode_error"): the fills refused, by reason. Nil when none.
+	Fills map[string]uint64
 	// Evictions: entries the store dropped for space or age, when the store
 	// reports them (see [store.Stats]).
 	Evictions uint64
@@ -68,6 +73,7 @@ type counters struct {
 	staleHits, loadErrors, coalesced                    atomic.Uint64
 	fillsRefused, fillErrors, earlyRefreshes, refreshes atomic.Uint64
 	invalidations, decodeErrors, storeErrors            atomic.Uint64
+	fills                                               [numFillResults]atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -85,7 +91,22 @@ func (c *counters) snapshot() Stats {
 		Invalidations:  c.invalidations.Load(),
 		DecodeErrors:   c.decodeErrors.Load(),
 		StoreErrors:    c.storeErrors.Load(),
+		Fills:          c.fillCounts(),
 	}
+}
+
+// fillCounts returns the fills counted, by result label; nil if none.
+func (c *counters) fillCounts() map[string]uint64 {
+	var m map[string]uint64
+	for r := range c.fills {
+		if n := c.fills[r].Load(); n > 0 {
+			if m == nil {
+				m = make(map[string]uint64)
+			}
+			m[FillResult(r).String()] = n
+		}
+	}
+	return m
 }
 
 // counters returns the counters of namespace ns, creating them.

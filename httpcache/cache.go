@@ -43,7 +43,10 @@ func New(c *paddock.Cache, opts ...Option) (*Cache, error) {
 	if err := apply(&cfg, opts); err != nil {
 		return nil, err
 	}
-	pages, err := paddock.NewLoader[Page](c, cfg.namespace, paddock.WithCodec(pageCodec{}))
+	pages, err := paddock.NewLoader[Page](c, cfg.namespace, paddock.WithCodec(pageCodec{}),
+		// A render streams to its request's ResponseWriter: it cannot be
+		// run again, on its own, once the request is served.
+		paddock.NoAudit())
 	if err != nil {
 		return nil, err
 	}

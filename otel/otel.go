@@ -149,7 +149,7 @@ func (e *Exporter) RecordAudit(ev paddock.AuditEvent) {
 		result = "consistent"
 	}
 	e.audits.Add(context.Background(), 1, metric.WithAttributes(ns(ev.Namespace),
-		attribute.String("window", ev.Window.String()), attribute.String("result", result)))
+		attribute.String("window", paddock.AuditWindowLabel(ev.Window)), attribute.String("result", result)))
 }
 
 // sizer is what memstore tells of its size.

@@ -217,7 +217,7 @@ func (e *Exporter) RecordAudit(ev paddock.AuditEvent) {
 	if ev.Consistent {
 		result = "consistent"
 	}
-	e.audits.WithLabelValues(ev.Namespace, ev.Window.String(), result).Inc()
+	e.audits.WithLabelValues(ev.Namespace, paddock.AuditWindowLabel(ev.Window), result).Inc()
 }
 
 // Describe sends the descriptors of every metric of the Exporter.

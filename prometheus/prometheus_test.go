@@ -229,10 +229,12 @@ func TestOptions(t *testing.T) {
 	defer c.Close()
 	exp.Watch(c)
 	exp.RecordAudit(paddock.AuditEvent{Namespace: "art", Window: time.Second, Consistent: true})
+	exp.RecordAudit(paddock.AuditEvent{Namespace: "art", Window: paddock.AuditAtRest, Consistent: false})
 	reg := prom.NewRegistry()
 	reg.MustRegister(exp)
 	expect(t, gather(t, reg), map[string]float64{
-		`paddock_audit_checks_total{cache="pages",namespace="art",result="consistent",window="1s"}`: 1,
-		`paddock_breaker_state{cache="pages",state="closed"}`:                                       1,
+		`paddock_audit_checks_total{cache="pages",namespace="art",result="consistent",window="1s"}`:     1,
+		`paddock_audit_checks_total{cache="pages",namespace="art",result="inconsistent",window="rest"}`: 1,
+		`paddock_breaker_state{cache="pages",state="closed"}`:                                           1,
 	})
 }
