@@ -98,7 +98,7 @@ func ordered() []Lib {
 }
 
 var tableOrder = []string{
-	"paddock-mem", "cacheaside-mem", "singleflight", "sturdyc", "gocache-mem", "otter",
+	"paddock-mem", "paddock-disk", "cacheaside-mem", "singleflight", "sturdyc", "gocache-mem", "otter",
 	"paddock-redis", "cacheaside-redis", "goredis-cache", "gocache-redis", "rueidisaside",
 }
 
