@@ -95,5 +95,23 @@ func (x *storeCtx) slice() *deadlineSlice {
 
 }
 
+// AfterFunc lets context.AfterFunc, and the contexts derived from x
+// (context.WithCancel, WithTimeout), wait for x's end with a timer rather
+// than a goroutine each. f runs on its own goroutine once Done is closed.
+func (x *storeCtx) AfterFunc(f func()) (stop func() bool) {
+	s := x.slice()
+	select {
+	case <-s.done:
+		go f()
+		return func() bool { return false }
+	default:
+	}
+	t := time.AfterFunc(time.Until(s.end), func() {
+		<-s.done // the slice's own timer may fire a moment after this one
+		f()
+	})
+	return t.Stop
+}
+
 // noCancel is the CancelFunc of a storeCtx: it holds nothing to release.
 func noCancel() {}

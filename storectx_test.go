@@ -93,3 +93,38 @@ func TestStoreContextFollowsCancelableCaller(t *testing.T) {
 		t.Fatalf("a caller that cannot end got %T, want a storeCtx", sctx)
 	}
 }
+
+// context.AfterFunc and derived contexts follow a storeCtx's end without a
+// goroutine of their own waiting for it, and stop cleanly.
+func TestStoreCtxAfterFunc(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ds deadlines
+		x := &storeCtx{parent: context.Background(), deadline: time.Now().Add(time.Second), ds: &ds}
+		ran := make(chan error, 1)
+		context.AfterFunc(x, func() { ran <- x.Err() })
+		child, cancel := context.WithCancel(x)
+		defer cancel()
+		stopped := context.AfterFunc(x, func() { t.Error("a stopped AfterFunc ran") })
+		if !stopped() {
+			t.Fatal("stop reported the function already started")
+		}
+		synctest.Wait()
+		select {
+		case <-ran:
+			t.Fatal("AfterFunc ran before the deadline")
+		default:
+		}
+		time.Sleep(time.Second + deadlineSlack)
+		if err := <-ran; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("AfterFunc ran with Err() = %v, want DeadlineExceeded", err)
+		}
+		<-child.Done()
+		if !errors.Is(child.Err(), context.DeadlineExceeded) {
+			t.Fatalf("derived context ended with %v", child.Err())
+		}
+		// Past its end, f runs at once.
+		late := make(chan struct{})
+		context.AfterFunc(x, func() { close(late) })
+		<-late
+	})
+}
