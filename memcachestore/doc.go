@@ -62,11 +62,18 @@
 //     leases.
 //
 // Versions are written without a TTL; memcached may still evict them.
-// A missing version is never read as "not invalidated" for an existing
-// entry: the entry is a miss. A fill recreates a missing version at its
-// own ticket, which is at least every version issued before the load
-// began; a version evicted while a load older than its invalidation is
-// in flight is the one case the store cannot see (give the servers room).
+// A missing version is never read as "not invalidated": for an existing
+// entry it is a miss, and a fill or an invalidation that finds it missing
+// recreates it at the current sequence, soft and hard, which is above
+// every ticket issued before. So a load older than an invalidation whose
+// version was evicted while it ran is refused, and an entry of a tag
+// hard-invalidated before the eviction is not served again. The price is
+// a spurious refusal: the store cannot tell a version never written from
+// one evicted, so a fill whose ticket predates a version it had to
+// recreate (a new tag, on a store whose sequence moved during the load)
+// is refused once, and the next load fills. A lookup that grants the lease
+// of a key without versions writes them at its ticket, so that new keys
+// do not pay it.
 //
 // # Time
 //

@@ -237,3 +237,149 @@ func TestNewOptions(t *testing.T) {
 		}
 	}
 }
+
+// evict deletes the item name from the server of route, as memcached's
+// LRU would when it evicts it.
+func evict(t *testing.T, s *Store, n *node, name string) {
+	t.Helper()
+	o := del(name, "")
+	if err := n.do(t.Context(), []*op{o}); err != nil || o.status != "HD" {
+		t.Fatalf("deleting %s: %v %s", name, err, o.status)
+	}
+}
+
+// TestEvictedVersionFencesOldFill: a load that began before an
+// invalidation, and finishes after the version that invalidation wrote was
+// evicted, is refused: the version is recreated at the current sequence,
+// above the load's ticket, and no stale value is served.
+func TestEvictedVersionFencesOldFill(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	for _, c := range []struct {
+		name string
+		inv  func(key string) store.Invalidation
+		item func(key string) (*node, string)
+	}{
+		{"key", func(k string) store.Invalidation { return store.Invalidation{Keys: []string{k}} },
+			func(k string) (*node, string) { return s.keyNode(k), s.name(kindVersions, k) }},
+		{"tag", func(k string) store.Invalidation { return store.Invalidation{Tags: []string{"tag:" + k}} },
+			func(k string) (*node, string) { return s.tagNode("tag:" + k), s.name(kindTag, "tag:"+k) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := "fenced-" + c.name
+			filled(t, s, k, "v0", "tag:"+k)
+			// Bump the entry out (a hard key invalidation, or a tag's)
+			// while a load with the old ticket runs.
+			old := lease(t, s, k+"-probe", 1).Ticket // any ticket taken now
+			r := lease(t, s, k, 2)
+			if r.State != store.StateFresh {
+				t.Fatalf("before: %v, want fresh", r.State)
+			}
+			if err := s.Invalidate(t.Context(), c.inv(k)); err != nil {
+				t.Fatal(err)
+			}
+			n, item := c.item(k)
+			evict(t, s, n, item)
+			if fill(t, s, k, "stale", old, 0, "tag:"+k) {
+				t.Fatal("the old load's fill was accepted after its invalidation's version was evicted")
+			}
+			if r, err := s.Lookup(t.Context(), k, store.LookupRequest{}); err != nil || r.Entry != nil {
+				t.Fatalf("after the refused fill: %+v, %v; want no entry", r.Entry, err)
+			}
+			// A load that begins now fills.
+			r = lease(t, s, k, 3)
+			if !r.Lease || !fill(t, s, k, "new", r.Ticket, 3, "tag:"+k) {
+				t.Fatal("a load after the eviction could not fill")
+			}
+			if r := lease(t, s, k, 4); r.State != store.StateFresh || string(r.Entry.Value) != "new" {
+				t.Fatalf("after the refill: %v %+v, want fresh %q", r.State, r.Entry, "new")
+			}
+			// The old load, finishing last, is still refused.
+			if fill(t, s, k, "stale", old, 0, "tag:"+k) {
+				t.Fatal("the old load's fill was accepted after the refill")
+			}
+		})
+	}
+}
+
+// TestEvictedVersionStaysHard: an entry whose tag was hard-invalidated is
+// not served again, not even as stale, after the tag's version is evicted
+// and recreated by a soft invalidation or by a fill of another key.
+func TestEvictedVersionStaysHard(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	for _, recreate := range []string{"soft", "fill"} {
+		t.Run(recreate, func(t *testing.T) {
+			k, tag := "hard-"+recreate, "hardtag-"+recreate
+			filled(t, s, k, "v0", tag)
+			if err := s.Invalidate(t.Context(), store.Invalidation{Tags: []string{tag}}); err != nil {
+				t.Fatal(err)
+			}
+			evict(t, s, s.tagNode(tag), s.name(kindTag, tag))
+			switch recreate {
+			case "soft":
+				if err := s.Invalidate(t.Context(), store.Invalidation{Tags: []string{tag}, Soft: true}); err != nil {
+					t.Fatal(err)
+				}
+			case "fill":
+				filled(t, s, k+"-other", "x", tag)
+			}
+			if v, ok := parseVersionsOf(t, s, s.tagNode(tag), s.name(kindTag, tag)); !ok || v.hard <= filledSeq(t, s, k) {
+				t.Fatalf("recreated versions %+v (ok %v), want hard above the entry's ticket", v, ok)
+			}
+			if r, err := s.Lookup(t.Context(), k, store.LookupRequest{}); err != nil || r.Entry != nil {
+				t.Fatalf("entry of a hard-invalidated tag after its version was recreated: %v %+v, %v", r.State, r.Entry, err)
+			}
+		})
+	}
+}
+
+// parseVersionsOf reads the versions item name of the current epoch.
+func parseVersionsOf(t *testing.T, s *Store, n *node, name string) (versions, bool) {
+	t.Helper()
+	seq, o := s.readSeq(), get(name, "v")
+	if err := s.stages(t.Context(), batch{s.seqNode(): {seq}}, batch{n: {o}}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := seqValue(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseVersions(o, cur)
+}
+
+// filledSeq is the ticket of key's entry item, read directly (the store
+// may no longer serve it).
+func filledSeq(t *testing.T, s *Store, key string) uint64 {
+	t.Helper()
+	o := get(s.name(kindEntry, key), "v")
+	if err := s.keyNode(key).do(t.Context(), []*op{o}); err != nil || o.status != "VA" {
+		t.Fatalf("reading %s's entry: %v %s", key, err, o.status)
+	}
+	var e store.Entry
+	if err := e.UnmarshalBinary(o.value); err != nil {
+		t.Fatal(err)
+	}
+	return e.Ticket.Seq
+}
+
+// TestNewKeyFillsAcrossInvalidations: the lookup that grants the lease of
+// a key without versions writes them at its ticket, so that the load's
+// fill is not refused because other keys were invalidated meanwhile.
+func TestNewKeyFillsAcrossInvalidations(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	r := lease(t, s, "new", 1)
+	if !r.Lease {
+		t.Fatal("no lease on a new key")
+	}
+	if err := s.Invalidate(t.Context(), store.Invalidation{Keys: []string{"elsewhere"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !fill(t, s, "new", "v", r.Ticket, 1) {
+		t.Fatal("the fill of a new key was refused after an invalidation of another key")
+	}
+}

@@ -16,12 +16,16 @@ import (
 //     of the key and of each tag. The fill is refused if its ticket is of
 //     another epoch, newer than the sequence, or older than any of those
 //     versions (a refused Set also drops an entry of its ticket's epoch).
+//     A missing version (never written, or evicted) is recreated at the
+//     sequence just read, which is above every ticket issued before: a
+//     fill whose ticket is older is refused, since the lost version may
+//     have been written by an invalidation after its ticket.
 //
 //  2. Then the entry is written with "ms ... C<cas>" (or, if there was
 //     none, as an add), which memcached refuses (EX, NS) if the item
 //     changed since step 1: an invalidation of the key (md, md I) or
-//     another fill. Missing versions are created at the fill's ticket, and
-//     in the same pipeline, after the write, the versions are read again.
+//     another fill. In the same pipeline, after the write, the versions
+//     are read again.
 //
 //  3. If one moved past the ticket, an invalidation landed between the
 //     two reads: the entry is deleted (by the CAS of the write) and the
@@ -91,19 +95,53 @@ func (s *Store) fill(ctx context.Context, key string, kn *node, f *store.Fill) (
 	}
 	t := f.Ticket
 	admit := t.Epoch == s.epochOf(cur) && t.Seq <= cur
+	// A missing version (never written, or evicted) stands for the
+	// current sequence: the last invalidation of the key or tag may have
+	// been any one up to cur, so only a ticket of cur is above it.
+	//
+	//	invalidate: s = 10; version(tag) = 10
+	//	load:       (ticket 5, taken before) still running
+	//	memcached:  evicts version(tag)
+	//	fill:       version(tag) missing; recreated at cur >= 10 > 5: refused
+	//
+	// A fill that would have been accepted (the version was never
+	// written, or was at most its ticket) is refused once, and the next
+	// load, whose ticket is at least cur, fills.
 	kv, kvKnown := parseVersions(vOp, cur)
-	if admit && kvKnown && kv.soft > t.Seq {
+	if !kvKnown {
+		kv = lostVersions(cur)
+	}
+	if admit && kv.soft > t.Seq {
 		admit = false
 	}
 	tagKnown := make([]bool, len(tags))
 	for i, o := range tagOps {
 		v, known := parseVersions(o, cur)
 		tagKnown[i] = known
-		if admit && known && v.soft > t.Seq {
+		if !known {
+			v = lostVersions(cur)
+		}
+		if admit && v.soft > t.Seq {
 			admit = false
 		}
 	}
+	// Stage one writes the missing versions, whatever the outcome, so
+	// that an older load's fill after this one sees them too.
+	recreate := batch{}
+	if !kvKnown {
+		recreate.add(kn, s.createVersions(vn, vOp, lostVersions(cur)))
+	}
+	for i, tag := range tags {
+		if !tagKnown[i] {
+			recreate.add(s.tagNode(tag), s.createVersions(s.name(kindTag, tag), tagOps[i], lostVersions(cur)))
+		}
+	}
 	if !admit {
+		if len(recreate) > 0 {
+			if err := s.run(ctx, recreate); err != nil {
+				return false, err
+			}
+		}
 		if f.Set && !hooks.SetKeepsOld.Load() {
 			return false, s.dropPredating(ctx, kn, en, eOp, t)
 		}
@@ -130,18 +168,9 @@ func (s *Store) fill(ctx context.Context, key string, kn *node, f *store.Fill) (
 	if err != nil {
 		return false, s.tooLargeFill(ctx, key, f, err)
 	}
-	// Stage one: create missing versions, at the ticket, and write the
+	// Stage one: create the missing versions, at cur, and write the
 	// entry. Stage two: read the versions again.
-	write, check := batch{}, batch{}
-	base := cur &^ seqMask
-	if !kvKnown {
-		write.add(kn, s.createVersions(vn, vOp, versions{soft: f.Ticket.Seq, hard: base}))
-	}
-	for i, tag := range tags {
-		if !tagKnown[i] {
-			write.add(s.tagNode(tag), s.createVersions(s.name(kindTag, tag), tagOps[i], versions{soft: f.Ticket.Seq, hard: base}))
-		}
-	}
+	write, check := recreate, batch{}
 	left := e.Expires().Sub(now)
 	var eWrite *op
 	if left <= 0 {
@@ -198,6 +227,15 @@ func (s *Store) fill(ctx context.Context, key string, kn *node, f *store.Fill) (
 	return true, nil
 }
 
+// lostVersions are what a missing versions item is recreated with, by a
+// fill or an invalidation that reads cur as the sequence: both versions at
+// cur. The item may have been evicted after any invalidation up to cur,
+// soft or hard, so the recreated item is above every ticket issued before
+// it (a fill of an older ticket is refused) and hides, as hard, every
+// entry filled before it (an entry of a tag hard-invalidated before the
+// eviction is not served again, not even as stale).
+func lostVersions(cur uint64) versions { return versions{soft: cur, hard: cur} }
+
 // createVersions writes v under name unless the item is there: an add if
 // there was none, a CAS write if it held versions of another epoch.
 func (s *Store) createVersions(name string, read *op, v versions) *op {
@@ -234,7 +272,7 @@ func (s *Store) raise(ctx context.Context, n *node, name string, seq uint64, sof
 		}
 		v, ok := parseVersions(r, seq)
 		if !ok {
-			v = versions{soft: seq &^ seqMask, hard: seq &^ seqMask}
+			v = lostVersions(seq)
 		}
 		v.soft = max(v.soft, seq)
 		if !soft {

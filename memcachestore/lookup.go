@@ -29,7 +29,9 @@ import (
 //
 // The lease is a lease item of its own, created by "mg N<ttl>": memcached
 // answers W to the one request that creates it and Z to the others, and
-// drops it when its TTL runs out.
+// drops it when its TTL runs out. A lookup granted the lease of a key
+// whose versions are missing writes them, at its ticket, in the same round
+// trip as the lease.
 func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
 		return store.Lookup{}, errClosed
@@ -116,7 +118,15 @@ func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest)
 		after.add(kn, del(en, fmt.Sprintf("C%d", eOp.uint('c'))))
 	}
 	if lOp != nil {
-		if err := s.lease(ctx, key, ln, kn, req, lOp, wantLease, after, &res); err != nil {
+		var vCreate *op
+		if _, known := parseVersions(vOp, cur); !known && wantLease {
+			// The caller may load: write the key's versions now, at
+			// the ticket, so that its fill finds them at most its
+			// ticket (see Fill: a fill that finds them missing is
+			// refused unless its ticket is the current sequence).
+			vCreate = s.createVersions(vn, vOp, lostVersions(cur))
+		}
+		if err := s.lease(ctx, key, ln, kn, req, lOp, wantLease, vCreate, after, &res); err != nil {
 			return store.Lookup{}, err
 		}
 	} else if after != nil {
@@ -156,11 +166,12 @@ func (s *Store) tagState(ctx context.Context, e *store.Entry, cur uint64) (hard,
 }
 
 // lease decides the lease part of a lookup that asked for it. lOp read the
-// key's lease item. The caller's token holds the lease if this Store
+// key's lease item; vCreate, if not nil, writes the key's missing
+// versions, sent with the lease request when the lookup takes the lease. The caller's token holds the lease if this Store
 // granted it to that token and the item is the one it granted (same CAS).
 // after holds commands to run in the same round trip, or nil.
 func (s *Store) lease(ctx context.Context, key, ln string, kn *node, req store.LookupRequest,
-	lOp *op, want bool, after batch, res *store.Lookup) error {
+	lOp *op, want bool, vCreate *op, after batch, res *store.Lookup) error {
 	live := lOp.found() && (lOp.int('t') < 0 || s.remaining(lOp.int('t')) > 0)
 	s.mu.Lock()
 	held, mine := s.leases[key]
@@ -194,6 +205,9 @@ func (s *Store) lease(ctx context.Context, key, ln string, kn *node, req store.L
 		}
 		grab := get(ln, "N"+ttl+" c")
 		after.add(kn, grab)
+		if vCreate != nil {
+			after.add(kn, vCreate) // its outcome does not matter: another writer's versions are as good
+		}
 		if err := s.run(ctx, after); err != nil {
 			return err
 		}
