@@ -89,7 +89,16 @@
 // Keys and tags that are longer than memcached allows, or that hold
 // spaces, control or non-ASCII bytes, are replaced by their SHA-256 in
 // item names. An envelope near the item size limit ([MaxItemBytes]) is
-// [store.ErrTooLarge]. There is no multi-key atomicity: the batch
-// interface ([store.Batcher]) is not implemented, and an invalidation of
-// several keys is atomic per key only.
+// [store.ErrTooLarge]. There is no multi-key atomicity: an invalidation
+// of several keys is atomic per key only.
+//
+// # Batches
+//
+// [Store.LookupMany] and [Store.FillMany] (the [store.Batcher] that the
+// Cache's GetMany uses) take for each key the steps Lookup and Fill take
+// for it alone (the single calls are batches of one) and send each step
+// of all keys as one pipeline per server, the servers in parallel. So a
+// GetMany of n keys costs what a Get of one does: warm, one round trip
+// (two if the entries have tags); cold, two for the lookups and the
+// leases, and two or three for the fills and the leases' release.
 package memcachestore

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +68,8 @@ type node struct {
 
 	mu   sync.Mutex
 	idle []*conn
+
+	pipelines atomic.Int64 // pipelines sent: a count for tests
 }
 
 type conn struct {
@@ -118,21 +121,35 @@ func (n *node) close() {
 
 // do runs ops as one pipeline on one connection of n. A network error,
 // or the end of ctx, fails the whole pipeline and closes the connection
-// (its replies can no longer be matched to commands).
+// (its replies can no longer be matched to commands): it is returned, and
+// set as the error of every command not yet answered.
 func (n *node) do(ctx context.Context, ops []*op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	n.pipelines.Add(1)
 	c, err := n.get(ctx)
 	if err != nil {
-		return fmt.Errorf("memcachestore: %s: %w", n.addr, err)
+		return failed(ops, fmt.Errorf("memcachestore: %s: %w", n.addr, err))
 	}
 	if err := c.pipeline(ctx, ops); err != nil {
 		c.c.Close()
-		return fmt.Errorf("memcachestore: %s: %w", n.addr, err)
+		return failed(ops, fmt.Errorf("memcachestore: %s: %w", n.addr, err))
 	}
 	n.put(c)
 	return nil
+}
+
+// failed gives err to every command of ops that has no reply, so that a
+// batch of many keys finds the error of its pipeline on each key's
+// commands, and returns err.
+func failed(ops []*op, err error) error {
+	for _, o := range ops {
+		if o.status == "" {
+			o.status, o.err = "ERR", err
+		}
+	}
+	return err
 }
 
 func (c *conn) pipeline(ctx context.Context, ops []*op) error {

@@ -298,6 +298,7 @@ func (s *Store) run(ctx context.Context, b batch) error {
 
 // stages runs the stages in order, as one round trip if they all go to one
 // server (its pipeline keeps their order), else one round trip per stage.
+// A stage that fails is not followed by the others.
 func (s *Store) stages(ctx context.Context, st ...batch) error {
 	nodes := map[*node]bool{}
 	for _, b := range st {
@@ -314,8 +315,14 @@ func (s *Store) stages(ctx context.Context, st ...batch) error {
 		}
 		return s.run(ctx, one)
 	}
-	for _, b := range st {
+	for i, b := range st {
 		if err := s.run(ctx, b); err != nil {
+			// The later stages are not sent: their commands fail too.
+			for _, later := range st[i+1:] {
+				for _, ops := range later {
+					failed(ops, err)
+				}
+			}
 			return err
 		}
 	}

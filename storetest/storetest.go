@@ -69,7 +69,9 @@ type Harness struct {
 	// that was never invalidated. It relaxes exactly that assertion: in
 	// InvalidateTagFencesFill, an old load's fill that carries only a tag
 	// not invalidated may be refused (if accepted, its value must be
-	// served).
+	// served); and Batch/FillManyFencesPerKey gives its tags versions (a
+	// fill of another key) before it takes the tickets whose fills it
+	// wants accepted.
 	LosesVersions bool
 }
 
