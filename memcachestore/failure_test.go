@@ -3,10 +3,12 @@ package memcachestore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/memcachestore/internal/memcachedtest"
 	"github.com/paddockcache/paddock/store"
 )
@@ -381,5 +383,45 @@ func TestNewKeyFillsAcrossInvalidations(t *testing.T) {
 	}
 	if !fill(t, s, "new", "v", r.Ticket, 1) {
 		t.Fatal("the fill of a new key was refused after an invalidation of another key")
+	}
+}
+
+// TestFillSecondRead: an invalidation of a tag that lands between a Set's
+// check and its write (hooks.FillGap) refuses the Set through the
+// versions' second read, after the write; with that read switched off
+// (hooks.FillTagGap) the Set is accepted, and its entry, whose ticket is
+// above the invalidation, served.
+func TestFillSecondRead(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	t.Cleanup(hooks.Reset)
+	for _, skip := range []bool{false, true} {
+		key, tag := fmt.Sprintf("set-%v", skip), fmt.Sprintf("tag-%v", skip)
+		filled(t, s, key+"-warm", "x", tag) // the tag has versions
+		r := lease(t, s, key, 1)
+		gap := func() {
+			if err := s.Invalidate(context.Background(), store.Invalidation{Tags: []string{tag}}); err != nil {
+				t.Error(err)
+			}
+		}
+		hooks.FillGap.Store(&gap)
+		hooks.FillTagGap.Store(skip)
+		ok, err := s.Fill(t.Context(), key, &store.Fill{Value: []byte("v"), Tags: []string{tag}, Ticket: r.Ticket, Lease: 1, TTL: time.Hour, Set: true})
+		hooks.Reset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Lookup(t.Context(), key, store.LookupRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skip {
+			if !ok || got.Entry == nil {
+				t.Fatalf("without the second read: accepted %v, entry %+v; want the Set accepted and served", ok, got.Entry)
+			}
+		} else if ok || got.Entry != nil {
+			t.Fatalf("a Set raced by a tag invalidation in its gap: accepted %v, entry %+v; want refused, no entry", ok, got.Entry)
+		}
 	}
 }

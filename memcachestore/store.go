@@ -29,7 +29,6 @@ type Store struct {
 	maxItem    int
 	timeout    time.Duration
 	offset     func() time.Duration
-	postCheck  bool // false only in tests of the post-write check
 
 	closed atomic.Bool
 
@@ -73,7 +72,7 @@ const (
 // old one. A bad option or an empty list gives an error wrapping
 // [store.ErrInvalidOption]. New does not connect.
 func New(addrs []string, opts ...Option) (*Store, error) {
-	c := config{prefix: "pd:", maxItem: 1 << 20, timeout: 2 * time.Second, dialTimeout: time.Second, postCheck: true}
+	c := config{prefix: "pd:", maxItem: 1 << 20, timeout: 2 * time.Second, dialTimeout: time.Second}
 	for _, o := range opts {
 		if o == nil {
 			return nil, invalid("nil Option")
@@ -92,7 +91,7 @@ func New(addrs []string, opts ...Option) (*Store, error) {
 	}
 	h := fnv.New64a()
 	s := &Store{
-		prefix: c.prefix, maxItem: c.maxItem, timeout: c.timeout, offset: c.offset, postCheck: c.postCheck,
+		prefix: c.prefix, maxItem: c.maxItem, timeout: c.timeout, offset: c.offset,
 		leases: make(map[string]heldLease), released: make(map[string]heldLease), sweepAt: 64,
 	}
 	for _, a := range sorted {
