@@ -425,3 +425,31 @@ func TestFillSecondRead(t *testing.T) {
 		}
 	}
 }
+
+// TestCanceledCall: a call to a server that does not answer returns when
+// its context is canceled, before its deadline, whether the cancel comes
+// before the call or during it (the store watches the context of a slow
+// pipeline).
+func TestCanceledCall(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket}, Timeout(time.Minute))
+	defer s.Close()
+	filled(t, s, "k", "v")
+	srv.Pause()
+	defer srv.Cont()
+	for _, before := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(t.Context())
+		if before {
+			cancel()
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Lookup(ctx, "k", store.LookupRequest{})
+			errc <- err
+		}()
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Lookup canceled (before the call: %v) on a paused server: %v, want Canceled", before, err)
+		}
+	}
+}
