@@ -453,3 +453,35 @@ func TestCanceledCall(t *testing.T) {
 		}
 	}
 }
+
+// TestShortEntryOutlivesItsWindow: memcached's clock ticks once a second
+// and an item of TTL n lives between n-1 and n seconds, so the item of an
+// entry whose last window is 200ms away gets two: read right after the
+// write, its countdown is at least 2 (or 1, if the server's clock ticked
+// in between, which cannot happen on both of two tries), and a lookup
+// finds the entry fresh.
+func TestShortEntryOutlivesItsWindow(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := New([]string{srv.Socket}, Prefix("short:"))
+	defer s.Close()
+	var counts []int64
+	for i := range 2 {
+		key := fmt.Sprintf("k%d", i)
+		r := lease(t, s, key, 1)
+		ok, err := s.Fill(t.Context(), key, &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: 200 * time.Millisecond})
+		if err != nil || !ok {
+			t.Fatalf("Fill: %v %v", ok, err)
+		}
+		o := get(s.name(kindEntry, key), "t")
+		if err := s.keyNode(key).do(t.Context(), []*op{o}); err != nil || o.status != "HD" {
+			t.Fatalf("reading the item: %v %s", err, o.status)
+		}
+		counts = append(counts, o.int('t'))
+		if r, err := s.Lookup(t.Context(), key, store.LookupRequest{}); err != nil || r.State != store.StateFresh {
+			t.Fatalf("Lookup right after the fill: %v, %v; want fresh", r.State, err)
+		}
+	}
+	if max(counts[0], counts[1]) < 2 {
+		t.Fatalf("items of an entry 200ms from its end: countdowns %v, want 2 (one may read 1)", counts)
+	}
+}

@@ -280,7 +280,7 @@ func firstNetErr(ops []*op) error {
 // with l.vCreate, if any, which writes the key's missing versions.
 func (s *Store) lease(l *lookupOp, want bool, after batch) {
 	key, req, lOp, res := l.key, l.req, l.lOp, &l.res
-	live := lOp.found() && (lOp.int('t') < 0 || s.remaining(lOp.int('t')) > 0)
+	live := lOp.found() && (lOp.int('t') < 0 || s.leaseLeft(lOp.int('t')) > 0)
 	s.mu.Lock()
 	held, mine := s.leases[key]
 	ours := live && mine && held.token == req.Lease && held.cas == lOp.uint('c')

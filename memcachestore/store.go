@@ -140,18 +140,29 @@ func (s *Store) off() time.Duration {
 }
 
 // ttlSeconds turns a duration from the store's now into an item TTL in
-// whole seconds, rounded up, with the test offset added (see TimeOffset).
+// whole seconds: rounded up, with the test offset added (see TimeOffset),
+// and one second more. memcached's clock ticks once a second, and an item
+// of TTL n expires when it has ticked n times, so it lives between n-1
+// and n seconds: one of TTL 1 written just before a tick is gone at once.
+// The extra second makes an item outlive d.
 func (s *Store) ttlSeconds(d time.Duration) int64 {
 	d += s.off()
 	sec := int64((d + time.Second - 1) / time.Second)
-	return max(sec, 1)
+	return max(sec, 0) + 1
 }
 
 // remaining is what is left of an item's TTL by the store's clock: the
-// server's countdown t, in seconds, less the test offset.
+// server's countdown t, in seconds, less the test offset. The countdown is
+// in whole ticks of the server's clock, so the time left is between t-1
+// and t seconds: for an entry, whose item outlives its windows (see
+// ttlSeconds), t is the bound that never ends it early.
 func (s *Store) remaining(t int64) time.Duration {
 	return time.Duration(t)*time.Second - s.off()
 }
+
+// leaseLeft is what is left of a lease whose item's countdown is t: the
+// item was written a second longer than the lease (see ttlSeconds).
+func (s *Store) leaseLeft(t int64) time.Duration { return s.remaining(t) - time.Second }
 
 // Item names. Every name carries the prefix and a kind; a key or tag that
 // memcached could not take as it is (longer than 250 bytes with the rest
