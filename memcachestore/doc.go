@@ -77,12 +77,16 @@
 //
 // # Time
 //
-// memcached counts TTLs in whole seconds. An entry's item lives until
-// the end of its last window; a lookup judges it at the later of the local
-// clock and the server's countdown (the entry's last instant less the
-// remaining TTL), so that a node whose clock is behind cannot keep an
-// entry past the server's expiry. [TimeOffset] moves the store's clock for
-// tests.
+// memcached counts TTLs in whole seconds, on a clock that ticks once a
+// second: an item of TTL n lives between n-1 and n seconds. So every item
+// is written a second longer than it must live, and an entry's item
+// outlives its last window by up to two seconds; a lookup judges the entry
+// at the later of the local clock and the server's countdown (the entry's
+// last instant less the remaining TTL, which is never later than the true
+// instant), so that a node whose clock is behind keeps an entry at most
+// until the server drops its item. A lease lives between its TTL, rounded
+// up to seconds, less one second, and that TTL: sub-second lease TTLs are
+// not kept precisely. [TimeOffset] moves the store's clock for tests.
 //
 // # Limits
 //
