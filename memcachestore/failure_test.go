@@ -485,3 +485,45 @@ func TestShortEntryOutlivesItsWindow(t *testing.T) {
 		t.Fatalf("items of an entry 200ms from its end: countdowns %v, want 2 (one may read 1)", counts)
 	}
 }
+
+// TestFillAfterDrop: an early refresh whose fill read the old entry, which
+// a lookup then dropped as past its end, writes its entry all the same
+// (the gap between the fill's read and its write is hooks.FillGap's); an
+// invalidation of the key in the same gap still refuses it.
+func TestFillAfterDrop(t *testing.T) {
+	srv := memcachedtest.Start(t)
+	s, _ := newTestStore(t, []string{srv.Socket})
+	defer s.Close()
+	t.Cleanup(hooks.Reset)
+	for _, c := range []struct {
+		name   string
+		gap    func(key string)
+		accept bool
+	}{
+		{"dropped", func(key string) { evict(t, s, s.keyNode(key), s.name(kindEntry, key)) }, true},
+		{"invalidated", func(key string) {
+			if err := s.Invalidate(context.Background(), store.Invalidation{Keys: []string{key}}); err != nil {
+				t.Error(err)
+			}
+		}, false},
+	} {
+		key := "refresh-" + c.name
+		filled(t, s, key, "old")
+		r := lease(t, s, key+"-ticket", 1) // a ticket of now
+		gap := func() { c.gap(key) }
+		hooks.FillGap.Store(&gap)
+		ok := fill(t, s, key, "new", r.Ticket, 0)
+		hooks.Reset()
+		got, err := s.Lookup(t.Context(), key, store.LookupRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.accept {
+			if !ok || got.Entry == nil || string(got.Entry.Value) != "new" {
+				t.Fatalf("%s: accepted %v, entry %+v; want the fill accepted and served", c.name, ok, got.Entry)
+			}
+		} else if ok || got.Entry != nil {
+			t.Fatalf("%s: accepted %v, entry %+v; want refused, no entry", c.name, ok, got.Entry)
+		}
+	}
+}

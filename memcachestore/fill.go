@@ -25,8 +25,9 @@ import (
 //  2. Then the entry is written with "ms ... C<cas>" (or, if there was
 //     none, as an add), which memcached refuses (EX, NS) if the item
 //     changed since step 1: an invalidation of the key (md, md I) or
-//     another fill. In the same pipeline, after the write, the versions
-//     are read again.
+//     another fill. An item gone since step 1 (NF) is written again as an
+//     add (see rewrite). In the same pipeline, after the write, the
+//     versions are read again.
 //
 //  3. If one moved past the ticket, an invalidation landed between the
 //     two reads: the entry is deleted (by the CAS of the write) and the
@@ -76,8 +77,10 @@ type fillOp struct {
 	left       time.Duration // the entry's life from now; <= 0: a delete
 	vCheck     *op
 	tagChecks  []*op
-	last       []*op // its commands of the last round
-	ok, active bool  // accepted; still going
+	last       []*op  // its commands of the last round
+	buf        []byte // the entry's envelope
+	rewritten  bool   // written again after its CAS write found no item
+	ok, active bool   // accepted; still going
 	err        error
 }
 
@@ -261,9 +264,15 @@ func (s *Store) prepareFill(ctx context.Context, fo *fillOp, write, check batch)
 		if fo.eOp.found() {
 			mode = fmt.Sprintf("C%d", fo.eOp.uint('c'))
 		}
+		fo.buf = buf
 		fo.eWrite = set(fo.en, buf, fmt.Sprintf("T%d c %s", s.ttlSeconds(fo.left), mode))
 	}
 	write.add(fo.kn, fo.eWrite)
+	s.addChecks(fo, check)
+}
+
+// addChecks adds fo's post-write reads of its versions to check.
+func (s *Store) addChecks(fo *fillOp, check batch) {
 	fo.vCheck = get(fo.vn, "v")
 	check.add(fo.kn, fo.vCheck)
 	fo.tagChecks = make([]*op, len(fo.tags))
@@ -271,6 +280,25 @@ func (s *Store) prepareFill(ctx context.Context, fo *fillOp, write, check batch)
 		fo.tagChecks[i] = get(s.name(kindTag, tag), "v")
 		check.add(s.tagNode(tag), fo.tagChecks[i])
 	}
+}
+
+// rewrite writes fo's entry again as an add, after its CAS write found the
+// item gone (NF), and reads the versions again after it. The item went
+// since the first read by a delete: an invalidation of the key, which
+// raised the key's versions first, so the post-write check refuses the
+// fill; or a lookup that dropped the entry it replaces, dead by then (an
+// early refresh that ends after the old entry's last instant), or memcached
+// evicting it, after which the fill is as good as one that found no item.
+//
+//	refresh: first read: entry CAS 7 (still fresh, due early)
+//	reader:  the entry is past its end: md C7
+//	refresh: ms C7: NF; ms ME: stored; versions <= ticket: accepted
+func (s *Store) rewrite(ctx context.Context, fo *fillOp) {
+	write, check := batch{}, batch{}
+	fo.eWrite = set(fo.en, fo.buf, fmt.Sprintf("T%d c ME", s.ttlSeconds(fo.left)))
+	write.add(fo.kn, fo.eWrite)
+	s.addChecks(fo, check)
+	_ = s.stages(ctx, write, check)
 }
 
 // judgeFill decides fo after the write and the post-write reads, and adds
@@ -287,6 +315,12 @@ func (s *Store) judgeFill(ctx context.Context, fo *fillOp, last batch) {
 	}
 	if fo.left <= 0 {
 		fo.ok = true
+		return
+	}
+	if fo.eWrite.status == "NF" && fo.buf != nil && !fo.rewritten {
+		fo.rewritten = true
+		s.rewrite(ctx, fo)
+		s.judgeFill(ctx, fo, last)
 		return
 	}
 	if fo.eWrite.status != "HD" {
