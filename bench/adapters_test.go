@@ -17,6 +17,9 @@ func newTestCache(t *testing.T, lib Lib, cfg Config) Cache {
 	if lib.Redis {
 		cfg.Redis = requireRedis(t)
 	}
+	if lib.Memcached {
+		cfg.Memcached = requireMemcached(t)
+	}
 	if cfg.TTL == 0 {
 		cfg.TTL = time.Minute
 	}
@@ -230,7 +233,7 @@ func TestRaceTrial(t *testing.T) {
 // Beta(0) nothing is refreshed early and readers wait at expiry; at the
 // defaults the key is refreshed early.
 func TestEarlyRow(t *testing.T) {
-	for _, name := range []string{"paddock-mem", "paddock-redis"} {
+	for _, name := range []string{"paddock-mem", "paddock-redis", "paddock-memcached"} {
 		t.Run("lib="+name, func(t *testing.T) {
 			lib, err := lookupLib(name)
 			if err != nil {
@@ -239,6 +242,9 @@ func TestEarlyRow(t *testing.T) {
 			e := &env{run: fmt.Sprintf("et%d", time.Now().UnixNano()%1e9)}
 			if lib.Redis {
 				e.redis = requireRedis(t)
+			}
+			if lib.Memcached {
+				e.memcached = requireMemcached(t)
 			}
 			// Five TTLs: four expiries for the plain TTL.
 			shape := expiryLoadShape{readers: earlyReaders, pace: earlyPace, load: earlyLoad, dur: 5 * earlyTTL}

@@ -17,11 +17,14 @@ func BenchmarkWarmHit(b *testing.B) {
 	prefix := fmt.Sprintf("bt%d", time.Now().UnixNano()%1e9)
 	for _, name := range warmTargetNames(ordered()) {
 		b.Run("lib="+name, func(b *testing.B) {
-			addr := ""
+			addr, mc := "", ""
 			if isRedisTarget(name) {
 				addr = requireRedis(b)
 			}
-			t, err := newWarmTarget(context.Background(), name, addr, prefix)
+			if isMemcachedTarget(name) {
+				mc = requireMemcached(b)
+			}
+			t, err := newWarmTarget(context.Background(), name, addr, mc, prefix)
 			if err != nil {
 				b.Fatal(err)
 			}

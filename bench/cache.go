@@ -50,6 +50,9 @@ type Config struct {
 	// Redis is the address of the Redis server (host:port or a unix socket
 	// path), for the adapters that use one.
 	Redis string
+	// Memcached is the address of the memcached server, for the adapters
+	// that use one.
+	Memcached string
 }
 
 // A Lib is one row of the tables: a library in one configuration.
@@ -59,6 +62,9 @@ type Lib struct {
 	// Redis reports that the library keeps its entries in Redis (shared
 	// by a fleet).
 	Redis bool
+	// Memcached reports that the library keeps its entries in memcached
+	// (shared by a fleet).
+	Memcached bool
 	// Peer is false for paddock's own rows.
 	Peer bool
 	// Module is the Go module measured.
@@ -100,6 +106,7 @@ func ordered() []Lib {
 var tableOrder = []string{
 	"paddock-mem", "paddock-disk", "cacheaside-mem", "singleflight", "sturdyc", "gocache-mem", "otter",
 	"paddock-redis", "cacheaside-redis", "goredis-cache", "gocache-redis", "rueidisaside",
+	"paddock-memcached",
 }
 
 // lookupLib returns the Lib named name.

@@ -106,7 +106,7 @@ func fleet(ctx context.Context, e *env, exe string, lib Lib, rounds int) (r flee
 		}
 	}()
 	for range fleetProcs {
-		cmd := exec.CommandContext(ctx, exe, "-child", "fleet", "-lib", lib.Name, "-redis", e.redis)
+		cmd := exec.CommandContext(ctx, exe, "-child", "fleet", "-lib", lib.Name, "-redis", e.redis, "-memcached", e.memcached)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -202,6 +202,7 @@ func fleetChild(args []string) error {
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	libName := fs.String("lib", "", "")
 	redis := fs.String("redis", "", "")
+	mc := fs.String("memcached", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -209,7 +210,7 @@ func fleetChild(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := lib.New(Config{TTL: time.Minute, Stale: time.Minute, Entries: 16, ValueSize: 1024, Redis: *redis})
+	c, err := lib.New(Config{TTL: time.Minute, Stale: time.Minute, Entries: 16, ValueSize: 1024, Redis: *redis, Memcached: *mc})
 	if err != nil {
 		return err
 	}

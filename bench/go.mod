@@ -15,7 +15,7 @@ require (
 	github.com/goware/cachestore-redis v0.2.1
 	github.com/goware/cachestore2 v0.12.2
 	github.com/maypok86/otter/v2 v2.4.0
-	github.com/paddockcache/paddock v0.0.0-00010101000000-000000000000
+	github.com/paddockcache/paddock v0.0.0
 	github.com/patrickmn/go-cache v2.1.0+incompatible
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/redis/rueidis v1.0.79
@@ -50,6 +50,7 @@ require (
 	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/paddockcache/paddock/diskstore v0.0.0-00010101000000-000000000000
+	github.com/paddockcache/paddock/memcachestore v0.0.0 // indirect
 	github.com/prometheus/client_golang v1.23.2 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.67.4 // indirect
@@ -69,3 +70,4 @@ require (
 )
 
 replace github.com/paddockcache/paddock/diskstore => ../diskstore
+replace github.com/paddockcache/paddock/memcachestore => ../memcachestore

@@ -44,11 +44,13 @@ var scenarios = []scenario{
 type env struct {
 	quick bool
 	redis string // "" when no Redis is available
-	libs  []Lib
-	pages []PageLib
-	out   io.Writer
-	log   io.Writer
-	run   string // a prefix that makes this run's keys unique
+	// memcached is the memcached server's address, "" when there is none.
+	memcached string
+	libs      []Lib
+	pages     []PageLib
+	out       io.Writer
+	log       io.Writer
+	run       string // a prefix that makes this run's keys unique
 
 	sum    summary
 	errors atomic.Int64 // rows that could not be measured
@@ -74,6 +76,7 @@ func (e *env) logf(format string, args ...any) { fmt.Fprintf(e.log, format+"\n",
 // config returns the Config of lib for a scenario, with the Redis address.
 func (e *env) config(c Config) Config {
 	c.Redis = e.redis
+	c.Memcached = e.memcached
 	if c.ValueSize == 0 {
 		c.ValueSize = 1024
 	}
@@ -93,8 +96,10 @@ func (e *env) key(lib Lib, parts ...any) string {
 }
 
 // usable reports whether lib can run here; a Redis lib without Redis
-// cannot.
-func (e *env) usable(lib Lib) bool { return !lib.Redis || e.redis != "" }
+// cannot, nor a memcached lib without memcached.
+func (e *env) usable(lib Lib) bool {
+	return (!lib.Redis || e.redis != "") && (!lib.Memcached || e.memcached != "")
+}
 
 func main() {
 	if len(os.Args) > 2 && os.Args[1] == "-child" {
@@ -116,6 +121,8 @@ func benchMain() int {
 	libRE := fs.String("lib", "", "run only the libraries whose name matches this regexp")
 	redisAddr := fs.String("redis", "", "use this Redis (host:port or unix socket path) instead of starting redis-server; its keys are namespaced by run, never flushed")
 	noRedis := fs.Bool("no-redis", false, "skip the Redis rows")
+	mcAddr := fs.String("memcached", "", "use this memcached (host:port or unix socket path) instead of starting one; its keys are namespaced by run, never flushed")
+	noMemcached := fs.Bool("no-memcached", false, "skip the memcached rows")
 	summaryPath := fs.String("summary", "", "also write the summary table to this file (markdown)")
 	list := fs.Bool("list", false, "print the libraries and how each is configured, and exit")
 	fs.Parse(os.Args[1:])
@@ -179,6 +186,24 @@ func benchMain() int {
 			} else {
 				defer srv.Stop()
 				e.redis = srv.Addr
+			}
+		}
+	}
+
+	if !*noMemcached && slices.ContainsFunc(e.libs, func(l Lib) bool { return l.Memcached }) {
+		if *mcAddr != "" {
+			e.memcached = *mcAddr
+		} else {
+			srv, err := startMemcached()
+			if err != nil {
+				e.logf("bench: no memcached rows: %v", err)
+				if os.Getenv("CI") == "true" {
+					e.logf("bench: CI=true needs memcached")
+					return 1
+				}
+			} else {
+				defer srv.Stop()
+				e.memcached = srv.Addr
 			}
 		}
 	}
@@ -261,6 +286,9 @@ func header(e *env) {
 	fmt.Fprintf(e.out, "- cpu: %s (%d logical CPUs); load average at the start: %s\n", cpuModel(), runtime.NumCPU(), loadavg())
 	if e.redis != "" {
 		fmt.Fprintf(e.out, "- redis: %s at %s (loopback TCP unless a socket path)\n", redisVersion(e.redis), e.redis)
+	}
+	if e.memcached != "" {
+		fmt.Fprintf(e.out, "- memcached: %s at %s (loopback TCP unless a socket path)\n", memcachedVersion(e.memcached), e.memcached)
 	} else {
 		fmt.Fprintf(e.out, "- redis: none (Redis rows skipped)\n")
 	}

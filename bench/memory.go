@@ -52,7 +52,9 @@ func runMemory(ctx context.Context, e *env) error {
 	}
 	t := newTable("library", "store", "entries", "Go heap/entry", "objects/entry", "Redis used_memory/entry", "GC wall (median)", "GC STW pause (max)", "fill time")
 	for _, lib := range e.libs {
-		if !e.usable(lib) {
+		if !e.usable(lib) || lib.Memcached {
+			// memcached's memory is its own slab allocator's, which
+			// neither the Go heap nor Redis's INFO measures.
 			continue
 		}
 		count := n

@@ -47,6 +47,9 @@ func where(l Lib) string {
 	if l.Redis {
 		return "Redis"
 	}
+	if l.Memcached {
+		return "memcached"
+	}
 	return "in-process"
 }
 

@@ -42,7 +42,7 @@ type warmTarget struct {
 func warmTargetNames(libs []Lib) []string {
 	names := []string{"raw-mutexmap", "raw-bigcache"}
 	for _, l := range libs {
-		if !l.Redis {
+		if !l.Redis && !l.Memcached {
 			names = append(names, l.Name)
 		}
 	}
@@ -50,6 +50,14 @@ func warmTargetNames(libs []Lib) []string {
 	for _, l := range libs {
 		if l.Redis {
 			names = append(names, l.Name)
+		}
+	}
+	if slices.ContainsFunc(libs, func(l Lib) bool { return l.Memcached }) {
+		names = append(names, "raw-memcached-get")
+		for _, l := range libs {
+			if l.Memcached {
+				names = append(names, l.Name)
+			}
 		}
 	}
 	return names
@@ -63,9 +71,17 @@ func isRedisTarget(name string) bool {
 	return err == nil && l.Redis
 }
 
+func isMemcachedTarget(name string) bool {
+	if name == "raw-memcached-get" {
+		return true
+	}
+	l, err := lookupLib(name)
+	return err == nil && l.Memcached
+}
+
 // newWarmTarget builds and fills the target named name; prefix makes its
 // keys unique.
-func newWarmTarget(ctx context.Context, name, redisAddr, prefix string) (*warmTarget, error) {
+func newWarmTarget(ctx context.Context, name, redisAddr, mcAddr, prefix string) (*warmTarget, error) {
 	keys := make([]string, warmKeys)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("%s:warm:%s:%d", prefix, name, i)
@@ -112,12 +128,26 @@ func newWarmTarget(ctx context.Context, name, redisAddr, prefix string) (*warmTa
 		t.get = func(ctx context.Context, key string) ([]byte, error) { return rdb.Get(ctx, key).Bytes() }
 		t.cpu, t.close = serverCPU(rdb, func() {})
 		return t, nil
+	case "raw-memcached-get":
+		if mcAddr == "" {
+			return nil, errNoMemcached
+		}
+		mc := newRawMemcachedGet(mcAddr)
+		for _, k := range keys {
+			if _, err := mc.do(ctx, "ms "+k+" "+fmt.Sprint(len(val))+" T0", val); err != nil {
+				mc.Close()
+				return nil, err
+			}
+		}
+		t.get = func(ctx context.Context, key string) ([]byte, error) { return mc.do(ctx, "mg "+key+" v", nil) }
+		t.close = mc.Close
+		return t, nil
 	}
 	lib, err := lookupLib(name)
 	if err != nil {
 		return nil, err
 	}
-	c, err := lib.New(Config{TTL: time.Hour, Stale: time.Hour, Entries: warmKeys, ValueSize: warmValue, Redis: redisAddr})
+	c, err := lib.New(Config{TTL: time.Hour, Stale: time.Hour, Entries: warmKeys, ValueSize: warmValue, Redis: redisAddr, Memcached: mcAddr})
 	if err != nil {
 		return nil, err
 	}
@@ -208,20 +238,24 @@ func benchWarm(b *testing.B, t *warmTarget, parallel bool) {
 func runWarm(ctx context.Context, e *env) error {
 	reps := e.pick(1, 3)
 	fmt.Fprintf(e.out, "Warm hits on %d keys of %d B, via testing.Benchmark (benchtime %s, the median of %d runs); parallel is b.RunParallel with GOMAXPROCS goroutines. "+
-		"× raw is the ratio to the raw baseline of the same kind (RWMutex map in process, GET on Redis). "+
+		"× raw is the ratio to the raw baseline of the same kind (RWMutex map in process, GET on Redis, a meta get on memcached). "+
 		"goredis-cache and rueidisaside answer these hits from process memory (a TinyLFU; Redis client-side caching), not from Redis. "+
 		"Redis CPU is the server's used_cpu_sys + used_cpu_user over the serial run's hits, per hit (INFO cpu: the whole server, system calls included).\n\n",
 		warmKeys, warmValue, e.pickStr("100ms", "1s"), reps)
 	t := newTable("library", "store", "serial ns/op", "× raw", "allocs/op", "B/op", "Redis CPU µs/hit", "× raw", "parallel ns/op", "× raw", "allocs/op")
 	var base [2]testing.BenchmarkResult
 	for _, name := range warmTargetNames(e.libs) {
-		isRedis := isRedisTarget(name)
-		if isRedis && e.redis == "" {
+		isRedis, isMC := isRedisTarget(name), isMemcachedTarget(name)
+		if isRedis && e.redis == "" || isMC && e.memcached == "" {
 			continue
 		}
-		tg, err := newWarmTarget(ctx, name, e.redis, e.run)
+		store := kind(isRedis)
+		if isMC {
+			store = "memcached"
+		}
+		tg, err := newWarmTarget(ctx, name, e.redis, e.memcached, e.run)
 		if err != nil {
-			t.add(name, kind(isRedis), e.failed(name, err), "", "", "", "", "", "")
+			t.add(name, store, e.failed(name, err), "", "", "", "", "", "")
 			continue
 		}
 		var res [2]testing.BenchmarkResult
@@ -236,7 +270,7 @@ func runWarm(ctx context.Context, e *env) error {
 		}
 		tg.close()
 		switch name {
-		case "raw-mutexmap", "raw-redis-get":
+		case "raw-mutexmap", "raw-redis-get", "raw-memcached-get":
 			base = res
 		}
 		ratio := func(i int) string {
@@ -252,7 +286,7 @@ func runWarm(ctx context.Context, e *env) error {
 				cpuRatio = fmt.Sprintf("%.2g", c/b)
 			}
 		}
-		t.add(name, kind(isRedis), fmt.Sprintf("%.0f", nsop(res[0])), ratio(0), res[0].AllocsPerOp(), res[0].AllocedBytesPerOp(),
+		t.add(name, store, fmt.Sprintf("%.0f", nsop(res[0])), ratio(0), res[0].AllocsPerOp(), res[0].AllocedBytesPerOp(),
 			cpu, cpuRatio, fmt.Sprintf("%.0f", nsop(res[1])), ratio(1), res[1].AllocsPerOp())
 		e.note(name, "warm", fmtDur(time.Duration(nsop(res[0]))))
 		e.logf("   %-16s serial %.0f ns/op %d allocs; parallel %.0f ns/op", name, nsop(res[0]), res[0].AllocsPerOp(), nsop(res[1]))

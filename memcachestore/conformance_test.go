@@ -30,20 +30,42 @@ func newTestStore(t *testing.T, addrs []string, opts ...Option) (*Store, func(ti
 
 func TestConformance(t *testing.T) {
 	srv := memcachedtest.Start(t, "-I", "1m")
-	storetest.Run(t, func(st *testing.T) storetest.Harness {
+	storetest.Run(t, oneServer(srv))
+}
+
+// TestConformanceBatched runs the suite with every Lookup and Fill made
+// through LookupMany and FillMany.
+func TestConformanceBatched(t *testing.T) {
+	srv := memcachedtest.Start(t, "-I", "1m")
+	storetest.RunBatched(t, oneServer(srv))
+}
+
+func oneServer(srv *memcachedtest.Server) func(*testing.T) storetest.Harness {
+	return func(st *testing.T) storetest.Harness {
 		s, advance := newTestStore(st, []string{srv.Socket})
 		return storetest.Harness{
-			Store:    s,
-			Advance:  advance,
-			Flush:    func() { srv.FlushAll(st) },
-			TooLarge: 1 << 20,
+			Store:         s,
+			Advance:       advance,
+			Flush:         func() { srv.FlushAll(st) },
+			TooLarge:      1 << 20,
+			LosesVersions: true,
 		}
-	})
+	}
 }
 
 // TestConformanceServers runs the suite over three servers, where a key's
 // entry, its tags' versions and the sequence live on different ones.
 func TestConformanceServers(t *testing.T) {
+	storetest.Run(t, threeServers(t))
+}
+
+// TestConformanceServersBatched runs the suite over three servers through
+// LookupMany and FillMany, where a batch's keys live on different ones.
+func TestConformanceServersBatched(t *testing.T) {
+	storetest.RunBatched(t, threeServers(t))
+}
+
+func threeServers(t *testing.T) func(*testing.T) storetest.Harness {
 	var addrs []string
 	var srvs []*memcachedtest.Server
 	for range 3 {
@@ -51,7 +73,7 @@ func TestConformanceServers(t *testing.T) {
 		srvs = append(srvs, srv)
 		addrs = append(addrs, srv.Socket)
 	}
-	storetest.Run(t, func(st *testing.T) storetest.Harness {
+	return func(st *testing.T) storetest.Harness {
 		s, advance := newTestStore(st, addrs)
 		return storetest.Harness{
 			Store:   s,
@@ -61,7 +83,8 @@ func TestConformanceServers(t *testing.T) {
 					srv.FlushAll(st)
 				}
 			},
-			TooLarge: 1 << 20,
+			TooLarge:      1 << 20,
+			LosesVersions: true,
 		}
-	})
+	}
 }

@@ -62,27 +62,47 @@
 //     leases.
 //
 // Versions are written without a TTL; memcached may still evict them.
-// A missing version is never read as "not invalidated" for an existing
-// entry: the entry is a miss. A fill recreates a missing version at its
-// own ticket, which is at least every version issued before the load
-// began; a version evicted while a load older than its invalidation is
-// in flight is the one case the store cannot see (give the servers room).
+// A missing version is never read as "not invalidated": for an existing
+// entry it is a miss, and a fill or an invalidation that finds it missing
+// recreates it at the current sequence, soft and hard, which is above
+// every ticket issued before. So a load older than an invalidation whose
+// version was evicted while it ran is refused, and an entry of a tag
+// hard-invalidated before the eviction is not served again. The price is
+// a spurious refusal: the store cannot tell a version never written from
+// one evicted, so a fill whose ticket predates a version it had to
+// recreate (a new tag, on a store whose sequence moved during the load)
+// is refused once, and the next load fills. A lookup that grants the lease
+// of a key without versions writes them at its ticket, so that new keys
+// do not pay it.
 //
 // # Time
 //
-// memcached counts TTLs in whole seconds. An entry's item lives until
-// the end of its last window; a lookup judges it at the later of the local
-// clock and the server's countdown (the entry's last instant less the
-// remaining TTL), so that a node whose clock is behind cannot keep an
-// entry past the server's expiry. [TimeOffset] moves the store's clock for
-// tests.
+// memcached counts TTLs in whole seconds, on a clock that ticks once a
+// second: an item of TTL n lives between n-1 and n seconds. So every item
+// is written a second longer than it must live, and an entry's item
+// outlives its last window by up to two seconds; a lookup judges the entry
+// at the later of the local clock and the server's countdown (the entry's
+// last instant less the remaining TTL, which is never later than the true
+// instant), so that a node whose clock is behind keeps an entry at most
+// until the server drops its item. A lease lives between its TTL, rounded
+// up to seconds, less one second, and that TTL: sub-second lease TTLs are
+// not kept precisely. [TimeOffset] moves the store's clock for tests.
 //
 // # Limits
 //
 // Keys and tags that are longer than memcached allows, or that hold
 // spaces, control or non-ASCII bytes, are replaced by their SHA-256 in
 // item names. An envelope near the item size limit ([MaxItemBytes]) is
-// [store.ErrTooLarge]. There is no multi-key atomicity: the batch
-// interface ([store.Batcher]) is not implemented, and an invalidation of
-// several keys is atomic per key only.
+// [store.ErrTooLarge]. There is no multi-key atomicity: an invalidation
+// of several keys is atomic per key only.
+//
+// # Batches
+//
+// [Store.LookupMany] and [Store.FillMany] (the [store.Batcher] that the
+// Cache's GetMany uses) take for each key the steps Lookup and Fill take
+// for it alone (the single calls are batches of one) and send each step
+// of all keys as one pipeline per server, the servers in parallel. So a
+// GetMany of n keys costs what a Get of one does: warm, one round trip
+// (two if the entries have tags); cold, two for the lookups and the
+// leases, and two or three for the fills and the leases' release.
 package memcachestore

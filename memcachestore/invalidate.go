@@ -71,7 +71,7 @@ func (s *Store) Invalidate(ctx context.Context, inv store.Invalidation) error {
 			}
 			v, ok := parseVersions(reads[i], seq)
 			if !ok {
-				v = versions{soft: seq &^ seqMask, hard: seq &^ seqMask}
+				v = lostVersions(seq) // hard too: the lost item's history is unknown
 			}
 			v.soft = max(v.soft, seq)
 			if !inv.Soft {

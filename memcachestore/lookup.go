@@ -2,6 +2,7 @@ package memcachestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,139 +30,257 @@ import (
 //
 // The lease is a lease item of its own, created by "mg N<ttl>": memcached
 // answers W to the one request that creates it and Z to the others, and
-// drops it when its TTL runs out.
+// drops it when its TTL runs out. A lookup granted the lease of a key
+// whose versions are missing writes them, at its ticket, in the same round
+// trip as the lease.
 func (s *Store) Lookup(ctx context.Context, key string, req store.LookupRequest) (store.Lookup, error) {
 	if s.closed.Load() {
 		return store.Lookup{}, errClosed
 	}
-	if req.Lease != 0 && req.LeaseTTL <= 0 {
-		return store.Lookup{}, invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
-	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	kn := s.keyNode(key)
-	en, vn, ln := s.name(kindEntry, key), s.name(kindVersions, key), s.name(kindLease, key)
-	seqOp, eOp, vOp := s.readSeq(), get(en, "v c t"), get(vn, "v")
+	l := s.newLookup(key, req)
+	s.lookups(ctx, []*lookupOp{l})
+	return l.res, l.err
+}
+
+// lookupOp is one key's lookup, taken round by round by lookups, so that
+// the lookups of a batch share their round trips.
+type lookupOp struct {
+	key                string
+	req                store.LookupRequest
+	kn                 *node
+	en, vn, ln         string
+	eOp, vOp, lOp      *op
+	tagOps             []*op // the versions of the entry's tags, if read
+	e                  *store.Entry
+	soft, drop         bool
+	wantLease, granted bool
+	grab, vCreate      *op   // the lease taken, the key's versions written
+	after              []*op // this key's commands of the last round
+	res                store.Lookup
+	err                error
+}
+
+// add adds commands of l's key to the round b.
+func (l *lookupOp) add(b batch, ops ...*op) {
+	b.add(l.kn, ops...)
+	l.after = append(l.after, ops...)
+}
+
+func (s *Store) newLookup(key string, req store.LookupRequest) *lookupOp {
+	l := &lookupOp{key: key, req: req, kn: s.keyNode(key),
+		en: s.name(kindEntry, key), vn: s.name(kindVersions, key), ln: s.name(kindLease, key)}
+	if req.Lease != 0 && req.LeaseTTL <= 0 {
+		l.err = invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
+	}
+	return l
+}
+
+// lookups runs the lookups ls together, in at most three round trips
+// whatever their number: (1) the sequence, once, and each key's entry,
+// versions and lease item; (2) the versions of the tags of the entries
+// that have some; (3) each key's drop of a dead entry and lease request.
+// Each round is one pipeline per server, the servers in parallel. A
+// round trip that fails is the error of every key that had a command in
+// it.
+func (s *Store) lookups(ctx context.Context, ls []*lookupOp) {
+	seqOp := s.readSeq()
 	b := batch{}
 	b.add(s.seqNode(), seqOp)
-	b.add(kn, eOp, vOp)
-	var lOp *op
-	if req.Lease != 0 {
-		lOp = get(ln, "c t")
-		b.add(kn, lOp)
-	}
-	if err := s.run(ctx, b); err != nil {
-		return store.Lookup{}, err
-	}
-	if err := firstErr(eOp, vOp, lOp); err != nil {
-		return store.Lookup{}, fmt.Errorf("memcachestore: Lookup(%q): %w", key, err)
-	}
-	cur, err := seqValue(seqOp)
-	if err != nil {
-		return store.Lookup{}, err
-	}
-	now := s.now()
-	res := store.Lookup{Now: now, Ticket: store.Ticket{Epoch: s.epochOf(cur), Seq: cur}}
-
-	var e *store.Entry
-	drop := false
-	if eOp.status == "VA" {
-		e = new(store.Entry)
-		if err := e.UnmarshalBinary(eOp.value); err != nil {
-			e, drop, res.Corrupt = nil, true, true
-		} else if e.Ticket.Epoch != res.Ticket.Epoch {
-			e, drop = nil, true
+	for _, l := range ls {
+		if l.err != nil {
+			continue
+		}
+		l.eOp, l.vOp = get(l.en, "v c t"), get(l.vn, "v")
+		b.add(l.kn, l.eOp, l.vOp)
+		if l.req.Lease != 0 {
+			l.lOp = get(l.ln, "c t")
+			b.add(l.kn, l.lOp)
 		}
 	}
-	soft := false
-	if e != nil {
-		v, known := parseVersions(vOp, cur)
-		hard := !known || v.hard > e.Ticket.Seq
-		soft = eOp.has('X') || known && v.soft > e.Ticket.Seq
-		if !hard && len(e.Tags) > 0 {
-			th, ts, err := s.tagState(ctx, e, cur)
-			if err != nil {
-				return store.Lookup{}, err
+	_ = s.run(ctx, b)
+	cur, seqErr := seqValue(seqOp)
+	tags := batch{}
+	for _, l := range ls {
+		if l.err != nil {
+			continue
+		}
+		if err := firstErr(l.eOp, l.vOp, l.lOp); err != nil {
+			l.err = fmt.Errorf("memcachestore: Lookup(%q): %w", l.key, err)
+			continue
+		}
+		if seqErr != nil {
+			l.err = seqErr
+			continue
+		}
+		s.judgeEntry(l, cur)
+		if l.e != nil && len(l.e.Tags) > 0 {
+			l.tagOps = make([]*op, len(l.e.Tags))
+			for i, tag := range l.e.Tags {
+				l.tagOps[i] = get(s.name(kindTag, tag), "v")
+				tags.add(s.tagNode(tag), l.tagOps[i])
 			}
-			hard, soft = th, soft || ts
 		}
-		if t := eOp.int('t'); t >= 0 {
+	}
+	if len(tags) > 0 {
+		_ = s.run(ctx, tags)
+	}
+	after := batch{}
+	for _, l := range ls {
+		if l.err != nil {
+			continue
+		}
+		if l.tagOps != nil {
+			if err := firstErr(l.tagOps...); err != nil {
+				l.err = err
+				continue
+			}
+			if hard, soft := tagState(l.tagOps, l.e, cur); hard {
+				l.e, l.drop = nil, true
+			} else {
+				l.soft = l.soft || soft
+			}
+		}
+		s.decide(l, cur, after)
+	}
+	if len(after) == 0 {
+		return
+	}
+	_ = s.run(ctx, after)
+	for _, l := range ls {
+		if l.err != nil {
+			continue
+		}
+		// The drop and the renewal of a held lease: their outcome does not
+		// change the answer, but a failed round trip is an error.
+		if err := firstNetErr(l.after); err != nil {
+			l.err = err
+			continue
+		}
+		if l.grab == nil {
+			continue
+		}
+		if l.grab.err != nil {
+			l.err = l.grab.err
+			continue
+		}
+		if l.grab.has('W') {
+			l.res.Lease = true
+			s.grant(l.key, heldLease{token: l.req.Lease, cas: l.grab.uint('c'), until: time.Now().Add(l.req.LeaseTTL)})
+		} else {
+			l.res.Held = true
+		}
+	}
+}
+
+// judgeEntry decodes l's entry and judges it by the key's versions: it
+// sets l.e (nil if there is none, or it is dead), l.soft and l.drop.
+func (s *Store) judgeEntry(l *lookupOp, cur uint64) {
+	now := s.now()
+	l.res = store.Lookup{Now: now, Ticket: store.Ticket{Epoch: s.epochOf(cur), Seq: cur}}
+	if l.eOp.status == "VA" {
+		e := new(store.Entry)
+		if err := e.UnmarshalBinary(l.eOp.value); err != nil {
+			l.drop, l.res.Corrupt = true, true
+		} else if e.Ticket.Epoch != l.res.Ticket.Epoch {
+			l.drop = true
+		} else {
+			l.e = e
+		}
+	}
+	if l.e == nil {
+		return
+	}
+	v, known := parseVersions(l.vOp, cur)
+	l.soft = l.eOp.has('X') || known && v.soft > l.e.Ticket.Seq
+	if !known || v.hard > l.e.Ticket.Seq {
+		l.e, l.drop = nil, true
+	}
+}
+
+// decide judges l's entry by time and adds to after the drop of a dead
+// entry and the lease request.
+func (s *Store) decide(l *lookupOp, cur uint64, after batch) {
+	res := &l.res
+	now := res.Now
+	e := l.e
+	if e != nil {
+		if t := l.eOp.int('t'); t >= 0 {
 			if at := e.Expires().Add(-s.remaining(t)); at.After(now) {
 				now = at
 				res.Now = at
 			}
 		}
-		if hard || !now.Before(e.Expires()) {
-			e, drop = nil, true
+		if !now.Before(e.Expires()) {
+			e, l.drop = nil, true
 		}
 	}
-	wantLease := req.Lease != 0
+	want := l.req.Lease != 0
 	if e != nil {
 		switch {
-		case !soft && now.Before(e.FreshUntil):
+		case !l.soft && now.Before(e.FreshUntil):
 			res.State = store.StateFresh
-			wantLease = wantLease && (req.Refresh || req.Early && e.DueEarly(now))
+			want = want && (l.req.Refresh || l.req.Early && e.DueEarly(now))
 		case now.Before(e.StaleUntil):
 			res.State = store.StateStale
 		case now.Before(e.ErrorUntil):
 			res.State = store.StateMiss
 		default:
-			e, drop = nil, true
+			e, l.drop = nil, true
 		}
 		res.Entry = e
 	}
-	var after batch
-	if drop {
-		after = batch{}
-		after.add(kn, del(en, fmt.Sprintf("C%d", eOp.uint('c'))))
+	if l.drop {
+		l.add(after, del(l.en, fmt.Sprintf("C%d", l.eOp.uint('c'))))
 	}
-	if lOp != nil {
-		if err := s.lease(ctx, key, ln, kn, req, lOp, wantLease, after, &res); err != nil {
-			return store.Lookup{}, err
+	if l.lOp != nil {
+		if _, known := parseVersions(l.vOp, cur); !known && want {
+			// The caller may load: write the key's versions now, at
+			// the ticket, so that its fill finds them at most its
+			// ticket (see Fill: a fill that finds them missing is
+			// refused unless its ticket is the current sequence).
+			l.vCreate = s.createVersions(l.vn, l.vOp, lostVersions(cur))
 		}
-	} else if after != nil {
-		if err := s.run(ctx, after); err != nil {
-			return store.Lookup{}, err
-		}
+		s.lease(l, want, after)
 	}
-	return res, nil
 }
 
-// tagState reads the versions of e's tags: hard if one is unknown (its
-// item was evicted, or never written) or was hard-invalidated after e's
-// ticket, soft if one was invalidated after it.
-func (s *Store) tagState(ctx context.Context, e *store.Entry, cur uint64) (hard, soft bool, err error) {
-	b := batch{}
-	ops := make([]*op, len(e.Tags))
-	for i, tag := range e.Tags {
-		ops[i] = get(s.name(kindTag, tag), "v")
-		b.add(s.tagNode(tag), ops[i])
-	}
-	if err := s.run(ctx, b); err != nil {
-		return false, false, err
-	}
+// tagState judges e by the versions of its tags that ops read: hard if one
+// is unknown (its item was evicted, or never written) or was
+// hard-invalidated after e's ticket, soft if one was invalidated after it.
+func tagState(ops []*op, e *store.Entry, cur uint64) (hard, soft bool) {
 	for _, o := range ops {
-		if o.err != nil {
-			return false, false, o.err
-		}
 		v, known := parseVersions(o, cur)
 		if !known || v.hard > e.Ticket.Seq {
-			return true, true, nil
+			return true, true
 		}
 		if v.soft > e.Ticket.Seq {
 			soft = true
 		}
 	}
-	return false, soft, nil
+	return false, soft
 }
 
-// lease decides the lease part of a lookup that asked for it. lOp read the
-// key's lease item. The caller's token holds the lease if this Store
-// granted it to that token and the item is the one it granted (same CAS).
-// after holds commands to run in the same round trip, or nil.
-func (s *Store) lease(ctx context.Context, key, ln string, kn *node, req store.LookupRequest,
-	lOp *op, want bool, after batch, res *store.Lookup) error {
-	live := lOp.found() && (lOp.int('t') < 0 || s.remaining(lOp.int('t')) > 0)
+// firstNetErr is the error of a pipeline that failed as a whole (every
+// command then carries it), or nil.
+func firstNetErr(ops []*op) error {
+	for _, o := range ops {
+		if o.err != nil && !errors.Is(o.err, errServer) {
+			return o.err
+		}
+	}
+	return nil
+}
+
+// lease decides the lease part of l, a lookup that asked for it, and adds
+// its commands to after. l.lOp read the key's lease item. The caller's
+// token holds the lease if this Store granted it to that token and the
+// item is the one it granted (same CAS). A request for the lease is sent
+// with l.vCreate, if any, which writes the key's missing versions.
+func (s *Store) lease(l *lookupOp, want bool, after batch) {
+	key, req, lOp, res := l.key, l.req, l.lOp, &l.res
+	live := lOp.found() && (lOp.int('t') < 0 || s.leaseLeft(lOp.int('t')) > 0)
 	s.mu.Lock()
 	held, mine := s.leases[key]
 	ours := live && mine && held.token == req.Lease && held.cas == lOp.uint('c')
@@ -175,43 +294,23 @@ func (s *Store) lease(ctx context.Context, key, ln string, kn *node, req store.L
 	case ours:
 		// The holder asks again: renew its lease.
 		res.Lease = true
-		if after == nil {
-			after = batch{}
-		}
-		after.add(kn, get(ln, "T"+ttl))
+		l.add(after, get(l.ln, "T"+ttl))
 	case live || late:
 		// Held by another; or a late lookup of a token already released,
 		// which must not take the lease again.
 		res.Held = true
 	default:
-		if after == nil {
-			after = batch{}
-		}
 		if lOp.found() {
 			// Expired by the store's clock (the test offset), not yet by
 			// the server's: take it over unless it changed.
-			after.add(kn, del(ln, fmt.Sprintf("C%d", lOp.uint('c'))))
+			l.add(after, del(l.ln, fmt.Sprintf("C%d", lOp.uint('c'))))
 		}
-		grab := get(ln, "N"+ttl+" c")
-		after.add(kn, grab)
-		if err := s.run(ctx, after); err != nil {
-			return err
+		l.grab = get(l.ln, "N"+ttl+" c")
+		l.add(after, l.grab)
+		if l.vCreate != nil {
+			l.add(after, l.vCreate) // its outcome does not matter: another writer's versions are as good
 		}
-		if grab.err != nil {
-			return grab.err
-		}
-		if grab.has('W') {
-			res.Lease = true
-			s.grant(key, heldLease{token: req.Lease, cas: grab.uint('c'), until: time.Now().Add(req.LeaseTTL)})
-		} else {
-			res.Held = true
-		}
-		return nil
 	}
-	if after != nil {
-		return s.run(ctx, after)
-	}
-	return nil
 }
 
 func (s *Store) grant(key string, l heldLease) {

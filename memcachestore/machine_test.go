@@ -79,6 +79,7 @@ func machineBackend(checks int) proptest.Backend {
 					Flush:   flush,
 					Restart: func() { out.Do(func() { srv.Restart(ft) }) },
 					Close:   func() { out.Do(func() { s.Close() }) },
+					FillGap: true,
 				}
 			}
 		},
@@ -99,7 +100,10 @@ func (fatalPanics) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format
 // one of the store's mechanisms switched off, and checks that the machine
 // finds the violation it must: without breaking the lease of an
 // invalidated key (the store's "md <lease>" in Invalidate), a Get in
-// another process waits for a load whose fill will be refused (I7).
+// another process waits for a load whose fill will be refused (I7);
+// without the versions' second read after a fill's write (FillTagGap), an
+// invalidation that lands between a Set's check and its write does not
+// refuse it, and a later Get serves the old row (I1).
 func TestMachineCanFail(t *testing.T) {
 	if os.Getenv("PADDOCK_PROPTEST_HOOK") != "" {
 		t.Skip("inside a can-fail run")
@@ -107,6 +111,7 @@ func TestMachineCanFail(t *testing.T) {
 	memcachedtest.Require(t)
 	for _, c := range []struct{ hook, invariant, want string }{
 		{"LeaseOutlivesInvalidation", "I7", "doomed"},
+		{"FillTagGap", "I1", "load that began before"},
 	} {
 		t.Run(c.invariant+"/"+c.hook, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestMachine$", "-test.count=1", "-test.v",

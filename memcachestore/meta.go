@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,13 +68,28 @@ type node struct {
 
 	mu   sync.Mutex
 	idle []*conn
+
+	pipelines atomic.Int64 // pipelines sent: a count for tests
 }
 
 type conn struct {
 	c net.Conn
 	r *bufio.Reader
 	w *bufio.Writer
+
+	// The watch of the running pipeline's context (see watch). mu guards
+	// ctx, gen and stopCtx: the timer's and the context's callbacks run
+	// on goroutines of their own, possibly after the pipeline ended.
+	mu      sync.Mutex
+	ctx     context.Context // the running pipeline's; nil between pipelines
+	gen     uint64          // counts pipelines: a late callback of an old one does nothing
+	stopCtx func() bool     // the context.AfterFunc of a slow pipeline
+	timer   *time.Timer     // fires slowAfter into a pipeline
 }
+
+// slowAfter is how long a pipeline runs before the store watches its
+// context for an end before its deadline.
+const slowAfter = time.Millisecond
 
 const maxIdle = 64
 
@@ -118,21 +134,35 @@ func (n *node) close() {
 
 // do runs ops as one pipeline on one connection of n. A network error,
 // or the end of ctx, fails the whole pipeline and closes the connection
-// (its replies can no longer be matched to commands).
+// (its replies can no longer be matched to commands): it is returned, and
+// set as the error of every command not yet answered.
 func (n *node) do(ctx context.Context, ops []*op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	n.pipelines.Add(1)
 	c, err := n.get(ctx)
 	if err != nil {
-		return fmt.Errorf("memcachestore: %s: %w", n.addr, err)
+		return failed(ops, fmt.Errorf("memcachestore: %s: %w", n.addr, err))
 	}
 	if err := c.pipeline(ctx, ops); err != nil {
 		c.c.Close()
-		return fmt.Errorf("memcachestore: %s: %w", n.addr, err)
+		return failed(ops, fmt.Errorf("memcachestore: %s: %w", n.addr, err))
 	}
 	n.put(c)
 	return nil
+}
+
+// failed gives err to every command of ops that has no reply, so that a
+// batch of many keys finds the error of its pipeline on each key's
+// commands, and returns err.
+func failed(ops []*op, err error) error {
+	for _, o := range ops {
+		if o.status == "" {
+			o.status, o.err = "ERR", err
+		}
+	}
+	return err
 }
 
 func (c *conn) pipeline(ctx context.Context, ops []*op) error {
@@ -141,10 +171,8 @@ func (c *conn) pipeline(ctx context.Context, ops []*op) error {
 		deadline = time.Time{}
 	}
 	_ = c.c.SetDeadline(deadline)
-	// Close the connection when ctx ends, so that a hung server does not
-	// hold the caller past its context.
-	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	c.watch(ctx)
+	defer c.unwatch()
 	for _, o := range ops {
 		c.w.WriteString(o.line)
 		c.w.WriteString("\r\n")
@@ -162,6 +190,65 @@ func (c *conn) pipeline(ctx context.Context, ops []*op) error {
 		}
 	}
 	return nil
+}
+
+// watch makes an end of ctx before its deadline (a cancel) end the
+// pipeline too, so that a hung server does not hold the caller past its
+// context: it moves the connection's deadline into the past. The
+// connection's deadline, ctx's, covers the rest.
+//
+// context.AfterFunc does that at once, but on a context of a type of its
+// own (the Cache's store-call context is one) it starts a goroutine per
+// call, which costs about as much as the round trip itself. So the store
+// asks for it only once a pipeline has run for slowAfter, from a timer
+// that the connection keeps: a fast pipeline pays for a timer's Reset and
+// Stop, and a cancel ends a slow one within slowAfter.
+func (c *conn) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return // it never ends, or only by its deadline, which is the connection's
+	}
+	c.mu.Lock()
+	c.ctx = ctx
+	c.gen++
+	c.mu.Unlock()
+	if c.timer == nil {
+		c.timer = time.AfterFunc(slowAfter, c.slow)
+	} else {
+		c.timer.Reset(slowAfter)
+	}
+}
+
+// slow runs slowAfter into a pipeline: from now on, the end of its
+// context moves the connection's deadline into the past.
+func (c *conn) slow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil || c.stopCtx != nil {
+		return // the pipeline ended, or is watched already
+	}
+	gen := c.gen
+	c.stopCtx = context.AfterFunc(c.ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.gen == gen && c.ctx != nil {
+			_ = c.c.SetDeadline(time.Unix(1, 0))
+		}
+	})
+}
+
+// unwatch ends the watch of the pipeline that ended.
+func (c *conn) unwatch() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Lock()
+	c.ctx = nil
+	stop := c.stopCtx
+	c.stopCtx = nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // ctxErr reports an I/O error as the end of ctx when ctx ended: the

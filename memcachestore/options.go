@@ -11,7 +11,6 @@ type config struct {
 	timeout     time.Duration
 	dialTimeout time.Duration
 	offset      func() time.Duration
-	postCheck   bool
 }
 
 // Prefix starts the name of every item the store writes, so that several

@@ -29,7 +29,6 @@ type Store struct {
 	maxItem    int
 	timeout    time.Duration
 	offset     func() time.Duration
-	postCheck  bool // false only in tests of the post-write check
 
 	closed atomic.Bool
 
@@ -73,7 +72,7 @@ const (
 // old one. A bad option or an empty list gives an error wrapping
 // [store.ErrInvalidOption]. New does not connect.
 func New(addrs []string, opts ...Option) (*Store, error) {
-	c := config{prefix: "pd:", maxItem: 1 << 20, timeout: 2 * time.Second, dialTimeout: time.Second, postCheck: true}
+	c := config{prefix: "pd:", maxItem: 1 << 20, timeout: 2 * time.Second, dialTimeout: time.Second}
 	for _, o := range opts {
 		if o == nil {
 			return nil, invalid("nil Option")
@@ -92,7 +91,7 @@ func New(addrs []string, opts ...Option) (*Store, error) {
 	}
 	h := fnv.New64a()
 	s := &Store{
-		prefix: c.prefix, maxItem: c.maxItem, timeout: c.timeout, offset: c.offset, postCheck: c.postCheck,
+		prefix: c.prefix, maxItem: c.maxItem, timeout: c.timeout, offset: c.offset,
 		leases: make(map[string]heldLease), released: make(map[string]heldLease), sweepAt: 64,
 	}
 	for _, a := range sorted {
@@ -141,18 +140,29 @@ func (s *Store) off() time.Duration {
 }
 
 // ttlSeconds turns a duration from the store's now into an item TTL in
-// whole seconds, rounded up, with the test offset added (see TimeOffset).
+// whole seconds: rounded up, with the test offset added (see TimeOffset),
+// and one second more. memcached's clock ticks once a second, and an item
+// of TTL n expires when it has ticked n times, so it lives between n-1
+// and n seconds: one of TTL 1 written just before a tick is gone at once.
+// The extra second makes an item outlive d.
 func (s *Store) ttlSeconds(d time.Duration) int64 {
 	d += s.off()
 	sec := int64((d + time.Second - 1) / time.Second)
-	return max(sec, 1)
+	return max(sec, 0) + 1
 }
 
 // remaining is what is left of an item's TTL by the store's clock: the
-// server's countdown t, in seconds, less the test offset.
+// server's countdown t, in seconds, less the test offset. The countdown is
+// in whole ticks of the server's clock, so the time left is between t-1
+// and t seconds: for an entry, whose item outlives its windows (see
+// ttlSeconds), t is the bound that never ends it early.
 func (s *Store) remaining(t int64) time.Duration {
 	return time.Duration(t)*time.Second - s.off()
 }
+
+// leaseLeft is what is left of a lease whose item's countdown is t: the
+// item was written a second longer than the lease (see ttlSeconds).
+func (s *Store) leaseLeft(t int64) time.Duration { return s.remaining(t) - time.Second }
 
 // Item names. Every name carries the prefix and a kind; a key or tag that
 // memcached could not take as it is (longer than 250 bytes with the rest
@@ -298,6 +308,7 @@ func (s *Store) run(ctx context.Context, b batch) error {
 
 // stages runs the stages in order, as one round trip if they all go to one
 // server (its pipeline keeps their order), else one round trip per stage.
+// A stage that fails is not followed by the others.
 func (s *Store) stages(ctx context.Context, st ...batch) error {
 	nodes := map[*node]bool{}
 	for _, b := range st {
@@ -314,8 +325,14 @@ func (s *Store) stages(ctx context.Context, st ...batch) error {
 		}
 		return s.run(ctx, one)
 	}
-	for _, b := range st {
+	for i, b := range st {
 		if err := s.run(ctx, b); err != nil {
+			// The later stages are not sent: their commands fail too.
+			for _, later := range st[i+1:] {
+				for _, ops := range later {
+					failed(ops, err)
+				}
+			}
 			return err
 		}
 	}

@@ -416,7 +416,13 @@ func (m *machine) Set(t *rapid.T) {
 			m.mu.Unlock()
 		}()
 	case "gap":
-		hooks.FillGap.Store(&once)
+		gap := once
+		if os, ok := m.env.store.(*outsideStore); ok {
+			// The store's Fill runs outside the bubble: run the racer
+			// back inside it.
+			gap = func() { os.out.inside(once) }
+		}
+		hooks.FillGap.Store(&gap)
 		defer hooks.FillGap.Store(nil)
 	}
 	m.mu.Lock()

@@ -63,7 +63,7 @@ type env struct {
 	// close releases the store at the end of the check.
 	close func()
 	// fillGap: the store calls hooks.FillGap inside its Fill when
-	// hooks.FillTagGap is on (memstore).
+	// hooks.FillTagGap is on (memstore, memcachestore).
 	fillGap bool
 }
 

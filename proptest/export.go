@@ -51,6 +51,10 @@ type Env struct {
 	FlushNode func(i int)
 	// Close releases the store at the end of the check.
 	Close func()
+	// FillGap says the store calls hooks.FillGap inside its Fill, between
+	// the fence check and the write, when hooks.FillTagGap is on: Set
+	// actions then race invalidations there.
+	FillGap bool
 }
 
 // Run runs the state machine (the one TestMemstore and TestRedis run) on
@@ -70,6 +74,7 @@ func Run(t *testing.T, b Backend) {
 				return &env{
 					store: e.Store, advance: adv, peek: e.Peek, setDown: e.SetDown,
 					flush: e.Flush, restart: e.Restart, flushNode: e.FlushNode, close: e.Close,
+					fillGap: e.FillGap,
 				}
 			}
 		},

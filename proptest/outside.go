@@ -19,10 +19,13 @@ const callTimeout = 5 * time.Second
 type outside struct {
 	work  chan func()
 	dones chan chan struct{} // a pool of reply channels made outside the bubble
+	// back carries functions that a call running outside hands back to
+	// the bubble (see inside), to the bubbled goroutines waiting in do.
+	back chan func()
 }
 
 func newOutside(t *testing.T) *outside {
-	o := &outside{work: make(chan func()), dones: make(chan chan struct{}, 64)}
+	o := &outside{work: make(chan func()), dones: make(chan chan struct{}, 64), back: make(chan func())}
 	for range cap(o.dones) {
 		o.dones <- make(chan struct{}, 1)
 	}
@@ -41,6 +44,35 @@ func (o *outside) do(f func()) {
 	done := <-o.dones
 	var p any
 	o.work <- func() {
+		defer func() {
+			p = recover()
+			done <- struct{}{}
+		}()
+		f()
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case g := <-o.back:
+			g()
+		}
+	}
+	o.dones <- done
+	if p != nil {
+		panic(p)
+	}
+}
+
+// inside runs f, from a call running outside the bubble, on a bubbled
+// goroutine waiting in do (the caller's, say) and waits for it: a store
+// outside the bubble calls hooks.FillGap from its Fill, and the racing
+// invalidation that the machine runs there must run in the bubble, where
+// the Cache's channels belong.
+func (o *outside) inside(f func()) {
+	done := <-o.dones
+	var p any
+	o.back <- func() {
 		defer func() {
 			p = recover()
 			done <- struct{}{}

@@ -35,7 +35,9 @@ var (
 	// SetKeepsOld makes a refused Set leave the key's older entry in place.
 	SetKeepsOld atomic.Bool
 	// FillTagGap makes memstore's Fill release the locks of its tags
-	// between the fence check and the write.
+	// between the fence check and the write, and memcachestore's Fill
+	// skip the versions' second read, after its write, that closes the
+	// same gap there.
 	FillTagGap atomic.Bool
 	// FillFirstTagOnly makes redisstore's fill check only the first of
 	// the fill's tags.
@@ -104,5 +106,8 @@ func Reset() {
 // FillTagGap opens, with no lock held (memstore releases the key's stripe
 // as well around the call, so the callback may make any store call): a
 // property test runs the invalidation that races the fill there. It is
-// never called while FillTagGap is off.
+// never called while FillTagGap is off. memcachestore's Fill, whose gap
+// between its check and its write is always there, calls it there
+// whenever it is set, so that a test can show the second read catching
+// an invalidation in the gap.
 var FillGap atomic.Pointer[func()]
