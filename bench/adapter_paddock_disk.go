@@ -14,6 +14,7 @@ import (
 func init() {
 	register(Lib{
 		Name:   "paddock-disk",
+		Disk:   true,
 		Module: "github.com/paddockcache/paddock + diskstore",
 		Notes:  "`diskstore.Open(temp file, MaxBytes)`; `NewLoader[[]byte](c, ns, TTL(TTL), Stale(Stale))` (early refresh: default `Beta(" + defaultBeta + ")`); `Get`; `Invalidate`, `InvalidateTags`",
 		New: func(cfg Config) (Cache, error) {

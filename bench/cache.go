@@ -65,6 +65,9 @@ type Lib struct {
 	// Memcached reports that the library keeps its entries in memcached
 	// (shared by a fleet).
 	Memcached bool
+	// Disk reports that the library keeps its entries in a file (shared
+	// by the processes of a host).
+	Disk bool
 	// Peer is false for paddock's own rows.
 	Peer bool
 	// Module is the Go module measured.

@@ -81,7 +81,11 @@ func runMemory(ctx context.Context, e *env) error {
 			redisPer = fmt.Sprintf("%.0f B", r.RedisPer)
 			e.note(lib.Name, "mem", redisPer+" in Redis")
 		} else {
-			e.note(lib.Name, "mem", fmt.Sprintf("%.0f B", r.HeapPerEntry))
+			mem := fmt.Sprintf("%.0f B", r.HeapPerEntry)
+			if lib.Disk {
+				mem = "on disk (" + mem + " of Go heap)"
+			}
+			e.note(lib.Name, "mem", mem)
 			gc := fmtDur(r.GCWall)
 			if r.N != 1_000_000 {
 				gc = fmt.Sprintf("%s (%d entries)", gc, r.N)

@@ -50,6 +50,9 @@ func where(l Lib) string {
 	if l.Memcached {
 		return "memcached"
 	}
+	if l.Disk {
+		return "disk (SQLite)"
+	}
 	return "in-process"
 }
 

@@ -253,6 +253,11 @@ func runWarm(ctx context.Context, e *env) error {
 		if isMC {
 			store = "memcached"
 		}
+		for _, l := range libs {
+			if l.Name == name && l.Disk {
+				store = where(l)
+			}
+		}
 		tg, err := newWarmTarget(ctx, name, e.redis, e.memcached, e.run)
 		if err != nil {
 			t.add(name, store, e.failed(name, err), "", "", "", "", "", "")
