@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/paddockcache/paddock/internal/browsertest"
+
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/admin"
 	"github.com/paddockcache/paddock/httpcache"
@@ -210,7 +212,7 @@ func TestHTML(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	rows := tableRows(body)
+	rows := browsertest.TableRows(body)
 	for _, want := range [][]string{
 		{"article", "6", "0", "3", "66.7%", "3", "0", "0", "1", "fenced=1"},
 		{"GET /articles/{id}", "2", "0", "2", "2", "0", "0", "0", "50.0%", ""},

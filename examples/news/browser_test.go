@@ -1,90 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"flag"
 	"fmt"
-	"html"
-	"image/png"
 	"maps"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/paddockcache/paddock/internal/browsertest"
 )
 
 var screenshotTo = flag.String("screenshot", "", "write the stats page's screenshot to this file too (docs/stats-page.png is made with ../../docs/stats-page.png)")
-
-// browsers are the names headless Chromium goes by: Debian's
-// chromium-headless-shell and chromium, and the others'.
-var browsers = []string{"chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
-
-// requireChromium returns the path of a headless Chromium. Without one it
-// skips t, or fails it when the environment variable CI is "true".
-func requireChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range browsers {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("no headless Chromium on PATH (CI=true): looked for %s", strings.Join(browsers, ", "))
-	}
-	t.Skipf("no headless Chromium on PATH: looked for %s", strings.Join(browsers, ", "))
-	return ""
-}
-
-// chromium runs the browser headless with args and returns what it
-// printed on stdout.
-func chromium(t *testing.T, path string, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	base := []string{"--headless", "--disable-gpu", "--no-first-run", "--no-proxy-server",
-		"--hide-scrollbars", "--user-data-dir=" + t.TempDir()}
-	if os.Geteuid() == 0 {
-		base = append(base, "--no-sandbox") // Chromium refuses to run as root with its sandbox
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, append(base, args...)...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", path, strings.Join(args, " "), err, stderr.Bytes())
-	}
-	return stdout.Bytes()
-}
-
-var (
-	rowRE  = regexp.MustCompile(`(?s)<tr[^>]*>(.*?)</tr>`)
-	cellRE = regexp.MustCompile(`(?s)<t[dh][^>]*>(.*?)</t[dh]>`)
-	tagRE  = regexp.MustCompile(`<[^>]*>`)
-)
-
-// tableRows returns the text of the cells of each table row of a DOM.
-func tableRows(dom string) [][]string {
-	var rows [][]string
-	for _, tr := range rowRE.FindAllStringSubmatch(dom, -1) {
-		var cells []string
-		for _, td := range cellRE.FindAllStringSubmatch(tr[1], -1) {
-			cells = append(cells, strings.TrimSpace(html.UnescapeString(tagRE.ReplaceAllString(td[1], ""))))
-		}
-		rows = append(rows, cells)
-	}
-	return rows
-}
 
 // TestStatsPageInBrowser serves the site, makes traffic of every kind the
 // stats count, and loads /debug/pages in headless Chromium: the DOM it
 // built has a row per route with the counts of Stats, and the screenshot
 // is a PNG of the window's size.
 func TestStatsPageInBrowser(t *testing.T) {
-	browser := requireChromium(t)
+	browser := browsertest.Require(t)
 	s, v := newTestSite(t)
 
 	// A fenced render of the homepage, publishes, hits.
@@ -121,11 +55,11 @@ func TestStatsPageInBrowser(t *testing.T) {
 	stats := s.pages.Stats()
 
 	url := v.base + "/debug/pages"
-	dom := string(chromium(t, browser, "--dump-dom", url))
+	dom := browsertest.DOM(t, browser, url)
 	if !strings.Contains(dom, "<tbody>") {
 		t.Errorf("the DOM has no <tbody>: not a browser's DOM?\n%s", dom)
 	}
-	rows := tableRows(dom)
+	rows := browsertest.TableRows(dom)
 	header := []string{"Route", "Hits", "Stale", "Misses", "Stored", "Coalesced", "Bypassed", "304", "Hit ratio", "Not cached, why"}
 	if len(rows) == 0 || !slices.Equal(rows[0], header) {
 		t.Fatalf("the table's header is %q, want %q\n%s", rows[:min(1, len(rows))], header, dom)
@@ -160,25 +94,8 @@ func TestStatsPageInBrowser(t *testing.T) {
 	}
 
 	const width, height = 1040, 240
-	shot := filepath.Join(t.TempDir(), "stats-page.png")
-	chromium(t, browser, "--screenshot="+shot, fmt.Sprintf("--window-size=%d,%d", width, height), url)
-	b, err := os.ReadFile(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("the screenshot: %v", err)
-	}
-	if sz := img.Bounds().Size(); sz.X != width || sz.Y != height {
-		t.Errorf("the screenshot is %v, want %dx%d", sz, width, height)
-	}
-	if *screenshotTo != "" {
-		if err := os.WriteFile(*screenshotTo, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s", *screenshotTo)
-	}
+	b, _ := browsertest.Screenshot(t, browser, url, width, height)
+	browsertest.SaveCopy(t, b, *screenshotTo)
 }
 
 // reasons formats a row's reasons as the page does: "cookie=1 fenced=1".
