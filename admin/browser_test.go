@@ -26,7 +26,7 @@ func hasRow(rows [][]string, want []string) bool {
 // is not blank.
 func TestPageInBrowser(t *testing.T) {
 	browser := browsertest.Require(t)
-	s := newSite(t, paddock.Audit(1e6), paddock.AuditSample(1), paddock.AuditSettle(0))
+	s := newSite(t, paddock.Audit(1e9), paddock.AuditSample(1), paddock.AuditSettle(0)) // checks at most 1 ns apart: every hit is checked
 	s.traffic(t)
 	for range 3 { // more samples, for a line worth drawing
 		for _, p := range []string{"/articles/1", "/articles/3", "/articles/1"} {
