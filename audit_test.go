@@ -340,7 +340,7 @@ func TestAuditNines(t *testing.T) {
 // TestNoAudit: a Loader made with NoAudit has no hit checked, and its load
 // is never run again after its Get has returned.
 func TestNoAudit(t *testing.T) {
-	c, err := paddock.New(newMem(t), paddock.Audit(1e6), paddock.AuditSample(1), paddock.AuditSettle(0))
+	c, err := paddock.New(newMem(t), paddock.Audit(1e9), paddock.AuditSample(1), paddock.AuditSettle(0)) // checks at most 1 ns apart: every hit is checked
 	if err != nil {
 		t.Fatal(err)
 	}
