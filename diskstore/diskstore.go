@@ -76,18 +76,15 @@ var testHookCommit func(op string)
 // wrapping [store.ErrInvalidOption].
 func Open(path string, opts ...Option) (*Store, error) {
 	c := defaultConfig()
-	entrySet := false
 	for _, o := range opts {
 		if o == nil {
 			return nil, invalid("nil Option")
 		}
-		before := c.maxEntryBytes
 		if err := o(&c); err != nil {
 			return nil, err
 		}
-		entrySet = entrySet || c.maxEntryBytes != before
 	}
-	if err := c.finish(entrySet); err != nil {
+	if err := c.finish(); err != nil {
 		return nil, err
 	}
 	if path == "" {

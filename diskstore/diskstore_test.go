@@ -1,6 +1,7 @@
 package diskstore
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -175,6 +176,36 @@ func TestMaxVersionsFloor(t *testing.T) {
 			if ok, err := s.Fill(ctx, fmt.Sprint("other", i), f); ok || err != nil {
 				t.Errorf("fill tagged t%d with a ticket from before its invalidation: %v, %v", i, ok, err)
 			}
+		}
+	}
+}
+
+// TestEntryBoundOptions checks MaxEntryBytes against MaxBytes: the default
+// shrinks to a smaller MaxBytes, a MaxEntryBytes given beyond it is an
+// error, even one equal to the default.
+func TestEntryBoundOptions(t *testing.T) {
+	open := func(opts ...Option) (*Store, error) {
+		s, err := Open(filepath.Join(t.TempDir(), "cache.db"), opts...)
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	s, err := open(MaxBytes(64 << 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.maxEntry != 64<<10 {
+		t.Errorf("MaxBytes(64<<10) alone: entry bound %d, want %d", s.maxEntry, 64<<10)
+	}
+	if s, err = open(); err != nil {
+		t.Fatal(err)
+	} else if s.maxEntry != defaultMaxEntryBytes {
+		t.Errorf("no options: entry bound %d, want %d", s.maxEntry, defaultMaxEntryBytes)
+	}
+	for _, n := range []int{64<<10 + 1, defaultMaxEntryBytes} {
+		if _, err := open(MaxBytes(64<<10), MaxEntryBytes(n)); !errors.Is(err, store.ErrInvalidOption) {
+			t.Errorf("MaxBytes(64<<10), MaxEntryBytes(%d): %v, want ErrInvalidOption", n, err)
 		}
 	}
 }

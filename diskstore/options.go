@@ -28,11 +28,10 @@ const (
 
 func defaultConfig() config {
 	return config{
-		maxBytes:      defaultMaxBytes,
-		maxEntryBytes: defaultMaxEntryBytes,
-		maxVersions:   defaultMaxVersions,
-		clock:         time.Now,
-		busyTimeout:   defaultBusyTimeout,
+		maxBytes:    defaultMaxBytes,
+		maxVersions: defaultMaxVersions,
+		clock:       time.Now,
+		busyTimeout: defaultBusyTimeout,
 	}
 }
 
@@ -121,12 +120,16 @@ func BusyTimeout(d time.Duration) Option {
 	}
 }
 
-func (c *config) finish(entrySet bool) error {
-	if c.maxEntryBytes > 0 && int64(c.maxEntryBytes) > c.maxBytes {
-		if entrySet {
-			return invalid("MaxEntryBytes(%d) is more than MaxBytes(%d)", c.maxEntryBytes, c.maxBytes)
-		}
-		c.maxEntryBytes = int(c.maxBytes)
+// finish checks the options together and fills in MaxEntryBytes if it
+// was left unset (zero): the default, or MaxBytes if that is smaller. It
+// blames only a MaxEntryBytes the caller set.
+func (c *config) finish() error {
+	if c.maxEntryBytes == 0 {
+		c.maxEntryBytes = int(min(defaultMaxEntryBytes, c.maxBytes))
+		return nil
+	}
+	if int64(c.maxEntryBytes) > c.maxBytes {
+		return invalid("MaxEntryBytes(%d) is more than MaxBytes(%d)", c.maxEntryBytes, c.maxBytes)
 	}
 	return nil
 }
