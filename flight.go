@@ -420,7 +420,7 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
 	start := time.Now()
-	lctx, sc := flightLoadCtx(w.l.c, f, ctx, w.pol.loadTimeout, start)
+	lctx, sc := w.l.c.initLoadCtx(&f.lctx, ctx, w.pol.loadTimeout, start) // a flight loads once: fly's one loadAndFill
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
@@ -436,16 +436,6 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
 	f.recycle(fill)
 	return w.filled(ctx, f, out, ok, err, fmark)
-}
-
-// flightLoadCtx returns the context of f's load: the one f holds, unless
-// a load of f has used it already (each flight loads once, but a context
-// that a load may have handed on is never used twice).
-func flightLoadCtx[T any](c *Cache, f *flight[T], ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
-	if f.lctx.closing != nil {
-		return c.newLoadCtx(ctx, timeout, start)
-	}
-	return c.initLoadCtx(&f.lctx, ctx, timeout, start)
 }
 
 // loaded is how a load went: its error, how long it took, when it ended
