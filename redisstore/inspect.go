@@ -263,19 +263,17 @@ func (s *Store) TagVersions(ctx context.Context, tags ...string) (map[string]Tag
 	if len(tags) == 0 {
 		return out, nil
 	}
-	p := s.client.Pipeline()
-	cmds := make([]*redis.StringCmd, len(tags))
+	names := make([]string, len(tags))
 	for i, t := range tags {
-		k, _ := s.layout.tagKey(t)
-		cmds[i] = p.Get(ctx, k)
+		names[i], _ = s.layout.tagKey(t)
 	}
-	_, _ = p.Exec(ctx) // errors are read per command
+	cmds := getAll(ctx, s.client, names)
 	for i, t := range tags {
 		b, err := cmds[i].Bytes()
 		switch {
 		case errors.Is(err, redis.Nil):
 			out[t] = TagVersion{}
-		case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		case redis.HasErrorPrefix(err, "WRONGTYPE"):
 			out[t] = TagVersion{Found: true, Corrupt: true}
 		case err != nil:
 			return nil, fmt.Errorf("redisstore: tag versions: %w", err)
@@ -362,12 +360,7 @@ func (s *Store) Scan(ctx context.Context, match string, limit int, fn func(Scann
 // scanned reads the entries names on c, one pipeline, and hands them to fn
 // under mu.
 func (s *Store) scanned(ctx context.Context, c *redis.Client, names []string, mu *sync.Mutex, fn func(ScannedEntry) error) error {
-	p := c.Pipeline()
-	cmds := make([]*redis.StringCmd, len(names))
-	for i, n := range names {
-		cmds[i] = p.Get(ctx, n)
-	}
-	_, _ = p.Exec(ctx)
+	cmds := getAll(ctx, c, names)
 	mu.Lock()
 	defer mu.Unlock()
 	for i, n := range names {
@@ -380,7 +373,7 @@ func (s *Store) scanned(ctx context.Context, c *redis.Client, names []string, mu
 			continue // gone since SCAN saw it
 		}
 		e := ScannedEntry{Key: key, Size: len(b)}
-		if err != nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		if err != nil && !redis.HasErrorPrefix(err, "WRONGTYPE") {
 			return err
 		}
 		if ev, ok := parseEntry(b); err == nil && ok {
@@ -486,17 +479,9 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 	}
 	complete = true
 	var mu sync.Mutex
-	read := func(ctx context.Context, c *redis.Client, names []string) error {
-		rid, err := replID(ctx, c)
-		if err != nil {
-			return err
-		}
-		p := c.Pipeline()
-		cmds := make([]*redis.StringCmd, len(names))
-		for i, n := range names {
-			cmds[i] = p.Get(ctx, n)
-		}
-		_, _ = p.Exec(ctx)
+	// read reads the markers names on c, whose replication ID is rid.
+	read := func(ctx context.Context, c *redis.Client, rid string, names []string) error {
+		cmds := getAll(ctx, c, names)
 		mu.Lock()
 		defer mu.Unlock()
 		for i, n := range names {
@@ -504,7 +489,7 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 			if errors.Is(err, redis.Nil) {
 				continue
 			}
-			if err != nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+			if err != nil && !redis.HasErrorPrefix(err, "WRONGTYPE") {
 				return err
 			}
 			m := EpochMarker{Name: n, Addr: c.Options().Addr, Slot: -1, ServerReplID: rid}
@@ -526,6 +511,10 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 	case *redis.ClusterClient:
 		pattern := globEscape(s.cfg.prefix) + "{*}:ep"
 		err = c.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			rid, err := replID(ctx, c)
+			if err != nil {
+				return err
+			}
 			var cursor uint64
 			walked := 0
 			for {
@@ -540,7 +529,7 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 					return err
 				}
 				walked += 1000
-				if err := read(ctx, c, names); err != nil {
+				if err := read(ctx, c, rid, names); err != nil {
 					return err
 				}
 				if cursor = next; cursor == 0 {
@@ -549,7 +538,10 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 			}
 		})
 	case *redis.Client:
-		err = read(ctx, c, []string{s.layout.globalMarker()})
+		var rid string
+		if rid, err = replID(ctx, c); err == nil {
+			err = read(ctx, c, rid, []string{s.layout.globalMarker()})
+		}
 	default:
 		err = fmt.Errorf("a client of type %T", s.client)
 	}
@@ -557,6 +549,18 @@ func (s *Store) EpochMarkers(ctx context.Context, limit int) (markers []EpochMar
 		return nil, false, fmt.Errorf("redisstore: epoch markers: %w", err)
 	}
 	return markers, complete, nil
+}
+
+// getAll sends a GET of each of names in one pipeline on c; the errors
+// are read per command.
+func getAll(ctx context.Context, c redis.Cmdable, names []string) []*redis.StringCmd {
+	p := c.Pipeline()
+	cmds := make([]*redis.StringCmd, len(names))
+	for i, n := range names {
+		cmds[i] = p.Get(ctx, n)
+	}
+	_, _ = p.Exec(ctx)
+	return cmds
 }
 
 // replID reads the replication ID of the server c talks to.

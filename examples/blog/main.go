@@ -202,30 +202,22 @@ func (b *blog) home(w http.ResponseWriter, r *http.Request) {
 
 func (b *blog) article(w http.ResponseWriter, r *http.Request) {
 	var a Article
-	err := b.read(r).Joins("Author").First(&a, r.PathValue("id")).Error
-	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-		http.NotFound(w, r)
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	default:
-		render(w, articlePage, a)
+	if err := b.read(r).Joins("Author").First(&a, r.PathValue("id")).Error; err != nil {
+		fail(w, r, err)
+		return
 	}
+	render(w, articlePage, a)
 }
 
 func (b *blog) author(w http.ResponseWriter, r *http.Request) {
 	var a Author
 	err := b.read(r).First(&a, r.PathValue("id")).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		http.NotFound(w, r)
-		return
-	}
 	var list []Article
 	if err == nil {
 		err = b.read(r).Where("author_id = ?", a.ID).Order("published DESC").Find(&list).Error
 	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		fail(w, r, err)
 		return
 	}
 	render(w, authorPage, struct {
@@ -251,14 +243,21 @@ func (b *blog) save(w http.ResponseWriter, r *http.Request) {
 		}
 		return tx.Model(&a).Updates(Article{Title: title, Body: r.FormValue("body")}).Error
 	})
-	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-		http.NotFound(w, r)
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	default:
-		http.Redirect(w, r, "/articles/"+strconv.Itoa(id), http.StatusSeeOther)
+	if err != nil {
+		fail(w, r, err)
+		return
 	}
+	http.Redirect(w, r, "/articles/"+strconv.Itoa(id), http.StatusSeeOther)
+}
+
+// fail answers a request whose query failed: 404 when the record it names
+// does not exist (First's gorm.ErrRecordNotFound), 500 otherwise.
+func fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		http.NotFound(w, r)
+		return
+	}
+	http.Error(w, err.Error(), http.StatusInternalServerError)
 }
 
 func render(w http.ResponseWriter, t *template.Template, data any) {
