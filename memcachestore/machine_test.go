@@ -2,12 +2,7 @@ package memcachestore
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"regexp"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,33 +100,16 @@ func (fatalPanics) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format
 // invalidation that lands between a Set's check and its write does not
 // refuse it, and a later Get serves the old row (I1).
 func TestMachineCanFail(t *testing.T) {
-	if os.Getenv("PADDOCK_PROPTEST_HOOK") != "" {
+	if proptest.InCanFailRun() {
 		t.Skip("inside a can-fail run")
 	}
 	memcachedtest.Require(t)
-	for _, c := range []struct{ hook, invariant, want string }{
-		{"LeaseOutlivesInvalidation", "I7", "doomed"},
-		{"FillTagGap", "I1", "load that began before"},
+	for _, m := range []proptest.Mechanism{
+		{Invariant: "I7", Hook: "LeaseOutlivesInvalidation", Want: "doomed", Why: "a Get in another process waits for a load whose fill will be refused"},
+		{Invariant: "I1", Hook: "FillTagGap", Want: "load that began before", Why: "an invalidation between a Set's check and its write does not refuse it; a later Get serves the old row"},
 	} {
-		t.Run(c.invariant+"/"+c.hook, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestMachine$", "-test.count=1", "-test.v",
-				"-rapid.checks=600", "-rapid.seed=1", "-rapid.nofailfile", "-rapid.shrinktime=1s")
-			cmd.Dir = t.TempDir()
-			cmd.Env = append(os.Environ(), "PADDOCK_PROPTEST_HOOK="+c.hook, "PADDOCK_PROPTEST_ONLY="+c.invariant)
-			b, err := cmd.CombinedOutput()
-			out := string(b)
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) {
-				t.Fatalf("with %s on, the machine did not fail (%v):\n%s", c.hook, err, out)
-			}
-			m := regexp.MustCompile(`\[rapid\] failed after (\d+) tests: (` + c.invariant + ` [^\n]*)`).FindStringSubmatch(out)
-			if m == nil {
-				m = regexp.MustCompile(`()Original traceback \((` + c.invariant + ` [^\n]*)\):`).FindStringSubmatch(out)
-			}
-			if m == nil || !strings.Contains(m[2], c.want) {
-				t.Fatalf("with %s on, the machine failed, but not on %s:\n%s", c.hook, c.invariant, out)
-			}
-			t.Logf("with %s on, %s broke: %s", c.hook, c.invariant, m[2])
+		t.Run(m.Invariant+"/"+m.Hook, func(t *testing.T) {
+			proptest.CanFail(t, "TestMachine", 600, m)
 		})
 	}
 }

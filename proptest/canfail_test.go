@@ -1,11 +1,6 @@
 package proptest
 
 import (
-	"errors"
-	"os"
-	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -51,12 +46,11 @@ var canFail = []struct {
 	{"TestPagesRedis", "P2", "NoFence", "before", "as on memstore, on a real redis-server"},
 }
 
-// canFailSeed and canFailChecks fix the search of each can-fail run, so
-// that it is as repeatable as the scheduler allows. Each pair above is
-// found within a few hundred checks for every seed tried; the bound
+// canFailChecks bounds the search of each can-fail run (from the fixed
+// seed canFailSeed). Each pair above is found within a few hundred checks
+// for every seed tried; the bound
 // leaves a wide margin, and a run stops at its first counterexample.
 const (
-	canFailSeed   = 1
 	canFailChecks = 3000
 	// A check on a Redis store costs some 20 times one on memstore.
 	canFailRedisChecks = 600
@@ -71,7 +65,7 @@ const (
 // reporting only that pair's invariant, and checks that rapid finds a
 // counterexample.
 func TestCanFail(t *testing.T) {
-	if os.Getenv(hookEnv) != "" {
+	if InCanFailRun() {
 		t.Skip("inside a can-fail run")
 	}
 	for _, c := range canFail {
@@ -81,60 +75,14 @@ func TestCanFail(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			out, err := runChild(t, c.test, c.hook, c.invariant)
-			if strings.Contains(out, "--- SKIP") {
-				t.Skipf("%s skipped in the child:\n%s", c.test, out)
+			checks := canFailRedisChecks
+			switch {
+			case c.test == "TestMemstore":
+				checks = canFailChecks
+			case strings.HasPrefix(c.test, "TestPages"):
+				checks = canFailPageChecks
 			}
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) {
-				t.Fatalf("running the child test: %v\n%s", err, out)
-			}
-			first := regexp.MustCompile(`\[rapid\] failed after (\d+) tests: (` + c.invariant + ` [^\n]*)`).FindStringSubmatch(out)
-			if first == nil && strings.Contains(out, "[rapid] flaky test") {
-				// The counterexample depended on the scheduler and did
-				// not fail again when replayed: the failure it first
-				// raised is what counts.
-				first = regexp.MustCompile(`()Original traceback \((` + c.invariant + ` [^\n]*)\):`).FindStringSubmatch(out)
-				if first != nil {
-					first[1] = "?"
-				}
-			}
-			if first == nil || !strings.Contains(first[2], c.want) {
-				t.Fatalf("with %s on, the machine failed, but not on %s (%s):\n%s", c.hook, c.invariant, c.why, out)
-			}
-			t.Logf("with %s on, %s broke after %s checks (%s):\n    %s", c.hook, c.invariant, first[1], c.why, first[2])
+			CanFail(t, c.test, checks, Mechanism{Invariant: c.invariant, Hook: c.hook, Want: c.want, Why: c.why})
 		})
 	}
-}
-
-// runChild runs test in a copy of the test binary with hook on, reporting
-// only invariant, and returns its output. The error is an *exec.ExitError
-// if the test failed.
-func runChild(t *testing.T, test, hook, invariant string) (string, error) {
-	t.Helper()
-	checks := canFailRedisChecks
-	switch {
-	case test == "TestMemstore":
-		checks = canFailChecks
-	case strings.HasPrefix(test, "TestPages"):
-		checks = canFailPageChecks
-	}
-	cmd := exec.Command(os.Args[0],
-		"-test.run=^"+test+"$", "-test.count=1", "-test.v",
-		"-rapid.checks="+strconv.Itoa(checks),
-		"-rapid.seed="+strconv.Itoa(canFailSeed),
-		"-rapid.nofailfile", // an expected failure is no regression to keep
-		"-rapid.shrinktime=1s",
-	)
-	// Elsewhere than the package directory, so that the child does not
-	// replay the failing cases saved under testdata/rapid: they would
-	// fail it for another reason.
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), hookEnv+"="+hook, onlyEnv+"="+invariant)
-	b, err := cmd.CombinedOutput()
-	out := string(b)
-	if err == nil && !strings.Contains(out, "[rapid] OK") {
-		t.Logf("child output:\n%s", out)
-	}
-	return out, err
 }
