@@ -542,7 +542,7 @@ func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, 
 	done := make(chan reply, 1)
 	dctx := context.WithoutCancel(ctx)
 	run := func() {
-		sctx, cancel := context.WithTimeout(dctx, c.cfg.storeTimeout)
+		sctx, cancel := c.storeContext(dctx)
 		t0 := c.timed()
 		lk, err := c.store.Lookup(sctx, key, req)
 		c.recordCall(t0, st.ns, StoreLookup, 1, err)
