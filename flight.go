@@ -137,6 +137,7 @@ type plan struct {
 // keep returns f's copy of lk, for f's plan: the caller's own lk stays on
 // its stack, and no other copy is allocated.
 func (f *flight[T]) keep(lk reply) *reply {
+	f.working()
 	f.lk = lk
 	return &f.lk
 }

@@ -403,6 +403,7 @@ type getter[T any] struct {
 // launch starts flight f for the Get with plan p. The flight carries its
 // own copy of the Get's work, so that a miss allocates none for it.
 func (g *getter[T]) launch(f *flight[T], p plan) {
+	f.working()
 	f.w = work[T]{l: g.l, key: g.key, load: g.load, pol: g.pol, fresh: g.fresh}
 	f.w.start(g.ctx, f, p)
 }
@@ -425,7 +426,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	// not waited for: the caller looks up and serves the stale value
 	// (unless it needs a fresh one).
 	if l.c.remote && attempt == 0 {
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh, false); owner {
 			o, err, done = g.ownerLookup(f)
 			return f, true, o, err, done
 		}
@@ -466,7 +467,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		g.work().refresh(ctx, lk)
 		return nil, true, o, nil, true
 	case actNoStore: // load without the store, still coalesced
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, true); owner {
 			g.launch(f, plan{noStore: true})
 		}
 	case actLoad:
@@ -479,7 +480,7 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 		// flight waits for the holder's fill through the store, and
 		// loads only once the lease is free, so loads of the key never
 		// overlap.
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false); owner {
+		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, true); owner {
 			g.launch(f, plan{lk: f.keep(lk)})
 		}
 	}

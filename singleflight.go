@@ -105,21 +105,38 @@ type flight[T any] struct {
 	polling bool
 	follow  *flight[T]
 	nudge   chan struct{}
-	// buf holds the encoded value of the flight's fill until the store
-	// has answered (see recycle).
-	buf *[]byte
-	// The flight's own copies of its work, its plan's lookup and its fill,
-	// held here so that a miss allocates them with the flight.
-	w    work[T]
-	lk   reply
-	fill store.Fill
-	lctx loadCtx
+	// What the flight needs once it runs its work (see flightWork): nil
+	// on a flight that only looks up, until it goes on to load or wait.
+	*flightWork[T]
 	// prev and next link f into its shard's active list.
 	prev, next *flight[T]
 	// inline: f ran to its end on its owner's goroutine (see work.start),
 	// which set it then and alone reads it: the owner takes f's outcome
 	// without asking sh.mu whether f finished.
 	inline bool
+}
+
+// flightWork is what a flight holds once it runs its work: its own copies
+// of the Get's work, of its plan's lookup and of its fill, its load's
+// context, and the buffer of the fill's encoded value until the store has
+// answered (see recycle). A flight that settles with its owner's lookup
+// (a hit on a remote store) never needs them, and is allocated without;
+// one that will load is allocated with them, in one allocation (see
+// group.newFlight).
+type flightWork[T any] struct {
+	w    work[T]
+	lk   reply
+	fill store.Fill
+	lctx loadCtx
+	buf  *[]byte
+}
+
+// working makes sure f has its flightWork. Only the goroutine that runs
+// f's work calls it, before that work reads any of it.
+func (f *flight[T]) working() {
+	if f.flightWork == nil {
+		f.flightWork = new(flightWork[T])
+	}
 }
 
 // recycle gives back the buffer of fill's encoded value, once the store
@@ -384,8 +401,10 @@ func (g *group[T]) shard(key string) *shard[T] {
 // joinOrStart returns the flight in progress for key, or registers a new
 // flight that the caller owns. A caller that may serve stale values passes
 // skipBackground: a background flight then is neither joined nor replaced
-// (f is nil).
-func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (f *flight[T], owner bool) {
+// (f is nil). work says whether a new flight will surely run its work
+// (see newFlight); one that may settle with its owner's lookup gets its
+// flightWork when it needs it.
+func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, work bool) (f *flight[T], owner bool) {
 	s := g.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -395,7 +414,7 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (
 		}
 		return f, false
 	}
-	f = g.unregistered(key, tags)
+	f = g.newFlight(key, tags, work)
 	s.m[key] = f
 	return f, true
 }
@@ -407,7 +426,7 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground bool) (
 // other registered flight stays, and the new one runs unregistered: the
 // lease makes it the one load, and the other flight will see its fill.
 func (g *group[T]) start(key string, tags []string, background bool) *flight[T] {
-	f := g.unregistered(key, tags)
+	f := g.newFlight(key, tags, true)
 	f.background = background
 	s := f.sh
 	s.mu.Lock()
@@ -450,7 +469,22 @@ func (f *flight[T]) poll(on bool) (nudge <-chan struct{}, follow *flight[T]) {
 // unregistered returns a flight for key that no caller can join: the
 // load of a caller that may not share another's (see Private).
 func (g *group[T]) unregistered(key string, tags []string) *flight[T] {
-	return &flight[T]{key: key, clock: &g.clock, sh: g.shard(key), tags: tags}
+	return g.newFlight(key, tags, true)
+}
+
+// newFlight returns a flight for key, with its flightWork if work (the
+// flight will run a load or wait), in the same allocation.
+func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
+	if !work {
+		return &flight[T]{key: key, clock: &g.clock, sh: g.shard(key), tags: tags}
+	}
+	both := new(struct {
+		f flight[T]
+		w flightWork[T]
+	})
+	f := &both.f
+	f.key, f.clock, f.sh, f.tags, f.flightWork = key, &g.clock, g.shard(key), tags, &both.w
+	return f
 }
 
 // detach dooms the flights that inv dooms: those that hold a lease or run
