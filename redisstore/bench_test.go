@@ -24,7 +24,9 @@ import (
 //	benchstat -col /impl new.txt
 //
 // op=hit is a warm Get of a 1 KiB value (one MGET; impl=store-lookup is
-// the Store's Lookup alone, without the Cache); op=miss a Get of a cold
+// the Store's Lookup alone, without the Cache; impl=paddock-vs-raw-get
+// alternates blocks of Gets and of raw GETs in one process, on one client,
+// and reports their ratio, get/raw-get); op=miss a Get of a cold
 // key (the MGET, the lookup script, the fill: three calls); op=stampede a
 // fleet of 4 Caches × 8 callers on one cold key per iteration, reporting
 // loads/op. The hits also report what the server spent on them, read
@@ -136,6 +138,59 @@ func BenchmarkRedis(b *testing.B) {
 				}
 			}
 		})
+	})
+	b.Run("op=hit/impl=paddock-vs-raw-get", func(b *testing.B) {
+		// The two side by side on one client: blocks of warm Gets and of
+		// raw GETs of the same value, alternated (ABBA), each timed, so
+		// that where the kernel puts the client and the server (which
+		// moves a serial round trip by ±20% from one process to the next)
+		// weighs on both alike. It reports each one's time per call and
+		// their ratio (ns/op is a pair of blocks).
+		if err := client.Set(ctx, "raw:k", value, 0).Err(); err != nil {
+			b.Fatal(err)
+		}
+		s := newStore(b, client, prefix())
+		l := newLoader(b, newCache(b, s), "hitvs", paddock.Beta(0), paddock.TTL(time.Hour))
+		load := func(context.Context) (string, error) { return value, nil }
+		for range 2 {
+			if _, err := l.Get(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+		}
+		raw := func() {
+			if v, err := client.Get(ctx, "raw:k").Result(); err != nil || len(v) != len(value) {
+				b.Fatal(v, err)
+			}
+		}
+		get := func() {
+			if v, err := l.Get(ctx, "k", load); err != nil || len(v) != len(value) {
+				b.Fatal(v, err)
+			}
+		}
+		const block = 100
+		var tRaw, tGet time.Duration
+		timed := func(f func()) time.Duration {
+			t := time.Now()
+			for range block {
+				f()
+			}
+			return time.Since(t)
+		}
+		n := 0
+		for b.Loop() {
+			if n%2 == 0 {
+				tRaw += timed(raw)
+				tGet += timed(get)
+			} else {
+				tGet += timed(get)
+				tRaw += timed(raw)
+			}
+			n++
+		}
+		calls := float64(n * block)
+		b.ReportMetric(float64(tGet.Nanoseconds())/calls, "get-ns/call")
+		b.ReportMetric(float64(tRaw.Nanoseconds())/calls, "raw-get-ns/call")
+		b.ReportMetric(float64(tGet)/float64(tRaw), "get/raw-get")
 	})
 	b.Run("op=miss/impl=paddock", func(b *testing.B) {
 		s := newStore(b, client, prefix())
