@@ -325,6 +325,77 @@ func (m *benchMutexMap[T]) set(key string, v T) {
 	m.mu.Unlock()
 }
 
+// BenchmarkMissVs is BenchmarkMiss's paddock and bigcache rows side by
+// side in one process: blocks of misses of each, in turn (the order
+// reversed every other iteration), so that the three caches hold as many
+// entries as one another at every instant (a miss costs more while a
+// bigcache is still growing its queues than once it is full and evicts)
+// and the machine's noise weighs on them alike. It reports each one's time
+// per miss and paddock's ratio to each bigcache (ns/op is a round of the
+// three blocks). -benchtime 1500x or more measures the full caches of a
+// long-running process: 1500 × 256 misses of 1 KiB are more than the 256
+// MiB all three hold.
+func BenchmarkMissVs(b *testing.B) {
+	l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	load := func(context.Context) ([]byte, error) { return benchBytes, nil }
+	ctx := context.Background()
+	pre, asMem := newBenchBigcache(b), newBenchBigcacheAsMemstore(b)
+	const block = 256
+	keys := make([]string, block)
+	i := 0
+	next := func() {
+		for j := range keys {
+			keys[j] = "m" + strconv.Itoa(i)
+			i++
+		}
+	}
+	viaBigcache := func(bc *bigcache.BigCache, prefix string) {
+		for _, k := range keys {
+			k = prefix + k
+			if _, err := bc.Get(k); !errors.Is(err, bigcache.ErrEntryNotFound) {
+				b.Fatalf("Get(%s): %v, want a miss", k, err)
+			}
+			if err := bc.Set(k, benchBytes); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	runs := []func(){
+		func() {
+			for _, k := range keys {
+				if _, err := l.Get(ctx, k, load); err != nil {
+					b.Fatal(err)
+				}
+			}
+		},
+		func() { viaBigcache(asMem, "miss:") },
+		func() { viaBigcache(pre, "") },
+	}
+	var spent [3]time.Duration
+	n := 0
+	for b.Loop() {
+		next() // the three caches get the same keys
+		for r := range runs {
+			if n%2 == 1 {
+				r = len(runs) - 1 - r
+			}
+			t := time.Now()
+			runs[r]()
+			spent[r] += time.Since(t)
+		}
+		n++
+	}
+	misses := float64(n * block)
+	b.ReportMetric(float64(spent[0].Nanoseconds())/misses, "paddock-ns/miss")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/misses, "bigcache-as-memstore-ns/miss")
+	b.ReportMetric(float64(spent[2].Nanoseconds())/misses, "bigcache-ns/miss")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "paddock/bigcache-as-memstore")
+	b.ReportMetric(float64(spent[0])/float64(spent[2]), "paddock/bigcache")
+}
+
 // BenchmarkMiss: each iteration a new key, so each Get misses, loads (a
 // load that returns a 1 KiB value at once) and fills. The baselines do the
 // same by hand: a missed Get, then a Set.
