@@ -91,7 +91,7 @@ func breakerAfterSpike(r *run) {
 	key := func(i int) string { return fmt.Sprintf("k%d", i%keys) }
 	for i := range keys { // warm: every key is in Redis
 		for range 2 {
-			if _, err, _ := r.get(ctx, l, key(i), false, false); err != nil {
+			if _, _, err := r.get(ctx, l, key(i), false, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -119,7 +119,7 @@ func breakerAfterSpike(r *run) {
 				}
 				h := healed.Load()
 				cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond+rand.N(50*time.Millisecond))
-				res, err, _ := r.get(cctx, l, key(i), false, !h)
+				res, _, err := r.get(cctx, l, key(i), false, !h)
 				cancel()
 				if h {
 					afterHeal.Add(1)
@@ -178,12 +178,12 @@ func timedOutLookupLease(r *run) {
 	ctx := t.Context()
 	// A first Get loads the scripts and opens a connection, so that the
 	// slow lookup below is one script call that Redis runs at once.
-	if _, err, _ := r.get(ctx, l, "warm", false, false); err != nil {
+	if _, _, err := r.get(ctx, l, "warm", false, false); err != nil {
 		t.Fatal(err)
 	}
 	px.SetLatency(2 * time.Second)
 	before := px.Replies()
-	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+	if _, _, err := r.get(ctx, l, "k", false, true); err != nil {
 		t.Fatalf("Get with a slow Redis: %v", err)
 	}
 	// Redis ran the lookup: its reply reached the proxy, late for the Get.
@@ -191,7 +191,7 @@ func timedOutLookupLease(r *run) {
 		t.Fatal("Redis never answered the slow lookup")
 	}
 	px.SetLatency(0)
-	res, err, d := r.get(ctx, l, "k", false, false)
+	res, d, err := r.get(ctx, l, "k", false, false)
 	r.row.recover(d)
 	r.row.note("Get after recovery: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
 	if err != nil {
@@ -263,7 +263,7 @@ func corruptEntries(r *run) {
 	fails := make([][]string, len(damage))
 	for i := range damage {
 		dec := n.stats("c").DecodeErrors
-		res, err, _ := r.get(ctx, l, key(i), false, false)
+		res, _, err := r.get(ctx, l, key(i), false, false)
 		if err != nil || res.Status != paddock.StatusLoaded {
 			fails[i] = append(fails[i], fmt.Sprintf("the Get was %v, %v, not a load", res.Status, err))
 		}
@@ -272,13 +272,13 @@ func corruptEntries(r *run) {
 		}
 	}
 	// The breaker did not open: a healthy key is still served by Redis.
-	if res, err, _ := r.get(ctx, l, "healthy", false, false); err != nil || res.Status != paddock.StatusHit {
+	if res, _, err := r.get(ctx, l, "healthy", false, false); err != nil || res.Status != paddock.StatusHit {
 		t.Errorf("a healthy key after %d damaged ones: %v, %v; want a hit (the breaker opened)", len(damage), res.Status, err)
 	}
 	// The loads replaced the damaged entries; damaged again, they can be
 	// invalidated.
 	for i, dm := range damage {
-		if res, err, _ := r.get(ctx, l, key(i), false, false); err != nil || res.Status != paddock.StatusHit {
+		if res, _, err := r.get(ctx, l, key(i), false, false); err != nil || res.Status != paddock.StatusHit {
 			fails[i] = append(fails[i], fmt.Sprintf("the next Get was %v, %v, not a hit (not replaced)", res.Status, err))
 		}
 		if err := dm.do(entry(key(i))); err != nil {
@@ -318,7 +318,7 @@ func invalidationWhileFrozen(r *run) {
 	ctx := t.Context()
 	r.db.write("home")
 	for _, l := range []*paddock.Loader[string]{pa, pa, pb} { // both processes hold the page
-		if _, err, _ := r.get(ctx, l, "home", false, false); err != nil {
+		if _, _, err := r.get(ctx, l, "home", false, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -345,7 +345,7 @@ func invalidationWhileFrozen(r *run) {
 		t.Errorf("InvalidateTags on a frozen Redis: %v; want an error wrapping ErrStoreUnavailable", err)
 	}
 	// While frozen, this process does not serve the old page.
-	if _, err, _ := r.get(ctx, pa, "home", true, true); err != nil {
+	if _, _, err := r.get(ctx, pa, "home", true, true); err != nil {
 		t.Errorf("Get while frozen: %v", err)
 	}
 	srv.Resume(t)
@@ -357,14 +357,14 @@ func invalidationWhileFrozen(r *run) {
 	var seenA, seenB time.Duration
 	_, ok := until(4*time.Second, func() bool {
 		if seenA == 0 {
-			if res, err, _ := r.get(ctx, pa, "home", true, false); err == nil && res.Value == fmt.Sprint(v) {
+			if res, _, err := r.get(ctx, pa, "home", true, false); err == nil && res.Value == fmt.Sprint(v) {
 				seenA = time.Since(back)
 			}
-		} else if _, err, _ := r.get(ctx, pa, "home", true, false); err != nil {
+		} else if _, _, err := r.get(ctx, pa, "home", true, false); err != nil {
 			t.Errorf("Get in this process: %v", err)
 		}
 		if seenB == 0 {
-			if res, err, _ := r.get(ctx, pb, "home", false, false); err == nil && res.Value == fmt.Sprint(v) {
+			if res, _, err := r.get(ctx, pb, "home", false, false); err == nil && res.Value == fmt.Sprint(v) {
 				seenB = time.Since(back)
 			}
 		}
@@ -410,7 +410,7 @@ func deadAtStart(r *run) {
 	ctx := t.Context()
 	var lat []time.Duration
 	for i := range 5 {
-		_, err, d := r.get(ctx, l, fmt.Sprintf("k%d", i), false, true)
+		_, d, err := r.get(ctx, l, fmt.Sprintf("k%d", i), false, true)
 		if err != nil {
 			t.Errorf("Get %d with Redis refusing: %v", i, err)
 		}
@@ -430,7 +430,7 @@ func deadAtStart(r *run) {
 	}
 	srv.Restart(t)
 	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "back", false, false)
+		res, _, err := r.get(ctx, l, "back", false, false)
 		return err == nil && res.Status == paddock.StatusHit
 	})
 	if !ok {
@@ -455,7 +455,7 @@ func fmtDurations(ds []time.Duration) string {
 func (r *run) untilHit(ctx context.Context, l *paddock.Loader[string], key string) time.Duration {
 	r.t.Helper()
 	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, key, false, false)
+		res, _, err := r.get(ctx, l, key, false, false)
 		return err == nil && res.Status == paddock.StatusHit
 	})
 	if !ok {
@@ -469,7 +469,7 @@ func (r *run) warm(ctx context.Context, l *paddock.Loader[string], keys ...strin
 	r.t.Helper()
 	for _, k := range keys {
 		for range 2 {
-			if _, err, _ := r.get(ctx, l, k, false, false); err != nil {
+			if _, _, err := r.get(ctx, l, k, false, false); err != nil {
 				r.t.Fatal(err)
 			}
 		}
@@ -585,7 +585,7 @@ func flushAll(r *run) {
 		t.Fatal(err)
 	}
 	d, ok := until(10*time.Second, func() bool {
-		res, err, _ := r.get(ctx, l, "k0", false, false)
+		res, _, err := r.get(ctx, l, "k0", false, false)
 		return err == nil && res.Status == paddock.StatusHit
 	})
 	if !ok {
@@ -630,7 +630,7 @@ func leaseHolderKilled(r *run) {
 	// The holder is gone: no connection of it reaches Redis any more.
 	px.Refuse(true)
 	px.Cut()
-	res, err, d := r.get(ctx, lb, "k", false, true)
+	res, d, err := r.get(ctx, lb, "k", false, true)
 	close(release)
 	<-done
 	r.row.recover(d)
@@ -656,7 +656,7 @@ func latency100ms(r *run) {
 	px.SetLatency(100 * time.Millisecond)
 	hits := 0
 	for i := range 12 {
-		if res, err, _ := r.get(ctx, l, keys[i%len(keys)], false, true); err == nil && res.Status == paddock.StatusHit {
+		if res, _, err := r.get(ctx, l, keys[i%len(keys)], false, true); err == nil && res.Status == paddock.StatusHit {
 			hits++
 		}
 	}
@@ -666,7 +666,7 @@ func latency100ms(r *run) {
 		t.Error("no hit with 100ms of latency and a store timeout of 1s")
 	}
 	d, ok := until(10*time.Second, func() bool {
-		res, err, d := r.get(ctx, l, "k0", false, false)
+		res, d, err := r.get(ctx, l, "k0", false, false)
 		return err == nil && res.Status == paddock.StatusHit && d < 50*time.Millisecond
 	})
 	if !ok {
@@ -714,7 +714,7 @@ func latency2s(r *run) {
 	r.warm(ctx, l, keys...)
 	px.SetLatency(2 * time.Second)
 	for i := range 12 {
-		if _, err, _ := r.get(ctx, l, keys[i%len(keys)], false, true); err != nil {
+		if _, _, err := r.get(ctx, l, keys[i%len(keys)], false, true); err != nil {
 			t.Errorf("Get with 2s of latency: %v", err)
 		}
 	}
@@ -738,7 +738,7 @@ func sigstop(r *run) {
 	for c := range len(keys) {
 		wg.Go(func() {
 			for i := range 3 {
-				if _, err, _ := r.get(ctx, l, keys[(c+i)%len(keys)], false, true); err != nil {
+				if _, _, err := r.get(ctx, l, keys[(c+i)%len(keys)], false, true); err != nil {
 					t.Errorf("Get with Redis frozen: %v", err)
 				}
 			}
@@ -770,15 +770,15 @@ func connectionsCut(r *run) {
 		t.Errorf("invalidation with the connections cut: %v; want an error wrapping ErrStoreUnavailable", err)
 	}
 	for i := range 12 {
-		if _, err, _ := r.get(ctx, la, keys[i%len(keys)], true, true); err != nil {
+		if _, _, err := r.get(ctx, la, keys[i%len(keys)], true, true); err != nil {
 			t.Errorf("Get with the connections cut: %v", err)
 		}
 	}
 	px.Refuse(false)
 	want := fmt.Sprint(r.db.read("k0"))
 	d, ok := until(5*time.Second, func() bool {
-		ra, erra, _ := r.get(ctx, la, "k0", true, false)
-		rb, errb, _ := r.get(ctx, lb, "k0", false, false)
+		ra, _, erra := r.get(ctx, la, "k0", true, false)
+		rb, _, errb := r.get(ctx, lb, "k0", false, false)
 		return erra == nil && errb == nil && ra.Status == paddock.StatusHit && rb.Value == want
 	})
 	if !ok {
@@ -816,7 +816,7 @@ func lookupsRacingTheRetry(r *run) {
 		d, ok := until(5*time.Second, func() bool { // every page in Redis, the breaker closed
 			hits := 0
 			for _, k := range keys {
-				if res, err, _ := r.get(ctx, l, k, true, false); err == nil && res.Status == paddock.StatusHit {
+				if res, _, err := r.get(ctx, l, k, true, false); err == nil && res.Status == paddock.StatusHit {
 					hits++
 				}
 			}
@@ -905,7 +905,7 @@ func lookupRunAfterRelease(r *run) {
 	ctx := t.Context()
 	r.warm(ctx, l, "warm") // the scripts are loaded; one connection is open
 	px.HoldOpen()
-	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+	if _, _, err := r.get(ctx, l, "k", false, true); err != nil {
 		t.Fatalf("Get with its lookup held: %v", err)
 	}
 	select {
@@ -919,7 +919,7 @@ func lookupRunAfterRelease(r *run) {
 	if _, ok := until(5*time.Second, func() bool { return px.Replies() > before }); !ok {
 		t.Fatal("the held lookup never ran in Redis")
 	}
-	res, err, d := r.get(ctx, l, "k", false, false)
+	res, d, err := r.get(ctx, l, "k", false, false)
 	r.row.recover(d)
 	r.row.note("Get after the late lookup: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
 	if err != nil {
@@ -968,7 +968,7 @@ func frozenRedisCost(r *run) {
 	}()
 	var lat []time.Duration
 	for _, k := range keys {
-		_, err, d := r.get(ctx, l, k, false, true)
+		_, d, err := r.get(ctx, l, k, false, true)
 		if err != nil {
 			t.Errorf("Get %s with Redis frozen: %v", k, err)
 		}
@@ -1010,20 +1010,20 @@ func abandonedLeaseBreakerOpen(r *run) {
 			srv.Resume(t)
 		}
 	}()
-	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil { // times out: the breaker opens
+	if _, _, err := r.get(ctx, l, "k", false, true); err != nil { // times out: the breaker opens
 		t.Fatalf("Get with Redis frozen: %v", err)
 	}
 	srv.Resume(t)
 	resumed = true
 	// Redis now runs the lookup it held and grants the lease. This Get
 	// comes while the breaker is open: it cannot use the token.
-	if _, err, _ := r.get(ctx, l, "k", false, true); err != nil {
+	if _, _, err := r.get(ctx, l, "k", false, true); err != nil {
 		t.Fatalf("Get with the breaker open: %v", err)
 	}
 	// Once the breaker is closed again (the first hit of another key),
 	// a Get of k must not wait on the lease.
 	r.untilHit(ctx, l, "warm")
-	res, err, d := r.get(ctx, l, "k", false, false)
+	res, d, err := r.get(ctx, l, "k", false, false)
 	r.row.recover(d)
 	r.row.note("Get of the key after the breaker closed: %v in %v (LeaseTTL %v)", res.Status, round(d), leaseTTL)
 	if err != nil {

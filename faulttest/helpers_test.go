@@ -227,7 +227,7 @@ func (r *run) staleErr(msg string) {
 // older than the floor taken when the Get began (a stale value served:
 // the test fails), and, if during is set, its latency as a Get made while
 // the store was down or slow.
-func (r *run) get(ctx context.Context, l *paddock.Loader[string], key string, strict, during bool) (paddock.Result[string], error, time.Duration) {
+func (r *run) get(ctx context.Context, l *paddock.Loader[string], key string, strict, during bool) (paddock.Result[string], time.Duration, error) {
 	r.t.Helper()
 	floor := r.db.floor(key, strict)
 	start := time.Now()
@@ -256,7 +256,7 @@ func (r *run) get(ctx context.Context, l *paddock.Loader[string], key string, st
 	if stale {
 		r.staleErr(fmt.Sprintf("Get %s served version %s (%v) after the invalidation of version %d returned", key, res.Value, res.Status, floor))
 	}
-	return res, err, d
+	return res, d, err
 }
 
 // publish writes key in the truth, then invalidates it through c, and
