@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"maps"
@@ -96,12 +97,13 @@ type entryJSON struct {
 	TagVersions  map[string]redisstore.TagVersion `json:"tag_versions,omitempty"`
 	ValueSize    int                              `json:"value_size,omitempty"`
 	Value        string                           `json:"value,omitempty"`
+	ValueVersion *uint64                          `json:"value_version,omitempty"`
 	LeaseToken   uint64                           `json:"lease_token,omitempty"`
 	LeaseExpires *time.Time                       `json:"lease_expires,omitempty"`
 }
 
 func getCmd(fs *flag.FlagSet) func(*env, []string) error {
-	value := fs.Bool("value", false, "print the stored value bytes too (quoted, at most 1 KiB)")
+	value := fs.Bool("value", false, "print the stored value too (quoted, at most 1 KiB), without the loader version it starts with")
 	return func(e *env, args []string) error {
 		if len(args) != 2 {
 			return usagef("get takes a namespace and a key")
@@ -127,6 +129,11 @@ func getCmd(fs *flag.FlagSet) func(*env, []string) error {
 			j.LoadDuration, j.Tags, j.ValueSize = en.LoadDuration, en.Tags, len(en.Value)
 			if *value {
 				v := en.Value
+				// A Loader's value starts with its Version, a uvarint
+				// (see paddock.Version); the payload follows.
+				if ver, n := binary.Uvarint(v); n > 0 {
+					j.ValueVersion, v = &ver, v[n:]
+				}
 				if len(v) > 1024 {
 					v = v[:1024]
 				}
@@ -168,7 +175,11 @@ func getCmd(fs *flag.FlagSet) func(*env, []string) error {
 				p("tag", "%s (hard %d, any %d)", t, tv.Hard, tv.Any)
 			}
 			if *value {
-				p("value", "%q", j.Value)
+				if j.ValueVersion != nil {
+					p("value", "%q (loader version %d)", j.Value, *j.ValueVersion)
+				} else {
+					p("value", "%q (bytes that do not start with a loader version)", j.Value)
+				}
 			}
 		} else if in.Size > 0 {
 			p("size", "%d bytes in Redis", in.Size)

@@ -182,6 +182,7 @@ func TestCommands(t *testing.T) {
 			Size        int      `json:"size"`
 			ValueSize   int      `json:"value_size"`
 			Value       string   `json:"value"`
+			Version     *uint64  `json:"value_version"`
 			Age         float64  `json:"age_seconds"`
 		}
 		ctl(t, conn, "get", "article", "1", "--json", "--value").want(t, 0).json(t, &e)
@@ -189,8 +190,13 @@ func TestCommands(t *testing.T) {
 			!strings.Contains(e.Value, "body of 1") || e.Age < 0 {
 			t.Fatalf("%+v", e)
 		}
-		r := ctl(t, conn, "get", "article", "1").want(t, 0)
-		for _, w := range []string{"state        fresh", "fresh until", "tag          author:7", "ticket       epoch"} {
+		// The value is the payload: the loader version it is stored with
+		// (0, the default) is apart.
+		if e.Version == nil || *e.Version != 0 || e.Value != "body of 1" {
+			t.Fatalf("value %q, version %v: want the payload alone and version 0", e.Value, e.Version)
+		}
+		r := ctl(t, conn, "get", "article", "1", "--value").want(t, 0)
+		for _, w := range []string{"state        fresh", "fresh until", "tag          author:7", "ticket       epoch", "(loader version 0)"} {
 			if !strings.Contains(r.stdout, w) {
 				t.Errorf("get lacks %q:\n%s", w, r.stdout)
 			}
