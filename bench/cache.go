@@ -108,7 +108,7 @@ func ordered() []Lib {
 
 var tableOrder = []string{
 	"paddock-mem", "paddock-disk", "cacheaside-mem", "singleflight", "sturdyc", "gocache-mem", "otter",
-	"paddock-redis", "cacheaside-redis", "goredis-cache", "gocache-redis", "rueidisaside",
+	"paddock-redis", "cacheaside-redis", "goredis-cache", "gocache-redis", "rueidisaside", "floor-redis",
 	"paddock-memcached",
 }
 
