@@ -48,10 +48,11 @@ return 0
 
 func init() {
 	register(Lib{
-		Name:   "floor-redis",
-		Module: "— (hand-written, in bench)",
-		Redis:  true,
-		Peer:   true,
+		Name:      "floor-redis",
+		Module:    "— (hand-written, in bench)",
+		Redis:     true,
+		Peer:      true,
+		FleetOnly: true,
 		Notes: "not a library: the least a fleet needs, written by hand as a floor for the fleet scenario. " +
 			"singleflight per process; the flight sends one script (the value, else `SET key:lease NX PX`); " +
 			"the winner loads, then one pipeline `SET key value PX ttl`, `PUBLISH key:wake value`, `DEL key:lease`; " +

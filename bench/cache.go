@@ -70,6 +70,10 @@ type Lib struct {
 	Disk bool
 	// Peer is false for paddock's own rows.
 	Peer bool
+	// FleetOnly marks a row that is not a library but a floor for the
+	// fleet scenario (floor-redis): the other scenarios, the warm-hit
+	// benchmark and the summary leave it out.
+	FleetOnly bool
 	// Module is the Go module measured.
 	Module string
 	// Notes says how the library is configured, for the README.

@@ -42,7 +42,7 @@ func runFleet(ctx context.Context, e *env) error {
 	// of the other processes' callers (each from its process's start).
 	split := newTable("library", "rounds with 1 load", "holder's load begins (median)", "p50 holder's callers", "p50 other processes' callers")
 	for _, lib := range e.libs {
-		if !e.usable(lib) {
+		if !e.reachable(lib) {
 			continue
 		}
 		r, err := fleet(ctx, e, exe, lib, rounds)
@@ -54,7 +54,9 @@ func runFleet(ctx context.Context, e *env) error {
 		q := quantiles(r.lat, 0.5, 0.99)
 		t.add(lib.Name, where(lib), fmt.Sprintf("%g", median(r.loads)), fmt.Sprintf("%g", maxf(r.loads)), fmtDur(q[0]), fmtDur(q[1]), r.errs)
 		e.logf("   %-16s loads %v p50 %v p99 %v", lib.Name, r.loads, q[0], q[1])
-		e.note(lib.Name, "fleet", fmt.Sprintf("%g", median(r.loads)))
+		if !lib.FleetOnly {
+			e.note(lib.Name, "fleet", fmt.Sprintf("%g", median(r.loads)))
+		}
 		if len(r.loadAt) > 0 {
 			split.add(lib.Name, len(r.loadAt), fmtDur(quantiles(r.loadAt, 0.5)[0]),
 				fmtDur(quantiles(r.holder, 0.5)[0]), fmtDur(quantiles(r.others, 0.5)[0]))

@@ -98,6 +98,12 @@ func (e *env) key(lib Lib, parts ...any) string {
 // usable reports whether lib can run here; a Redis lib without Redis
 // cannot, nor a memcached lib without memcached.
 func (e *env) usable(lib Lib) bool {
+	return !lib.FleetOnly && e.reachable(lib)
+}
+
+// reachable reports whether the servers lib needs are there (the fleet
+// scenario's test of a row, floors included).
+func (e *env) reachable(lib Lib) bool {
 	return (!lib.Redis || e.redis != "") && (!lib.Memcached || e.memcached != "")
 }
 

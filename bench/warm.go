@@ -42,13 +42,13 @@ type warmTarget struct {
 func warmTargetNames(libs []Lib) []string {
 	names := []string{"raw-mutexmap", "raw-bigcache"}
 	for _, l := range libs {
-		if !l.Redis && !l.Memcached {
+		if !l.Redis && !l.Memcached && !l.FleetOnly {
 			names = append(names, l.Name)
 		}
 	}
 	names = append(names, "raw-redis-get")
 	for _, l := range libs {
-		if l.Redis {
+		if l.Redis && !l.FleetOnly {
 			names = append(names, l.Name)
 		}
 	}
