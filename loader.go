@@ -255,8 +255,9 @@ func (l *Loader[T]) usable(load LoadFunc[T]) error {
 
 // fetchSlow is Fetch past the hot tier, which was read at mark.
 func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T], opts []GetOption, mark hotMark) (Result[T], error) {
-	pol, err := l.policyFor(opts)
-	if err != nil {
+	g := getter[T]{l: l, ctx: ctx, name: key, load: load, hot: mark}
+	var err error
+	if g.pol, err = l.policyFor(opts); err != nil {
 		return Result[T]{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -268,17 +269,19 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	}
 	full := l.prefix + key
 	sc, at := l.nested(ctx)
-	o, owner, err := l.fetch(ctx, key, full, load, pol, at, sc != nil && sc.needFresh, mark)
+	g.key, g.at, g.fresh = full, at, sc != nil && sc.needFresh
+	owner, err := g.fetch()
 	if err != nil {
 		return Result[T]{}, err
 	}
+	o := &g.out
 	if sc != nil {
 		sc.add(o.input(full))
 	}
 	if l.audit != nil && o.status == StatusHit && o.entry != nil {
 		l.auditHit(ctx, key, o.val, o.err, o.entry.Ticket, o.entry.Tags, began, load)
 	}
-	return l.result(&o, owner)
+	return l.result(o, owner)
 }
 
 // auditHot considers a hit of key served from the hot tier for a check
@@ -322,18 +325,21 @@ func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
 	return nil, time.Time{}
 }
 
-// fetch is Fetch's read path for the full key: it returns the outcome the
-// caller takes and whether the caller ran its load, or the error of a
-// caller that gave up (its context ended, the Cache closed).
-func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[T], pol policy, at time.Time, fresh bool, mark hotMark) (outcome[T], bool, error) {
-	g := getter[T]{
-		l: l, ctx: ctx, name: name, key: full, load: load, pol: pol, at: at, fresh: fresh, hot: mark,
-		gen: l.c.invGen.Load(), began: l.flights.clock.Load(),
-	}
+// fetch is Fetch's read path for the Get g describes: it leaves in g.out
+// the outcome the caller takes and returns whether the caller ran its
+// load, or returns the error of a caller that gave up (its context ended,
+// the Cache closed). The outcome stays in the getter, its caller's, and
+// enter's lookup is a call of its own, so that a caller that joins a
+// flight (as most callers of a stampede on a remote store do) waits on a
+// stack of a few small frames: 250 callers woken at once would otherwise
+// each grow their stacks before they can wait.
+func (g *getter[T]) fetch() (bool, error) {
+	l, ctx := g.l, g.ctx
+	g.gen, g.began = l.c.invGen.Load(), l.flights.clock.Load()
 	for attempt := 0; ; attempt++ {
-		f, owner, o, err, done := g.enter(attempt)
+		f, owner, err, done := g.enter(attempt)
 		if done {
-			return o, owner, err
+			return owner, err
 		}
 		if !owner || !f.inline {
 			fdone, private, gone := f.signals(!owner)
@@ -345,10 +351,10 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 			case <-private:
 				return g.alone()
 			case <-ctx.Done():
-				return outcome[T]{}, false, ctx.Err()
+				return false, ctx.Err()
 			}
 		}
-		o = f.out
+		o := &f.out // f has finished: its outcome is set, and stays
 		if o.retry {
 			continue
 		}
@@ -364,7 +370,8 @@ func (l *Loader[T]) fetch(ctx context.Context, name, full string, load LoadFunc[
 			// load, or wait for the holder, in a flight of its own).
 			continue
 		case owner || o.takeable(g.began, g.j, g.known, g.gen) || attempt > 0 && hooks.RetryTakesAny.Load():
-			return o, owner, nil
+			g.out = *o
+			return owner, nil
 		}
 		// Not takeable: retry with a lookup of our own. A flight found
 		// then may still be older than this caller (a background refresh
@@ -387,6 +394,9 @@ type getter[T any] struct {
 	fresh bool      // serve no stale value (see scope.needFresh)
 	hot   hotMark   // when the Get read the hot tier, if there is one
 	w     *work[T]  // built only on the paths that need a flight
+	// out is the outcome the Get takes, once fetch has returned (and the
+	// lookup's, until then).
+	out outcome[T]
 
 	j     store.Ticket // this caller's own ticket, once it has looked up
 	known bool
@@ -419,21 +429,27 @@ func (g *getter[T]) work() *work[T] {
 
 // enter looks the key up and either settles the Get (done: served, or
 // failed) or returns the flight to wait on, started or joined.
-func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], err error, done bool) {
-	l, ctx, full := g.l, g.ctx, g.key
+func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, err error, done bool) {
 	// On a remote store, callers of one key in this process share one
 	// lookup (a stampede asks the store once). A background refresh is
 	// not waited for: the caller looks up and serves the stale value
 	// (unless it needs a fresh one).
-	if l.c.remote && attempt == 0 {
-		if f, owner = l.flights.joinOrStart(full, g.pol.tags, !g.fresh, false); owner {
-			o, err, done = g.ownerLookup(f)
-			return f, true, o, err, done
+	if g.l.c.remote && attempt == 0 {
+		if f, owner = g.l.flights.joinOrStart(g.key, g.pol.tags, !g.fresh, false); owner {
+			err, done = g.ownerLookup(f)
+			return f, true, err, done
 		}
 		if f != nil {
-			return f, false, o, nil, false
+			return f, false, nil, false
 		}
 	}
+	return g.lookUp(attempt)
+}
+
+// lookUp is enter's own lookup of the key, a call apart so that a caller
+// that joins a flight does not carry its stack frame.
+func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, done bool) {
+	l, ctx, full := g.l, g.ctx, g.key
 	var (
 		seq0  uint64
 		local time.Time
@@ -449,8 +465,9 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	}
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
+	g.out = o
 	if l.hot != nil && act == actServe && o.status == StatusHit && g.at.IsZero() {
-		l.hot.put(g.name, full, &o, seq0, local)
+		l.hot.put(g.name, full, &g.out, seq0, local)
 	}
 	if err == nil {
 		// A lookup that serves an entry may report a lower bound of the
@@ -460,12 +477,12 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 	}
 	switch act {
 	case actFail:
-		return nil, false, o, err, true
+		return nil, false, err, true
 	case actServe:
-		return nil, true, o, nil, true
+		return nil, true, nil, true
 	case actServeRefresh:
 		g.work().refresh(ctx, lk)
-		return nil, true, o, nil, true
+		return nil, true, nil, true
 	case actNoStore: // load without the store, still coalesced
 		if f, owner = l.flights.joinOrStart(full, g.pol.tags, false, true); owner {
 			g.launch(f, plan{noStore: true})
@@ -484,20 +501,21 @@ func (g *getter[T]) enter(attempt int) (f *flight[T], owner bool, o outcome[T], 
 			g.launch(f, plan{lk: f.keep(lk)})
 		}
 	}
-	return f, owner, o, nil, false
+	return f, owner, nil, false
 }
 
 // alone runs the Get's own load, shared with no one: the flight it joined
 // produced a value for its own caller only (see Private).
-func (g *getter[T]) alone() (outcome[T], bool, error) {
+func (g *getter[T]) alone() (bool, error) {
 	f := g.l.flights.unregistered(g.key, g.pol.tags)
 	g.launch(f, plan{solo: true})
 	fdone, _, _ := f.signals(false)
 	select {
 	case <-fdone:
-		return f.out, true, nil
+		g.out = f.out
+		return true, nil
 	case <-g.ctx.Done():
-		return outcome[T]{}, false, g.ctx.Err()
+		return false, g.ctx.Err()
 	}
 }
 
@@ -508,38 +526,39 @@ func (g *getter[T]) alone() (outcome[T], bool, error) {
 // owner waits on it like any caller. If the owner's context ends during
 // the lookup, the flight is handed to a goroutine so that its joiners are
 // not stranded.
-func (g *getter[T]) ownerLookup(f *flight[T]) (o outcome[T], err error, done bool) {
+func (g *getter[T]) ownerLookup(f *flight[T]) (err error, done bool) {
 	l, ctx := g.l, g.ctx
 	mark := f.begin()
 	at := time.Now() // joiners may be nested Gets: the flight notes it for them
 	lk, err := l.c.lookup(ctx, f.key, l.request(&g.pol, l.c.token()), l.st)
-	act, o := l.decide(f.key, &lk, err, mark, at, g.fresh)
+	var act action
+	act, g.out = l.decide(f.key, &lk, err, mark, at, g.fresh)
 	switch act {
 	case actNoStore:
 		g.launch(f, plan{noStore: true})
-		return o, nil, false
+		return nil, false
 	case actFail:
 		// The caller is gone (or the store closed); the flight's joiners
 		// are not. The lookup may have been granted the lease: the Cache
 		// keeps its token, and the flight's own lookup takes it back.
 		g.launch(f, plan{})
-		return o, err, true
+		return err, true
 	case actServe:
-		l.flights.finish(f.key, f, o)
-		if l.hot != nil && o.status == StatusHit && g.at.IsZero() {
+		l.flights.finish(f.key, f, g.out)
+		if l.hot != nil && g.out.status == StatusHit && g.at.IsZero() {
 			// A near cache: the owner's mark was read before this lookup.
-			l.hot.put(g.name, f.key, &o, g.hot.seq, l.hot.h.base.Add(g.hot.now))
+			l.hot.put(g.name, f.key, &g.out, g.hot.seq, l.hot.h.base.Add(g.hot.now))
 		}
-		return o, nil, true
+		return nil, true
 	case actServeRefresh:
 		// The lookup flight ends first, then the refresh registers:
 		// joiners that retry find it.
-		l.flights.finish(f.key, f, o)
+		l.flights.finish(f.key, f, g.out)
 		g.work().refresh(ctx, lk)
-		return o, nil, true
+		return nil, true
 	}
 	g.launch(f, plan{lk: f.keep(lk), mark: mark})
-	return o, nil, false
+	return nil, false
 }
 
 // result turns a flight's outcome into a caller's answer and counts it.
