@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddockcache/paddock/internal/servertest"
 )
 
 // startupWait bounds how long initdb plus the server's start may take.
@@ -106,7 +108,7 @@ type Server struct {
 	bin     string
 	cred    *syscall.Credential // the postgres user's, when run as root
 	cmd     *exec.Cmd
-	exited  chan struct{}
+	exited  <-chan struct{}
 	log     *logBuffer
 	stop    sync.Once
 	mu      sync.Mutex
@@ -195,47 +197,30 @@ func (s *Server) start() error {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	s.cmd.SysProcAttr.Setpgid = true
-	if err := s.cmd.Start(); err != nil {
+	exited, err := servertest.Start(s.cmd)
+	if err != nil {
 		s.cmd = nil
 		return fmt.Errorf("start postgres: %w", err)
 	}
-	s.exited = make(chan struct{})
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
+	s.exited = exited
 	return s.waitReady()
 }
 
-// waitReady polls pg_isready, with backoff, until the server accepts
-// connections, exits, or startupWait passes.
+// waitReady polls pg_isready until the server accepts connections, exits,
+// or startupWait passes.
 func (s *Server) waitReady() error {
-	deadline := time.Now().Add(startupWait)
-	backoff := 10 * time.Millisecond
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := servertest.WaitReady(s.exited, startupWait, 5*time.Second, func(ctx context.Context) error {
 		out, err := exec.CommandContext(ctx, filepath.Join(s.bin, "pg_isready"),
 			"-q", "-h", s.Dir, "-p", strconv.Itoa(port), "-U", "postgres").CombinedOutput()
-		cancel()
-		if err == nil {
-			return nil
+		if err != nil {
+			return fmt.Errorf("pg_isready: %v %s", err, out)
 		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("postgres exited before it was ready\n%s", s.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres not ready after %v: %v %s\n%s", startupWait, err, out, s.log)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-s.exited:
-			t.Stop()
-		}
-		backoff = min(2*backoff, 200*time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: %w\n%s", err, s.log)
 	}
+	return nil
 }
 
 // DSN returns a connection string (key=value, as libpq and pgx read it)

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/paddockcache/paddock/internal/servertest"
 )
 
 // Require returns the path of redis-server. Without one it skips tb, or
@@ -57,7 +59,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan struct{}
 	log    *bytes.Buffer
 	off    bool // disconnected: the socket is at offSocket
 }
@@ -95,14 +97,10 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
 	log := new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	exited, err := servertest.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.cmd, s.exited, s.log = cmd, exited, log
 	if err := waitReady(exited, func(ctx context.Context) error {
 		c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, MaxRetries: -1})
@@ -116,34 +114,10 @@ func (s *Server) start() error {
 	return nil
 }
 
-// waitReady polls ready, with backoff, until it succeeds, the process
-// exits, or startupWait passes.
+// waitReady waits until ready succeeds, the process exits, or startupWait
+// passes; each call of ready gets a second.
 func waitReady(exited <-chan struct{}, ready func(context.Context) error) error {
-	deadline := time.Now().Add(startupWait)
-	backoff := 5 * time.Millisecond
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := ready(ctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before it was ready (last error: %v)", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %v", startupWait, err)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-exited:
-			t.Stop()
-		}
-		backoff = min(2*backoff, 200*time.Millisecond)
-	}
+	return servertest.WaitReady(exited, startupWait, time.Second, ready)
 }
 
 // Options returns client options for the server, with
@@ -268,7 +242,7 @@ type Cluster struct {
 	Addrs []string
 
 	nodes []*exec.Cmd
-	waits []chan struct{}
+	waits []<-chan struct{}
 }
 
 // StartCluster starts a cluster of n masters (at least 3) for tb, waits
@@ -325,14 +299,10 @@ func (c *Cluster) start(tb testing.TB, bin, cli string, n int) error {
 			"--save", "", "--appendonly", "no", "--dir", nd)
 		logs[i] = new(bytes.Buffer)
 		cmd.Stdout, cmd.Stderr = logs[i], logs[i]
-		if err := cmd.Start(); err != nil {
+		w, err := servertest.Start(cmd)
+		if err != nil {
 			return err
 		}
-		w := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			close(w)
-		}()
 		c.nodes, c.waits = append(c.nodes, cmd), append(c.waits, w)
 		c.Addrs = append(c.Addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	}
@@ -505,14 +475,10 @@ func StartSentinel(tb testing.TB, masterAddr string) *Sentinel {
 		cmd := exec.Command(bin, conf, "--sentinel")
 		log := new(bytes.Buffer)
 		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
+		exited, err := servertest.Start(cmd)
+		if err != nil {
 			tb.Fatalf("redistest: start sentinel: %v", err)
 		}
-		exited := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			close(exited)
-		}()
 		stop := func() {
 			_ = cmd.Process.Kill()
 			<-exited

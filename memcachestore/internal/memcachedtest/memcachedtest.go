@@ -8,6 +8,7 @@ package memcachedtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddockcache/paddock/internal/servertest"
 )
 
 // Require returns the path of memcached. Without one it skips tb, or fails
@@ -49,7 +52,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan struct{}
 	log    *bytes.Buffer
 }
 
@@ -87,30 +90,20 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
 	log := new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	exited, err := servertest.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start memcached: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.cmd, s.exited, s.log = cmd, exited, log
-	deadline := time.Now().Add(startupWait)
-	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		if err := s.roundTrip("mn\r\n", "MN"); err == nil {
-			return nil
-		} else if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("memcached on %s: %w\n%s", s.Socket, err, log)
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("memcached exited at start:\n%s", log)
-		case <-time.After(wait): // a poll interval while it starts, not an ordering
-		}
+	// roundTrip bounds its own dial and reply.
+	if err := servertest.WaitReady(exited, startupWait, 5*time.Second, func(context.Context) error {
+		return s.roundTrip("mn\r\n", "MN")
+	}); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("memcached on %s: %w\n%s", s.Socket, err, log)
 	}
+	return nil
 }
 
 // roundTrip sends cmd on a new connection and checks that the reply's

@@ -1,0 +1,59 @@
+// Package servertest holds what the helpers that start real servers for
+// tests share (redistest, pgtest, memcachestore's memcachedtest): starting
+// a server process whose exit is watched, and waiting, with backoff, until
+// it answers.
+package servertest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"time"
+)
+
+// Start starts cmd and returns a channel closed once it has exited and
+// cmd.Wait has returned (so that output cmd writes to a buffer is all
+// there).
+func Start(cmd *exec.Cmd) (exited <-chan struct{}, err error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(ch)
+	}()
+	return ch, nil
+}
+
+// WaitReady calls ready until it returns nil, the process exits (exited
+// is closed) or wait passes, backing off from 5 ms to 200 ms between
+// calls. Each call's context ends after perCall. The error says which,
+// with ready's last error.
+func WaitReady(exited <-chan struct{}, wait, perCall time.Duration, ready func(context.Context) error) error {
+	deadline := time.Now().Add(wait)
+	backoff := 5 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), perCall)
+		err := ready(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited before it was ready (last error: %v)", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %v", wait, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-exited:
+			t.Stop()
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}

@@ -1,0 +1,65 @@
+package servertest
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWaitReady(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh:", err)
+	}
+	t.Run("ready on the third call", func(t *testing.T) {
+		cmd := exec.Command(sh, "-c", "read x") // lives until its stdin closes
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exited, err := Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { in.Close(); <-exited }()
+		calls := 0
+		err = WaitReady(exited, time.Minute, time.Second, func(context.Context) error {
+			if calls++; calls < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if err != nil || calls != 3 {
+			t.Fatalf("WaitReady: %v after %d calls, want nil after 3", err, calls)
+		}
+	})
+	t.Run("the process exits", func(t *testing.T) {
+		exited, err := Start(exec.Command(sh, "-c", "exit 3"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = WaitReady(exited, time.Minute, time.Second, func(context.Context) error { return errors.New("refused") })
+		if err == nil || !strings.Contains(err.Error(), "exited before it was ready") || !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("WaitReady: %v, want that it exited, with the last error", err)
+		}
+	})
+	t.Run("not ready in time", func(t *testing.T) {
+		cmd := exec.Command(sh, "-c", "read x")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exited, err := Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { in.Close(); <-exited }()
+		err = WaitReady(exited, 0, time.Second, func(context.Context) error { return errors.New("refused") })
+		if err == nil || !strings.Contains(err.Error(), "not ready after") {
+			t.Fatalf("WaitReady: %v, want not ready", err)
+		}
+	})
+}
