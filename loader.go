@@ -464,9 +464,9 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 		}
 	}
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
-	act, o := l.decide(full, &lk, err, 0, g.at, g.fresh)
-	g.out = o
-	if l.hot != nil && act == actServe && o.status == StatusHit && g.at.IsZero() {
+	var act action
+	act, g.out = l.decide(full, &lk, err, 0, g.at, g.fresh)
+	if l.hot != nil && act == actServe && g.out.status == StatusHit && g.at.IsZero() {
 		l.hot.put(g.name, full, &g.out, seq0, local)
 	}
 	if err == nil {
