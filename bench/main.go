@@ -96,7 +96,8 @@ func (e *env) key(lib Lib, parts ...any) string {
 }
 
 // usable reports whether lib can run here; a Redis lib without Redis
-// cannot, nor a memcached lib without memcached.
+// cannot, nor a memcached lib without memcached, nor a floor that only the
+// fleet scenario runs (see reachable).
 func (e *env) usable(lib Lib) bool {
 	return !lib.FleetOnly && e.reachable(lib)
 }

@@ -40,15 +40,16 @@ type warmTarget struct {
 // warmTargetNames lists the lib= names of the warm benchmarks: the raw
 // baselines, then the libraries.
 func warmTargetNames(libs []Lib) []string {
+	libs = slices.DeleteFunc(slices.Clone(libs), func(l Lib) bool { return l.FleetOnly })
 	names := []string{"raw-mutexmap", "raw-bigcache"}
 	for _, l := range libs {
-		if !l.Redis && !l.Memcached && !l.FleetOnly {
+		if !l.Redis && !l.Memcached {
 			names = append(names, l.Name)
 		}
 	}
 	names = append(names, "raw-redis-get")
 	for _, l := range libs {
-		if l.Redis && !l.FleetOnly {
+		if l.Redis {
 			names = append(names, l.Name)
 		}
 	}
