@@ -50,17 +50,26 @@ func actions(m *machine) map[string]func(*rapid.T) {
 //
 // Half the time it reads the row the last Get read, on the same node, so
 // that Gets often meet in one flight.
-func (m *machine) Get(t *rapid.T) {
-	var n *node
-	var key string
+func (m *machine) Get(t *rapid.T) { m.get(t, false) }
+
+// get starts a Get of a row, or of an outer key if outer: half the time
+// the key the last Get of its kind read, on the same node (if it is up),
+// else a key of its kind on a node drawn.
+func (m *machine) get(t *rapid.T, outer bool) {
+	keys, label := rowKeys, "key"
 	m.mu.Lock()
 	last := m.lastGet
+	if outer {
+		keys, label, last = outerKeys, "outerKey", m.lastOuter
+	}
 	m.mu.Unlock()
+	var n *node
+	var key string
 	if last != nil && !last.node.crashed && rapid.Bool().Draw(t, "again") {
 		n, key = last.node, last.key
 	} else {
 		n = m.drawNode(t)
-		key = rapid.SampledFrom(rowKeys).Draw(t, "key")
+		key = rapid.SampledFrom(keys).Draw(t, label)
 	}
 	m.startGet(n, key, m.drawSlow(t))
 	m.settle()

@@ -158,21 +158,7 @@ func (in inRec) String() string {
 }
 
 // GetOuter starts a Get of an outer key on a node, like Get does for rows.
-func (m *machine) GetOuter(t *rapid.T) {
-	var n *node
-	var key string
-	m.mu.Lock()
-	last := m.lastOuter
-	m.mu.Unlock()
-	if last != nil && !last.node.crashed && rapid.Bool().Draw(t, "again") {
-		n, key = last.node, last.key
-	} else {
-		n = m.drawNode(t)
-		key = rapid.SampledFrom(outerKeys).Draw(t, "outerKey")
-	}
-	m.startGet(n, key, m.drawSlow(t))
-	m.settle()
-}
+func (m *machine) GetOuter(t *rapid.T) { m.get(t, true) }
 
 // Drive moves loads on by several steps in one action, none failing (in
 // checks with outer keys, whose values take many steps to build): each
