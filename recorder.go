@@ -169,6 +169,15 @@ type StoreCallEvent struct {
 	Err error
 }
 
+// Result returns the call's outcome as a label value: "ok", or "error"
+// when the store did not answer (Err is set).
+func (e StoreCallEvent) Result() string {
+	if e.Err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
 // StoreOp names a store call.
 type StoreOp uint8
 
@@ -350,6 +359,15 @@ type AuditEvent struct {
 	Window time.Duration
 	// Consistent reports that the value served matched the source.
 	Consistent bool
+}
+
+// Result returns the check's verdict as a label value: "consistent" or
+// "inconsistent".
+func (e AuditEvent) Result() string {
+	if e.Consistent {
+		return "consistent"
+	}
+	return "inconsistent"
 }
 
 // recordFill counts a fill's fate and reports it, if a Recorder is set.

@@ -298,3 +298,18 @@ func TestRecorderKeepsHitsFree(t *testing.T) {
 }
 
 var _ store.Remote = remoteFault{}
+
+// TestEventResultLabels: the store call's and the audit check's label
+// values, which the exporters use as the result label.
+func TestEventResultLabels(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{paddock.StoreCallEvent{}.Result(), "ok"},
+		{paddock.StoreCallEvent{Err: errors.New("refused")}.Result(), "error"},
+		{paddock.AuditEvent{Consistent: true}.Result(), "consistent"},
+		{paddock.AuditEvent{}.Result(), "inconsistent"},
+	} {
+		if c.got != c.want {
+			t.Errorf("label %q, want %q", c.got, c.want)
+		}
+	}
+}

@@ -119,12 +119,8 @@ func (e *Exporter) RecordLoad(ev paddock.LoadEvent) {
 
 // RecordStoreCall records the store call's duration.
 func (e *Exporter) RecordStoreCall(ev paddock.StoreCallEvent) {
-	result := "ok"
-	if ev.Err != nil {
-		result = "error"
-	}
 	e.calls.Record(context.Background(), ev.Duration.Seconds(),
-		metric.WithAttributes(ns(ev.Namespace), attribute.String("op", ev.Op.String()), attribute.String("result", result)))
+		metric.WithAttributes(ns(ev.Namespace), attribute.String("op", ev.Op.String()), attribute.String("result", ev.Result())))
 }
 
 // RecordFill counts the fill by result.
@@ -144,12 +140,8 @@ func (e *Exporter) RecordInvalidation(ev paddock.InvalidationEvent) {
 
 // RecordAudit counts the consistency check by window and verdict.
 func (e *Exporter) RecordAudit(ev paddock.AuditEvent) {
-	result := "inconsistent"
-	if ev.Consistent {
-		result = "consistent"
-	}
 	e.audits.Add(context.Background(), 1, metric.WithAttributes(ns(ev.Namespace),
-		attribute.String("window", paddock.AuditWindowLabel(ev.Window)), attribute.String("result", result)))
+		attribute.String("window", paddock.AuditWindowLabel(ev.Window)), attribute.String("result", ev.Result())))
 }
 
 // sizer is what memstore tells of its size.

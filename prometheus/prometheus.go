@@ -189,11 +189,7 @@ func (e *Exporter) RecordLoad(ev paddock.LoadEvent) {
 
 // RecordStoreCall observes the store call's duration.
 func (e *Exporter) RecordStoreCall(ev paddock.StoreCallEvent) {
-	result := "ok"
-	if ev.Err != nil {
-		result = "error"
-	}
-	e.calls.WithLabelValues(ev.Namespace, ev.Op.String(), result).Observe(ev.Duration.Seconds())
+	e.calls.WithLabelValues(ev.Namespace, ev.Op.String(), ev.Result()).Observe(ev.Duration.Seconds())
 }
 
 // RecordFill counts the fill by result.
@@ -213,11 +209,7 @@ func (e *Exporter) RecordInvalidation(ev paddock.InvalidationEvent) {
 
 // RecordAudit counts the consistency check by window and verdict.
 func (e *Exporter) RecordAudit(ev paddock.AuditEvent) {
-	result := "inconsistent"
-	if ev.Consistent {
-		result = "consistent"
-	}
-	e.audits.WithLabelValues(ev.Namespace, paddock.AuditWindowLabel(ev.Window), result).Inc()
+	e.audits.WithLabelValues(ev.Namespace, paddock.AuditWindowLabel(ev.Window), ev.Result()).Inc()
 }
 
 // Describe sends the descriptors of every metric of the Exporter.
