@@ -92,10 +92,7 @@ func Require(tb testing.TB) string {
 	tb.Helper()
 	dir, err := Find()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("pgtest: PostgreSQL is not installed (CI=true): %v", err)
-		}
-		tb.Skipf("pgtest: PostgreSQL is not installed: %v", err)
+		servertest.Missing(tb, "pgtest: PostgreSQL is not installed: %v", err)
 	}
 	return dir
 }

@@ -33,10 +33,7 @@ func Require(tb testing.TB) string {
 	tb.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("redistest: redis-server is not on PATH (CI=true): %v", err)
-		}
-		tb.Skipf("redistest: redis-server is not on PATH: %v", err)
+		servertest.Missing(tb, "redistest: redis-server is not on PATH: %v", err)
 	}
 	return path
 }
@@ -254,10 +251,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	bin := Require(tb)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("redistest: redis-cli is not on PATH (CI=true): %v", err)
-		}
-		tb.Skipf("redistest: redis-cli is not on PATH: %v", err)
+		servertest.Missing(tb, "redistest: redis-cli is not on PATH: %v", err)
 	}
 	if n < 3 {
 		tb.Fatalf("redistest: a cluster needs at least 3 masters, got %d", n)

@@ -7,9 +7,24 @@ package servertest
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"testing"
 	"time"
 )
+
+// Missing skips tb, saying what is not installed (format and args), or
+// fails it when the environment variable CI is "true": under CI a missing
+// server is a failure, never a skip.
+func Missing(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%s (CI=true)", msg)
+		return
+	}
+	tb.Skip(msg)
+}
 
 // Start starts cmd and returns a channel closed once it has exited and
 // cmd.Wait has returned (so that output cmd writes to a buffer is all

@@ -3,6 +3,7 @@ package servertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -62,4 +63,27 @@ func TestWaitReady(t *testing.T) {
 			t.Fatalf("WaitReady: %v, want not ready", err)
 		}
 	})
+}
+
+// recorder is a testing.TB that notes a Fatalf or a Skip instead of
+// ending the test.
+type recorder struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recorder) Helper()                           {}
+func (r *recorder) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
+func (r *recorder) Skip(args ...any)                  { r.skip = fmt.Sprint(args...) }
+
+func TestMissing(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Setenv("CI", ci)
+		r := &recorder{TB: t}
+		Missing(r, "no %s on PATH", "redis-server")
+		if ci == "true" && (r.fatal != "no redis-server on PATH (CI=true)" || r.skip != "") ||
+			ci == "" && (r.skip != "no redis-server on PATH" || r.fatal != "") {
+			t.Errorf("CI=%q: failed with %q, skipped with %q", ci, r.fatal, r.skip)
+		}
+	}
 }
