@@ -41,31 +41,21 @@ func machineBackend(checks int) proptest.Backend {
 			ft := fatalPanics{t}
 			var n atomic.Int64
 			return func(rt *rapid.T) *proptest.Env {
-				start := time.Now() // the bubble's clock
-				var elapsed atomic.Int64
-				tick := func() {
-					d := int64(time.Since(start))
-					for {
-						old := elapsed.Load()
-						if d <= old || elapsed.CompareAndSwap(old, d) {
-							return
-						}
-					}
-				}
+				clock := proptest.NewBubbleClock()
 				var s *Store
 				var err error
 				out.Do(func() {
 					s, err = New([]string{srv.Socket},
 						Prefix(fmt.Sprintf("pt%d:", n.Add(1))),
 						Timeout(2*time.Second),
-						TimeOffset(func() time.Duration { return time.Duration(elapsed.Load()) }))
+						TimeOffset(clock.Offset))
 				})
 				if err != nil {
 					rt.Fatalf("New: %v", err)
 				}
 				flush := func() { out.Do(func() { srv.FlushAll(ft) }) }
 				flush()
-				p := out.Store(s, tick)
+				p := out.Store(s, clock.Tick)
 				return &proptest.Env{
 					Store: p,
 					Peek: func(ctx context.Context, key string) (store.Lookup, error) {

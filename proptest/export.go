@@ -2,6 +2,7 @@ package proptest
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,3 +104,33 @@ func (o *Outside) Store(s store.Store, tick func()) store.Store {
 	}
 	return &outsideStore{out: o.o, s: s, tick: tick}
 }
+
+// A BubbleClock publishes a synctest bubble's clock to a real store: the
+// bubble's time since it was made, as last seen by Tick, which never goes
+// back. A store that adds Offset to the TTLs it writes and subtracts it
+// from those it reads (redisstore's and memcachestore's TimeOffset) then
+// keeps a clock that is the bubble's plus the real time the check took:
+// ahead of the model's, never behind. Make it inside the check's bubble,
+// and pass Tick to [Outside.Store], so that each store call publishes.
+type BubbleClock struct {
+	start   time.Time
+	elapsed atomic.Int64
+}
+
+// NewBubbleClock returns a BubbleClock that counts from now.
+func NewBubbleClock() *BubbleClock { return &BubbleClock{start: time.Now()} }
+
+// Tick publishes the bubble's time since the clock was made, unless a
+// later one was published already.
+func (c *BubbleClock) Tick() {
+	d := int64(time.Since(c.start))
+	for {
+		old := c.elapsed.Load()
+		if d <= old || c.elapsed.CompareAndSwap(old, d) {
+			return
+		}
+	}
+}
+
+// Offset returns the time last published by Tick.
+func (c *BubbleClock) Offset() time.Duration { return time.Duration(c.elapsed.Load()) }

@@ -122,17 +122,7 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 			out := newOutside(t)
 			var n atomic.Int64
 			return func(rt *rapid.T) *env {
-				start := time.Now() // the bubble's clock
-				var elapsed atomic.Int64
-				tick := func() {
-					d := int64(time.Since(start))
-					for {
-						old := elapsed.Load()
-						if d <= old || elapsed.CompareAndSwap(old, d) {
-							return
-						}
-					}
-				}
+				clock := NewBubbleClock()
 				// A client per check, made outside the bubble: its
 				// pool's state (a dial error remembered from an outage)
 				// stays with the check.
@@ -140,7 +130,7 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 				out.do(func() { client = d.client() })
 				s, err := redisstore.New(client,
 					redisstore.Prefix(fmt.Sprintf("pt%d:", n.Add(1))),
-					redisstore.TimeOffset(func() time.Duration { return time.Duration(elapsed.Load()) }))
+					redisstore.TimeOffset(clock.Offset))
 				if err != nil {
 					rt.Fatalf("redisstore.New: %v", err)
 				}
@@ -148,7 +138,7 @@ func redisBackend(deploy func(*testing.T) redisDeployment, checks int) backend {
 					out.do(d.flushAll)
 				}
 				flush()
-				p := &outsideStore{out: out, s: s, tick: tick}
+				p := &outsideStore{out: out, s: s, tick: clock.Tick}
 				e := &env{
 					store:   p,
 					advance: func(time.Duration) {},
