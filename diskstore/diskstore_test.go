@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,27 +11,9 @@ import (
 	"github.com/paddockcache/paddock/storetest"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func newClock() *fakeClock {
+func newClock() *storetest.Clock {
 	// An origin far from the wall clock: the suite must read Now.
-	return &fakeClock{now: time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC)}
+	return storetest.NewClock(time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC))
 }
 
 func conformanceHarness(t *testing.T) storetest.Harness {

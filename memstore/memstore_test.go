@@ -23,27 +23,9 @@ import (
 	"github.com/paddockcache/paddock/storetest"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func conformanceHarness(t *testing.T) storetest.Harness {
 	// An origin far from the wall clock: the suite must read Now.
-	clock := &fakeClock{now: time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC)}
+	clock := storetest.NewClock(time.Date(2041, 7, 3, 11, 22, 33, 444, time.UTC))
 	s, err := New(Clock(clock.Now), MaxBytes(16<<20), MaxEntryBytes(64<<10))
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +197,7 @@ func TestNewSizes(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// A clock that stands still: an entry's encoded size depends
 			// on its instants.
-			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			clock := storetest.NewClock(time.Unix(1e9, 0))
 			s := newStore(t, append(c.opts, Clock(clock.Now))...)
 			if s.shards != c.shards || s.maxEntry != c.maxEntry {
 				t.Fatalf("%d shards, MaxEntryBytes %d; want %d, %d", s.shards, s.maxEntry, c.shards, c.maxEntry)
@@ -680,7 +662,7 @@ func TestVersionOverflow(t *testing.T) {
 }
 
 func TestLeaseSweep(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := storetest.NewClock(time.Unix(1e9, 0))
 	s := newStore(t, Clock(clock.Now))
 	ctx := t.Context()
 	// Holders that die: leases nobody releases.
