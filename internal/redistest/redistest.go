@@ -160,10 +160,16 @@ func (s *Server) Restart(tb testing.TB) {
 }
 
 // Pause stops the server process (SIGSTOP): it keeps its connections but
-// answers nothing until [Server.Resume]. The cleanup kills it either way.
+// answers nothing until [Server.Resume]. The signal is delivered
+// asynchronously: on Linux, Pause waits until /proc shows every thread of
+// the server stopped. The cleanup kills it either way.
 func (s *Server) Pause(tb testing.TB) {
 	tb.Helper()
 	s.signal(tb, syscall.SIGSTOP)
+	s.mu.Lock()
+	pid := s.cmd.Process.Pid // signal failed tb if it was not running
+	s.mu.Unlock()
+	servertest.WaitStopped(pid, startupWait)
 }
 
 // Resume continues a paused server (SIGCONT).

@@ -5,6 +5,7 @@
 package servertest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +13,41 @@ import (
 	"testing"
 	"time"
 )
+
+// WaitStopped waits, at most for wait, until every thread of process pid
+// is stopped: SIGSTOP is delivered asynchronously, so a thread of a server
+// could still answer a request sent just after kill(2) returned. It
+// returns at once where there is no /proc to ask.
+func WaitStopped(pid int, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for d := 100 * time.Microsecond; !stopped(pid) && time.Now().Before(deadline); d = min(2*d, 10*time.Millisecond) {
+		time.Sleep(d) // polling the kernel's view, not ordering events
+	}
+}
+
+// stopped reports whether every thread of pid is stopped, by /proc; true
+// where there is no /proc to ask.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false
+		}
+	}
+	return true
+}
 
 // Missing skips tb, saying what is not installed (format and args), or
 // fails it when the environment variable CI is "true": under CI a missing

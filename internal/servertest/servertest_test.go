@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -85,5 +87,39 @@ func TestMissing(t *testing.T) {
 			ci == "" && (r.skip != "no redis-server on PATH" || r.fatal != "") {
 			t.Errorf("CI=%q: failed with %q, skipped with %q", ci, r.fatal, r.skip)
 		}
+	}
+}
+
+func TestWaitStopped(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh:", err)
+	}
+	if _, err := os.Stat("/proc/self/task"); err != nil {
+		t.Skip("no /proc to ask:", err)
+	}
+	cmd := exec.Command(sh, "-c", "read x")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); in.Close(); <-exited }()
+	pid := cmd.Process.Pid
+	if stopped(pid) {
+		t.Fatal("a running process reads as stopped")
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	WaitStopped(pid, time.Minute)
+	if !stopped(pid) {
+		t.Fatal("WaitStopped returned before the process was stopped")
+	}
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
 	}
 }

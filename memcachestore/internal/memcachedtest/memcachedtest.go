@@ -170,34 +170,7 @@ func (s *Server) Pause() {
 	if cmd == nil {
 		return
 	}
-	deadline := time.Now().Add(startupWait)
-	for wait := 100 * time.Microsecond; !stopped(cmd.Process.Pid) && time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
-		time.Sleep(wait) // polling the kernel's view, not ordering events
-	}
-}
-
-// stopped reports whether every thread of pid is stopped, by /proc; true
-// where there is no /proc to ask.
-func stopped(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return true
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
-		if err != nil {
-			continue // the thread exited
-		}
-		// The state follows the command name, which is in parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) {
-			return false
-		}
-		if st := b[i+2]; st != 'T' && st != 't' {
-			return false
-		}
-	}
-	return true
+	servertest.WaitStopped(cmd.Process.Pid, startupWait)
 }
 
 // Cont resumes a paused server with SIGCONT.
