@@ -421,12 +421,13 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
 	mark := f.begin()
 	start := time.Now()
-	lctx, sc := w.l.c.initLoadCtx(&f.lctx, ctx, w.pol.loadTimeout, start) // a flight loads once: fly's one loadAndFill
+	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, start, 1, w.load)
 	lctx.cancel(context.Canceled)
+	sc.end()
 	ld.mark = mark
 	out, fill := w.prepare(f, lk, lkMark, v, ld)
 	if fill == nil {

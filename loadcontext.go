@@ -35,13 +35,7 @@ type loadCtx struct {
 type afterFunc struct{ f func() }
 
 func (c *Cache) newLoadCtx(ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
-	return c.initLoadCtx(new(loadCtx), ctx, timeout, start)
-}
-
-// initLoadCtx makes x, which no load has used, the context of a load that
-// starts at start: a flight keeps one for its load, allocated with it.
-func (c *Cache) initLoadCtx(x *loadCtx, ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
-	x.parent, x.deadline, x.closing = detach(ctx), start.Add(timeout), c.closing
+	x := &loadCtx{parent: detach(ctx), deadline: start.Add(timeout), closing: c.closing}
 	x.sc.c = c
 	return x, &x.sc
 }

@@ -171,6 +171,16 @@ func Private(ctx context.Context) {
 	}
 }
 
+// end forgets the flight of the load of s, once the load has returned:
+// the load may have kept its context, and the flight may be reused for
+// another key (see group.reuse). A Private called after that changes
+// nothing, as before: the load's result is already taken.
+func (s *scope) end() {
+	s.mu.Lock()
+	s.fl = nil
+	s.mu.Unlock()
+}
+
 // privatize is implemented by flights: see Private.
 type privatizer interface{ privatize() }
 

@@ -281,7 +281,11 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if l.audit != nil && o.status == StatusHit && o.entry != nil {
 		l.auditHit(ctx, key, o.val, o.err, o.entry.Ticket, o.entry.Tags, began, load)
 	}
-	return l.result(o, owner)
+	r, err := l.result(o, owner)
+	if g.owned != nil {
+		l.flights.reuse(g.owned)
+	}
+	return r, err
 }
 
 // auditHot considers a hit of key served from the hot tier for a check
@@ -371,6 +375,9 @@ func (g *getter[T]) fetch() (bool, error) {
 			continue
 		case owner || o.takeable(g.began, g.j, g.known, g.gen) || attempt > 0 && hooks.RetryTakesAny.Load():
 			g.out = *o
+			if owner {
+				g.owned = f
+			}
 			return owner, nil
 		}
 		// Not takeable: retry with a lookup of our own. A flight found
@@ -394,6 +401,10 @@ type getter[T any] struct {
 	fresh bool      // serve no stale value (see scope.needFresh)
 	hot   hotMark   // when the Get read the hot tier, if there is one
 	w     *work[T]  // built only on the paths that need a flight
+	// owned is the flight whose outcome the Get took as its owner: once
+	// the Get is done with the outcome, which may point into it, it may
+	// go back to the pool (see group.reuse).
+	owned *flight[T]
 	// out is the outcome the Get takes, once fetch has returned (and the
 	// lookup's, until then).
 	out outcome[T]
@@ -489,6 +500,7 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 		}
 	case actLoad:
 		f, owner = l.flights.start(full, g.pol.tags, false), true
+		f.reusable = true
 		g.launch(f, plan{lk: f.keep(lk)})
 	default:
 		// The lease is held and no flight is registered here, or it was

@@ -114,21 +114,37 @@ type flight[T any] struct {
 	// which set it then and alone reads it: the owner takes f's outcome
 	// without asking sh.mu whether f finished.
 	inline bool
+	// pooled: f was allocated with its flightWork and may go to its
+	// group's pool (see group.reuse); reusable: its owner took the key's
+	// lease with its own lookup and loads it, set by the owner alone
+	// before f runs.
+	pooled, reusable bool
+	// joins counts the callers, and the flights (see follow), that found
+	// f registered and hold it: a flight that no one else ever held may
+	// be reused once its owner is done with it. Guarded by sh.mu.
+	joins int
 }
 
 // flightWork is what a flight holds once it runs its work: its own copies
-// of the Get's work, of its plan's lookup and of its fill, its load's
-// context, and the buffer of the fill's encoded value until the store has
-// answered (see recycle). A flight that settles with its owner's lookup
-// (a hit on a remote store) never needs them, and is allocated without;
-// one that will load is allocated with them, in one allocation (see
-// group.newFlight).
+// of the Get's work, of its plan's lookup and of its fill, and the buffer
+// of the fill's encoded value until the store has answered (see recycle).
+// A flight that settles with its owner's lookup (a hit on a remote store)
+// never needs them, and is allocated without; one that will load is
+// allocated with them, in one allocation (see group.newFlight). The
+// load's context is not part of it: a load may keep its context past its
+// end, and a flight may be reused (see group.reuse).
 type flightWork[T any] struct {
 	w    work[T]
 	lk   reply
 	fill store.Fill
-	lctx loadCtx
 	buf  *[]byte
+}
+
+// flightWithWork is a flight allocated with its flightWork, which stay
+// together for the flight's life and its reuses.
+type flightWithWork[T any] struct {
+	f flight[T]
+	w flightWork[T]
 }
 
 // working makes sure f has its flightWork. Only the goroutine that runs
@@ -366,6 +382,10 @@ type group[T any] struct {
 	clock  atomic.Uint64
 	seed   maphash.Seed
 	shards [flightShards]shard[T]
+	// pool holds flights with their work that no one holds any more (see
+	// reuse): a miss then writes to memory that is in the CPU's caches
+	// rather than to a new kilobyte, and leaves the GC nothing to collect.
+	pool sync.Pool
 }
 
 type shard[T any] struct {
@@ -412,6 +432,7 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, work b
 		if f.background && skipBackground {
 			return nil, false
 		}
+		f.joins++
 		return f, false
 	}
 	f = g.newFlight(key, tags, work)
@@ -436,6 +457,7 @@ func (g *group[T]) start(key string, tags []string, background bool) *flight[T] 
 	case old.polling:
 		s.m[key] = f
 		old.follow, old.polling = f, false
+		f.joins++
 		if old.nudge != nil {
 			close(old.nudge)
 		}
@@ -478,13 +500,31 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 	if !work {
 		return &flight[T]{key: key, clock: &g.clock, sh: g.shard(key), tags: tags}
 	}
-	both := new(struct {
-		f flight[T]
-		w flightWork[T]
-	})
-	f := &both.f
-	f.key, f.clock, f.sh, f.tags, f.flightWork = key, &g.clock, g.shard(key), tags, &both.w
+	f, _ := g.pool.Get().(*flight[T])
+	if f == nil {
+		both := new(flightWithWork[T])
+		f = &both.f
+		f.flightWork, f.pooled = &both.w, true
+	}
+	f.key, f.clock, f.sh, f.tags = key, &g.clock, g.shard(key), tags
 	return f
+}
+
+// reuse puts f back in the pool, if f's owner (the caller) was the only
+// one ever to hold it and is done with it and its outcome: f was
+// reusable, ran to its end on the owner's goroutine, and no caller or
+// flight joined it, which no one can do any more (it left the map when it
+// finished). Its load's context and scope, which the load may have kept,
+// are not part of it, and no longer point to it (see scope.end). Any other
+// flight is left to the GC.
+func (g *group[T]) reuse(f *flight[T]) {
+	if !f.pooled || !f.reusable || !f.inline || !f.finished || f.joins != 0 || f.private {
+		return
+	}
+	w := f.flightWork
+	*w = flightWork[T]{}
+	*f = flight[T]{flightWork: w, pooled: true}
+	g.pool.Put(f)
 }
 
 // detach dooms the flights that inv dooms: those that hold a lease or run
