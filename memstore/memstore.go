@@ -11,11 +11,12 @@
 //	c, err := paddock.New(s)
 //
 // Options ([MaxBytes], [MaxEntryBytes], [Shards], [LifeWindow], [Clock],
-// [MaxVersions]) have the defaults written on each of them. Beside the
-// [store.Store] methods, a Store counts evictions per namespace
-// ([Store.Evictions], which implements [store.Stats]) and entries
-// that failed to decode ([Store.Corrupt]), and implements [store.Batcher]
-// ([Store.LookupMany], [Store.FillMany]) by making each key's call in turn.
+// [MaxVersions], [CountEvictions]) have the defaults written on each of
+// them. Beside the [store.Store] methods, a Store counts entries that
+// failed to decode ([Store.Corrupt]) and, with [CountEvictions], its
+// evictions per namespace ([Store.Evictions], which implements
+// [store.Stats]), and implements [store.Batcher] ([Store.LookupMany],
+// [Store.FillMany]) by making each key's call in turn.
 //
 // # How the protocol is kept
 //
@@ -256,11 +257,16 @@ func New(opts ...Option) (*Store, error) {
 		CleanWindow:      min(max(c.lifeWindow/2, time.Second), time.Minute),
 		MaxEntrySize:     min(c.maxEntryBytes, 1024), // initial sizing only
 		HardMaxCacheSize: c.hardMaxMiB(),
-		OnRemoveWithReason: func(key string, _ []byte, reason bigcache.RemoveReason) {
+		Hasher:           hasher{seed: maphash.MakeSeed()},
+	}
+	if c.countEvicted {
+		// bigcache copies the evicted entry and its key for the callback,
+		// which needs only the key: hence the option (see CountEvictions).
+		cfg.OnRemoveWithReason = func(key string, _ []byte, reason bigcache.RemoveReason) {
 			s.evicted(key)
-		},
-		Hasher: hasher{seed: maphash.MakeSeed()},
-	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
+		}
+		cfg = cfg.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
+	}
 	cache, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w: bigcache: %w", store.ErrInvalidOption, err)
@@ -935,9 +941,10 @@ func (s *Store) Close() error {
 
 // Evictions returns, per namespace (the part of a key before its first
 // ':', or "" for keys without one), how many entries were dropped for
-// space or for age (LifeWindow). Invalidations and replaced entries are
-// not evictions. It implements [store.Stats]; the map is the
-// caller's.
+// space or for age (LifeWindow), if the store was made with
+// [CountEvictions]; otherwise it returns an empty map. Invalidations and
+// replaced entries are not evictions. It implements [store.Stats]; the
+// map is the caller's.
 func (s *Store) Evictions() map[string]uint64 {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()

@@ -435,7 +435,7 @@ func TestExpiredFillDropsEntry(t *testing.T) {
 }
 
 func TestMemoryBound(t *testing.T) {
-	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10))
+	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10), CountEvictions())
 	const n = 100
 	value := bytes.Repeat([]byte("x"), 32<<10)
 	for i := range n {
@@ -472,9 +472,30 @@ func TestMemoryBound(t *testing.T) {
 	}
 }
 
+// TestEvictionsOff: without CountEvictions the store still keeps its
+// bound, and counts nothing.
+func TestEvictionsOff(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10))
+	const n = 100
+	value := bytes.Repeat([]byte("x"), 32<<10)
+	for i := range n {
+		k := fmt.Sprintf("big:%d", i)
+		r := leaseOf(t, s, k, 1)
+		if !fill(t, s, k, &store.Fill{Value: value, Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
+			t.Fatal("refused")
+		}
+	}
+	if held := s.cache.Len(); held*len(value) > 1<<20 {
+		t.Fatalf("bigcache holds %d entries of %d bytes, more than its bound", held, len(value))
+	}
+	if ev := s.Evictions(); len(ev) != 0 {
+		t.Fatalf("Evictions() = %v without CountEvictions, want none", ev)
+	}
+}
+
 func TestLifeWindowEvictions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, err := New(LifeWindow(time.Second))
+		s, err := New(LifeWindow(time.Second), CountEvictions())
 		if err != nil {
 			t.Fatal(err)
 		}

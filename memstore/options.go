@@ -22,6 +22,7 @@ type config struct {
 	lifeWindow    time.Duration
 	clock         func() time.Time
 	maxVersions   int
+	countEvicted  bool
 }
 
 const (
@@ -102,6 +103,21 @@ func LifeWindow(d time.Duration) Option {
 			return invalid("LifeWindow(%v): must be at least 1s", d)
 		}
 		c.lifeWindow = d
+		return nil
+	}
+}
+
+// CountEvictions makes the store count its evictions per namespace, for
+// [Store.Evictions] (and so for the Cache's Stats and the metrics
+// exporters). It is off by default because of what it costs: bigcache
+// tells of an eviction only through a callback that is handed a copy of
+// the evicted entry and of its key, so that, once the store is full, every
+// fill would pay an allocation and a copy of the entry it pushes out
+// (about a sixth of a miss of 1 KiB). Without it, Evictions reports
+// nothing.
+func CountEvictions() Option {
+	return func(c *config) error {
+		c.countEvicted = true
 		return nil
 	}
 }
