@@ -136,23 +136,19 @@ func newBenchBigcache(b *testing.B) *bigcache.BigCache {
 
 // newBenchBigcacheAsMemstore returns a bigcache configured the way a
 // default memstore configures its own (64 shards of 4 MiB, sized for 1 KiB
-// entries but starting small, maphash keys, a callback on evictions), so
-// that a miss's bigcache work is the same on both sides.
+// entries but starting small, maphash keys), so that a miss's bigcache
+// work is the same on both sides.
 func newBenchBigcacheAsMemstore(b *testing.B) *bigcache.BigCache {
 	b.Helper()
 	seed := maphash.MakeSeed()
-	var evicted atomic.Int64
 	cfg := bigcache.Config{
 		Shards:           64,
 		LifeWindow:       24 * time.Hour,
 		CleanWindow:      time.Minute,
 		MaxEntrySize:     1024,
 		HardMaxCacheSize: 256,
-		OnRemoveWithReason: func(string, []byte, bigcache.RemoveReason) {
-			evicted.Add(1)
-		},
-		Hasher: maphashHasher{seed},
-	}.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
+		Hasher:           maphashHasher{seed},
+	}
 	bc, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -328,14 +324,25 @@ func (m *benchMutexMap[T]) set(key string, v T) {
 // BenchmarkMissVs is BenchmarkMiss's paddock and bigcache rows side by
 // side in one process: blocks of misses of each, in turn (the order
 // reversed every other iteration), so that the three caches hold as many
-// entries as one another at every instant (a miss costs more while a
-// bigcache is still growing its queues than once it is full and evicts)
-// and the machine's noise weighs on them alike. It reports each one's time
-// per miss and paddock's ratio to each bigcache (ns/op is a round of the
-// three blocks). -benchtime 1500x or more measures the full caches of a
-// long-running process: 1500 × 256 misses of 1 KiB are more than the 256
-// MiB all three hold.
+// entries as one another at every instant and the machine's noise weighs
+// on them alike. It reports each one's time per miss and paddock's ratio
+// to each bigcache (ns/op is a round of the three blocks).
+//
+// state=growing starts from empty caches, as a process does: with 1500
+// iterations or more (-benchtime 1500x) it runs through their growth into
+// eviction, and a bigcache still growing its queues pays for their copies.
+// state=full first fills each cache past its 256 MiB, then measures: the
+// steady state of a long-running process, where every miss evicts an
+// entry.
 func BenchmarkMissVs(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		b.Run("state="+map[bool]string{false: "growing", true: "full"}[full], func(b *testing.B) {
+			benchMissVs(b, full)
+		})
+	}
+}
+
+func benchMissVs(b *testing.B, full bool) {
 	l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
 	if err != nil {
 		b.Fatal(err)
@@ -373,6 +380,16 @@ func BenchmarkMissVs(b *testing.B) {
 		},
 		func() { viaBigcache(asMem, "miss:") },
 		func() { viaBigcache(pre, "") },
+	}
+	if full {
+		// 256 MiB hold fewer than 256 Ki entries of 1 KiB with their
+		// keys and headers: 1.5 times that many leave each cache full.
+		for range 3 << 18 / 2 / block {
+			next()
+			for _, run := range runs {
+				run()
+			}
+		}
 	}
 	var spent [3]time.Duration
 	n := 0
