@@ -435,6 +435,26 @@ func BenchmarkMiss(b *testing.B) {
 		}
 		b.ReportMetric(float64(loads.Load())/float64(i), "loads/op")
 	})
+	// A caller whose context can end (a request's) does not wait for the
+	// load on its own goroutine: the load and the fill run on one of the
+	// Cache's, and the caller waits for it.
+	b.Run("impl=paddock-cancelable-ctx", func(b *testing.B) {
+		l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		load := func(context.Context) ([]byte, error) { return benchBytes, nil }
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := l.Get(ctx, "m"+strconv.Itoa(i), load); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 	b.Run("impl=bigcache", func(b *testing.B) {
 		bc := newBenchBigcache(b)
 		b.ReportAllocs()

@@ -512,13 +512,15 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 
 // reuse puts f back in the pool, if f's owner (the caller) was the only
 // one ever to hold it and is done with it and its outcome: f was
-// reusable, ran to its end on the owner's goroutine, and no caller or
-// flight joined it, which no one can do any more (it left the map when it
-// finished). Its load's context and scope, which the load may have kept,
-// are not part of it, and no longer point to it (see scope.end). Any other
-// flight is left to the GC.
+// reusable, it finished (on the owner's goroutine, or on a goroutine of the
+// Cache that touches f no more once it has), the owner took its outcome
+// rather than give up on it, and no caller or flight joined it, which no
+// one can do any more (it left the map when it finished). Its load's
+// context and scope, which the load may have kept, are not part of it,
+// and no longer point to it (see scope.end). Any other flight is left to
+// the GC.
 func (g *group[T]) reuse(f *flight[T]) {
-	if !f.pooled || !f.reusable || !f.inline || !f.finished || f.joins != 0 || f.private {
+	if !f.pooled || !f.reusable || !f.finished || f.joins != 0 || f.private {
 		return
 	}
 	w := f.flightWork
