@@ -48,7 +48,8 @@ type Stats struct {
 	// "encode_error"): the fills refused, by reason. Nil when none.
 	Fills map[string]uint64
 	// Evictions: entries the store dropped for space or age, when the store
-	// reports them (see [store.Stats]).
+	// reports them (see [store.Stats]; memstore does with its
+	// CountEvictions option).
 	Evictions uint64
 
 	// The durable invalidations (see [Cache.Invalidate]) are counted for

@@ -2,9 +2,14 @@ package memstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/maphash"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/allegro/bigcache/v3"
 
 	"github.com/paddockcache/paddock/memstore"
 	"github.com/paddockcache/paddock/store"
@@ -50,3 +55,88 @@ func BenchmarkInvalidateTags(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMissVs is a miss's store work, a Lookup that takes the lease
+// and the Fill of a 1 KiB value, next to a bigcache configured as a
+// default Store configures its own doing a Get and a Set of the same
+// keys: blocks of 256 keys of each in turn (the order reversed every other
+// round), both first filled past their 256 MiB, so that every miss evicts
+// an entry. It reports each one's time per miss and their ratio; the
+// difference is the store's own share of a Cache's miss (its stripe lock,
+// the lease, the fence's version checks, the envelope).
+func BenchmarkMissVs(b *testing.B) {
+	ctx := context.Background()
+	s, err := memstore.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	bc, err := bigcache.New(ctx, bigcache.Config{
+		Shards: 64, LifeWindow: 24 * time.Hour, CleanWindow: time.Minute,
+		MaxEntrySize: 1024, HardMaxCacheSize: 256, Hasher: benchHasher{maphash.MakeSeed()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bc.Close() })
+	value := make([]byte, 1024)
+	const block = 256
+	keys := make([]string, block)
+	i := 0
+	next := func() {
+		for j := range keys {
+			keys[j] = "miss:m" + strconv.Itoa(i)
+			i++
+		}
+	}
+	runs := [2]func(){
+		func() {
+			for _, k := range keys {
+				lk, err := s.Lookup(ctx, k, store.LookupRequest{Lease: 7, LeaseTTL: time.Minute})
+				if err != nil || !lk.Lease {
+					b.Fatalf("Lookup(%s) = %+v, %v, want the lease", k, lk, err)
+				}
+				if ok, err := s.Fill(ctx, k, &store.Fill{Value: value, Ticket: lk.Ticket, Lease: 7, TTL: time.Hour}); !ok || err != nil {
+					b.Fatalf("Fill(%s) = %v, %v", k, ok, err)
+				}
+			}
+		},
+		func() {
+			for _, k := range keys {
+				if _, err := bc.Get(k); !errors.Is(err, bigcache.ErrEntryNotFound) {
+					b.Fatalf("Get(%s): %v, want a miss", k, err)
+				}
+				if err := bc.Set(k, value); err != nil {
+					b.Fatal(err)
+				}
+			}
+		},
+	}
+	for range 3 << 18 / 2 / block { // 1.5 × 256 Ki entries of 1 KiB
+		next()
+		runs[0]()
+		runs[1]()
+	}
+	var spent [2]time.Duration
+	n := 0
+	for b.Loop() {
+		next()
+		for r := range runs {
+			if n%2 == 1 {
+				r = 1 - r
+			}
+			t := time.Now()
+			runs[r]()
+			spent[r] += time.Since(t)
+		}
+		n++
+	}
+	misses := float64(n * block)
+	b.ReportMetric(float64(spent[0].Nanoseconds())/misses, "memstore-ns/miss")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/misses, "bigcache-ns/miss")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "memstore/bigcache")
+}
+
+type benchHasher struct{ seed maphash.Seed }
+
+func (h benchHasher) Sum64(key string) uint64 { return maphash.String(h.seed, key) }
