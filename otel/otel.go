@@ -98,7 +98,7 @@ func New(mp metric.MeterProvider) (*Exporter, error) {
 	e.invalidations = observed("paddock.invalidations", "{key}", "Keys invalidated; tag invalidations, one per tag, under namespace \"\".")
 	e.decodeErrors = observed("paddock.decode.errors", "{entry}", "Entries whose bytes did not decode, treated as misses.")
 	e.storeErrors = observed("paddock.store.errors", "{call}", "Store calls that failed and were worked around.")
-	e.evictions = observed("paddock.evictions", "{entry}", "Entries the store dropped for space or age.")
+	e.evictions = observed("paddock.evictions", "{entry}", "Entries the store dropped for space or age (memstore counts them with its CountEvictions option).")
 	e.pending = gauge("paddock.invalidations.pending", "{invalidation}", "Invalidations the store has not acknowledged yet; this process serves nothing they cover.")
 	e.breaker = gauge("paddock.breaker.state", "1", "The store breaker's state: 1 for the current state, 0 for the others.")
 	e.entries = gauge("paddock.memstore.entries", "{entry}", "Entries an in-process store (memstore) holds.")

@@ -164,7 +164,7 @@ func New(opts ...Option) (*Exporter, error) {
 		invalidations: desc("paddock_invalidations_total", "Keys invalidated; tag invalidations, one per tag, under namespace \"\".", "namespace"),
 		decodeErrors:  desc("paddock_decode_errors_total", "Entries whose bytes did not decode, treated as misses.", "namespace"),
 		storeErrors:   desc("paddock_store_errors_total", "Store calls that failed and were worked around.", "namespace"),
-		evictions:     desc("paddock_evictions_total", "Entries the store dropped for space or age.", "namespace"),
+		evictions:     desc("paddock_evictions_total", "Entries the store dropped for space or age (memstore counts them with its CountEvictions option).", "namespace"),
 		pending:       desc("paddock_invalidations_pending", "Invalidations the store has not acknowledged yet; this process serves nothing they cover."),
 		breaker:       desc("paddock_breaker_state", "The store breaker's state: 1 for the current state, 0 for the others.", "state"),
 		entries:       desc("paddock_memstore_entries", "Entries an in-process store (memstore) holds."),
