@@ -417,43 +417,14 @@ func benchMissVs(b *testing.B, full bool) {
 // load that returns a 1 KiB value at once) and fills. The baselines do the
 // same by hand: a missed Get, then a Set.
 func BenchmarkMiss(b *testing.B) {
-	b.Run("impl=paddock", func(b *testing.B) {
-		l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var loads atomic.Int64
-		load := func(context.Context) ([]byte, error) { loads.Add(1); return benchBytes, nil }
-		ctx := context.Background()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := l.Get(ctx, "m"+strconv.Itoa(i), load); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-		b.ReportMetric(float64(loads.Load())/float64(i), "loads/op")
-	})
+	b.Run("impl=paddock", func(b *testing.B) { benchMissGets(b, context.Background()) })
 	// A caller whose context can end (a request's) does not wait for the
 	// load on its own goroutine: the load and the fill run on one of the
 	// Cache's, and the caller waits for it.
 	b.Run("impl=paddock-cancelable-ctx", func(b *testing.B) {
-		l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
-		if err != nil {
-			b.Fatal(err)
-		}
-		load := func(context.Context) ([]byte, error) { return benchBytes, nil }
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := l.Get(ctx, "m"+strconv.Itoa(i), load); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		benchMissGets(b, ctx)
 	})
 	b.Run("impl=bigcache", func(b *testing.B) {
 		bc := newBenchBigcache(b)
@@ -498,6 +469,27 @@ func BenchmarkMiss(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// benchMissGets makes BenchmarkMiss's paddock rows: Gets with ctx of a
+// new key each, each loading (a load that returns a 1 KiB value at once)
+// and filling.
+func benchMissGets(b *testing.B, ctx context.Context) {
+	l, err := paddock.NewLoader[[]byte](newBenchCache(b, nil), "miss", paddock.TTL(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var loads atomic.Int64
+	load := func(context.Context) ([]byte, error) { loads.Add(1); return benchBytes, nil }
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := l.Get(ctx, "m"+strconv.Itoa(i), load); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(loads.Load())/float64(i), "loads/op")
 }
 
 // stampedeCallers is how many callers miss the same cold key at once.

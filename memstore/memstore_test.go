@@ -434,10 +434,11 @@ func TestExpiredFillDropsEntry(t *testing.T) {
 	}
 }
 
-func TestMemoryBound(t *testing.T) {
-	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10), CountEvictions())
-	const n = 100
-	value := bytes.Repeat([]byte("x"), 32<<10)
+// fillPastBound fills s, a store of 1 MiB, with n entries of value under
+// "big:0" to "big:<n-1>": more than it holds.
+func fillPastBound(t *testing.T, s *Store) (n int, value []byte) {
+	t.Helper()
+	n, value = 100, bytes.Repeat([]byte("x"), 32<<10)
 	for i := range n {
 		k := fmt.Sprintf("big:%d", i)
 		r := leaseOf(t, s, k, 1)
@@ -445,6 +446,12 @@ func TestMemoryBound(t *testing.T) {
 			t.Fatal("refused")
 		}
 	}
+	return n, value
+}
+
+func TestMemoryBound(t *testing.T) {
+	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10), CountEvictions())
+	n, value := fillPastBound(t, s)
 	ev := s.Evictions()
 	if ev["big"] == 0 {
 		t.Fatalf("Evictions() = %v, want evictions in namespace big", ev)
@@ -476,17 +483,9 @@ func TestMemoryBound(t *testing.T) {
 // bound, and counts nothing.
 func TestEvictionsOff(t *testing.T) {
 	s := newStore(t, MaxBytes(1<<20), Shards(1), MaxEntryBytes(64<<10))
-	const n = 100
-	value := bytes.Repeat([]byte("x"), 32<<10)
-	for i := range n {
-		k := fmt.Sprintf("big:%d", i)
-		r := leaseOf(t, s, k, 1)
-		if !fill(t, s, k, &store.Fill{Value: value, Ticket: r.Ticket, Lease: 1, TTL: time.Hour}) {
-			t.Fatal("refused")
-		}
-	}
-	if held := s.cache.Len(); held*len(value) > 1<<20 {
-		t.Fatalf("bigcache holds %d entries of %d bytes, more than its bound", held, len(value))
+	n, value := fillPastBound(t, s)
+	if held := s.cache.Len(); held >= n || held*len(value) > 1<<20 {
+		t.Fatalf("bigcache holds %d of %d entries of %d bytes: want some evicted, and the rest within the bound", held, n, len(value))
 	}
 	if ev := s.Evictions(); len(ev) != 0 {
 		t.Fatalf("Evictions() = %v without CountEvictions, want none", ev)
