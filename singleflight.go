@@ -114,11 +114,11 @@ type flight[T any] struct {
 	// which set it then and alone reads it: the owner takes f's outcome
 	// without asking sh.mu whether f finished.
 	inline bool
-	// pooled: f was allocated with its flightWork and may go to its
-	// group's pool (see group.reuse); reusable: its owner took the key's
-	// lease with its own lookup and loads it, set by the owner alone
-	// before f runs.
-	pooled, reusable bool
+	// reusable: f's owner took the key's lease with its own lookup and
+	// loads it, so that f may go to its group's pool once the owner is
+	// done with it (see group.reuse). Set by the owner alone, before f
+	// runs.
+	reusable bool
 	// joins counts the callers, and the flights (see follow), that found
 	// f registered and hold it: a flight that no one else ever held may
 	// be reused once its owner is done with it. Guarded by sh.mu.
@@ -504,7 +504,7 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 	if f == nil {
 		both := new(flightWithWork[T])
 		f = &both.f
-		f.flightWork, f.pooled = &both.w, true
+		f.flightWork = &both.w
 	}
 	f.key, f.clock, f.sh, f.tags = key, &g.clock, g.shard(key), tags
 	return f
@@ -512,7 +512,7 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 
 // reuse puts f back in the pool, if f's owner (the caller) was the only
 // one ever to hold it and is done with it and its outcome: f was
-// reusable, it finished (on the owner's goroutine, or on a goroutine of the
+// reusable (and so started with its flightWork), it finished (on the owner's goroutine, or on a goroutine of the
 // Cache that touches f no more once it has), the owner took its outcome
 // rather than give up on it, and no caller or flight joined it, which no
 // one can do any more (it left the map when it finished). Its load's
@@ -520,12 +520,12 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 // and no longer point to it (see scope.end). Any other flight is left to
 // the GC.
 func (g *group[T]) reuse(f *flight[T]) {
-	if !f.pooled || !f.reusable || !f.finished || f.joins != 0 || f.private {
+	if !f.reusable || !f.finished || f.joins != 0 || f.private {
 		return
 	}
 	w := f.flightWork
 	*w = flightWork[T]{}
-	*f = flight[T]{flightWork: w, pooled: true}
+	*f = flight[T]{flightWork: w}
 	g.pool.Put(f)
 }
 
