@@ -420,7 +420,9 @@ func BenchmarkMiss(b *testing.B) {
 	b.Run("impl=paddock", func(b *testing.B) { benchMissGets(b, nil, context.Background()) })
 	// The Cache's own share of a miss: the same Gets over a store that
 	// keeps nothing, and answers at once.
-	b.Run("impl=paddock-nop-store", func(b *testing.B) { benchMissGets(b, nopStore{}, context.Background()) })
+	b.Run("impl=paddock-nop-store", func(b *testing.B) {
+		benchMissGets(b, func(store.Store) store.Store { return nopStore{} }, context.Background())
+	})
 	// A caller whose context can end (a request's) does not wait for the
 	// load on its own goroutine: the load and the fill run on one of the
 	// Cache's, and the caller waits for it.
@@ -476,19 +478,9 @@ func BenchmarkMiss(b *testing.B) {
 
 // benchMissGets makes BenchmarkMiss's paddock rows: Gets with ctx of a
 // new key each, each loading (a load that returns a 1 KiB value at once)
-// and filling, on s (a new memstore if nil).
-func benchMissGets(b *testing.B, s store.Store, ctx context.Context) {
-	var c *paddock.Cache
-	if s == nil {
-		c = newBenchCache(b, nil)
-	} else {
-		var err error
-		if c, err = paddock.New(s); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-	}
-	l, err := paddock.NewLoader[[]byte](c, "miss", paddock.TTL(time.Hour))
+// and filling, on the store newBenchCache makes with wrap.
+func benchMissGets(b *testing.B, wrap func(store.Store) store.Store, ctx context.Context) {
+	l, err := paddock.NewLoader[[]byte](newBenchCache(b, wrap), "miss", paddock.TTL(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
