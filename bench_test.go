@@ -33,6 +33,7 @@ import (
 	"github.com/allegro/bigcache/v3"
 	"github.com/maypok86/otter/v2"
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/benchtest"
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/memstore"
 	"github.com/paddockcache/paddock/store"
@@ -391,20 +392,7 @@ func benchMissVs(b *testing.B, full bool) {
 			}
 		}
 	}
-	var spent [3]time.Duration
-	n := 0
-	for b.Loop() {
-		next() // the three caches get the same keys
-		for r := range runs {
-			if n%2 == 1 {
-				r = len(runs) - 1 - r
-			}
-			t := time.Now()
-			runs[r]()
-			spent[r] += time.Since(t)
-		}
-		n++
-	}
+	spent, n := benchtest.Interleave(b, next, runs...) // the three caches get the same keys
 	misses := float64(n * block)
 	b.ReportMetric(float64(spent[0].Nanoseconds())/misses, "paddock-ns/miss")
 	b.ReportMetric(float64(spent[1].Nanoseconds())/misses, "bigcache-as-memstore-ns/miss")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 
+	"github.com/paddockcache/paddock/internal/benchtest"
 	"github.com/paddockcache/paddock/memstore"
 	"github.com/paddockcache/paddock/store"
 )
@@ -89,7 +90,7 @@ func BenchmarkMissVs(b *testing.B) {
 			i++
 		}
 	}
-	runs := [2]func(){
+	runs := []func(){
 		func() {
 			for _, k := range keys {
 				lk, err := s.Lookup(ctx, k, store.LookupRequest{Lease: 7, LeaseTTL: time.Minute})
@@ -117,20 +118,7 @@ func BenchmarkMissVs(b *testing.B) {
 		runs[0]()
 		runs[1]()
 	}
-	var spent [2]time.Duration
-	n := 0
-	for b.Loop() {
-		next()
-		for r := range runs {
-			if n%2 == 1 {
-				r = 1 - r
-			}
-			t := time.Now()
-			runs[r]()
-			spent[r] += time.Since(t)
-		}
-		n++
-	}
+	spent, n := benchtest.Interleave(b, next, runs...)
 	misses := float64(n * block)
 	b.ReportMetric(float64(spent[0].Nanoseconds())/misses, "memstore-ns/miss")
 	b.ReportMetric(float64(spent[1].Nanoseconds())/misses, "bigcache-ns/miss")

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/paddockcache/paddock"
+	"github.com/paddockcache/paddock/internal/benchtest"
 	"github.com/paddockcache/paddock/internal/redistest"
 	"github.com/paddockcache/paddock/redisstore"
 	"github.com/paddockcache/paddock/store"
@@ -168,25 +169,15 @@ func BenchmarkRedis(b *testing.B) {
 			}
 		}
 		const block = 100
-		var tRaw, tGet time.Duration
-		timed := func(f func()) time.Duration {
-			t := time.Now()
-			for range block {
-				f()
+		blockOf := func(f func()) func() {
+			return func() {
+				for range block {
+					f()
+				}
 			}
-			return time.Since(t)
 		}
-		n := 0
-		for b.Loop() {
-			if n%2 == 0 {
-				tRaw += timed(raw)
-				tGet += timed(get)
-			} else {
-				tGet += timed(get)
-				tRaw += timed(raw)
-			}
-			n++
-		}
+		spent, n := benchtest.Interleave(b, nil, blockOf(raw), blockOf(get))
+		tRaw, tGet := spent[0], spent[1]
 		calls := float64(n * block)
 		b.ReportMetric(float64(tGet.Nanoseconds())/calls, "get-ns/call")
 		b.ReportMetric(float64(tRaw.Nanoseconds())/calls, "raw-get-ns/call")
