@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strconv"
 	"testing"
 	"time"
@@ -72,10 +71,7 @@ func BenchmarkMissVs(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	bc, err := bigcache.New(ctx, bigcache.Config{
-		Shards: 64, LifeWindow: 24 * time.Hour, CleanWindow: time.Minute,
-		MaxEntrySize: 1024, HardMaxCacheSize: 256, Hasher: benchHasher{maphash.MakeSeed()},
-	})
+	bc, err := bigcache.New(ctx, memstore.DefaultBigcacheConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -124,7 +120,3 @@ func BenchmarkMissVs(b *testing.B) {
 	b.ReportMetric(float64(spent[1].Nanoseconds())/misses, "bigcache-ns/miss")
 	b.ReportMetric(float64(spent[0])/float64(spent[1]), "memstore/bigcache")
 }
-
-type benchHasher struct{ seed maphash.Seed }
-
-func (h benchHasher) Sum64(key string) uint64 { return maphash.String(h.seed, key) }

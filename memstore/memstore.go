@@ -249,6 +249,17 @@ func New(opts ...Option) (*Store, error) {
 		s.tags[i].soft = versions{m: make(map[string]uint64), max: perShard}
 		s.tags[i].hard = versions{m: make(map[string]uint64), max: perShard}
 	}
+	cache, err := bigcache.New(context.Background(), c.bigcache(s.evicted))
+	if err != nil {
+		return nil, fmt.Errorf("memstore: %w: bigcache: %w", store.ErrInvalidOption, err)
+	}
+	s.cache = cache
+	return s, nil
+}
+
+// bigcache is the configuration of the store's bigcache, whose evictions
+// are counted with evicted if c counts them.
+func (c *config) bigcache(evicted func(key string)) bigcache.Config {
 	cfg := bigcache.Config{
 		Shards:     c.shards,
 		LifeWindow: c.lifeWindow,
@@ -262,17 +273,12 @@ func New(opts ...Option) (*Store, error) {
 	if c.countEvicted {
 		// bigcache copies the evicted entry and its key for the callback,
 		// which needs only the key: hence the option (see CountEvictions).
-		cfg.OnRemoveWithReason = func(key string, _ []byte, reason bigcache.RemoveReason) {
-			s.evicted(key)
+		cfg.OnRemoveWithReason = func(key string, _ []byte, _ bigcache.RemoveReason) {
+			evicted(key)
 		}
 		cfg = cfg.OnRemoveFilterSet(bigcache.Expired, bigcache.NoSpace)
 	}
-	cache, err := bigcache.New(context.Background(), cfg)
-	if err != nil {
-		return nil, fmt.Errorf("memstore: %w: bigcache: %w", store.ErrInvalidOption, err)
-	}
-	s.cache = cache
-	return s, nil
+	return cfg
 }
 
 // hasher is bigcache's key hash. maphash is faster than bigcache's FNV
