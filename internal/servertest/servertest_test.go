@@ -18,16 +18,7 @@ func TestWaitReady(t *testing.T) {
 		t.Skip("no sh:", err)
 	}
 	t.Run("ready on the third call", func(t *testing.T) {
-		cmd := exec.Command(sh, "-c", "read x") // lives until its stdin closes
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		exited, err := Start(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { in.Close(); <-exited }()
+		_, exited := startIdle(t, sh)
 		calls := 0
 		err = WaitReady(exited, time.Minute, time.Second, func(context.Context) error {
 			if calls++; calls < 3 {
@@ -50,21 +41,30 @@ func TestWaitReady(t *testing.T) {
 		}
 	})
 	t.Run("not ready in time", func(t *testing.T) {
-		cmd := exec.Command(sh, "-c", "read x")
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		exited, err := Start(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { in.Close(); <-exited }()
-		err = WaitReady(exited, 0, time.Second, func(context.Context) error { return errors.New("refused") })
+		_, exited := startIdle(t, sh)
+		err := WaitReady(exited, 0, time.Second, func(context.Context) error { return errors.New("refused") })
 		if err == nil || !strings.Contains(err.Error(), "not ready after") {
 			t.Fatalf("WaitReady: %v, want not ready", err)
 		}
 	})
+}
+
+// startIdle starts sh waiting on its stdin, with Start: it lives until
+// the test ends, when it is killed (it may be stopped) and its exit
+// waited for.
+func startIdle(t *testing.T, sh string) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
+	cmd := exec.Command(sh, "-c", "read x")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); in.Close(); <-exited })
+	return cmd, exited
 }
 
 // recorder is a testing.TB that notes a Fatalf or a Skip instead of
@@ -98,16 +98,7 @@ func TestWaitStopped(t *testing.T) {
 	if _, err := os.Stat("/proc/self/task"); err != nil {
 		t.Skip("no /proc to ask:", err)
 	}
-	cmd := exec.Command(sh, "-c", "read x")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exited, err := Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); in.Close(); <-exited }()
+	cmd, _ := startIdle(t, sh)
 	pid := cmd.Process.Pid
 	if stopped(pid) {
 		t.Fatal("a running process reads as stopped")
