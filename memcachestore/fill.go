@@ -247,8 +247,7 @@ func (s *Store) prepareFill(ctx context.Context, fo *fillOp, write, check batch)
 	}
 	fo.t = t
 	now := s.now()
-	e := store.NewEntry(f, t, now)
-	buf, err := e.AppendBinary(nil)
+	buf, until, err := store.AppendFillEnvelope(nil, f, t, now)
 	if err == nil && len(buf)+len(fo.en)+64 > s.maxItem {
 		err = fmt.Errorf("memcachestore: entry of %d bytes for %q, more than MaxItemBytes %d", len(buf), fo.key, s.maxItem)
 	}
@@ -256,7 +255,7 @@ func (s *Store) prepareFill(ctx context.Context, fo *fillOp, write, check batch)
 		fo.fail(s.tooLargeFill(ctx, fo.key, f, err))
 		return
 	}
-	fo.left = e.Expires().Sub(now)
+	fo.left = until.Sub(now)
 	if fo.left <= 0 {
 		fo.eWrite = del(fo.en, "")
 	} else {

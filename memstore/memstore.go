@@ -602,11 +602,14 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	if f.Set {
 		t.Seq = s.seq.Add(1)
 	}
-	e := store.NewEntry(f, t, now)
+	b, until, eerr := store.AppendFillEnvelope(st.buf[:0], f, t, now)
+	if cap(b) <= maxStripeBuf {
+		st.buf = b[:0]
+	}
 	var werr error
-	if !now.Before(e.Expires()) {
+	if !now.Before(until) {
 		_ = s.cache.Delete(key)
-	} else if werr = s.write(st, key, e); werr != nil && f.Set {
+	} else if werr = s.write(st, key, b, eerr); werr != nil && f.Set {
 		// A Set that cannot store its entry still replaces the key's:
 		// it follows a write to the source of truth, so the old entry
 		// goes, and the version advances below, as for an invalidation
@@ -641,16 +644,13 @@ func (s *Store) fillDone(st *stripe, key string, lease uint64, shards []int) {
 // fill; a larger one is left to the collector.
 const maxStripeBuf = 64 << 10
 
-// write stores e under key. The caller holds key's stripe st. An entry
-// that is too large is an error wrapping [store.ErrTooLarge]; the key's
-// old entry may stay.
-func (s *Store) write(st *stripe, key string, e *store.Entry) error {
-	b, err := e.AppendBinary(st.buf[:0])
-	if cap(b) <= maxStripeBuf {
-		st.buf = b[:0]
-	}
-	if err != nil {
-		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, store.ErrTooLarge, err)
+// write stores the envelope b under key, or returns the error eerr of its
+// encoding. The caller holds key's stripe st. An entry that is too large
+// (or that did not encode) is an error wrapping [store.ErrTooLarge]; the
+// key's old entry may stay.
+func (s *Store) write(st *stripe, key string, b []byte, eerr error) error {
+	if eerr != nil {
+		return fmt.Errorf("memstore: Fill(%q): %w: %w", key, store.ErrTooLarge, eerr)
 	}
 	if len(b) > s.maxEntry {
 		return fmt.Errorf("memstore: entry of %d bytes for %q, more than MaxEntryBytes %d: %w",

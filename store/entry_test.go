@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
 // entryT0 is a fixed instant, with a nanosecond part, for envelopes built in
@@ -300,6 +302,17 @@ func TestEntryTooManyTags(t *testing.T) {
 	if len(got.Tags) != maxTags {
 		t.Fatalf("decoded %d tags, want %d", len(got.Tags), maxTags)
 	}
+	// AppendFillEnvelope refuses them too, and still says when the entry
+	// would have expired: a store drops a dead entry, and reports the
+	// error of a live one.
+	f := &Fill{Value: []byte("v"), Tags: make([]string, maxTags+1), TTL: time.Minute}
+	env, until, err := AppendFillEnvelope(nil, f, Ticket{}, entryT0)
+	if err == nil || env != nil {
+		t.Fatalf("AppendFillEnvelope with maxTags+1 tags = %d bytes, %v; want an error", len(env), err)
+	}
+	if want := entryT0.Add(time.Minute); !until.Equal(want) {
+		t.Fatalf("until = %v, want %v", until, want)
+	}
 }
 
 // TestEntryTimeRange documents the instants the envelope can hold: the
@@ -529,5 +542,73 @@ func FuzzEntryUnmarshal(f *testing.F) {
 	f.Add([]byte{'p', 'd', envelopeFormat, flagNegative, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkEntryDecode(t, data)
+	})
+}
+
+// TestAppendFillEnvelope checks AppendFillEnvelope against the entry it
+// stands for: the same bytes as NewEntry(f, t, now).AppendBinary after any
+// prefix, and the entry's Expires, for fills of any windows (negative and
+// extreme ones too) at any instant, monotonic readings included.
+func TestAppendFillEnvelope(t *testing.T) {
+	durations := rapid.OneOf(
+		rapid.Int64().AsAny(),
+		rapid.Int64Range(-int64(48*time.Hour), int64(48*time.Hour)).AsAny(),
+		rapid.SampledFrom([]int64{0, 1, -1, 999_999_999, 1e9, -1e9, math.MaxInt64, math.MinInt64}).AsAny(),
+	)
+	dur := func(t *rapid.T, name string) time.Duration { return time.Duration(durations.Draw(t, name).(int64)) }
+	rapid.Check(t, func(t *rapid.T) {
+		var now time.Time
+		switch rapid.IntRange(0, 3).Draw(t, "clock") {
+		case 0:
+			now = time.Now() // with a monotonic reading
+		case 1:
+			now = time.Unix(rapid.Int64Range(-1<<40, 1<<40).Draw(t, "sec"), rapid.Int64Range(0, 1e9-1).Draw(t, "nsec"))
+		case 2:
+			now = time.Unix(rapid.Int64().Draw(t, "sec"), rapid.Int64Range(0, 1e9-1).Draw(t, "nsec"))
+		default:
+			now = time.Time{}
+		}
+		f := &Fill{
+			Negative:     rapid.Bool().Draw(t, "negative"),
+			TTL:          dur(t, "ttl"),
+			Stale:        dur(t, "stale"),
+			StaleIfError: dur(t, "sie"),
+			Early:        dur(t, "early"),
+			LoadDuration: dur(t, "load"),
+			Tags:         rapid.SliceOfN(rapid.String(), 0, 3).Draw(t, "tags"),
+		}
+		if !f.Negative {
+			f.Value = rapid.SliceOfN(rapid.Byte(), 0, 300).Draw(t, "value")
+		}
+		tk := Ticket{Epoch: rapid.Uint64().Draw(t, "epoch"), Seq: rapid.Uint64().Draw(t, "seq")}
+		prefix := rapid.SliceOfN(rapid.Byte(), 0, 8).Draw(t, "prefix")
+
+		e := NewEntry(f, tk, now)
+		want, werr := e.AppendBinary(slices.Clone(prefix))
+		got, until, err := AppendFillEnvelope(slices.Clone(prefix), f, tk, now)
+		if (err != nil) != (werr != nil) {
+			t.Fatalf("error %v, want %v", err, werr)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("bytes differ from NewEntry's AppendBinary:\n got %x\nwant %x", got, want)
+		}
+		if !until.Equal(e.Expires()) || now.Before(until) != now.Before(e.Expires()) {
+			t.Fatalf("until %v, want the entry's Expires %v", until, e.Expires())
+		}
+	})
+}
+
+// TestPutUvarint checks the envelope's varint writer against
+// encoding/binary's, at every length.
+func TestPutUvarint(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		x := rapid.Uint64().Draw(t, "x") >> rapid.IntRange(0, 63).Draw(t, "shift")
+		at := rapid.IntRange(0, 3).Draw(t, "at")
+		b := make([]byte, at+binary.MaxVarintLen64)
+		n := putUvarint(b, at, x)
+		want := binary.AppendUvarint(nil, x)
+		if !bytes.Equal(b[at:n], want) {
+			t.Fatalf("putUvarint(%#x) = %x, want %x", x, b[at:n], want)
+		}
 	})
 }
