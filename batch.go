@@ -99,7 +99,8 @@ func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []strin
 			err = errs[i]
 		}
 		w := &work[T]{l: l, key: full[i], load: single(k, bg.load), pol: bg.pol, fresh: bg.fresh}
-		switch act, o := l.decide(full[i], &lks[i], err, 0, bg.at, bg.fresh); act {
+		var o outcome[T]
+		switch l.decide(full[i], &lks[i], err, 0, bg.at, bg.fresh, &o) {
 		case actFail:
 			l.abandon(bg.ctx, mine, err)
 			return nil, nil, err
@@ -235,7 +236,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 			}
 		}
 		var fill *store.Fill
-		outs[i], fill = b.w.prepare(b.f, &b.lk, 0, v, kl)
+		fill = b.w.prepare(b.f, &b.lk, 0, v, kl, &outs[i])
 		if fill == nil {
 			l.c.release(ctx, b.w.key, b.f.lease.Swap(0), l.st)
 			continue
@@ -256,7 +257,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 			if errs != nil {
 				err = errs[n]
 			}
-			outs[i] = mine[i].w.filled(ctx, mine[i].f, outs[i], oks[n], err, fmarks[n])
+			mine[i].w.filled(ctx, mine[i].f, &outs[i], oks[n], err, fmarks[n])
 		}
 	}
 	for i, b := range mine {

@@ -45,26 +45,28 @@ const (
 
 // decide is the read path's one decision: given a lookup made at mark
 // (and local instant at) or its error, it says what to do and, for
-// actServe and actServeRefresh, returns the outcome to serve. A caller
-// that needs a fresh value (a nested Get of a refresh, see scope.fresh)
-// is served no stale one.
-func (l *Loader[T]) decide(key string, lk *reply, err error, mark uint64, at time.Time, fresh bool) (action, outcome[T]) {
+// actServe and actServeRefresh, writes the outcome to serve in o. For the
+// other actions o holds nothing of use (a miss writes nothing there; see
+// read), and the flight's outcome replaces it. A caller that needs a fresh
+// value (a nested Get of a refresh, see scope.fresh) is served no stale
+// one.
+func (l *Loader[T]) decide(key string, lk *reply, err error, mark uint64, at time.Time, fresh bool, o *outcome[T]) action {
 	switch {
 	case unavailable(err):
-		return actNoStore, outcome[T]{}
+		return actNoStore
 	case err != nil:
-		return actFail, outcome[T]{}
+		return actFail
 	}
 	if fresh && lk.State == store.StateStale {
-		return leaseAction(lk), outcome[T]{}
+		return leaseAction(lk)
 	}
-	if o, ok := l.read(key, lk, mark, at); ok {
+	if l.read(key, lk, mark, at, o) {
 		if lk.Lease {
-			return actServeRefresh, o
+			return actServeRefresh
 		}
-		return actServe, o
+		return actServe
 	}
-	return leaseAction(lk), outcome[T]{}
+	return leaseAction(lk)
 }
 
 // leaseAction says who loads an entry that is not servable.
@@ -79,32 +81,33 @@ func leaseAction(lk *reply) action {
 	}
 }
 
-// read turns a servable entry into an outcome; ok is false when the entry
-// is not servable, is covered by a pending invalidation, or does not
-// decode.
-func (l *Loader[T]) read(key string, lk *reply, mark uint64, at time.Time) (o outcome[T], ok bool) {
+// read turns a servable entry into the outcome o and reports true. It
+// reports false when the entry is not servable or is covered by a pending
+// invalidation, leaving o alone, or when it does not decode, leaving in o
+// the entry without its value (what a nested Peek depends on).
+func (l *Loader[T]) read(key string, lk *reply, mark uint64, at time.Time, o *outcome[T]) bool {
 	if lk.State != store.StateFresh && lk.State != store.StateStale {
-		return o, false
+		return false
 	}
 	e := lk.Entry
 	if l.c.coveredSince(key, e.Tags, lk.applied) {
-		return o, false
+		return false
 	}
-	o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen, entry: e, now: lk.Now, at: at}
+	*o = outcome[T]{status: StatusHit, age: lk.Now.Sub(e.Created), fenced: true, ticket: e.Ticket, started: mark, gen: lk.gen, entry: e, now: lk.Now, at: at}
 	if lk.State == store.StateStale {
 		o.status = StatusStale
 	}
 	if e.Negative {
 		o.err = ErrNotFound
-		return o, true
+		return true
 	}
 	v, err := l.vc.decode(e.Value)
 	if err != nil {
 		l.st.decodeErrors.Add(1)
-		return o, false
+		return false
 	}
 	o.val = v
-	return o, true
+	return true
 }
 
 // work is one Get's key, load and options, shared with its flights.
@@ -232,16 +235,19 @@ func (w *work[T]) run(ctx context.Context, f *flight[T], p plan) {
 		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
 		w.l.flights.finish(w.key, f, outcome[T]{err: errGoexit})
 	})
-	out := w.fly(ctx, f, p)
+	w.fly(ctx, f, p, &f.out)
 	finished = true
-	w.l.flights.finish(w.key, f, out)
+	w.l.flights.publish(w.key, f, nil)
 }
 
-// fly returns the outcome of flight f.
-func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
+// fly writes the outcome of flight f in out (f.out, which nobody reads
+// before the flight is published: an outcome is written where it is
+// read, not copied up through every call).
+func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan, out *outcome[T]) {
 	l, c := w.l, w.l.c
 	if p.noStore {
-		return w.loadAndFill(ctx, f, nil, 0, 0)
+		w.loadAndFill(ctx, f, nil, 0, 0, out)
+		return
 	}
 	lk, mark := p.lk, p.mark
 	var (
@@ -263,23 +269,25 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 			}
 			mark = f.begin()
 			r, err := c.lookup(ctx, w.key, l.request(&w.pol, token), l.st)
-			var o outcome[T]
-			switch act, o = l.decide(w.key, &r, err, mark, time.Now(), w.fresh); act {
+			switch act = l.decide(w.key, &r, err, mark, time.Now(), w.fresh, out); act {
 			case actFail:
 				if errors.Is(err, ErrClosed) {
-					return outcome[T]{err: ErrClosed}
+					*out = outcome[T]{err: ErrClosed}
+					return
 				}
-				return w.loadAndFill(ctx, f, nil, 0, 0)
+				w.loadAndFill(ctx, f, nil, 0, 0, out)
+				return
 			case actNoStore:
-				return w.loadAndFill(ctx, f, nil, 0, 0)
+				w.loadAndFill(ctx, f, nil, 0, 0, out)
+				return
 			case actServe:
 				// On a remote store this lookup was made for the flight's
 				// callers: a stale (or early-refresh) value reaches them
 				// at once.
-				return o
+				return
 			case actServeRefresh:
 				w.refresh(ctx, r)
-				return o
+				return
 			}
 			token, lk = r.token, f.keep(r)
 		} else {
@@ -289,16 +297,19 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		}
 		switch {
 		case act == actLoad:
-			return w.loadAndFill(ctx, f, lk, mark, token)
+			w.loadAndFill(ctx, f, lk, mark, token, out)
+			return
 		case act == actLoadUnleased, p.solo:
-			return w.loadAndFill(ctx, f, lk, mark, 0)
+			w.loadAndFill(ctx, f, lk, mark, 0, out)
+			return
 		}
 		// Another caller (likely another process) holds the lease: wait
 		// for its fill, up to the wait bound, then load for ourselves.
 		if waitUntil.IsZero() {
 			waitUntil = time.Now().Add(c.cfg.waitTimeout)
 		} else if !time.Now().Before(waitUntil) {
-			return w.loadAndFill(ctx, f, lk, mark, 0)
+			w.loadAndFill(ctx, f, lk, mark, 0, out)
+			return
 		}
 		// A store that wakes waiters (store.Waker) says when the holder
 		// may have filled or released: look again at once. The watch is
@@ -317,7 +328,8 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 		case <-c.closing.Done():
 			t.Stop()
 			f.poll(false)
-			return outcome[T]{err: ErrClosed}
+			*out = outcome[T]{err: ErrClosed}
+			return
 		}
 		if _, next := f.poll(false); next != nil {
 			// The holder is a flight of this process, registered after
@@ -326,13 +338,15 @@ func (w *work[T]) fly(ctx context.Context, f *flight[T], p plan) outcome[T] {
 			// not go on beside the flights that later callers start:
 			// its callers start over.
 			if o, ok := w.follow(next); ok {
-				return o
+				*out = o
+				return
 			}
-			return outcome[T]{retry: true}
+			*out = outcome[T]{retry: true}
+			return
 		}
 		if polled {
-			if o, ok := w.handed(&w8, lk, mark); ok {
-				return o
+			if w.handed(&w8, lk, mark, out) {
+				return
 			}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
@@ -363,7 +377,8 @@ func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 	return o, true
 }
 
-// handed returns the outcome of the fill that woke w8's watch, if the
+// handed writes in out the outcome of the fill that woke w8's watch, and
+// reports true, if the
 // wake-up carried its entry (store.Handoff) and the flight's callers may
 // take it: lk is the lookup, made at mark, that found the lease held, and
 // the wake-up's answer must be no older than lk's ticket (exact for a
@@ -380,19 +395,21 @@ func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 // made by its wait: the lookup handed over in its plan was sent before
 // the flight's joiners came (most of them, in a stampede), and a wake-up
 // after it is looked up once for all of them, as before.
-func (w *work[T]) handed(w8 *watcher, lk *reply, mark uint64) (outcome[T], bool) {
+func (w *work[T]) handed(w8 *watcher, lk *reply, mark uint64, out *outcome[T]) bool {
 	if w8.handed == nil || lk == nil || lk.State != store.StateMiss {
-		return outcome[T]{}, false
+		return false
 	}
 	hl, ok := w8.handed()
 	if !ok || !hl.Ticket.AtLeast(lk.Ticket) {
-		return outcome[T]{}, false
+		return false
 	}
 	r := reply{Lookup: hl, gen: lk.gen, applied: lk.applied, token: lk.token}
-	if act, o := w.l.decide(w.key, &r, nil, mark, time.Now(), w.fresh); act == actServe {
-		return o, true
+	var o outcome[T]
+	if w.l.decide(w.key, &r, nil, mark, time.Now(), w.fresh, &o) == actServe {
+		*out = o
+		return true
 	}
-	return outcome[T]{}, false
+	return false
 }
 
 // watcher is a flight's watch of its key on a store that wakes waiters
@@ -437,11 +454,11 @@ func (w *watcher) stop() {
 // ran out of time.
 var ErrLoadTimeout = errors.New("paddock: load timed out")
 
-// loadAndFill runs f's load and writes its result with lk's ticket,
+// loadAndFill runs f's load, writes its result with lk's ticket,
 // holding the lease token (or none, if zero). Without lk (store
 // unavailable) nothing is written. lkMark is the mark of the read that
 // produced lk, for a stale-if-error value.
-func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64) outcome[T] {
+func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64, out *outcome[T]) {
 	mark := f.begin()
 	start := time.Now()
 	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
@@ -452,15 +469,15 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	lctx.cancel(context.Canceled)
 	sc.end()
 	ld.mark = mark
-	out, fill := w.prepare(f, lk, lkMark, v, ld)
+	fill := w.prepare(f, lk, lkMark, v, ld, out)
 	if fill == nil {
 		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
-		return out
+		return
 	}
 	fmark := f.begin()
 	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
 	f.recycle(fill)
-	return w.filled(ctx, f, out, ok, err, fmark)
+	w.filled(ctx, f, out, ok, err, fmark)
 }
 
 // loaded is how a load went: its error, how long it took, when it ended
@@ -513,15 +530,15 @@ func callLoad[V any](ctx context.Context, load func(context.Context) (V, error))
 	return load(ctx)
 }
 
-// prepare turns a load's result (v, ld) into the flight's outcome and the
-// fill that writes it with lk's ticket, or a nil fill when nothing is to
-// be written: no lk (the store is unavailable), a failed load, a result
-// the load keeps out of the cache, or one covered by a pending
-// invalidation.
-func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded) (outcome[T], *store.Fill) {
+// prepare turns a load's result (v, ld) into the flight's outcome, in
+// out, and returns the fill that writes it with lk's ticket, or nil when
+// nothing is to be written: no lk (the store is unavailable), a failed
+// load, a result the load keeps out of the cache, or one covered by a
+// pending invalidation.
+func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded, out *outcome[T]) *store.Fill {
 	l, c, pol := w.l, w.l.c, &w.pol
 	unreachable := lk == nil // the store could not be asked: nothing is written
-	out := outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
+	*out = outcome[T]{status: StatusLoaded, started: ld.mark, gen: ld.gen, fenced: true}
 	if lk != nil {
 		out.ticket = lk.Ticket
 	}
@@ -546,9 +563,11 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		l.st.loadErrors.Add(1)
 		if fb := w.fallback(lk, lkMark, ld.dur); fb != nil {
 			fb.loadErr = ld.err
-			return *fb, nil
+			*out = *fb
+			return nil
 		}
-		return outcome[T]{err: ld.err, status: StatusLoaded}, nil
+		*out = outcome[T]{err: ld.err, status: StatusLoaded}
+		return nil
 	}
 	fill.TTL, fill.Stale, fill.StaleIfError = k.ttl, k.stale, k.staleIfError
 	// The entry's early-refresh instant is drawn here, once per fill, not
@@ -566,20 +585,20 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	case out.fillErr != nil:
 		l.st.fillErrors.Add(1)
 		c.recordFill(l.st, FillEncodeError)
-		return out, nil
+		return nil
 	case unreachable && !k.noStore && k.servable():
 		// A value that would have been stored: say why it was not.
 		out.fillErr = fmt.Errorf("%w: not stored, the store could not be reached", ErrStoreUnavailable)
 		c.recordFill(l.st, FillStoreError)
-		return out, nil
+		return nil
 	case lk == nil || k.noStore || !k.servable():
-		return out, nil
+		return nil
 	case c.covered(w.key, fill.Tags):
 		// An invalidation of the key or a tag is pending: the store has
 		// not seen it, so it cannot refuse this fill. Refuse it here.
 		l.st.fillsRefused.Add(1)
 		c.recordFill(l.st, FillPending)
-		return out, nil
+		return nil
 	}
 	fill.Ticket, fill.Lease = lk.Ticket, f.lease.Load()
 	if hooks.NoFence.Load() {
@@ -587,12 +606,12 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 			fill.Ticket = now.Ticket
 		}
 	}
-	return out, fill
+	return fill
 }
 
 // filled completes out with the answer (ok, err) to its fill, sent at
 // mark.
-func (w *work[T]) filled(ctx context.Context, f *flight[T], out outcome[T], ok bool, err error, mark uint64) outcome[T] {
+func (w *work[T]) filled(ctx context.Context, f *flight[T], out *outcome[T], ok bool, err error, mark uint64) {
 	l, c := w.l, w.l.c
 	switch {
 	case err != nil:
@@ -610,7 +629,6 @@ func (w *work[T]) filled(ctx context.Context, f *flight[T], out outcome[T], ok b
 		l.st.fillsRefused.Add(1)
 		c.recordFill(l.st, FillFenced)
 	}
-	return out
 }
 
 // fallback returns the stale-if-error outcome of lk's entry, if it is

@@ -274,7 +274,10 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if err != nil {
 		return Result[T]{}, err
 	}
-	o := &g.out
+	o := g.res
+	if o == nil {
+		o = &g.out
+	}
 	if sc != nil {
 		sc.add(o.input(full))
 	}
@@ -329,10 +332,11 @@ func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
 	return nil, time.Time{}
 }
 
-// fetch is Fetch's read path for the Get g describes: it leaves in g.out
-// the outcome the caller takes and returns whether the caller ran its
-// load, or returns the error of a caller that gave up (its context ended,
-// the Cache closed). The outcome stays in the getter, its caller's, and
+// fetch is Fetch's read path for the Get g describes: it leaves the
+// outcome the caller takes in g.res (a flight's), or else in g.out (its
+// own lookup's), and returns whether the caller ran its load, or returns
+// the error of a caller that gave up (its context ended, the Cache
+// closed). The outcome is not copied into the caller's frame, and
 // enter's lookup is a call of its own, so that a caller that joins a
 // flight (as most callers of a stampede on a remote store do) waits on a
 // stack of a few small frames: 250 callers woken at once would otherwise
@@ -374,7 +378,7 @@ func (g *getter[T]) fetch() (bool, error) {
 			// load, or wait for the holder, in a flight of its own).
 			continue
 		case owner || o.takeable(g.began, g.j, g.known, g.gen) || attempt > 0 && hooks.RetryTakesAny.Load():
-			g.out = *o
+			g.res = o // f.out: the flight is not reused before the Get is done with it
 			if owner {
 				g.owned = f
 			}
@@ -405,9 +409,11 @@ type getter[T any] struct {
 	// the Get is done with the outcome, which may point into it, it may
 	// go back to the pool (see group.reuse).
 	owned *flight[T]
-	// out is the outcome the Get takes, once fetch has returned (and the
-	// lookup's, until then).
+	// out is the outcome of the Get's lookup, the one it takes if it is
+	// served from it; res, if set, is the one it takes instead, a
+	// flight's (see fetch).
 	out outcome[T]
+	res *outcome[T]
 
 	j     store.Ticket // this caller's own ticket, once it has looked up
 	known bool
@@ -475,8 +481,7 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 		}
 	}
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
-	var act action
-	act, g.out = l.decide(full, &lk, err, 0, g.at, g.fresh)
+	act := l.decide(full, &lk, err, 0, g.at, g.fresh, &g.out)
 	if l.hot != nil && act == actServe && g.out.status == StatusHit && g.at.IsZero() {
 		l.hot.put(g.name, full, &g.out, seq0, local)
 	}
@@ -524,7 +529,7 @@ func (g *getter[T]) alone() (bool, error) {
 	fdone, _, _ := f.signals(false)
 	select {
 	case <-fdone:
-		g.out = f.out
+		g.res = &f.out // an unregistered flight: never reused
 		return true, nil
 	case <-g.ctx.Done():
 		return false, g.ctx.Err()
@@ -543,8 +548,7 @@ func (g *getter[T]) ownerLookup(f *flight[T]) (err error, done bool) {
 	mark := f.begin()
 	at := time.Now() // joiners may be nested Gets: the flight notes it for them
 	lk, err := l.c.lookup(ctx, f.key, l.request(&g.pol, l.c.token()), l.st)
-	var act action
-	act, g.out = l.decide(f.key, &lk, err, mark, at, g.fresh)
+	act := l.decide(f.key, &lk, err, mark, at, g.fresh, &g.out)
 	switch act {
 	case actNoStore:
 		g.launch(f, plan{noStore: true})
@@ -616,7 +620,8 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 	if err != nil {
 		return r, false, err
 	}
-	o, ok := l.read(full, &lk, 0, at)
+	var o outcome[T]
+	ok := l.read(full, &lk, 0, at, &o)
 	if sc != nil {
 		// Found or not, the outer value is built from what Peek saw.
 		sc.add(o.input(full))

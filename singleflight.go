@@ -583,17 +583,24 @@ func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease
 	}
 }
 
-// finish sets f's outcome, removes f from the map and wakes its callers.
-// The removal comes first: a caller that sees done closed and retries never
-// finds f again.
-func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) {
+// finish sets f's outcome to out and publishes f.
+func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) { g.publish(key, f, &out) }
+
+// publish sets f's outcome to *out, unless out is nil (f.out holds it
+// already, written by the flight itself), removes f from the map and wakes
+// its callers. The removal comes first: a caller that sees done closed and
+// retries never finds f again.
+func (g *group[T]) publish(key string, f *flight[T], out *outcome[T]) {
 	s := f.sh
 	s.mu.Lock()
 	if s.m[key] == f {
 		delete(s.m, key)
 	}
 	f.retire()
-	f.out, f.finished = out, true
+	if out != nil {
+		f.out = *out
+	}
+	f.finished = true
 	done := f.done
 	s.mu.Unlock()
 	if done != nil {
