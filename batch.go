@@ -217,7 +217,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 		marks[i] = b.f.begin()
 	}
 	m, ld := timedLoad(l, lctx, pol.loadTimeout, sc, start, len(keys), func(ctx context.Context) (map[string]T, error) { return load(ctx, keys) })
-	lctx.cancel(context.Canceled)
+	lctx.finish()
 
 	outs := make([]outcome[T], len(mine))
 	var (

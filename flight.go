@@ -466,8 +466,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	sc.background = f.background
 	f.loading(token, sc)
 	v, ld := timedLoad(w.l, lctx, w.pol.loadTimeout, sc, start, 1, w.load)
-	lctx.cancel(context.Canceled)
-	sc.end()
+	lctx.finish()
 	ld.mark = mark
 	fill := w.prepare(f, lk, lkMark, v, ld, out)
 	if fill == nil {
@@ -560,6 +559,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		}
 		fill.Negative = true
 	default:
+		ld.sc.end()
 		l.st.loadErrors.Add(1)
 		if fb := w.fallback(lk, lkMark, ld.dur); fb != nil {
 			fb.loadErr = ld.err

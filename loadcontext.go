@@ -3,6 +3,7 @@ package paddock
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,10 @@ type loadCtx struct {
 	sc       scope           // one allocation for both
 	deadline time.Time
 	closing  context.Context // the Cache's
+
+	// ended is set once the load has returned (see finish); armed once a
+	// Done or AfterFunc has made done (see arm).
+	ended, armed atomic.Bool
 
 	mu     sync.Mutex
 	err    error
@@ -73,6 +78,8 @@ func (x *loadCtx) Err() error {
 func (x *loadCtx) check() {
 	switch {
 	case x.err != nil:
+	case x.ended.Load():
+		x.end(context.Canceled)
 	case x.closing.Err() != nil:
 		x.end(context.Canceled)
 	case !time.Now().Before(x.deadline):
@@ -93,8 +100,10 @@ func (x *loadCtx) arm() {
 	if x.done != nil {
 		return
 	}
+	x.armed.Store(true) // before check reads ended: see finish
+	x.check()           // before done is made: an end here closes nothing
 	x.done = make(chan struct{})
-	if x.check(); x.err != nil {
+	if x.err != nil {
 		close(x.done)
 		return
 	}
@@ -123,6 +132,18 @@ func (x *loadCtx) AfterFunc(f func()) (stop func() bool) {
 		_, ok := x.afters[a]
 		delete(x.afters, a)
 		return ok
+	}
+}
+
+// finish ends the context with context.Canceled once its load has
+// returned (the load may have kept it). A context that nobody armed, most
+// of them, takes no lock: ended is enough, since Err and arm read it. It
+// is stored before armed is read, and arm stores armed before it reads
+// ended, so that one of the two always ends the context.
+func (x *loadCtx) finish() {
+	x.ended.Store(true)
+	if x.armed.Load() {
+		x.cancel(context.Canceled)
 	}
 }
 

@@ -36,6 +36,7 @@ func TestLoadCtxDeadline(t *testing.T) {
 		parent, cancelParent := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
 		lazy, sc := c.newLoadCtx(parent, time.Second, time.Now())
 		armed, _ := c.newLoadCtx(parent, time.Second, time.Now())
+		late, _ := c.newLoadCtx(parent, time.Second, time.Now())
 		done := armed.Done()
 		cancelParent()
 		if lazy.Err() != nil || lazy.Value(ctxKey{}) != "v" || scopeOf(lazy) != sc {
@@ -56,6 +57,11 @@ func TestLoadCtxDeadline(t *testing.T) {
 		}
 		if !errors.Is(armed.Err(), context.DeadlineExceeded) {
 			t.Errorf("armed: Err %v", armed.Err())
+		}
+		select {
+		case <-late.Done(): // first asked after the deadline: closed at once
+		default:
+			t.Error("Done first asked after the deadline is not closed")
 		}
 		select {
 		case <-lazy.Done(): // armed after the end: closed at once
@@ -109,10 +115,48 @@ func TestLoadCtxDerived(t *testing.T) {
 		if !stopped() {
 			t.Error("stop of a pending AfterFunc returned false")
 		}
-		lctx.cancel(context.Canceled)
+		lctx.finish()
 		<-long.Done()
 		if !errors.Is(lctx.Err(), context.Canceled) {
 			t.Errorf("after cancel: %v", lctx.Err())
 		}
 	})
+}
+
+// finish, the end of the load, ends its context whether Done or AfterFunc
+// armed it before, after, or at the same time.
+func TestLoadCtxFinish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := testCache(t)
+		lazy, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		armed, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		done := armed.Done()
+		ran := make(chan struct{})
+		context.AfterFunc(armed, func() { close(ran) })
+		lazy.finish()
+		armed.finish()
+		<-done
+		<-ran
+		if !errors.Is(lazy.Err(), context.Canceled) || !errors.Is(armed.Err(), context.Canceled) {
+			t.Fatalf("after finish: Err %v (never armed), %v (armed)", lazy.Err(), armed.Err())
+		}
+		late := make(chan struct{})
+		context.AfterFunc(lazy, func() { close(late) })
+		<-lazy.Done() // armed after the end: closed at once
+		<-late
+	})
+	// Armed on another goroutine while the load ends: either finish sees
+	// the context armed or arm sees it ended, so Done is always closed.
+	c := testCache(t)
+	for range 1000 {
+		lctx, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		got := make(chan (<-chan struct{}))
+		go func() { got <- lctx.Done() }()
+		lctx.finish()
+		select {
+		case <-<-got:
+		case <-time.After(time.Minute):
+			t.Fatal("Done armed while the load ended is never closed")
+		}
+	}
 }

@@ -174,7 +174,8 @@ func Private(ctx context.Context) {
 // end forgets the flight of the load of s, once the load has returned:
 // the load may have kept its context, and the flight may be reused for
 // another key (see group.reuse). A Private called after that changes
-// nothing, as before: the load's result is already taken.
+// nothing, as before: the load's result is already taken. kept does it
+// too, under the same lock: a load that is kept calls only kept.
 func (s *scope) end() {
 	s.mu.Lock()
 	s.fl = nil
@@ -272,13 +273,15 @@ type keptAs struct {
 	noStore, private         bool
 }
 
-// kept returns how the load's result is kept: with ttl, stale and
-// staleIfError from the Get's options (ttl is the negative TTL for a
-// not-found), as changed by the load and bounded by its inputs from local
-// instant now.
+// kept returns how the load's result is kept, once the load has
+// returned: with ttl, stale and staleIfError from the Get's options (ttl
+// is the negative TTL for a not-found), as changed by the load and bounded
+// by its inputs from local instant now. It forgets the load's flight, as
+// end does.
 func (s *scope) kept(ttl, stale, staleIfError time.Duration, now time.Time) keptAs {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.fl = nil
 	k := keptAs{ttl: ttl, stale: stale, staleIfError: staleIfError, noStore: s.noStore, private: s.private}
 	if s.hasTTL {
 		k.ttl = s.ttl
