@@ -153,7 +153,7 @@ func (s *Store) notify(keys, tags []string) {
 // lock also guards those keys' entries in bigcache.
 type stripe struct {
 	mu     sync.RWMutex
-	leases map[string]lease
+	leases leaseTable
 	// sweepAt is the number of leases at which the next grant first drops
 	// the expired ones (leases whose holders never filled or released).
 	sweepAt  int
@@ -176,6 +176,86 @@ type lease struct {
 	token uint64
 	until time.Time
 }
+
+// leaseTable holds the leases of a stripe's keys. A stripe holds few at a
+// time (one per key of it being loaded, and 256 stripes share the keys),
+// so the first sit in a small array that a lookup scans, which costs a
+// miss less than a map's insert and delete; more spill into a map.
+type leaseTable struct {
+	n    int
+	few  [4]keyLease
+	more map[string]lease
+}
+
+type keyLease struct {
+	key string
+	lease
+}
+
+func (t *leaseTable) get(key string) (lease, bool) {
+	for i := range t.n {
+		if t.few[i].key == key {
+			return t.few[i].lease, true
+		}
+	}
+	if len(t.more) == 0 {
+		return lease{}, false
+	}
+	l, ok := t.more[key]
+	return l, ok
+}
+
+func (t *leaseTable) set(key string, l lease) {
+	for i := range t.n {
+		if t.few[i].key == key {
+			t.few[i].lease = l
+			return
+		}
+	}
+	if _, ok := t.more[key]; !ok && t.n < len(t.few) {
+		t.few[t.n] = keyLease{key, l}
+		t.n++
+		return
+	}
+	if t.more == nil {
+		t.more = make(map[string]lease)
+	}
+	t.more[key] = l
+}
+
+func (t *leaseTable) del(key string) {
+	for i := range t.n {
+		if t.few[i].key == key {
+			t.n--
+			t.few[i] = t.few[t.n]
+			t.few[t.n] = keyLease{}
+			return
+		}
+	}
+	delete(t.more, key)
+}
+
+func (t *leaseTable) len() int { return t.n + len(t.more) }
+
+// sweep drops the leases that expired by now.
+func (t *leaseTable) sweep(now time.Time) {
+	for i := 0; i < t.n; {
+		if now.Before(t.few[i].until) {
+			i++
+			continue
+		}
+		t.n--
+		t.few[i] = t.few[t.n]
+		t.few[t.n] = keyLease{}
+	}
+	for k, l := range t.more {
+		if !now.Before(l.until) {
+			delete(t.more, k)
+		}
+	}
+}
+
+func (t *leaseTable) clear() { *t = leaseTable{} }
 
 // versions remembers at most max versions. When it would hold more, it
 // forgets them all and keeps their maximum as floor: the version of every
@@ -241,7 +321,6 @@ func New(opts ...Option) (*Store, error) {
 	s.epoch.Store(newEpoch(0))
 	perStripe := (c.maxVersions + numStripes - 1) / numStripes
 	for i := range s.stripes {
-		s.stripes[i].leases = make(map[string]lease)
 		s.stripes[i].versions = versions{m: make(map[string]uint64), max: perStripe}
 	}
 	perShard := (c.maxVersions + numTagShards - 1) / numTagShards
@@ -406,7 +485,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 // by another, or granted if wantLease (with st locked exclusively if excl;
 // otherwise it changes nothing and reports that it needs the write lock).
 func (s *Store) lease(st *stripe, key string, req store.LookupRequest, wantLease bool, now time.Time, excl bool, res *store.Lookup) (needWrite bool) {
-	l, leased := st.leases[key]
+	l, leased := st.leases.get(key)
 	live := leased && now.Before(l.until)
 	switch {
 	case live && l.token != req.Lease:
@@ -471,20 +550,16 @@ func (s *Store) tagState(e *store.Entry) (hard, soft bool) {
 // grant gives the lease on key, first dropping expired leases if the
 // stripe holds many: a holder that died leaves its lease behind.
 func (st *stripe) grant(key string, l lease, now time.Time) {
-	if len(st.leases) >= st.sweepAt {
-		for k, old := range st.leases {
-			if !now.Before(old.until) {
-				delete(st.leases, k)
-			}
-		}
-		st.sweepAt = max(2*len(st.leases), 64)
+	if st.leases.len() >= st.sweepAt {
+		st.leases.sweep(now)
+		st.sweepAt = max(2*st.leases.len(), 64)
 	}
-	st.leases[key] = l
+	st.leases.set(key, l)
 }
 
 func (st *stripe) release(key string, token uint64) {
-	if l, ok := st.leases[key]; ok && l.token == token {
-		delete(st.leases, key)
+	if l, ok := st.leases.get(key); ok && l.token == token {
+		st.leases.del(key)
 	}
 	st.wake(key)
 }
@@ -866,7 +941,7 @@ func (s *Store) invalidate(inv store.Invalidation) {
 		st := &s.stripes[s.stripeOf(key)]
 		st.versions.set(key, seq)
 		if breakLeases {
-			delete(st.leases, key)
+			st.leases.del(key)
 		}
 		st.wake(key)
 		if inv.Soft {
@@ -999,7 +1074,7 @@ func (s *Store) flush() {
 	_ = s.cache.Reset()
 	for i := range s.stripes {
 		st := &s.stripes[i]
-		clear(st.leases)
+		st.leases.clear()
 		st.versions.reset()
 	}
 	for i := range s.tags {

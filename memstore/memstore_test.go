@@ -699,7 +699,7 @@ func TestLeaseSweep(t *testing.T) {
 	}
 	total := 0
 	for i := range s.stripes {
-		total += len(s.stripes[i].leases)
+		total += s.stripes[i].leases.len()
 	}
 	if total > 15000 {
 		t.Fatalf("%d leases held after 10000 expired and 10000 live, want the expired mostly swept", total)
