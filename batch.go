@@ -208,7 +208,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 	})
 	keys := make([]string, len(mine))
 	marks := make([]uint64, len(mine))
-	start := time.Now()
+	start := l.c.now()
 	lctx, sc := l.c.newLoadCtx(ctx, pol.loadTimeout, start)
 	sc.needFresh = mine[0].w.fresh
 	for i, b := range mine {

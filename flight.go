@@ -460,7 +460,7 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 // produced lk, for a stale-if-error value.
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64, out *outcome[T]) {
 	mark := f.begin()
-	start := time.Now()
+	start := w.l.c.now()
 	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
@@ -574,7 +574,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	// per read: with a draw per read, a key read thousands of times per
 	// TTL is almost sure to draw a large factor soon after each fill, and
 	// refreshes almost continuously.
-	fill.Early = pol.earlyLead(ld.dur, c.cfg.rand)
+	fill.Early = pol.earlyLead(ld.dur, c.exp)
 	if hooks.IgnoreLoadTags.Load() {
 		k.tags = nil
 	}

@@ -173,8 +173,10 @@ func Breaker(threshold int, cooldown time.Duration) Option {
 
 // Rand sets the source of uniform numbers in [0, 1) for early refresh: one
 // is drawn per fill, for the entry's early-refresh lead (see [Beta]). It
-// is called from many goroutines at once. Default: math/rand/v2's
-// Float64. Tests use it to make early refresh deterministic.
+// is called from many goroutines at once. Default: math/rand/v2, whose
+// ExpFloat64 draws the lead's exponential factor directly (as -ln(1 - u)
+// does from a uniform u, in one step). Tests use it to make early refresh
+// deterministic.
 func Rand(f func() float64) Option {
 	return cacheOption(func(c *config) error {
 		if f == nil {
@@ -392,15 +394,22 @@ func Tags(tags ...string) GetOption {
 	})
 }
 
+// expOf returns draws of -ln(1 - u) for u from uniform: exponentially
+// distributed with rate 1, as math/rand/v2's ExpFloat64.
+func expOf(uniform func() float64) func() float64 {
+	return func() float64 { return -math.Log(1 - uniform()) }
+}
+
 // earlyLead draws the early-refresh lead of an entry whose load took d:
-// d × (1 + beta × -ln u) for u = 1 - rand(), uniform in (0, 1]. It is
-// zero (never early) when early refresh is off or d is not positive.
-func (p *policy) earlyLead(d time.Duration, rand func() float64) time.Duration {
+// d × (1 + beta × x) for x = exp(), exponentially distributed with rate 1
+// (see expOf). It is zero (never early) when early refresh is off or d is
+// not positive.
+func (p *policy) earlyLead(d time.Duration, exp func() float64) time.Duration {
 	if p.beta == 0 || d <= 0 {
 		return 0
 	}
-	x := -math.Log(1 - rand())
-	if !(x >= 0) { // a Rand outside [0, 1)
+	x := exp()
+	if !(x >= 0) { // from a Rand outside [0, 1)
 		x = 0
 	}
 	lead := float64(d) * (1 + p.beta*x)

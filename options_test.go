@@ -33,7 +33,7 @@ func TestEarlyLead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := policy{beta: tc.beta}
-			got := p.earlyLead(tc.d, fixed(tc.rand))
+			got := p.earlyLead(tc.d, expOf(fixed(tc.rand)))
 			if diff := got - tc.want; diff < -time.Microsecond || diff > time.Microsecond {
 				t.Fatalf("earlyLead(%v) with beta %v, rand %v = %v, want %v", tc.d, tc.beta, tc.rand, got, tc.want)
 			}

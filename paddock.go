@@ -33,6 +33,11 @@ type Cache struct {
 	cfg       config
 	rec       Recorder // cfg.recorder: nil when none is set
 	audit     *auditor // the consistency audit; nil when off (see Audit)
+	// exp draws the exponential factor of early-refresh leads (see
+	// policy.earlyLead): from cfg.rand if set.
+	exp func() float64
+	// epoch is when the Cache was made: now counts from it.
+	epoch time.Time
 
 	mu         sync.Mutex
 	stats      map[string]*counters // namespace -> counters
@@ -79,7 +84,6 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		storeTimeout:     DefaultStoreTimeout,
 		breakerThreshold: DefaultBreakerThreshold,
 		breakerCooldown:  DefaultBreakerCooldown,
-		rand:             rand.Float64,
 		logger:           slog.New(slog.DiscardHandler),
 		maxPending:       DefaultMaxPendingInvalidations,
 	}
@@ -94,7 +98,10 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	if cfg.waitTimeout == 0 {
 		cfg.waitTimeout = cfg.leaseTTL
 	}
-	c := &Cache{store: s, cfg: cfg, rec: cfg.recorder, stats: make(map[string]*counters)}
+	c := &Cache{store: s, cfg: cfg, rec: cfg.recorder, stats: make(map[string]*counters), exp: rand.ExpFloat64, epoch: time.Now()}
+	if cfg.rand != nil {
+		c.exp = expOf(cfg.rand)
+	}
 	if r, ok := s.(store.Remote); ok && r.Remote() {
 		c.remote = true
 	}
@@ -341,6 +348,12 @@ func (c *Cache) storeContext(ctx context.Context) (context.Context, context.Canc
 	}
 	return context.WithTimeout(ctx, c.cfg.storeTimeout)
 }
+
+// now reads the local clock, as time.Now does, from the monotonic clock
+// alone: epoch plus the time since (time.Now reads the wall clock too).
+// Its instants are compared with each other and with time.Now's, which
+// compare by their monotonic readings, and never turned into dates.
+func (c *Cache) now() time.Time { return c.epoch.Add(time.Since(c.epoch)) }
 
 // token returns a new lease token: odd, so never zero, and random, so that
 // the tokens of the processes of a fleet do not meet (two live leases of a
