@@ -232,6 +232,17 @@ func (in instant) after(u instant) bool {
 // putUvarint writes x at b[i:] as binary.PutUvarint does and returns the
 // index after it. b must have room for it.
 func putUvarint(b []byte, i int, x uint64) int {
+	if x>>28 != 0 && x>>35 == 0 {
+		// Five bytes, the length of most of the envelope's varints (the
+		// seconds of an instant, most nanoseconds), written straight.
+		_ = b[i+4]
+		b[i] = byte(x) | 0x80
+		b[i+1] = byte(x>>7) | 0x80
+		b[i+2] = byte(x>>14) | 0x80
+		b[i+3] = byte(x>>21) | 0x80
+		b[i+4] = byte(x >> 28)
+		return i + 5
+	}
 	for x >= 0x80 {
 		b[i] = byte(x) | 0x80
 		x >>= 7
