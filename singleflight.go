@@ -63,11 +63,13 @@ import (
 // one process.
 type flight[T any] struct {
 	key string
-	// out is the flight's outcome, set once with finished. done, made for
-	// the first caller that waits before then (see signals), is closed
-	// when they are set: a flight that its owner ran to the end on its own
-	// goroutine, the common miss, makes none. All three guarded by sh.mu
-	// until finished.
+	// out is the flight's outcome: written by the flight's own work as it
+	// runs, or by finish, and read by others only once finished is set.
+	// done, made for the first caller that waits before then (see
+	// signals), is closed when it is: a flight that its owner ran to the
+	// end on its own goroutine, the common miss, makes none. finished and
+	// done are guarded by sh.mu; publish sets finished under it, after
+	// out is written.
 	out      outcome[T]
 	finished bool
 	done     chan struct{}
