@@ -469,13 +469,13 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 	l, ctx, full := g.l, g.ctx, g.key
 	var (
 		seq0  uint64
-		local time.Time
+		local time.Time // a retry's; the first attempt's is its hot mark's
 	)
 	if l.hot != nil {
 		if attempt == 0 {
 			// Read before this lookup (and judged from then, which is
 			// safe: a copy's windows only shrink).
-			seq0, local = g.hot.seq, l.hot.h.base.Add(g.hot.now)
+			seq0 = g.hot.seq
 		} else {
 			seq0, local = l.hot.h.seq.Load(), time.Now()
 		}
@@ -483,6 +483,9 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act := l.decide(full, &lk, err, 0, g.at, g.fresh, &g.out)
 	if l.hot != nil && act == actServe && g.out.status == StatusHit && g.at.IsZero() {
+		if attempt == 0 {
+			local = l.hot.h.base.Add(g.hot.now)
+		}
 		l.hot.put(g.name, full, &g.out, seq0, local)
 	}
 	if err == nil {

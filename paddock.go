@@ -430,7 +430,7 @@ func (c *Cache) lookupMany(ctx context.Context, keys []string, reqs []store.Look
 			lk = lks[i]
 		}
 		// One failing call counts once for the breaker.
-		if lk, err = c.lookupDone(ctx, k, reqs[i], st, lk, err, !failed); unavailable(err) {
+		if err = c.lookupDone(ctx, k, reqs[i], st, &lk, err, !failed); unavailable(err) {
 			failed = true
 		}
 		out[i] = reply{Lookup: lk, gen: gen, applied: applied, token: reqs[i].Lease}
@@ -472,7 +472,7 @@ func (c *Cache) lookupOnce(ctx context.Context, key string, req store.LookupRequ
 		lk, err = c.store.Lookup(sctx, key, req)
 		c.recordCall(t0, st.ns, StoreLookup, 1, err)
 		cancel()
-		lk, err = c.lookupDone(ctx, key, req, st, lk, err, true)
+		err = c.lookupDone(ctx, key, req, st, &lk, err, true)
 	}
 	return reply{Lookup: lk, gen: gen, applied: applied, token: req.Lease}, err
 }
@@ -491,22 +491,24 @@ func (c *Cache) takeBack(key string, token uint64) uint64 {
 	return token
 }
 
-// lookupDone reports a store lookup's outcome to the breaker and the
-// counters, and says what its caller gets. count says whether a store
-// failure counts for the breaker (once per store call).
-func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk store.Lookup, err error, count bool) (store.Lookup, error) {
+// lookupDone reports a store lookup's outcome (*lk, err) to the breaker
+// and the counters, and says what its caller gets: the error, and *lk,
+// which a failed lookup zeroes. count says whether a store failure counts
+// for the breaker (once per store call).
+func (c *Cache) lookupDone(ctx context.Context, key string, req store.LookupRequest, st *counters, lk *store.Lookup, err error, count bool) error {
 	if err != nil {
+		*lk = store.Lookup{}
 		err = c.lookupFailed(ctx, key, req, st, err, count)
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrCorrupt) {
 			c.breaker.success() // the store answered; a probe is over
 		}
-		return store.Lookup{}, err
+		return err
 	}
 	c.breaker.success()
 	if lk.Corrupt {
 		st.decodeErrors.Add(1)
 	}
-	return lk, nil
+	return nil
 }
 
 // lookupFailed handles a lookup that returned err and says what its caller
@@ -560,7 +562,7 @@ func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, 
 		lk, err := c.store.Lookup(sctx, key, req)
 		c.recordCall(t0, st.ns, StoreLookup, 1, err)
 		cancel()
-		lk, err = c.lookupDone(dctx, key, req, st, lk, err, true)
+		err = c.lookupDone(dctx, key, req, st, &lk, err, true)
 		if !state.CompareAndSwap(waiting, answered) && err == nil && lk.Lease {
 			c.release(dctx, key, req.Lease, st) // its caller is gone
 		}
