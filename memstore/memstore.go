@@ -1,7 +1,8 @@
 // Package memstore is the in-process [store.Store]: entries live in
 // github.com/allegro/bigcache/v3 within a memory bound, and leases and
-// version numbers live beside them in maps behind striped locks. The
-// stripe lock of a key is what makes each Store call atomic.
+// version numbers live beside them behind striped locks (the leases of a
+// stripe in a small array, then a map; versions in a map). The stripe
+// lock of a key is what makes each Store call atomic.
 //
 // # Use
 //
