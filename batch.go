@@ -235,8 +235,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 				kl.err = ErrNotFound
 			}
 		}
-		var fill *store.Fill
-		fill = b.w.prepare(b.f, &b.lk, 0, v, kl, &outs[i])
+		fill := b.w.prepare(b.f, &b.lk, 0, v, kl, &outs[i])
 		if fill == nil {
 			l.c.release(ctx, b.w.key, b.f.lease.Swap(0), l.st)
 			continue
