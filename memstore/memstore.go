@@ -193,11 +193,26 @@ type keyLease struct {
 	lease
 }
 
-func (t *leaseTable) get(key string) (lease, bool) {
+// index returns where key's lease is in few, or -1.
+func (t *leaseTable) index(key string) int {
 	for i := range t.n {
 		if t.few[i].key == key {
-			return t.few[i].lease, true
+			return i
 		}
+	}
+	return -1
+}
+
+// drop removes few[i], moving the last lease of few into its place.
+func (t *leaseTable) drop(i int) {
+	t.n--
+	t.few[i] = t.few[t.n]
+	t.few[t.n] = keyLease{}
+}
+
+func (t *leaseTable) get(key string) (lease, bool) {
+	if i := t.index(key); i >= 0 {
+		return t.few[i].lease, true
 	}
 	if len(t.more) == 0 {
 		return lease{}, false
@@ -207,11 +222,9 @@ func (t *leaseTable) get(key string) (lease, bool) {
 }
 
 func (t *leaseTable) set(key string, l lease) {
-	for i := range t.n {
-		if t.few[i].key == key {
-			t.few[i].lease = l
-			return
-		}
+	if i := t.index(key); i >= 0 {
+		t.few[i].lease = l
+		return
 	}
 	if _, ok := t.more[key]; !ok && t.n < len(t.few) {
 		t.few[t.n] = keyLease{key, l}
@@ -225,13 +238,9 @@ func (t *leaseTable) set(key string, l lease) {
 }
 
 func (t *leaseTable) del(key string) {
-	for i := range t.n {
-		if t.few[i].key == key {
-			t.n--
-			t.few[i] = t.few[t.n]
-			t.few[t.n] = keyLease{}
-			return
-		}
+	if i := t.index(key); i >= 0 {
+		t.drop(i)
+		return
 	}
 	delete(t.more, key)
 }
@@ -243,11 +252,9 @@ func (t *leaseTable) sweep(now time.Time) {
 	for i := 0; i < t.n; {
 		if now.Before(t.few[i].until) {
 			i++
-			continue
+		} else {
+			t.drop(i) // and look at the lease moved into i
 		}
-		t.n--
-		t.few[i] = t.few[t.n]
-		t.few[t.n] = keyLease{}
 	}
 	for k, l := range t.more {
 		if !now.Before(l.until) {
