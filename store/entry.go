@@ -108,11 +108,8 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 // AppendBinary appends the envelope of e to b. It implements
 // [encoding.BinaryAppender].
 func (e *Entry) AppendBinary(b []byte) ([]byte, error) {
-	if len(e.Tags) > maxTags {
-		return nil, fmt.Errorf("paddock: entry has %d tags, more than %d", len(e.Tags), maxTags)
-	}
 	times := [...]instant{instantOf(e.Created), instantOf(e.FreshUntil), instantOf(e.StaleUntil), instantOf(e.ErrorUntil), instantOf(e.RefreshAt)}
-	return appendEnvelope(b, e.Negative, e.Ticket, &times, e.LoadDuration, e.Tags, e.Value), nil
+	return appendEnvelope(b, e.Negative, e.Ticket, &times, e.LoadDuration, e.Tags, e.Value)
 }
 
 // AppendFillEnvelope appends to b the envelope of the entry that Fill f
@@ -142,18 +139,19 @@ func AppendFillEnvelope(b []byte, f *Fill, t Ticket, now time.Time) (env []byte,
 	if times[3].after(end) {
 		end = times[3]
 	}
-	until = time.Unix(end.sec, int64(end.nsec))
-	if len(f.Tags) > maxTags {
-		return nil, until, fmt.Errorf("paddock: entry has %d tags, more than %d", len(f.Tags), maxTags)
-	}
-	return appendEnvelope(b, f.Negative, t, &times, f.LoadDuration, f.Tags, f.Value), until, nil
+	env, err = appendEnvelope(b, f.Negative, t, &times, f.LoadDuration, f.Tags, f.Value)
+	return env, time.Unix(end.sec, int64(end.nsec)), err
 }
 
 // appendEnvelope appends an envelope to b: of a negative entry or not,
 // with ticket t, the instants created, fresh, stale, error and refresh in
-// that order, the load duration, the tags (at most maxTags) and the value.
-// It grows b once, to the envelope's largest length, and writes in place.
-func appendEnvelope(b []byte, negative bool, t Ticket, times *[5]instant, ld time.Duration, tags []string, value []byte) []byte {
+// that order, the load duration, the tags and the value; more than
+// maxTags tags are an error. It grows b once, to the envelope's largest
+// length, and writes in place.
+func appendEnvelope(b []byte, negative bool, t Ticket, times *[5]instant, ld time.Duration, tags []string, value []byte) ([]byte, error) {
+	if len(tags) > maxTags {
+		return nil, fmt.Errorf("paddock: entry has %d tags, more than %d", len(tags), maxTags)
+	}
 	var flags byte
 	if negative {
 		flags |= flagNegative
@@ -180,7 +178,7 @@ func appendEnvelope(b []byte, negative bool, t Ticket, times *[5]instant, ld tim
 	}
 	i = putUvarint(b, i, uint64(len(value)))
 	i += copy(b[i:], value)
-	return b[:i]
+	return b[:i], nil
 }
 
 // maxEnvelope bounds the length of an envelope of tags and value: the
