@@ -378,9 +378,8 @@ func (w *work[T]) follow(next *flight[T]) (o outcome[T], ok bool) {
 }
 
 // handed writes in out the outcome of the fill that woke w8's watch, and
-// reports true, if the
-// wake-up carried its entry (store.Handoff) and the flight's callers may
-// take it: lk is the lookup, made at mark, that found the lease held, and
+// reports true, if the wake-up carried its entry (store.Handoff) and the
+// flight's callers may take it: lk is the lookup, made at mark, that found the lease held, and
 // the wake-up's answer must be no older than lk's ticket (exact for a
 // miss). Then every invalidation that returned before the callers began
 // (before mark) came before lk, and so before the instant of that
@@ -404,12 +403,9 @@ func (w *work[T]) handed(w8 *watcher, lk *reply, mark uint64, out *outcome[T]) b
 		return false
 	}
 	r := reply{Lookup: hl, gen: lk.gen, applied: lk.applied, token: lk.token}
-	var o outcome[T]
-	if w.l.decide(w.key, &r, nil, mark, time.Now(), w.fresh, &o) == actServe {
-		*out = o
-		return true
-	}
-	return false
+	// Decided into out, as fly's own lookups are: what a refusal leaves
+	// there, the flight's outcome replaces.
+	return w.l.decide(w.key, &r, nil, mark, time.Now(), w.fresh, out) == actServe
 }
 
 // watcher is a flight's watch of its key on a store that wakes waiters

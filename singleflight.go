@@ -514,8 +514,9 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 
 // reuse puts f back in the pool, if f's owner (the caller) was the only
 // one ever to hold it and is done with it and its outcome: f was
-// reusable (and so started with its flightWork), it finished (on the owner's goroutine, or on a goroutine of the
-// Cache that touches f no more once it has), the owner took its outcome
+// reusable (and so started with its flightWork), it finished (on the
+// owner's goroutine, or on a goroutine of the Cache that touches f no
+// more once it has), the owner took its outcome
 // rather than give up on it, and no caller or flight joined it, which no
 // one can do any more (it left the map when it finished). Its load's
 // context and scope, which the load may have kept, are not part of it,
