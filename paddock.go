@@ -36,7 +36,8 @@ type Cache struct {
 	// exp draws the exponential factor of early-refresh leads (see
 	// policy.earlyLead): from cfg.rand if set.
 	exp func() float64
-	// epoch is when the Cache was made: now counts from it.
+	// epoch is when the Cache was made: now, and the hot tier's instants,
+	// count from it.
 	epoch time.Time
 
 	mu         sync.Mutex
@@ -113,11 +114,11 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 		if !ok {
 			return nil, invalid("NearCache: the store (%T) has no feed of invalidations (store.Feed)", s)
 		}
-		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now(), maxAge: cfg.near}
+		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: c.epoch, maxAge: cfg.near}
 		c.hot.down.Store(true)
 		c.unsubscribe = feed.Listen(c.hot.bump, c.hot.setUp)
 	case notifies && !c.remote:
-		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: time.Now()}
+		c.hot = &hotVersions{seed: maphash.MakeSeed(), base: c.epoch}
 		c.unsubscribe = n.Subscribe(c.hot.bump)
 	}
 	c.breaker.threshold = int32(cfg.breakerThreshold)
