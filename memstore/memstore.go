@@ -82,8 +82,11 @@ const (
 // Store calls never block on I/O: they take locks, work in memory and
 // return, so they ignore their context.
 type Store struct {
-	cache    *bigcache.BigCache
+	cache *bigcache.BigCache
+	// clock is the Clock option's, nil by default: then the store's time
+	// is born plus the monotonic time since (see now).
 	clock    func() time.Time
+	born     time.Time
 	maxEntry int
 	// shards is the number of bigcache shards, and shardBytes the size of
 	// one (see fits).
@@ -320,6 +323,7 @@ func New(opts ...Option) (*Store, error) {
 	}
 	s := &Store{
 		clock:      c.clock,
+		born:       time.Now(),
 		maxEntry:   c.maxEntryBytes,
 		shards:     c.shards,
 		shardBytes: c.shardBytes(c.shards),
@@ -381,6 +385,18 @@ func newEpoch(old uint64) uint64 {
 			return e
 		}
 	}
+}
+
+// now reads the store's clock: the Clock option's, or by default the
+// instant the store was made plus the monotonic time since, which reads
+// one clock where time.Now reads two. Its instants carry the wall time
+// that the entries' envelopes keep, and compare by their monotonic
+// readings, as time.Now's do.
+func (s *Store) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return s.born.Add(time.Since(s.born))
 }
 
 func (s *Store) stripeOf(key string) int {
@@ -454,7 +470,7 @@ func (s *Store) Lookup(_ context.Context, key string, req store.LookupRequest) (
 // reading, in which case it changes nothing and reports whether it needs
 // the write lock instead. missing reports that key had no bytes at all.
 func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite, missing bool) {
-	now := s.clock()
+	now := s.now()
 	epoch := s.epoch.Load()
 	res = store.Lookup{Now: now, Ticket: store.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
 
@@ -680,7 +696,7 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	if hooks.FillTagGap.Load() {
 		s.fillGap(st, shards)
 	}
-	now := s.clock()
+	now := s.now()
 	t := f.Ticket
 	if f.Set {
 		t.Seq = s.seq.Add(1)
@@ -942,7 +958,7 @@ func (s *Store) invalidate(inv store.Invalidation) {
 		defer sh.mu.Unlock()
 	}
 	seq := s.seq.Add(1)
-	now := s.clock()
+	now := s.now()
 	epoch := s.epoch.Load()
 	breakLeases := !hooks.LeaseOutlivesInvalidation.Load()
 	for _, key := range inv.Keys {

@@ -38,7 +38,6 @@ func defaultConfig() config {
 	return config{
 		maxBytes:    defaultMaxBytes,
 		lifeWindow:  defaultLifeWindow,
-		clock:       time.Now,
 		maxVersions: defaultMaxVersions,
 	}
 }
@@ -123,9 +122,12 @@ func CountEvictions() Option {
 }
 
 // Clock sets the clock by which the store judges freshness and leases. It
-// must not be nil; the default is [time.Now], which is already a fake
-// clock inside a testing/synctest bubble. (LifeWindow is kept by bigcache
-// on its own clock, time.Now.)
+// must not be nil. The default reads the time as [time.Now] would, from
+// the monotonic clock alone: the instant the store was made plus the
+// monotonic time since, which costs half a time.Now and does not jump
+// when the wall clock is set. Inside a testing/synctest bubble, make the
+// store inside the bubble, and its clock is the bubble's. (LifeWindow is
+// kept by bigcache on its own clock, time.Now.)
 func Clock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
