@@ -43,8 +43,7 @@ func (l *Loader[T]) GetMany(ctx context.Context, keys []string, load BatchLoadFu
 		return nil, err
 	}
 	bg := batchGet[T]{l: l, ctx: ctx, load: load, pol: pol, opts: opts, out: make(map[string]T, len(keys))}
-	bg.sc, bg.at = l.nested(ctx)
-	bg.fresh = bg.sc != nil && bg.sc.needFresh
+	bg.sc, bg.at, bg.fresh = l.nested(ctx)
 	mine, others, err := bg.lookup(keys)
 	if err != nil {
 		return nil, err
@@ -65,7 +64,7 @@ type batchGet[T any] struct {
 	load  BatchLoadFunc[T]
 	pol   policy
 	opts  []GetOption
-	sc    *scope    // the load this GetMany is nested in, or nil
+	sc    scopeRef  // the load this GetMany is nested in, if any
 	at    time.Time // local instant before its lookups, if nested
 	fresh bool      // serve no stale value (see scope.needFresh)
 
@@ -120,7 +119,7 @@ func (bg *batchGet[T]) lookup(keys []string) (mine []batchKey[T], others []strin
 
 // take adds the outcome o of key (full key fullKey) to the answer.
 func (bg *batchGet[T]) take(key, fullKey string, o *outcome[T]) {
-	if bg.sc != nil {
+	if bg.sc.s != nil {
 		bg.sc.add(o.input(fullKey))
 	}
 	r, err := bg.l.result(o, true)
@@ -259,6 +258,10 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 			mine[i].w.filled(ctx, mine[i].f, &outs[i], oks[n], err, fmarks[n])
 		}
 	}
+	for _, b := range mine {
+		b.f.doneLoading() // as work.loadAndFill does
+	}
+	l.c.doneLoading(lctx)
 	for i, b := range mine {
 		l.flights.finish(b.w.key, b.f, outs[i])
 	}

@@ -467,12 +467,18 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	fill := w.prepare(f, lk, lkMark, v, ld, out)
 	if fill == nil {
 		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
-		return
+	} else {
+		fmark := f.begin()
+		ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
+		f.recycle(fill)
+		w.filled(ctx, f, out, ok, err, fmark)
 	}
-	fmark := f.begin()
-	ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
-	f.recycle(fill)
-	w.filled(ctx, f, out, ok, err, fmark)
+	// The scope has been read, and the flight holds the lease no more: an
+	// invalidation has nothing left to doom. The flight stops looking at
+	// the scope (see flight.knows), and the state of the load's context
+	// goes back for the next load.
+	f.doneLoading()
+	w.l.c.doneLoading(lctx)
 }
 
 // loaded is how a load went: its error, how long it took, when it ended
@@ -550,7 +556,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 		}
 	case errors.Is(ld.err, ErrNotFound):
 		out.err = ld.err
-		if k = ld.sc.kept(pol.negativeTTL, 0, 0, now); pol.negativeTTL == 0 && !ld.sc.hasTTL {
+		if k = ld.sc.kept(pol.negativeTTL, 0, 0, now); pol.negativeTTL == 0 && !k.hasTTL {
 			lk = nil // negative caching is off
 		}
 		fill.Negative = true

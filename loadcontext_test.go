@@ -3,6 +3,7 @@ package paddock
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -39,8 +40,8 @@ func TestLoadCtxDeadline(t *testing.T) {
 		late, _ := c.newLoadCtx(parent, time.Second, time.Now())
 		done := armed.Done()
 		cancelParent()
-		if lazy.Err() != nil || lazy.Value(ctxKey{}) != "v" || scopeOf(lazy) != sc {
-			t.Fatalf("Err %v, value %v, scope %v", lazy.Err(), lazy.Value(ctxKey{}), scopeOf(lazy) == sc)
+		if lazy.Err() != nil || lazy.Value(ctxKey{}) != "v" || scopeOf(lazy).s != sc {
+			t.Fatalf("Err %v, value %v, scope %v", lazy.Err(), lazy.Value(ctxKey{}), scopeOf(lazy).s == sc)
 		}
 		if d, ok := lazy.Deadline(); !ok || !d.Equal(time.Now().Add(time.Second)) {
 			t.Errorf("Deadline %v %v", d, ok)
@@ -159,4 +160,128 @@ func TestLoadCtxFinish(t *testing.T) {
 			t.Fatal("Done armed while the load ended is never closed")
 		}
 	}
+}
+
+// Once its load is done with it, the state of a load's context goes to
+// the next load. A context the old load kept then behaves as an ended
+// one (Err, Done, AfterFunc), keeps its values and deadline, and reaches
+// nothing of the new load's scope: its tags, windows, NoStore and Private
+// are dropped.
+func TestLoadCtxReused(t *testing.T) {
+	c := testCache(t)
+	parent := context.WithValue(context.Background(), ctxKey{}, "v")
+	for range 100 {
+		old, osc := c.newLoadCtx(parent, time.Hour, time.Now())
+		deadline, _ := old.Deadline()
+		Tag(old, "early")
+		old.finish()
+		c.doneLoading(old)
+
+		next, nsc := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		if nsc != osc {
+			// The pool gave another state (under the race detector it
+			// drops some of what it is given): try again.
+			next.finish()
+			continue
+		}
+		if len(nsc.tags) != 0 {
+			t.Fatalf("a reused scope starts with tags %q", nsc.tags)
+		}
+		if !errors.Is(old.Err(), context.Canceled) {
+			t.Errorf("kept context of a reused state: Err %v, want Canceled", old.Err())
+		}
+		select {
+		case <-old.Done():
+		default:
+			t.Error("kept context of a reused state: Done not closed")
+		}
+		if d, ok := old.Deadline(); !ok || !d.Equal(deadline) || old.Value(ctxKey{}) != "v" {
+			t.Errorf("kept context: Deadline %v %v (want %v), Value %v", d, ok, deadline, old.Value(ctxKey{}))
+		}
+		ran := make(chan struct{})
+		if stop := context.AfterFunc(old, func() { close(ran) }); stop() {
+			t.Error("AfterFunc of an ended context: stop reports it pending")
+		}
+		<-ran
+		Tag(old, "late")
+		SetTTL(old, 0)
+		SetStale(old, 0)
+		SetStaleIfError(old, 0)
+		KeepAtMost(old, 0)
+		NoStore(old)
+		Private(old)
+		if s := scopeOf(old).lock(); s != nil {
+			t.Error("kept context still names a scope")
+			s.mu.Unlock()
+		}
+		if Refreshing(old) {
+			t.Error("kept context: Refreshing")
+		}
+		nsc.mu.Lock()
+		got := nsc.scopeFields
+		got.tags = nil
+		touched := !reflect.DeepEqual(got, scopeFields{}) || len(nsc.tags) != 0
+		nsc.mu.Unlock()
+		if touched {
+			t.Fatalf("a kept context wrote to the next load's scope: %+v", nsc.scopeFields)
+		}
+		if next.Err() != nil {
+			t.Errorf("the next load's context: Err %v", next.Err())
+		}
+		next.finish()
+		return
+	}
+	t.Fatal("no load context was reused in 100 tries")
+}
+
+// A load's context that was armed (Done, AfterFunc) is not reused: its
+// timer and AfterFuncs may still refer to it.
+func TestLoadCtxArmedNotReused(t *testing.T) {
+	c := testCache(t)
+	armed, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+	done := armed.Done()
+	armed.finish()
+	<-done
+	c.doneLoading(armed)
+	for range 20 {
+		x, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		if x.st == armed.st {
+			t.Fatal("an armed load context was reused")
+		}
+		x.finish()
+		c.doneLoading(x)
+	}
+	if !errors.Is(armed.Err(), context.Canceled) {
+		t.Errorf("armed context after its load: Err %v", armed.Err())
+	}
+}
+
+// A flight does not take the tags of the next load that reuses its
+// load's scope for its own: an invalidation of them does not doom it.
+func TestFlightForgetsReusedScope(t *testing.T) {
+	c := testCache(t)
+	g := newGroup[string]()
+	for range 100 {
+		x, sc := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		f := g.newFlight("k", nil, true)
+		f.loading(0, sc)
+		Tag(x, "mine")
+		if !f.knows([]string{"mine"}) {
+			t.Fatal("a flight does not know its load's tag")
+		}
+		x.finish()
+		c.doneLoading(x) // the flight has not let go of the scope yet
+		next, nsc := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		Tag(next, "theirs")
+		reused := nsc == sc
+		next.finish()
+		if !reused {
+			continue
+		}
+		if f.knows([]string{"theirs"}) || f.knows([]string{"mine"}) {
+			t.Fatal("a flight knows the tags of the load that reused its scope")
+		}
+		return
+	}
+	t.Fatal("no load context was reused in 100 tries")
 }

@@ -25,9 +25,20 @@ import (
 type scopeKey struct{}
 
 // scope collects what a load and its nested Gets say about its result.
+// It is part of a reused loadState: gen, guarded by mu, counts the loads
+// it served, and a write from a load that is over (a goroutine of its own
+// that outlived it) goes through a scopeRef of an older generation, and is
+// dropped.
 type scope struct {
-	c  *Cache
-	mu sync.Mutex
+	c   *Cache
+	mu  sync.Mutex
+	gen uint64
+	scopeFields
+}
+
+// scopeFields is what one load's scope holds, cleared when the scope is
+// reused. Guarded by scope.mu, except where it says.
+type scopeFields struct {
 	// tags: named with Tag, and those of nested Gets (the inner keys'
 	// dependency tags and the inner entries' tags).
 	tags []string
@@ -53,10 +64,35 @@ type scope struct {
 	fresh, staleEnd, errorEnd time.Time
 }
 
+// A scopeRef is a load's scope as a context descending from the load's
+// context names it: the scope and the generation of that load (see
+// scope). The zero scopeRef names none.
+type scopeRef struct {
+	s   *scope
+	gen uint64
+}
+
 // scopeOf returns the scope of the load ctx descends from, if any.
-func scopeOf(ctx context.Context) *scope {
-	s, _ := ctx.Value(scopeKey{}).(*scope)
-	return s
+func scopeOf(ctx context.Context) scopeRef {
+	x, _ := ctx.Value(scopeKey{}).(*loadCtx)
+	if x == nil {
+		return scopeRef{}
+	}
+	return scopeRef{&x.st.sc, x.gen}
+}
+
+// lock locks the scope and returns it, if r names one and its load is
+// still the scope's; otherwise it returns nil, and locks nothing.
+func (r scopeRef) lock() *scope {
+	if r.s == nil {
+		return nil
+	}
+	r.s.mu.Lock()
+	if r.s.gen != r.gen {
+		r.s.mu.Unlock()
+		return nil
+	}
+	return r.s
 }
 
 // Tag adds tags to the entry being loaded. Call it from inside a load
@@ -66,13 +102,13 @@ func scopeOf(ctx context.Context) *scope {
 // was invalidated after the load began, the fill is refused. Outside a load
 // Tag does nothing. Empty tags are ignored.
 func Tag(ctx context.Context, tags ...string) {
-	s := scopeOf(ctx)
-	if s == nil || len(tags) == 0 {
+	if len(tags) == 0 {
 		return
 	}
-	s.mu.Lock()
-	s.tags = append(s.tags, tags...)
-	s.mu.Unlock()
+	if s := scopeOf(ctx).lock(); s != nil {
+		s.tags = append(s.tags, tags...)
+		s.mu.Unlock()
+	}
 }
 
 // SetTTL sets how long the value being loaded stays fresh, in place of the
@@ -83,8 +119,7 @@ func Tag(ctx context.Context, tags ...string) {
 // load's context; outside a load it does nothing. Nested Gets may shorten
 // the TTL further (see the package doc).
 func SetTTL(ctx context.Context, d time.Duration) {
-	if s := scopeOf(ctx); s != nil {
-		s.mu.Lock()
+	if s := scopeOf(ctx).lock(); s != nil {
 		s.ttl, s.hasTTL = max(d, 0), true
 		s.mu.Unlock()
 	}
@@ -95,8 +130,7 @@ func SetTTL(ctx context.Context, d time.Duration) {
 // stale-while-revalidate. Less than zero counts as zero. Call it from
 // inside a load, with the load's context; outside a load it does nothing.
 func SetStale(ctx context.Context, d time.Duration) {
-	if s := scopeOf(ctx); s != nil {
-		s.mu.Lock()
+	if s := scopeOf(ctx).lock(); s != nil {
 		s.stale, s.hasStale = max(d, 0), true
 		s.mu.Unlock()
 	}
@@ -107,8 +141,7 @@ func SetStale(ctx context.Context, d time.Duration) {
 // stale-if-error. Less than zero counts as zero. Call it from inside a
 // load, with the load's context; outside a load it does nothing.
 func SetStaleIfError(ctx context.Context, d time.Duration) {
-	if s := scopeOf(ctx); s != nil {
-		s.mu.Lock()
+	if s := scopeOf(ctx).lock(); s != nil {
 		s.staleIfError, s.hasStaleIfError = max(d, 0), true
 		s.mu.Unlock()
 	}
@@ -124,9 +157,8 @@ func SetStaleIfError(ctx context.Context, d time.Duration) {
 // the primary). Call it from inside a load, with the load's context, before
 // the read; outside a load it does nothing.
 func KeepAtMost(ctx context.Context, d time.Duration) {
-	if s := scopeOf(ctx); s != nil {
-		until := time.Now().Add(max(d, 0))
-		s.mu.Lock()
+	until := time.Now().Add(max(d, 0))
+	if s := scopeOf(ctx).lock(); s != nil {
 		s.fresh = earliest(s.fresh, until)
 		s.staleEnd = earliest(s.staleEnd, until)
 		s.errorEnd = earliest(s.errorEnd, until)
@@ -140,8 +172,7 @@ func KeepAtMost(ctx context.Context, d time.Duration) {
 // to keep: an error page, a response too big to keep. A load whose nested
 // Get read a NoStore value is NoStore too. Outside a load it does nothing.
 func NoStore(ctx context.Context) {
-	if s := scopeOf(ctx); s != nil {
-		s.mu.Lock()
+	if s := scopeOf(ctx).lock(); s != nil {
 		s.noStore = true
 		s.mu.Unlock()
 	}
@@ -157,11 +188,10 @@ func NoStore(ctx context.Context) {
 // load whose nested Get read a Private value is Private too. Outside a
 // load it does nothing.
 func Private(ctx context.Context) {
-	s := scopeOf(ctx)
+	s := scopeOf(ctx).lock()
 	if s == nil {
 		return
 	}
-	s.mu.Lock()
 	first := !s.private
 	s.private, s.noStore = true, true
 	fl := s.fl
@@ -191,8 +221,12 @@ type privatizer interface{ privatize() }
 // (a page streamed to the client whose request started it) checks it.
 // Outside a load it returns false.
 func Refreshing(ctx context.Context) bool {
-	s := scopeOf(ctx)
-	return s != nil && s.background
+	s := scopeOf(ctx).lock()
+	if s == nil {
+		return false
+	}
+	defer s.mu.Unlock()
+	return s.background
 }
 
 // ModelTag returns the tag of one row of a model, "model:id": what a load
@@ -218,12 +252,16 @@ type input struct {
 	noStore, private bool
 }
 
-// add records in s that the load read in.
-func (s *scope) add(in *input) {
+// add records in r's scope that the load read in, unless the load is
+// over.
+func (r scopeRef) add(in *input) {
 	if hooks.NoDeps.Load() {
 		return
 	}
-	s.mu.Lock()
+	s := r.lock()
+	if s == nil {
+		return
+	}
 	defer s.mu.Unlock()
 	s.tags = append(s.tags, DependencyTag(in.key))
 	s.tags = append(s.tags, in.tags...)
@@ -271,6 +309,7 @@ type keptAs struct {
 	ttl, stale, staleIfError time.Duration
 	tags                     []string
 	noStore, private         bool
+	hasTTL                   bool // the load set its TTL (SetTTL)
 }
 
 // kept returns how the load's result is kept, once the load has
@@ -282,7 +321,7 @@ func (s *scope) kept(ttl, stale, staleIfError time.Duration, now time.Time) kept
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fl = nil
-	k := keptAs{ttl: ttl, stale: stale, staleIfError: staleIfError, noStore: s.noStore, private: s.private}
+	k := keptAs{ttl: ttl, stale: stale, staleIfError: staleIfError, noStore: s.noStore, private: s.private, hasTTL: s.hasTTL}
 	if s.hasTTL {
 		k.ttl = s.ttl
 	}

@@ -268,8 +268,8 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 		began = time.Now()
 	}
 	full := l.prefix + key
-	sc, at := l.nested(ctx)
-	g.key, g.at, g.fresh = full, at, sc != nil && sc.needFresh
+	sc, at, fresh := l.nested(ctx)
+	g.key, g.at, g.fresh = full, at, fresh
 	owner, err := g.fetch()
 	if err != nil {
 		return Result[T]{}, err
@@ -278,7 +278,7 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if o == nil {
 		o = &g.out
 	}
-	if sc != nil {
+	if sc.s != nil {
 		sc.add(o.input(full))
 	}
 	if l.audit != nil && o.status == StatusHit && o.entry != nil {
@@ -316,7 +316,7 @@ func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMa
 	}
 	mark := hotMark{seq: l.hot.h.seq.Load(), now: time.Since(l.hot.h.base)}
 	e, ok := l.hot.get(key, mark.now)
-	if !ok || scopeOf(ctx) != nil || ctx.Err() != nil {
+	if !ok || scopeOf(ctx).s != nil || ctx.Err() != nil {
 		return nil, mark, false
 	}
 	l.st.hits.Add(1)
@@ -324,12 +324,21 @@ func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMa
 }
 
 // nested returns the scope of the load of this Cache that ctx descends
-// from, if any, and the local instant before this read asks the store.
-func (l *Loader[T]) nested(ctx context.Context) (*scope, time.Time) {
-	if sc := scopeOf(ctx); sc != nil && sc.c == l.c {
-		return sc, time.Now()
+// from, if any, the local instant before this read asks the store, and
+// whether the load needs a fresh value (see scopeFields.needFresh). A load
+// that is over is nested in no scope.
+func (l *Loader[T]) nested(ctx context.Context) (sc scopeRef, at time.Time, fresh bool) {
+	sc = scopeOf(ctx)
+	if sc.s == nil || sc.s.c != l.c {
+		return scopeRef{}, time.Time{}, false
 	}
-	return nil, time.Time{}
+	s := sc.lock()
+	if s == nil {
+		return scopeRef{}, time.Time{}, false
+	}
+	fresh = s.needFresh
+	s.mu.Unlock()
+	return sc, time.Now(), fresh
 }
 
 // fetch is Fetch's read path for the Get g describes: it leaves the
@@ -618,14 +627,14 @@ func (l *Loader[T]) Peek(ctx context.Context, key string) (r Result[T], found bo
 		return r, false, ErrClosed
 	}
 	full := l.prefix + key
-	sc, at := l.nested(ctx)
+	sc, at, _ := l.nested(ctx)
 	lk, err := l.c.lookup(ctx, full, store.LookupRequest{}, l.st)
 	if err != nil {
 		return r, false, err
 	}
 	var o outcome[T]
 	ok := l.read(full, &lk, 0, at, &o)
-	if sc != nil {
+	if sc.s != nil {
 		// Found or not, the outer value is built from what Peek saw.
 		sc.add(o.input(full))
 	}

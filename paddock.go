@@ -57,6 +57,9 @@ type Cache struct {
 	closed  atomic.Bool        // set under bgMu by Close; read without it on every call
 	closing context.Context    // ends when Close begins: loads and waits stop
 	stop    context.CancelFunc // ends closing
+	// loadStates holds the states of load contexts that their loads are
+	// done with (see loadCtx).
+	loadStates sync.Pool
 
 	// pending holds invalidations the store did not acknowledge and
 	// leases this Cache abandoned (see durable.go). invGen counts the

@@ -52,7 +52,7 @@ func reusedFlightIgnoresKeptContext(t *testing.T, ctx context.Context) {
 			flA, flB privatizer
 		)
 		if _, err := l.Get(ctx, a, func(ctx context.Context) (string, error) {
-			kept, flA = ctx, scopeOf(ctx).fl
+			kept, flA = ctx, flightOf(ctx)
 			return "A", nil
 		}); err != nil {
 			t.Fatal(err)
@@ -61,7 +61,7 @@ func reusedFlightIgnoresKeptContext(t *testing.T, ctx context.Context) {
 		done := make(chan string)
 		go func() {
 			v, _ := l.Get(ctx, b, func(ctx context.Context) (string, error) {
-				flB = scopeOf(ctx).fl
+				flB = flightOf(ctx)
 				<-release
 				return "B", nil
 			})
@@ -148,4 +148,14 @@ func joinedFlightNotReused(t *testing.T, ctx context.Context) {
 			t.Fatalf("joiner's Get = %q, want v from the owner's load", v)
 		}
 	}
+}
+
+// flightOf returns the flight of the load whose context is ctx.
+func flightOf(ctx context.Context) privatizer {
+	s := scopeOf(ctx).lock()
+	if s == nil {
+		return nil
+	}
+	defer s.mu.Unlock()
+	return s.fl
 }

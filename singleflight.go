@@ -87,6 +87,10 @@ type flight[T any] struct {
 	// them dooms the flight (see group.detach).
 	tags []string
 	sc   atomic.Pointer[scope]
+	// scGen is the generation of sc's load (see scope), written before
+	// sc is stored: a scope that has moved on to another load is not
+	// looked at.
+	scGen uint64
 	// lease is the token of the lease the flight holds while it loads, or
 	// zero. Whoever swaps it to zero gives the lease back.
 	lease atomic.Uint64
@@ -178,6 +182,7 @@ const (
 func (f *flight[T]) loading(token uint64, sc *scope) {
 	f.lease.Store(token)
 	sc.fl = f
+	f.scGen = sc.gen // the owner's own load: no write races this read
 	f.sc.Store(sc)
 	f.sh.mu.Lock()
 	if f.stage == stageIdle {
@@ -187,6 +192,10 @@ func (f *flight[T]) loading(token uint64, sc *scope) {
 	}
 	f.sh.mu.Unlock()
 }
+
+// doneLoading records that f's load is over and its fill answered: f
+// looks at its scope no more (see knows), which may go to another load.
+func (f *flight[T]) doneLoading() { f.sc.Store(nil) }
 
 // privatize releases the callers waiting on f, and the key's lease, once
 // its load has made its result private (see Private): they would not take
@@ -289,6 +298,9 @@ func (f *flight[T]) knows(tags []string) bool {
 	if sc := f.sc.Load(); sc != nil {
 		sc.mu.Lock()
 		defer sc.mu.Unlock()
+		if sc.gen != f.scGen {
+			return false // the load is over, and holds no lease
+		}
 		for _, t := range tags {
 			if slices.Contains(sc.tags, t) {
 				return true
