@@ -87,37 +87,39 @@ func newValueCodec[T any](version uint64, codec Codec) valueCodec[T] {
 
 // encode returns the bytes of v.
 func (vc valueCodec[T]) encode(v T) ([]byte, error) {
-	p, err := vc.encodeBuf(v)
+	p, err := vc.encodeBuf(nil, v)
 	if err != nil {
 		return nil, err
 	}
 	return *p, nil
 }
 
-// encodeBuf returns the bytes of v in a buffer from encodeBufs: give it
-// back with recycle once the store call it was made for has returned (a
-// store keeps no Fill's Value after Fill returns), or let the collector
-// have it.
-func (vc valueCodec[T]) encodeBuf(v T) (*[]byte, error) {
+// encodeBuf returns the bytes of v in buffer p, or if p is nil in one from
+// encodeBufs: give it back with recycle once the store call it was made
+// for has returned (a store keeps no Fill's Value after Fill returns), or
+// let the collector have it.
+func (vc valueCodec[T]) encodeBuf(p *[]byte, v T) (*[]byte, error) {
 	if vc.codec == nil {
 		switch x := any(v).(type) {
 		case []byte:
-			return appendRaw(vc.version, x), nil
+			return appendRaw(p, vc.version, x), nil
 		case string:
-			return appendRaw(vc.version, x), nil
+			return appendRaw(p, vc.version, x), nil
 		}
 	}
 	payload, err := vc.codec.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("paddock: encode %T: %w", v, err)
+		return p, fmt.Errorf("paddock: encode %T: %w", v, err)
 	}
-	return appendRaw(vc.version, payload), nil
+	return appendRaw(p, vc.version, payload), nil
 }
 
-// appendRaw returns version's uvarint and then payload, in a buffer from
-// encodeBufs.
-func appendRaw[B []byte | string](version uint64, payload B) *[]byte {
-	p, _ := encodeBufs.Get().(*[]byte)
+// appendRaw returns version's uvarint and then payload, in buffer p, or
+// if p is nil in one from encodeBufs.
+func appendRaw[B []byte | string](p *[]byte, version uint64, payload B) *[]byte {
+	if p == nil {
+		p, _ = encodeBufs.Get().(*[]byte)
+	}
 	if p == nil {
 		p = new([]byte)
 	}

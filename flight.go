@@ -457,7 +457,8 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64, out *outcome[T]) {
 	mark := f.begin()
 	start := w.l.c.now()
-	lctx, sc := w.l.c.newLoadCtx(ctx, w.pol.loadTimeout, start)
+	lctx, sc := w.l.c.loadCtxOn(f.ls, ctx, w.pol.loadTimeout, start)
+	f.ls = nil
 	sc.needFresh = f.background || w.fresh
 	sc.background = f.background
 	f.loading(token, sc)
@@ -476,9 +477,14 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 	// The scope has been read, and the flight holds the lease no more: an
 	// invalidation has nothing left to doom. The flight stops looking at
 	// the scope (see flight.knows), and the state of the load's context
-	// goes back for the next load.
+	// goes back for the next load: this flight's own next one, if it is
+	// reusable (see flightWork).
 	f.doneLoading()
-	w.l.c.doneLoading(lctx)
+	if f.reusable {
+		f.ls = releaseLoad(lctx)
+	} else {
+		w.l.c.doneLoading(lctx)
+	}
 }
 
 // loaded is how a load went: its error, how long it took, when it ended
@@ -551,7 +557,7 @@ func (w *work[T]) prepare(f *flight[T], lk *reply, lkMark uint64, v T, ld loaded
 	case ld.err == nil:
 		out.val = v
 		k = ld.sc.kept(pol.ttl, pol.stale, pol.staleIfError, now)
-		if f.buf, out.fillErr = l.vc.encodeBuf(v); out.fillErr == nil {
+		if f.buf, out.fillErr = l.vc.encodeBuf(f.buf, v); out.fillErr == nil {
 			fill.Value = *f.buf
 		}
 	case errors.Is(ld.err, ErrNotFound):

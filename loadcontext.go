@@ -72,7 +72,15 @@ type afterFunc struct{ f func() }
 // timeout, and its scope. Once the load's outcome is settled, give the
 // context back with doneLoading.
 func (c *Cache) newLoadCtx(ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
-	st, _ := c.loadStates.Get().(*loadState)
+	return c.loadCtxOn(nil, ctx, timeout, start)
+}
+
+// loadCtxOn is newLoadCtx on state st, one that releaseLoad gave back, or
+// if st is nil on one from the Cache's pool.
+func (c *Cache) loadCtxOn(st *loadState, ctx context.Context, timeout time.Duration, start time.Time) (*loadCtx, *scope) {
+	if st == nil {
+		st, _ = c.loadStates.Get().(*loadState)
+	}
 	if st == nil {
 		st = new(loadState)
 		st.sc.c = c
@@ -98,12 +106,21 @@ const maxKeptTags = 64
 // flight.knows). Views of it that the load kept see it ended from then
 // on. A state that was armed is left to the collector.
 func (c *Cache) doneLoading(x *loadCtx) {
+	if st := releaseLoad(x); st != nil {
+		c.loadStates.Put(st)
+	}
+}
+
+// releaseLoad is doneLoading for a caller that keeps the state for its
+// next load (see flightWork): it returns the state, ready for loadCtxOn,
+// or nil if it may not be reused.
+func releaseLoad(x *loadCtx) *loadState {
 	st := x.st
 	s := &st.sc
 	s.mu.Lock()
 	if st.armed.Load() || s.gen != x.gen {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	s.gen++
 	tags := s.tags[:0]
@@ -114,7 +131,7 @@ func (c *Cache) doneLoading(x *loadCtx) {
 	st.ended.Store(false)
 	st.err = nil
 	s.mu.Unlock()
-	c.loadStates.Put(st)
+	return st
 }
 
 // detach returns ctx without its cancellation: ctx itself if it has none.

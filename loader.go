@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/paddockcache/paddock/internal/hooks"
 	"github.com/paddockcache/paddock/store"
@@ -156,7 +157,17 @@ func (l *Loader[T]) Namespace() string { return l.ns }
 
 // Key returns the full store key of key: "namespace:key". It is what
 // [Cache.Invalidate] takes.
-func (l *Loader[T]) Key(key string) string { return l.prefix + key }
+func (l *Loader[T]) Key(key string) string { return joinKey(l.prefix, key) }
+
+// joinKey returns prefix + key, as the + operator would, with less work:
+// the operator's general form (any number of strings, checked for
+// overflow, with a buffer on the stack for strings that do not escape) is
+// a tenth of the Cache's share of a miss.
+func joinKey(prefix, key string) string {
+	b := make([]byte, len(prefix)+len(key))
+	copy(b[copy(b, prefix):], key)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
 
 func (l *Loader[T]) policyFor(opts []GetOption) (policy, error) {
 	if len(opts) == 0 {
@@ -267,7 +278,7 @@ func (l *Loader[T]) fetchSlow(ctx context.Context, key string, load LoadFunc[T],
 	if l.audit != nil {
 		began = time.Now()
 	}
-	full := l.prefix + key
+	full := joinKey(l.prefix, key)
 	sc, at, fresh := l.nested(ctx)
 	g.key, g.at, g.fresh = full, at, fresh
 	owner, err := g.fetch()

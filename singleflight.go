@@ -132,18 +132,22 @@ type flight[T any] struct {
 }
 
 // flightWork is what a flight holds once it runs its work: its own copies
-// of the Get's work, of its plan's lookup and of its fill, and the buffer
-// of the fill's encoded value until the store has answered (see recycle).
-// A flight that settles with its owner's lookup (a hit on a remote store)
-// never needs them, and is allocated without; one that will load is
-// allocated with them, in one allocation (see group.newFlight). The
-// load's context is not part of it: a load may keep its context past its
-// end, and a flight may be reused (see group.reuse).
+// of the Get's work, of its plan's lookup and of its fill, the buffer of
+// the fill's encoded value, and the state of its load's context. A flight
+// that settles with its owner's lookup (a hit on a remote store) never
+// needs them, and is allocated without; one that will load is allocated
+// with them, in one allocation (see group.newFlight).
+//
+// A reusable flight keeps its buffer and its load's state (once the load
+// is done with it, see Cache.doneLoading) for its next use: a miss then
+// takes neither from a pool. Any other flight gives them back to their
+// pools once its fill has answered (see recycle and doneLoading).
 type flightWork[T any] struct {
 	w    work[T]
 	lk   reply
 	fill store.Fill
 	buf  *[]byte
+	ls   *loadState
 }
 
 // flightWithWork is a flight allocated with its flightWork, which stay
@@ -163,10 +167,13 @@ func (f *flight[T]) working() {
 
 // recycle gives back the buffer of fill's encoded value, once the store
 // has answered fill (it keeps no Value), and drops fill's reference to it.
+// A reusable flight keeps the buffer for its next use.
 func (f *flight[T]) recycle(fill *store.Fill) {
 	fill.Value = nil
-	recycle(f.buf)
-	f.buf = nil
+	if !f.reusable {
+		recycle(f.buf)
+		f.buf = nil
+	}
 }
 
 type flightStage uint8
@@ -535,11 +542,25 @@ func (g *group[T]) newFlight(key string, tags []string, work bool) *flight[T] {
 // and no longer point to it (see scope.end). Any other flight is left to
 // the GC.
 func (g *group[T]) reuse(f *flight[T]) {
-	if !f.reusable || !f.finished || f.joins != 0 || f.private {
+	if !f.reusable {
 		return
 	}
 	w := f.flightWork
-	*w = flightWork[T]{}
+	buf, ls := w.buf, w.ls
+	if !f.finished || f.joins != 0 || f.private {
+		// Left to the collector; its buffer and its load's state, which
+		// only its own work used, go back to their pools.
+		w.buf, w.ls = nil, nil
+		recycle(buf)
+		if ls != nil {
+			g.l.c.loadStates.Put(ls)
+		}
+		return
+	}
+	if buf != nil && cap(*buf) > maxRecycled {
+		buf = nil
+	}
+	*w = flightWork[T]{buf: buf, ls: ls}
 	*f = flight[T]{flightWork: w}
 	g.pool.Put(f)
 }
