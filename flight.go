@@ -156,7 +156,7 @@ func (w *work[T]) start(ctx context.Context, f *flight[T], p plan) {
 	c := w.l.c
 	if ctx.Done() == nil {
 		if c.enter() {
-			defer c.bg.Done()
+			defer c.bg.exit()
 			w.run(ctx, f, p)
 			f.inline = true
 			return
