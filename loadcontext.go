@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // loadCtx is the context a load runs on: its caller's values, detached
@@ -33,13 +34,14 @@ import (
 // batch of views, and writes to memory that is in the CPU's caches: with
 // a full store, a miss that allocated the 300 bytes of a whole context
 // spent a tenth of its time more, most of it on memory fetched to be
-// written. A context kept past its load keeps its batch (under 1 KiB, and
-// the values of the loads' callers' contexts) from the collector.
+// written. A context kept past its load keeps its batch (2 KiB, and the
+// values of the contexts of the callers of its loads) from the
+// collector.
 type loadCtx struct {
 	st       *loadState
 	gen      uint64 // st.sc.gen when the view was made
 	parent   context.Context
-	deadline time.Time
+	deadline time.Duration // since the Cache's epoch
 }
 
 // loadState is the part of a load's context that is reused, from load to
@@ -63,8 +65,9 @@ type loadState struct {
 	views []loadCtx
 }
 
-// loadViews is how many views a batch holds.
-const loadViews = 16
+// loadViews is how many views a batch holds: as many as fill 2 KiB, with
+// the header the allocator gives an object that size.
+const loadViews = (2<<10 - 8) / int(unsafe.Sizeof(loadCtx{}))
 
 type afterFunc struct{ f func() }
 
@@ -92,7 +95,7 @@ func (c *Cache) loadCtxOn(st *loadState, ctx context.Context, timeout time.Durat
 	}
 	x := &st.views[0]
 	st.views = st.views[1:]
-	*x = loadCtx{st: st, gen: st.sc.gen, parent: detach(ctx), deadline: start.Add(timeout)}
+	*x = loadCtx{st: st, gen: st.sc.gen, parent: detach(ctx), deadline: start.Sub(c.epoch) + timeout}
 	return x, &st.sc
 }
 
@@ -142,7 +145,7 @@ func detach(ctx context.Context) context.Context {
 	return ctx
 }
 
-func (x *loadCtx) Deadline() (time.Time, bool) { return x.deadline, true }
+func (x *loadCtx) Deadline() (time.Time, bool) { return x.st.sc.c.epoch.Add(x.deadline), true }
 
 func (x *loadCtx) Value(key any) any {
 	if key == (scopeKey{}) {
@@ -187,7 +190,7 @@ func (x *loadCtx) check() {
 		st.end(context.Canceled)
 	case st.sc.c.closing.Err() != nil:
 		st.end(context.Canceled)
-	case !time.Now().Before(x.deadline):
+	case time.Since(st.sc.c.epoch) >= x.deadline:
 		st.end(context.DeadlineExceeded)
 	}
 }
@@ -215,7 +218,7 @@ func (x *loadCtx) arm() {
 		close(st.done)
 		return
 	}
-	st.timer = time.AfterFunc(time.Until(x.deadline), func() { x.cancel(context.DeadlineExceeded) })
+	st.timer = time.AfterFunc(x.deadline-time.Since(st.sc.c.epoch), func() { x.cancel(context.DeadlineExceeded) })
 	st.stop = context.AfterFunc(st.sc.c.closing, func() { x.cancel(context.Canceled) })
 }
 
