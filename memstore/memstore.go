@@ -28,9 +28,10 @@
 // always taken stripes first, then tag shards, each in ascending order, so
 // that calls that lock several never deadlock.
 //
-//   - Lookup holds the key's stripe (a read lock for plain hits, the write
-//     lock to grant a lease or drop a dead entry) and reads the versions of
-//     the entry's tags.
+//   - Lookup holds the key's stripe (the write lock for a lookup that may
+//     take the lease, as every Get's may; for one that may not, a read lock
+//     to serve a hit, the write lock to drop a dead entry) and reads the
+//     versions of the entry's tags.
 //   - Fill holds the key's stripe and read locks on the shards of its tags
 //     from the version check to the write, so no invalidation falls
 //     between them.
@@ -166,10 +167,6 @@ type stripe struct {
 	// another's lease on it (see Watch), closed by the key's next fill,
 	// release or invalidation. Made on first use.
 	watches map[string][]chan struct{}
-	// sets counts the entries written in the stripe (see write): a lookup
-	// that found its key missing under the read lock knows, if sets has
-	// not moved once it holds the write lock, that the key still is.
-	sets uint64
 }
 
 type lease struct {
@@ -436,36 +433,37 @@ func (s *Store) Lookup(_ context.Context, key string, req store.LookupRequest) (
 		return store.Lookup{}, invalid("Lookup: lease TTL %v is not positive", req.LeaseTTL)
 	}
 	st := &s.stripes[s.stripeOf(key)]
-	// The fast path: a read lock serves hits and lookups that find the
-	// lease held. Granting a lease or dropping an entry needs the write
-	// lock, and everything is decided again under it, since the entry and
-	// the lease may have changed in between.
+	if req.Lease != 0 {
+		// A lookup that may take the lease (every Get's) is decided under
+		// the write lock at once: it takes the lease on a miss, the
+		// common case, and the read lock first would cost a second lock
+		// and a second pass. Readers of one stripe then take turns, which
+		// with 256 stripes is rare, and costs about what a reader's
+		// atomic update of a shared lock costs anyway.
+		st.mu.Lock()
+		res, _ := s.lookup(st, key, req, true)
+		st.mu.Unlock()
+		return res, nil
+	}
+	// A lookup that takes no lease: a read lock serves hits. Dropping an
+	// entry needs the write lock, and everything is decided again under
+	// it, since the entry and the lease may have changed in between.
 	st.mu.RLock()
-	res, write, missing := s.lookup(st, key, req, false)
-	sets := st.sets
+	res, write := s.lookup(st, key, req, false)
 	st.mu.RUnlock()
 	if !write {
 		return res, nil
 	}
 	st.mu.Lock()
-	if missing && st.sets == sets {
-		// A miss asking for the lease, the common case: no entry was
-		// written in the stripe since (only write adds one, under the
-		// write lock), so key is still missing and only its lease, and
-		// the ticket, are decided again.
-		res.Ticket = store.Ticket{Epoch: s.epoch.Load(), Seq: s.seq.Load()}
-		s.lease(st, key, req, true, res.Now, true, &res)
-	} else {
-		res, _, _ = s.lookup(st, key, req, true)
-	}
+	res, _ = s.lookup(st, key, req, true)
 	st.mu.Unlock()
 	return res, nil
 }
 
 // lookup decides a Lookup with st locked: exclusively if excl, else for
 // reading, in which case it changes nothing and reports whether it needs
-// the write lock instead. missing reports that key had no bytes at all.
-func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite, missing bool) {
+// the write lock instead.
+func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl bool) (res store.Lookup, needWrite bool) {
 	now := s.now()
 	epoch := s.epoch.Load()
 	res = store.Lookup{Now: now, Ticket: store.Ticket{Epoch: epoch, Seq: s.seq.Load()}}
@@ -474,7 +472,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 	if found && e == nil {
 		// Bytes that are corrupt or of another epoch.
 		if !excl {
-			return res, true, false
+			return res, true
 		}
 		_ = s.cache.Delete(key)
 		res.Corrupt = corrupt
@@ -485,7 +483,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		switch {
 		case hard || !now.Before(e.Expires()):
 			if !excl {
-				return res, true, false
+				return res, true
 			}
 			_ = s.cache.Delete(key)
 		case now.Before(e.FreshUntil) && !soft:
@@ -498,7 +496,7 @@ func (s *Store) lookup(st *stripe, key string, req store.LookupRequest, excl boo
 		}
 	}
 
-	return res, s.lease(st, key, req, wantLease, now, excl, &res), !found
+	return res, s.lease(st, key, req, wantLease, now, excl, &res)
 }
 
 // lease decides the lease part of a lookup of key at now into res: held
@@ -778,7 +776,6 @@ func (s *Store) write(st *stripe, key string, b []byte, eerr error) error {
 		return fmt.Errorf("memstore: entry of %d bytes with a key of %d bytes does not fit in a shard of %d bytes: %w",
 			len(b), len(key), s.shardBytes, store.ErrTooLarge)
 	}
-	st.sets++
 	if err := s.cache.Set(key, b); err != nil {
 		// Only "entry is bigger than max shard size", which fits rules
 		// out. bigcache has already dropped the old entry.
