@@ -456,7 +456,15 @@ var ErrLoadTimeout = errors.New("paddock: load timed out")
 // produced lk, for a stale-if-error value.
 func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMark, token uint64, out *outcome[T]) {
 	mark := f.begin()
-	start := w.l.c.now()
+	var start time.Time
+	if token != 0 && lk != nil && w.l.c.localClock {
+		// The lookup that granted the lease was the flight's last step,
+		// and its instant is one of the Cache's clock: the load's time
+		// counts from it, and the clock is read once less.
+		start = lk.Now
+	} else {
+		start = w.l.c.now()
+	}
 	lctx, sc := w.l.c.loadCtxOn(f.ls, ctx, w.pol.loadTimeout, start)
 	f.ls = nil
 	sc.needFresh = f.background || w.fresh

@@ -151,15 +151,6 @@ func newHotTier[T any](h *hotVersions, size int) *hotTier[T] {
 	return &hotTier[T]{h: h, m: otter.Must(&otter.Options[string, *hotEntry[T]]{MaximumSize: size})}
 }
 
-// get returns the servable copy of key, if any.
-func (t *hotTier[T]) get(key string, now time.Duration) (*hotEntry[T], bool) {
-	e, ok := t.m.GetIfPresent(key)
-	if !ok || !e.servable(t.h, now) {
-		return nil, false
-	}
-	return e, true
-}
-
 // put keeps a copy of the outcome o of full key full (key in the Loader),
 // read from the store at local instant at, if no counter moved since seq0,
 // read before that store read. The copy depends on the counters of the key

@@ -311,7 +311,9 @@ func (l *Loader[T]) auditHot(ctx context.Context, key string, e *hotEntry[T], lo
 // A hotMark is when a Get read the hot tier: the tier's invalidation
 // count and the instant (since the tier's base time), both read before
 // the Get's first store lookup, so that a copy the lookup puts in the tier
-// is judged from them (see hotTier.put).
+// is judged from them (see hotTier.put). On a store that reads the
+// Cache's clock (Cache.localClock), a Get that finds no copy does not read
+// the instant: the lookup's own instant serves.
 type hotMark struct {
 	seq uint64
 	now time.Duration
@@ -325,9 +327,12 @@ func (l *Loader[T]) hotHit(ctx context.Context, key string) (*hotEntry[T], hotMa
 	if l.hot == nil {
 		return nil, hotMark{}, false
 	}
-	mark := hotMark{seq: l.hot.h.seq.Load(), now: time.Since(l.hot.h.base)}
-	e, ok := l.hot.get(key, mark.now)
-	if !ok || scopeOf(ctx).s != nil || ctx.Err() != nil {
+	mark := hotMark{seq: l.hot.h.seq.Load()}
+	e, ok := l.hot.m.GetIfPresent(key)
+	if ok || !l.c.localClock {
+		mark.now = time.Since(l.hot.h.base)
+	}
+	if !ok || !e.servable(l.hot.h, mark.now) || scopeOf(ctx).s != nil || ctx.Err() != nil {
 		return nil, mark, false
 	}
 	l.st.hits.Add(1)
@@ -496,14 +501,17 @@ func (g *getter[T]) lookUp(attempt int) (f *flight[T], owner bool, err error, do
 			// Read before this lookup (and judged from then, which is
 			// safe: a copy's windows only shrink).
 			seq0 = g.hot.seq
-		} else {
-			seq0, local = l.hot.h.seq.Load(), time.Now()
+		} else if seq0 = l.hot.h.seq.Load(); !l.c.localClock {
+			local = time.Now()
 		}
 	}
 	lk, err := l.c.lookup(ctx, full, l.request(&g.pol, l.c.token()), l.st)
 	act := l.decide(full, &lk, err, 0, g.at, g.fresh, &g.out)
 	if l.hot != nil && act == actServe && g.out.status == StatusHit && g.at.IsZero() {
-		if attempt == 0 {
+		switch {
+		case l.c.localClock:
+			local = lk.Now // the instant the store judged the entry at
+		case attempt == 0:
 			local = l.hot.h.base.Add(g.hot.now)
 		}
 		l.hot.put(g.name, full, &g.out, seq0, local)

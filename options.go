@@ -343,7 +343,9 @@ func NegativeTTL(d time.Duration) GetOption {
 
 // LoadTimeout bounds a load. The load runs on a context detached from its
 // callers' (they may give up; the load goes on for the others) that ends
-// after d. Default [DefaultLoadTimeout].
+// after d, counted from the load's start (on memstore, from the lookup
+// that granted the load the key's lease, a moment before). Default
+// [DefaultLoadTimeout].
 func LoadTimeout(d time.Duration) GetOption {
 	return durationOption("LoadTimeout", d, time.Millisecond, func(p *policy, d time.Duration) { p.loadTimeout = d })
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/internal/localclock"
 	"github.com/paddockcache/paddock/store"
 )
 
@@ -26,14 +27,18 @@ import (
 //
 // A Cache is safe for concurrent use. Create one with [New].
 type Cache struct {
-	store     store.Store
-	batcher   store.Batcher // the store, if it batches; nil otherwise
-	waker     store.Waker   // the store, if it wakes waiters; nil otherwise
-	remote    bool
-	deadlines deadlines // the shared Done channels of remote store calls
-	cfg       config
-	rec       Recorder // cfg.recorder: nil when none is set
-	audit     *auditor // the consistency audit; nil when off (see Audit)
+	store   store.Store
+	batcher store.Batcher // the store, if it batches; nil otherwise
+	waker   store.Waker   // the store, if it wakes waiters; nil otherwise
+	remote  bool
+	// localClock: the store reads this process's clock, as the Cache
+	// does (see internal/localclock): a lookup's Now is an instant of the
+	// Cache's clock too.
+	localClock bool
+	deadlines  deadlines // the shared Done channels of remote store calls
+	cfg        config
+	rec        Recorder // cfg.recorder: nil when none is set
+	audit      *auditor // the consistency audit; nil when off (see Audit)
 	// exp draws the exponential factor of early-refresh leads (see
 	// policy.earlyLead): from cfg.rand if set.
 	exp func() float64
@@ -107,6 +112,9 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	}
 	if r, ok := s.(store.Remote); ok && r.Remote() {
 		c.remote = true
+	}
+	if lc, ok := s.(localclock.Store); ok && !c.remote && lc.LocalClock() {
+		c.localClock = true
 	}
 	c.batcher, _ = s.(store.Batcher)
 	c.waker, _ = s.(store.Waker)

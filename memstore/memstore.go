@@ -380,6 +380,12 @@ func newEpoch(old uint64) uint64 {
 	}
 }
 
+// LocalClock reports whether the store reads the process's monotonic
+// clock (it does unless it was given a Clock): the instants of its
+// answers are then instants of the Cache's own clock, which reads the
+// clock no more around a store call than it has to.
+func (s *Store) LocalClock() bool { return s.clock == nil }
+
 // now reads the store's clock: the Clock option's, or by default the
 // instant the store was made plus the monotonic time since, which reads
 // one clock where time.Now reads two. Its instants carry the wall time
