@@ -97,6 +97,9 @@ type flight[T any] struct {
 	// stage says whether f is in sh's active list, where an invalidation finds
 	// it registered or not. Guarded by sh.mu.
 	stage flightStage
+	// inMap: f is the flight sh's map holds for key, which callers join
+	// (see forget). Guarded by sh.mu.
+	inMap bool
 	// private: the load called Private; its other callers go their own
 	// way. priv, made for the first caller that waits on f, is closed
 	// then. Both guarded by sh.mu.
@@ -216,9 +219,7 @@ func (f *flight[T]) privatize() {
 		return
 	}
 	f.private = true
-	if s.m[f.key] == f {
-		delete(s.m, f.key)
-	}
+	s.forget(f)
 	if f.priv != nil {
 		close(f.priv)
 	}
@@ -270,6 +271,14 @@ func (f *flight[T]) retire() {
 		f.sh.n.Add(-1)
 	}
 	f.stage = stageOut
+}
+
+// forget takes f out of s's map, if it is there. The caller holds s.mu.
+func (s *shard[T]) forget(f *flight[T]) {
+	if f.inMap {
+		delete(s.m, f.key)
+		f.inMap = false
+	}
 }
 
 // link puts f at the head of s's active list. The caller holds s.mu.
@@ -457,7 +466,7 @@ func (g *group[T]) joinOrStart(key string, tags []string, skipBackground, work b
 		return f, false
 	}
 	f = g.newFlight(key, tags, work)
-	s.m[key] = f
+	s.m[key], f.inMap = f, true
 	return f, true
 }
 
@@ -474,9 +483,9 @@ func (g *group[T]) start(key string, tags []string, background bool) *flight[T] 
 	s.mu.Lock()
 	switch old, ok := s.m[key]; {
 	case !ok:
-		s.m[key] = f
+		s.m[key], f.inMap = f, true
 	case old.polling:
-		s.m[key] = f
+		s.m[key], f.inMap, old.inMap = f, true, false
 		old.follow, old.polling = f, false
 		f.joins++
 		if old.nudge != nil {
@@ -576,9 +585,7 @@ func (g *group[T]) reuse(f *flight[T]) {
 // after inv, and serves callers that join it.
 func (g *group[T]) detach(inv *store.Invalidation, doomed func(key string, lease uint64)) {
 	drop := func(s *shard[T], f *flight[T]) {
-		if s.m[f.key] == f {
-			delete(s.m, f.key)
-		}
+		s.forget(f)
 		f.retire()
 		if t := f.lease.Swap(0); t != 0 {
 			doomed(f.key, t)
@@ -629,9 +636,7 @@ func (g *group[T]) finish(key string, f *flight[T], out outcome[T]) { g.publish(
 func (g *group[T]) publish(key string, f *flight[T], out *outcome[T]) {
 	s := f.sh
 	s.mu.Lock()
-	if s.m[key] == f {
-		delete(s.m, key)
-	}
+	s.forget(f)
 	f.retire()
 	if out != nil {
 		f.out = *out
