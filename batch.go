@@ -258,10 +258,7 @@ func (l *Loader[T]) runBatch(ctx context.Context, mine []batchKey[T], load Batch
 			mine[i].w.filled(ctx, mine[i].f, &outs[i], oks[n], err, fmarks[n])
 		}
 	}
-	for _, b := range mine {
-		b.f.doneLoading() // as work.loadAndFill does
-	}
-	l.c.doneLoading(lctx)
+	l.c.doneLoading(lctx) // as work.loadAndFill does
 	for i, b := range mine {
 		l.flights.finish(b.w.key, b.f, outs[i])
 	}

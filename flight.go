@@ -483,11 +483,11 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 		w.filled(ctx, f, out, ok, err, fmark)
 	}
 	// The scope has been read, and the flight holds the lease no more: an
-	// invalidation has nothing left to doom. The flight stops looking at
-	// the scope (see flight.knows), and the state of the load's context
-	// goes back for the next load: this flight's own next one, if it is
-	// reusable (see flightWork).
-	f.doneLoading()
+	// invalidation has nothing left to doom. The state of the load's
+	// context goes back for the next load (this flight's own next one, if
+	// it is reusable: see flightWork), and the flight, which may still be
+	// asked whether its load named a tag (see flight.knows), sees from
+	// the generation that its load is over.
 	if f.reusable {
 		f.ls = releaseLoad(lctx)
 	} else {

@@ -49,10 +49,13 @@ type loadCtx struct {
 type loadState struct {
 	sc scope
 
-	// ended is set once the load has returned (see finish); armed once a
+	// ended is one more than the generation of the load that last
+	// returned (see finish): the current load has returned when it is
+	// sc.gen+1, and a reused state needs no reset. armed is set once a
 	// Done or AfterFunc has made done (see arm). A state that was armed
 	// is not reused: a timer or an AfterFunc may still refer to it.
-	ended, armed atomic.Bool
+	ended atomic.Uint64
+	armed atomic.Bool
 
 	err    error
 	done   chan struct{} // made by the first Done or AfterFunc
@@ -131,7 +134,6 @@ func releaseLoad(x *loadCtx) *loadState {
 		tags = nil
 	}
 	s.scopeFields = scopeFields{tags: tags}
-	st.ended.Store(false)
 	st.err = nil
 	s.mu.Unlock()
 	return st
@@ -186,7 +188,7 @@ func (x *loadCtx) check() {
 	st := x.st
 	switch {
 	case st.err != nil:
-	case st.ended.Load():
+	case st.ended.Load() == x.gen+1:
 		st.end(context.Canceled)
 	case st.sc.c.closing.Err() != nil:
 		st.end(context.Canceled)
@@ -257,7 +259,7 @@ func (x *loadCtx) AfterFunc(f func()) (stop func() bool) {
 // is stored before armed is read, and arm stores armed before it reads
 // ended, so that one of the two always ends the context.
 func (x *loadCtx) finish() {
-	x.st.ended.Store(true)
+	x.st.ended.Store(x.gen + 1)
 	if x.st.armed.Load() {
 		x.cancel(context.Canceled)
 	}

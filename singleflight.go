@@ -86,10 +86,10 @@ type flight[T any] struct {
 	// load runs, holds those the load names. An invalidation of one of
 	// them dooms the flight (see group.detach).
 	tags []string
-	sc   atomic.Pointer[scope]
-	// scGen is the generation of sc's load (see scope), written before
-	// sc is stored: a scope that has moved on to another load is not
-	// looked at.
+	// sc is the scope of f's load, and scGen the generation of that load
+	// (see scope): a scope that has moved on to another load, once f's
+	// is over, is not looked at. Both guarded by sh.mu.
+	sc    *scope
 	scGen uint64
 	// lease is the token of the lease the flight holds while it loads, or
 	// zero. Whoever swaps it to zero gives the lease back.
@@ -192,9 +192,8 @@ const (
 func (f *flight[T]) loading(token uint64, sc *scope) {
 	f.lease.Store(token)
 	sc.fl = f
-	f.scGen = sc.gen // the owner's own load: no write races this read
-	f.sc.Store(sc)
 	f.sh.mu.Lock()
+	f.sc, f.scGen = sc, sc.gen // the owner's own load: no write races the read of gen
 	if f.stage == stageIdle {
 		f.stage = stageActive
 		f.sh.link(f)
@@ -202,10 +201,6 @@ func (f *flight[T]) loading(token uint64, sc *scope) {
 	}
 	f.sh.mu.Unlock()
 }
-
-// doneLoading records that f's load is over and its fill answered: f
-// looks at its scope no more (see knows), which may go to another load.
-func (f *flight[T]) doneLoading() { f.sc.Store(nil) }
 
 // privatize releases the callers waiting on f, and the key's lease, once
 // its load has made its result private (see Private): they would not take
@@ -311,7 +306,7 @@ func (f *flight[T]) knows(tags []string) bool {
 			return true
 		}
 	}
-	if sc := f.sc.Load(); sc != nil {
+	if sc := f.sc; sc != nil {
 		sc.mu.Lock()
 		defer sc.mu.Unlock()
 		if sc.gen != f.scGen {
