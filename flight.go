@@ -478,7 +478,7 @@ func (w *work[T]) loadAndFill(ctx context.Context, f *flight[T], lk *reply, lkMa
 		w.l.c.release(ctx, w.key, f.lease.Swap(0), w.l.st)
 	} else {
 		fmark := f.begin()
-		ok, err := w.l.c.fill(ctx, w.key, fill, w.l.st)
+		ok, err := w.l.c.fillNow(ctx, w.key, fill, w.l.st, ld.end)
 		f.recycle(fill)
 		w.filled(ctx, f, out, ok, err, fmark)
 	}

@@ -35,10 +35,12 @@ type Cache struct {
 	// does (see internal/localclock): a lookup's Now is an instant of the
 	// Cache's clock too.
 	localClock bool
-	deadlines  deadlines // the shared Done channels of remote store calls
-	cfg        config
-	rec        Recorder // cfg.recorder: nil when none is set
-	audit      *auditor // the consistency audit; nil when off (see Audit)
+	// fillAt, on such a store, fills at an instant the Cache read.
+	fillAt    localclock.Filler
+	deadlines deadlines // the shared Done channels of remote store calls
+	cfg       config
+	rec       Recorder // cfg.recorder: nil when none is set
+	audit     *auditor // the consistency audit; nil when off (see Audit)
 	// exp draws the exponential factor of early-refresh leads (see
 	// policy.earlyLead): from cfg.rand if set.
 	exp func() float64
@@ -115,6 +117,7 @@ func New(s store.Store, opts ...Option) (*Cache, error) {
 	}
 	if lc, ok := s.(localclock.Store); ok && !c.remote && lc.LocalClock() {
 		c.localClock = true
+		c.fillAt, _ = s.(localclock.Filler)
 	}
 	c.batcher, _ = s.(store.Batcher)
 	c.waker, _ = s.(store.Waker)
@@ -642,12 +645,28 @@ func (c *Cache) probe(ctx context.Context, key string, req store.LookupRequest, 
 func unavailable(err error) bool { return errors.Is(err, ErrStoreUnavailable) }
 
 func (c *Cache) fill(ctx context.Context, key string, f *store.Fill, st *counters) (bool, error) {
+	return c.fillNow(ctx, key, f, st, time.Time{})
+}
+
+// fillNow is fill at now, an instant of the Cache's clock just read (the
+// end of the load whose result f writes), which a store that reads the
+// same clock uses rather than read it again (see internal/localclock).
+// A zero now is fill's.
+func (c *Cache) fillNow(ctx context.Context, key string, f *store.Fill, st *counters, now time.Time) (bool, error) {
 	if ok, _ := c.breaker.allow(); !ok {
 		return false, errBreakerOpen
 	}
 	sctx, cancel := c.storeContext(ctx)
 	t0 := c.timed()
-	ok, err := c.store.Fill(sctx, key, f)
+	var (
+		ok  bool
+		err error
+	)
+	if c.fillAt != nil && !now.IsZero() {
+		ok, err = c.fillAt.FillAt(sctx, key, f, localclock.At{T: now})
+	} else {
+		ok, err = c.store.Fill(sctx, key, f)
+	}
 	c.recordCall(t0, st.ns, StoreFill, 1, err)
 	cancel()
 	return ok, c.fillDone(key, st, err, true)

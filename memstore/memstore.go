@@ -69,6 +69,7 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/internal/localclock"
 	"github.com/paddockcache/paddock/store"
 )
 
@@ -657,14 +658,28 @@ func (s *Store) Fill(_ context.Context, key string, f *store.Fill) (accepted boo
 	if f == nil {
 		return false, invalid("Fill: nil *Fill")
 	}
-	accepted, err = s.fill(key, f)
+	accepted, err = s.fill(key, f, time.Time{})
 	if f.Set {
 		s.notify([]string{key}, nil) // the key's entry was replaced or dropped
 	}
 	return accepted, err
 }
 
-func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
+// FillAt is Fill at instant at of the store's clock, for a Cache that has
+// just read the clock (see internal/localclock): a store with a Clock of
+// its own reads it as Fill does. Other callers cannot make an at.
+func (s *Store) FillAt(ctx context.Context, key string, f *store.Fill, at localclock.At) (accepted bool, err error) {
+	if s.clock != nil || f == nil || f.Set {
+		return s.Fill(ctx, key, f)
+	}
+	if s.closed.Load() {
+		return false, errClosed
+	}
+	return s.fill(key, f, at.T)
+}
+
+// fill is Fill; now, unless zero, is the instant the store's clock reads.
+func (s *Store) fill(key string, f *store.Fill, now time.Time) (accepted bool, err error) {
 	st := &s.stripes[s.stripeOf(key)]
 	st.mu.Lock()
 	// Hold the shards of the fill's tags, read-locked, from the check to
@@ -695,8 +710,11 @@ func (s *Store) fill(key string, f *store.Fill) (accepted bool, err error) {
 	}
 	if hooks.FillTagGap.Load() {
 		s.fillGap(st, shards)
+		now = time.Time{} // the gap may have taken any time
 	}
-	now := s.now()
+	if now.IsZero() {
+		now = s.now()
+	}
 	t := f.Ticket
 	if f.Set {
 		t.Seq = s.seq.Add(1)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/paddockcache/paddock"
 	"github.com/paddockcache/paddock/internal/hooks"
+	"github.com/paddockcache/paddock/internal/localclock"
 	"github.com/paddockcache/paddock/store"
 	"github.com/paddockcache/paddock/storetest"
 )
@@ -1014,4 +1015,53 @@ func TestLenAndCapacity(t *testing.T) {
 	if n := s.Len(); n != 2 {
 		t.Errorf("Len after an invalidation: %d, want 2", n)
 	}
+}
+
+// FillAt writes the entry as of the instant it is given, an instant of
+// the store's own clock that the Cache has just read; a store with a
+// Clock of its own, or a Set, reads the clock as Fill does. The store
+// says whether its clock is the Cache's.
+func TestFillAt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if !s.LocalClock() {
+			t.Fatal("a store with the default clock does not say it reads the process's clock")
+		}
+		ctx := t.Context()
+		r := leaseOf(t, s, "k", 1)
+		at := time.Now()
+		time.Sleep(time.Second)
+		ok, err := s.FillAt(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Minute}, localclock.At{T: at})
+		if !ok || err != nil {
+			t.Fatalf("FillAt = %v, %v", ok, err)
+		}
+		r, _ = s.Lookup(ctx, "k", store.LookupRequest{})
+		if r.Entry == nil || !r.Entry.Created.Equal(at) || !r.Entry.FreshUntil.Equal(at.Add(time.Minute)) {
+			t.Fatalf("entry %+v, want one created at %v", r.Entry, at)
+		}
+		if r, _ := s.Lookup(ctx, "k", store.LookupRequest{Lease: 2, LeaseTTL: time.Hour}); r.Held {
+			t.Fatal("FillAt left its lease held")
+		}
+
+		fake := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+		own, err := New(Clock(func() time.Time { return fake }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer own.Close()
+		if own.LocalClock() {
+			t.Fatal("a store with a Clock of its own says it reads the process's clock")
+		}
+		r = leaseOf(t, own, "k", 1)
+		if ok, err := own.FillAt(ctx, "k", &store.Fill{Value: []byte("v"), Ticket: r.Ticket, Lease: 1, TTL: time.Minute}, localclock.At{T: at}); !ok || err != nil {
+			t.Fatalf("FillAt = %v, %v", ok, err)
+		}
+		if r, _ := own.Lookup(ctx, "k", store.LookupRequest{}); r.Entry == nil || !r.Entry.Created.Equal(fake) {
+			t.Fatalf("entry %+v of a store with a Clock of its own, want one created at %v", r.Entry, fake)
+		}
+	})
 }
