@@ -52,8 +52,9 @@ type loadState struct {
 	// ended is one more than the generation of the load that last
 	// returned (see finish): the current load has returned when it is
 	// sc.gen+1, and a reused state needs no reset. armed is set once a
-	// Done or AfterFunc has made done (see arm). A state that was armed
-	// is not reused: a timer or an AfterFunc may still refer to it.
+	// Done or AfterFunc has made done (see arm); the timer and the
+	// AfterFuncs that arming sets up end with the context, and those that
+	// run late find the generation moved on (see loadCtx.lock).
 	ended atomic.Uint64
 	armed atomic.Bool
 
@@ -91,13 +92,13 @@ func (c *Cache) loadCtxOn(st *loadState, ctx context.Context, timeout time.Durat
 		st = new(loadState)
 		st.sc.c = c
 	}
-	// st.sc.gen is written only under st.sc.mu, before st went back to
-	// the pool: this read, by the state's new owner, races with no write.
 	if len(st.views) == 0 {
-		st.views = make([]loadCtx, loadViews)
+		st.views = c.views()
 	}
 	x := &st.views[0]
 	st.views = st.views[1:]
+	// st.sc.gen is written only under st.sc.mu, before st went back to
+	// the pool: this read, by the state's new owner, races with no write.
 	*x = loadCtx{st: st, gen: st.sc.gen, parent: detach(ctx), deadline: start.Sub(c.epoch) + timeout}
 	return x, &st.sc
 }
@@ -106,11 +107,23 @@ func (c *Cache) loadCtxOn(st *loadState, ctx context.Context, timeout time.Durat
 // keeps.
 const maxKeptTags = 64
 
+// views returns a batch of views never handed out: what is left of the
+// batch of a state that was not reused (see releaseLoad), or a new one.
+func (c *Cache) views() []loadCtx {
+	if p, ok := c.spareViews.Get().(*[]loadCtx); ok {
+		return *p
+	}
+	return make([]loadCtx, loadViews)
+}
+
 // doneLoading gives x's state back for another load, once nothing of this
 // load reads it any more: the load has returned (finish), its scope has
 // been read (kept), and its flights no longer look at it (see
 // flight.knows). Views of it that the load kept see it ended from then
-// on. A state that was armed is left to the collector.
+// on, with context.Canceled. A state whose load saw its context end
+// otherwise (its deadline passed, an Err of DeadlineExceeded) is left to
+// the collector, since a context's Err does not change once it is set;
+// the views its batch has not handed out go to the next state made.
 func (c *Cache) doneLoading(x *loadCtx) {
 	if st := releaseLoad(x); st != nil {
 		c.loadStates.Put(st)
@@ -124,8 +137,12 @@ func releaseLoad(x *loadCtx) *loadState {
 	st := x.st
 	s := &st.sc
 	s.mu.Lock()
-	if st.armed.Load() || s.gen != x.gen {
+	if s.gen != x.gen || st.err != nil && st.err != context.Canceled {
 		s.mu.Unlock()
+		if views := st.views; len(views) > 0 {
+			st.views = nil
+			s.c.spareViews.Put(&views)
+		}
 		return nil
 	}
 	s.gen++
@@ -134,7 +151,10 @@ func releaseLoad(x *loadCtx) *loadState {
 		tags = nil
 	}
 	s.scopeFields = scopeFields{tags: tags}
-	st.err = nil
+	// An armed context has ended (finish canceled it): its timer and its
+	// link to closing are stopped, its AfterFuncs started, done closed.
+	st.err, st.done, st.timer, st.stop, st.afters = nil, nil, nil, nil, nil
+	st.armed.Store(false)
 	s.mu.Unlock()
 	return st
 }
@@ -244,9 +264,10 @@ func (x *loadCtx) AfterFunc(f func()) (stop func() bool) {
 	}
 	st.afters[a] = struct{}{}
 	return func() bool {
-		// An armed state is never reused: x is its view for good.
-		x.st.sc.mu.Lock()
-		defer x.st.sc.mu.Unlock()
+		if !x.lock() {
+			return false // the context ended, and f ran, before the state was reused
+		}
+		defer x.unlock()
 		_, ok := st.afters[a]
 		delete(st.afters, a)
 		return ok

@@ -234,26 +234,54 @@ func TestLoadCtxReused(t *testing.T) {
 	t.Fatal("no load context was reused in 100 tries")
 }
 
-// A load's context that was armed (Done, AfterFunc) is not reused: its
-// timer and AfterFuncs may still refer to it.
-func TestLoadCtxArmedNotReused(t *testing.T) {
-	c := testCache(t)
-	armed, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
-	done := armed.Done()
-	armed.finish()
-	<-done
-	c.doneLoading(armed)
-	for range 20 {
-		x, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
-		if x.st == armed.st {
-			t.Fatal("an armed load context was reused")
+// A load's context that was armed (Done, AfterFunc) is reused once its
+// load has ended, as any other: the kept view's Done stays closed, its
+// AfterFuncs have run, and its timer, were it to fire late, ends nothing
+// of the next load's.
+func TestLoadCtxArmedReused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := testCache(t)
+		for range 100 {
+			armed, asc := c.newLoadCtx(context.Background(), time.Second, time.Now())
+			done := armed.Done()
+			ran := make(chan struct{})
+			stop := context.AfterFunc(armed, func() { close(ran) })
+			armed.finish()
+			<-done
+			<-ran
+			c.doneLoading(armed)
+			next, nsc := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+			if nsc != asc {
+				next.finish()
+				c.doneLoading(next)
+				continue
+			}
+			if stop() {
+				t.Error("stop of an AfterFunc that ran reports it pending")
+			}
+			if !errors.Is(armed.Err(), context.Canceled) {
+				t.Errorf("kept armed context: Err %v", armed.Err())
+			}
+			select {
+			case <-armed.Done():
+			default:
+				t.Error("kept armed context: Done not closed")
+			}
+			time.Sleep(2 * time.Second) // past the old deadline
+			synctest.Wait()
+			if err := next.Err(); err != nil {
+				t.Fatalf("the next load's context, on the reused state: Err %v", err)
+			}
+			select {
+			case <-next.Done():
+				t.Fatal("the next load's context is done")
+			default:
+			}
+			next.finish()
+			return
 		}
-		x.finish()
-		c.doneLoading(x)
-	}
-	if !errors.Is(armed.Err(), context.Canceled) {
-		t.Errorf("armed context after its load: Err %v", armed.Err())
-	}
+		t.Fatal("no armed load context was reused in 100 tries")
+	})
 }
 
 // A flight does not take the tags of the next load that reuses its
@@ -284,4 +312,30 @@ func TestFlightForgetsReusedScope(t *testing.T) {
 		return
 	}
 	t.Fatal("no load context was reused in 100 tries")
+}
+
+// A load that saw its context's deadline pass does not give its state
+// back: its kept context's Err stays DeadlineExceeded.
+func TestLoadCtxTimedOutNotReused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := testCache(t)
+		x, _ := c.newLoadCtx(context.Background(), time.Second, time.Now())
+		time.Sleep(time.Second)
+		if !errors.Is(x.Err(), context.DeadlineExceeded) {
+			t.Fatalf("past the deadline: Err %v", x.Err())
+		}
+		x.finish()
+		c.doneLoading(x)
+		for range 20 {
+			y, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+			if y.st == x.st {
+				t.Fatal("the state of a load that saw its deadline pass was reused")
+			}
+			y.finish()
+			c.doneLoading(y)
+		}
+		if !errors.Is(x.Err(), context.DeadlineExceeded) {
+			t.Errorf("kept context after its load: Err %v, want DeadlineExceeded still", x.Err())
+		}
+	})
 }

@@ -64,8 +64,9 @@ type Cache struct {
 	closing context.Context    // ends when Close begins: loads and waits stop
 	stop    context.CancelFunc // ends closing
 	// loadStates holds the states of load contexts that their loads are
-	// done with (see loadCtx).
-	loadStates sync.Pool
+	// done with (see loadCtx), and spareViews the views that states not
+	// reused had not handed out.
+	loadStates, spareViews sync.Pool
 
 	// pending holds invalidations the store did not acknowledge and
 	// leases this Cache abandoned (see durable.go). invGen counts the
