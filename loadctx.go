@@ -88,7 +88,7 @@ func (r scopeRef) lock() *scope {
 		return nil
 	}
 	r.s.mu.Lock()
-	if r.s.gen != r.gen {
+	if r.s.gen != r.gen && !hooks.KeptScopeWrites.Load() {
 		r.s.mu.Unlock()
 		return nil
 	}

@@ -463,6 +463,27 @@ func (m *machine) Set(t *rapid.T) {
 	}
 }
 
+// LateWrite writes through the contexts of loads that have finished, as
+// a goroutine that a load started and that outlived it would: it gives
+// the value a day's TTL and a tag. A load that is over writes to nothing;
+// the load that reuses its context's state (a load of any key, on the
+// same node) must not take these writes for its own: its entry would
+// outlive its window.
+func (m *machine) LateWrite(t *rapid.T) {
+	m.mu.Lock()
+	kept := slices.Clone(m.kept)
+	m.mu.Unlock()
+	if len(kept) == 0 {
+		t.Skip("no load has finished")
+	}
+	m.begin("late writes through %d kept load contexts", len(kept))
+	for _, ctx := range kept {
+		paddock.SetTTL(ctx, 24*time.Hour)
+		paddock.Tag(ctx, "late")
+	}
+	m.settle()
+}
+
 // Advance moves time forward: within the fresh window, past the lease, to
 // the end of the fresh window, into and past the stale window.
 func (m *machine) Advance(t *rapid.T) {

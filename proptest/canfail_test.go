@@ -33,6 +33,7 @@ var canFail = []struct {
 	{"TestMemstore", "I7", "WaitDoomed", "doomed", "an invalidation leaves the flights it dooms in place, with their leases; a Get that begins after it waits for the doomed load"},
 	{"TestMemstore", "I7", "LeaseOutlivesInvalidation", "doomed", "the store keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
 	{"TestRedis", "I6", "NoDeps", "older than", "as on memstore, on a real redis-server"},
+	{"TestMemstore", "I3", "KeptScopeWrites", "past a value's window", "a load's context kept past its end sets a day's TTL; the load that reuses its context's state takes it, and a Get past that load's window hits its value"},
 	{"TestMemstore", "I1", "HotIgnoresInvalidation", "load that began before", "an invalidation leaves the hot tier's decoded copy servable; a later Get on a node that hit the key before takes it"},
 	{"TestRedis", "I7", "LeaseOutlivesInvalidation", "doomed", "redisstore keeps the lease of an invalidated key; a Get in another process waits for the doomed load"},
 	// The near-cache machine (near_test.go).

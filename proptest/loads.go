@@ -69,6 +69,9 @@ func (m *machine) runLoad(ctx context.Context, n *node, keys []string, gid int) 
 			for _, s := range ss {
 				vals[s.key] = s.value()
 			}
+			if m.kept = append(m.kept, ctx); len(m.kept) > maxKept {
+				m.kept = m.kept[1:]
+			}
 			m.mu.Unlock()
 			return vals, nil
 		case cmdFail:

@@ -1,6 +1,7 @@
 package proptest
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -355,7 +356,13 @@ type machine struct {
 	nextID     int
 	violations []string
 	history    []string
+	// kept holds the contexts of the last loads that finished, kept past
+	// their end as a load may keep its own (see LateWrite).
+	kept []context.Context
 }
+
+// maxKept is how many finished loads' contexts the machine keeps.
+const maxKept = 8
 
 // runMachine runs the state machine against the store of b, each check in
 // its own synctest bubble.

@@ -70,6 +70,10 @@ var (
 	// receives, without reporting itself down: a subscription that loses
 	// messages and does not notice.
 	FeedDropsChanges atomic.Bool
+	// KeptScopeWrites lets a load's context, kept past the load's end,
+	// write to the scope of whichever load reuses its state: the
+	// generation check of a scope's writers is off.
+	KeptScopeWrites atomic.Bool
 )
 
 // All lists every switch, by name.
@@ -92,6 +96,7 @@ var All = map[string]*atomic.Bool{
 	"PageSharesPrivate":         &PageSharesPrivate,
 	"HotIgnoresInvalidation":    &HotIgnoresInvalidation,
 	"FeedDropsChanges":          &FeedDropsChanges,
+	"KeptScopeWrites":           &KeptScopeWrites,
 }
 
 // Reset turns every switch off.
