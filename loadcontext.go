@@ -153,8 +153,11 @@ func releaseLoad(x *loadCtx) *loadState {
 	s.scopeFields = scopeFields{tags: tags}
 	// An armed context has ended (finish canceled it): its timer and its
 	// link to closing are stopped, its AfterFuncs started, done closed.
-	st.err, st.done, st.timer, st.stop, st.afters = nil, nil, nil, nil, nil
-	st.armed.Store(false)
+	if st.armed.Load() {
+		st.err, st.done, st.timer, st.stop, st.afters = nil, nil, nil, nil, nil
+		st.armed.Store(false)
+	}
+	st.err = nil
 	s.mu.Unlock()
 	return st
 }
