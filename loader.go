@@ -161,8 +161,8 @@ func (l *Loader[T]) Key(key string) string { return joinKey(l.prefix, key) }
 
 // joinKey returns prefix + key, as the + operator would, with less work:
 // the operator's general form (any number of strings, checked for
-// overflow, with a buffer on the stack for strings that do not escape) is
-// a tenth of the Cache's share of a miss.
+// overflow, with a buffer on the stack for strings that do not escape)
+// took twice the instructions, on every miss.
 func joinKey(prefix, key string) string {
 	b := make([]byte, len(prefix)+len(key))
 	copy(b[copy(b, prefix):], key)
