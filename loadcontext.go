@@ -136,8 +136,10 @@ func (c *Cache) doneLoading(x *loadCtx) {
 func releaseLoad(x *loadCtx) *loadState {
 	st := x.st
 	s := &st.sc
-	s.mu.Lock()
-	if s.gen != x.gen || st.err != nil && st.err != context.Canceled {
+	if !s.lockAt(x.gen) {
+		return nil // released already: the state, and its views, are another load's
+	}
+	if st.err != nil && st.err != context.Canceled {
 		s.mu.Unlock()
 		if views := st.views; len(views) > 0 {
 			st.views = nil
@@ -194,14 +196,7 @@ func (x *loadCtx) Err() error {
 
 // lock locks x's state and reports true if x is still its view; if the
 // state was reused, it is left unlocked: x has ended (see loadCtx).
-func (x *loadCtx) lock() bool {
-	x.st.sc.mu.Lock()
-	if x.st.sc.gen != x.gen {
-		x.st.sc.mu.Unlock()
-		return false
-	}
-	return true
-}
+func (x *loadCtx) lock() bool { return x.st.sc.lockAt(x.gen) }
 
 func (x *loadCtx) unlock() { x.st.sc.mu.Unlock() }
 

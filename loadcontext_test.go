@@ -339,3 +339,27 @@ func TestLoadCtxTimedOutNotReused(t *testing.T) {
 		}
 	})
 }
+
+// Giving a load's context back twice changes nothing the second time: the
+// state, and its batch of views, may already be the next load's.
+func TestLoadCtxDoneTwice(t *testing.T) {
+	c := testCache(t)
+	for range 100 {
+		x, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		x.finish()
+		c.doneLoading(x)
+		y, _ := c.newLoadCtx(context.Background(), time.Hour, time.Now())
+		if y.st != x.st {
+			y.finish()
+			continue
+		}
+		views := len(y.st.views)
+		c.doneLoading(x)
+		if len(y.st.views) != views || y.Err() != nil {
+			t.Fatalf("a second doneLoading of an old load took the next load's views (%d left of %d) or ended it (%v)", len(y.st.views), views, y.Err())
+		}
+		y.finish()
+		return
+	}
+	t.Fatal("no load context was reused in 100 tries")
+}

@@ -84,15 +84,27 @@ func scopeOf(ctx context.Context) scopeRef {
 // lock locks the scope and returns it, if r names one and its load is
 // still the scope's; otherwise it returns nil, and locks nothing.
 func (r scopeRef) lock() *scope {
-	if r.s == nil {
+	switch {
+	case r.s == nil:
 		return nil
-	}
-	r.s.mu.Lock()
-	if r.s.gen != r.gen && !hooks.KeptScopeWrites.Load() {
-		r.s.mu.Unlock()
+	case hooks.KeptScopeWrites.Load():
+		r.s.mu.Lock() // the generation is not checked
+		return r.s
+	case !r.s.lockAt(r.gen):
 		return nil
 	}
 	return r.s
+}
+
+// lockAt locks s and reports true if gen is still the generation of its
+// load; if it is not, the load of gen is over and s is left unlocked.
+func (s *scope) lockAt(gen uint64) bool {
+	s.mu.Lock()
+	if s.gen != gen {
+		s.mu.Unlock()
+		return false
+	}
+	return true
 }
 
 // Tag adds tags to the entry being loaded. Call it from inside a load

@@ -307,11 +307,10 @@ func (f *flight[T]) knows(tags []string) bool {
 		}
 	}
 	if sc := f.sc; sc != nil {
-		sc.mu.Lock()
-		defer sc.mu.Unlock()
-		if sc.gen != f.scGen {
+		if !sc.lockAt(f.scGen) {
 			return false // the load is over, and holds no lease
 		}
+		defer sc.mu.Unlock()
 		for _, t := range tags {
 			if slices.Contains(sc.tags, t) {
 				return true
