@@ -652,30 +652,35 @@ func (s *Store) Watch(key string) (wake <-chan struct{}, stop func()) {
 // Whatever the outcome, the lease f.Lease on key is released if it is
 // still held by that token.
 func (s *Store) Fill(_ context.Context, key string, f *store.Fill) (accepted bool, err error) {
+	return s.fillAt(key, f, time.Time{})
+}
+
+// FillAt is Fill at instant at of the store's clock, for a Cache that has
+// just read the clock (see internal/localclock): a store with a Clock of
+// its own, and a Set, read the clock as Fill does. Other callers cannot
+// make an at.
+func (s *Store) FillAt(_ context.Context, key string, f *store.Fill, at localclock.At) (accepted bool, err error) {
+	now := at.T
+	if !s.LocalClock() || f != nil && f.Set {
+		now = time.Time{}
+	}
+	return s.fillAt(key, f, now)
+}
+
+// fillAt is Fill and FillAt: it checks the call, fills at now (zero: as
+// the store's clock reads) and tells the subscribers of a Set.
+func (s *Store) fillAt(key string, f *store.Fill, now time.Time) (accepted bool, err error) {
 	if s.closed.Load() {
 		return false, errClosed
 	}
 	if f == nil {
 		return false, invalid("Fill: nil *Fill")
 	}
-	accepted, err = s.fill(key, f, time.Time{})
+	accepted, err = s.fill(key, f, now)
 	if f.Set {
 		s.notify([]string{key}, nil) // the key's entry was replaced or dropped
 	}
 	return accepted, err
-}
-
-// FillAt is Fill at instant at of the store's clock, for a Cache that has
-// just read the clock (see internal/localclock): a store with a Clock of
-// its own reads it as Fill does. Other callers cannot make an at.
-func (s *Store) FillAt(ctx context.Context, key string, f *store.Fill, at localclock.At) (accepted bool, err error) {
-	if s.clock != nil || f == nil || f.Set {
-		return s.Fill(ctx, key, f)
-	}
-	if s.closed.Load() {
-		return false, errClosed
-	}
-	return s.fill(key, f, at.T)
 }
 
 // fill is Fill; now, unless zero, is the instant the store's clock reads.
